@@ -1,0 +1,21 @@
+"""``create_broker(url)``: the broker for a URL scheme (``memory://`` or ``redis://``)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from app.broker.base import Broker, BrokerUnavailable
+from app.broker.memory import MemoryBroker
+
+__all__ = ["Broker", "BrokerUnavailable", "create_broker"]
+
+
+def create_broker(url: str, *, max_connections: int = 16) -> Broker:
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryBroker()
+    if scheme in ("redis", "rediss", "unix"):
+        from app.broker.redis import RedisBroker
+
+        return RedisBroker(url, max_connections=max_connections)
+    raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory:// or redis://")

@@ -1,0 +1,207 @@
+"""Redis pub/sub broker: ONE pub/sub connection and ONE listener task per process.
+
+Publishes go through a small bounded pool; the pub/sub connection is dedicated and never
+retried by redis-py itself, so that reconnection is ours: back off with jitter, then resubscribe
+the channels the Hub holds (the Hub is the source of truth, not redis-py's memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.broker.base import BrokerUnavailable, ChannelSource, OnMessage
+
+log = logging.getLogger("switchboard.broker")
+
+CONTROL_CHANNEL = "switchboard:control"
+SUBSCRIBE_TIMEOUT = 5.0
+PROBE_INTERVAL = 2.0
+# No message at all (not even our own probe) for this long means a dead or half-open connection.
+PROBE_DEADLINE = 3 * PROBE_INTERVAL
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 2.0
+_TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, BrokerUnavailable)
+
+
+class RedisBroker:
+    def __init__(self, url: str, *, max_connections: int = 16) -> None:
+        self._url = url
+        common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+        # A BlockingConnectionPool waits for a free connection instead of failing when exhausted.
+        self.client = Redis(
+            connection_pool=BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=5.0, **common
+            ),
+            retry=Retry(NoBackoff(), 0),
+        )
+        # socket_timeout=None: the listener reads with its own timeout; a blocked read is not an error.
+        self._sub_client = Redis.from_url(url, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
+        self._pubsub: PubSub | None = None
+        self._on_message: OnMessage | None = None
+        self._channels: ChannelSource = tuple
+        self._lock = asyncio.Lock()
+        self._pending: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self._listener: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._last_seen = 0.0
+        self.reconnects = 0
+
+    async def start(self, on_message: OnMessage, channels: ChannelSource) -> None:
+        self._on_message = on_message
+        self._channels = channels
+        self._listener = asyncio.create_task(self._listen(), name="switchboard-redis-listener")
+        # Start-up waits briefly for Redis but never fails: readiness reports the state instead.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout=SUBSCRIBE_TIMEOUT)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await self._drop_pubsub()
+        await self.client.aclose()
+        await self._sub_client.aclose()
+
+    def healthy(self) -> bool:
+        return self._connected.is_set()
+
+    async def subscribe(self, channel: str) -> None:
+        loop = asyncio.get_running_loop()
+        confirmed: asyncio.Future[None] = loop.create_future()
+        async with self._lock:
+            if self._pubsub is None or not self._connected.is_set():
+                raise BrokerUnavailable("not connected to Redis")
+            self._pending[channel].append(confirmed)
+            try:
+                await self._pubsub.subscribe(channel)
+            except _TRANSIENT as exc:
+                self._forget(channel, confirmed)
+                raise BrokerUnavailable(str(exc)) from exc
+        try:
+            # The listener resolves this on Redis's confirmation: only then is delivery certain.
+            await asyncio.wait_for(confirmed, timeout=SUBSCRIBE_TIMEOUT)
+        except TimeoutError:
+            self._forget(channel, confirmed)
+            raise BrokerUnavailable(f"no subscribe confirmation for {channel!r}") from None
+
+    async def unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if self._pubsub is None or not self._connected.is_set():
+                return  # A reconnect resubscribes from the Hub, which no longer has it.
+            with contextlib.suppress(*_TRANSIENT):
+                await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, envelope: bytes) -> None:
+        try:
+            await self.client.publish(channel, envelope)
+        except _TRANSIENT as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    # -- listener -------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                attempt = 0
+                await self._read_until_error()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # The listener must never die: log, count, reconnect.
+                if self._connected.is_set():
+                    self.reconnects += 1
+                    metrics.BROKER_RECONNECTS.inc()
+                    log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
+                elif attempt == 0:
+                    log.warning("redis unreachable (%s); retrying", exc)
+                if not isinstance(exc, _TRANSIENT):
+                    log.exception("unexpected error in redis listener")
+                self._mark_down()
+                await self._drop_pubsub()
+                attempt += 1
+                # Full jitter keeps a fleet of instances from reconnecting in lockstep.
+                await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
+            self._pubsub = pubsub
+            # The control channel keeps the connection subscribed and carries our liveness probe.
+            await pubsub.subscribe(CONTROL_CHANNEL, *self._channels())
+            self._last_seen = time.monotonic()
+            self._connected.set()
+            metrics.BROKER_UP.set(1)
+        log.info("redis pub/sub connected")
+
+    async def _read_until_error(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        next_probe = time.monotonic() + PROBE_INTERVAL
+        while True:
+            message = await pubsub.get_message(timeout=PROBE_INTERVAL / 2)
+            now = time.monotonic()
+            if message is not None:
+                self._last_seen = now
+                self._handle(message)
+            if now >= next_probe:
+                next_probe = now + PROBE_INTERVAL
+                await asyncio.wait_for(self.client.publish(CONTROL_CHANNEL, b"probe"), PROBE_INTERVAL)
+            if now - self._last_seen > PROBE_DEADLINE:
+                raise BrokerUnavailable("pub/sub connection silent; probe not received")
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = message["channel"].decode()
+        if kind == "message":
+            if channel != CONTROL_CHANNEL and self._on_message is not None:
+                try:
+                    self._on_message(channel, message["data"])
+                except Exception:
+                    metrics.LISTENER_ERRORS.inc()
+                    log.exception("dispatch failed on channel message")
+        elif kind == "subscribe":
+            waiters = self._pending.get(channel)
+            if waiters:
+                waiter = waiters.popleft()
+                if not waiters:
+                    del self._pending[channel]
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _forget(self, channel: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._pending.get(channel)
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._pending[channel]
+
+    def _mark_down(self) -> None:
+        self._connected.clear()
+        metrics.BROKER_UP.set(0)
+        for waiters in self._pending.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(BrokerUnavailable("redis connection lost"))
+        self._pending.clear()
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,120 @@
+"""Settings, read from ``SWITCHBOARD_*`` environment variables.
+
+Every field is documented in the README's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Symmetric algorithms only: a secret is all Settings holds. "none" is never accepted.
+SUPPORTED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+MIN_SECRET_BYTES = 32
+# Secrets that appear in docs and examples; refusing them catches copy-paste deployments.
+KNOWN_WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key"})
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    dev_mode: bool = False
+    instance_id: str = Field(default_factory=_default_instance_id)
+
+    broker_url: str = "memory://"
+    # Bounded publish pool: redis-py fails outright when an unbounded pool would be needed.
+    redis_max_connections: int = 16
+
+    jwt_secret: SecretStr = SecretStr("")
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    # Empty means same-origin only; requests without an Origin header (non-browser clients) pass.
+    allowed_origins: Annotated[list[str], NoDecode] = []
+
+    heartbeat_interval: float = 30.0
+    heartbeat_timeout: float = 10.0
+    auth_timeout: float = 10.0
+    max_message_bytes: int = 65536
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+    send_queue_size: int = 256
+    presence_ttl: float = 30.0
+
+    # Set by the validator, never from the environment: tells start-up to warn loudly.
+    generated_secret: bool = Field(default=False, exclude=True)
+
+    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _pinned_algorithms(cls, value: list[str]) -> list[str]:
+        unsupported = [alg for alg in value if alg not in SUPPORTED_JWT_ALGORITHMS]
+        if unsupported or not value:
+            raise ValueError(
+                f"unsupported JWT algorithms {unsupported or value}; choose from {sorted(SUPPORTED_JWT_ALGORITHMS)}"
+            )
+        return value
+
+    @field_validator("max_message_bytes", "send_queue_size", "rate_limit_burst")
+    @classmethod
+    def _positive_int(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_policy(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
+        if self.dev_mode:
+            if not secret:
+                # Random per process: fine for one dev instance, and tokens minted by /dev/token work.
+                self.jwt_secret = SecretStr(secrets.token_urlsafe(48))
+                self.generated_secret = True
+            return self
+        if not secret:
+            raise ValueError(
+                "SWITCHBOARD_JWT_SECRET is empty; set a random secret of at least "
+                f"{MIN_SECRET_BYTES} bytes, or SWITCHBOARD_DEV_MODE=true for local development"
+            )
+        if secret.lower() in KNOWN_WEAK_SECRETS or len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"SWITCHBOARD_JWT_SECRET is a default or shorter than {MIN_SECRET_BYTES} bytes; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return self
+
+
+def settings_error_line(exc: Exception) -> str:
+    """One readable line for a settings failure, without echoing secret values."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for err in errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{where}: {msg}" if where else msg)
+        return "invalid settings: " + "; ".join(parts)
+    return f"invalid settings: {exc}"

@@ -1,0 +1,265 @@
+"""One WebSocket: a bounded send queue drained by one writer task, limits, heartbeat.
+
+Everything sent to a socket goes through ``offer`` (broadcasts and direct replies alike), so frames
+reach the client in the order they were queued and only the writer ever awaits the socket. The
+Hub calls ``offer`` synchronously for each member; it never waits on a slow client.
+
+Raw ASGI ``send``/``receive`` are used after the handshake: Starlette's wrappers add per-message
+state checks that cost measurable time at fan-out rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.websockets import WebSocket
+
+from app import metrics
+from app.config import Settings
+from app.errors import RATE_LIMITED as RATE_LIMITED_REASON
+from app.errors import CloseCode, error_frame, reason_for
+from app.protocol import BadFrame, parse_object
+
+log = logging.getLogger("switchboard.connection")
+
+Message = dict[str, Any]
+Handler = Callable[["Connection"], Awaitable[None]]
+
+# How long a closing connection may take to flush its close frame before we stop waiting.
+CLOSE_FLUSH_TIMEOUT = 2.0
+
+
+def text_message(frame: str | bytes) -> Message:
+    """The ASGI message for one text frame; build it once and offer it to many connections."""
+    text = frame.decode() if isinstance(frame, bytes) else frame
+    return {"type": "websocket.send", "text": text}
+
+
+def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None or "*" in allowed or origin in allowed:
+        return True  # No Origin: not a browser, so Origin checks protect nothing there.
+    # Same-origin pages (the demo at GET /) are always allowed.
+    return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, endpoint: str, settings: Settings) -> None:
+        self.id = secrets.token_hex(8)
+        self.endpoint = endpoint
+        self.websocket = websocket
+        self.channels: set[str] = set()
+        self.close_code: int | None = None
+        self._send = websocket._send
+        self._receive = websocket._receive
+        self._queue: deque[Message] = deque()
+        self._queue_limit = settings.send_queue_size
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._aborted = False
+        self._peer_gone = False
+        self._task: asyncio.Task[Any] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._pong = asyncio.Event()
+        self._max_bytes = settings.max_message_bytes
+        self._rate = settings.rate_limit_per_second
+        self._burst = float(settings.rate_limit_burst)
+        self._tokens = self._burst
+        self._strikes = 0
+        self._last_refill = 0.0
+        self._received = metrics.MESSAGES_RECEIVED.labels(endpoint)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def offer(self, message: Message) -> bool:
+        """Queue a frame without waiting. A full queue disconnects this (slow) consumer."""
+        if self._closing:
+            return False
+        queue = self._queue
+        depth = len(queue)
+        if depth >= self._queue_limit:
+            self.abort(CloseCode.SLOW_CONSUMER)
+            metrics.SLOW_CONSUMERS.inc()
+            return False
+        queue.append(message)
+        if depth:
+            metrics.SEND_QUEUE_DEPTH.observe(depth + 1)
+        else:
+            self._wakeup.set()
+        return True
+
+    def send_text(self, text: str | bytes) -> None:
+        self.offer(text_message(text))
+
+    def send_json(self, payload: dict[str, Any]) -> None:
+        self.offer(text_message(orjson.dumps(payload)))
+
+    def send_error(self, message: str) -> None:
+        self.offer(text_message(error_frame(message)))
+
+    def close(self, code: CloseCode, reason: str | None = None) -> None:
+        """Close after the frames already queued: an error frame reaches the client first."""
+        if self._closing:
+            return
+        self._closing = True
+        self.close_code = int(code)
+        self._queue.append({"type": "websocket.close", "code": int(code), "reason": reason or reason_for(code)})
+        self._wakeup.set()
+
+    def abort(self, code: CloseCode) -> None:
+        """Close now, dropping queued frames: used when the client cannot keep up."""
+        if self._closing:
+            return
+        self._closing = self._aborted = True
+        self.close_code = int(code)
+        self._queue.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        send = self._send
+        try:
+            while True:
+                if not queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                message = queue.popleft()
+                await send(message)
+                if message["type"] == "websocket.close":
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The client went away mid-send; the receive side sees the disconnect and ends.
+            self._closing = self._peer_gone = True
+            queue.clear()
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    async def receive_text(self) -> str | None:
+        """The next text frame within the size and rate limits, or None once the socket is done."""
+        while not self._closing:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self._closing = self._peer_gone = True
+                if self.close_code is None:
+                    self.close_code = message.get("code", 1005)
+                return None
+            text: str | None = message.get("text")
+            if text is None:
+                self.close(CloseCode.UNSUPPORTED_DATA)
+                return None
+            if len(text) > self._max_bytes or (
+                4 * len(text) > self._max_bytes and len(text.encode()) > self._max_bytes
+            ):
+                self.close(CloseCode.MESSAGE_TOO_BIG)
+                return None
+            self._received.inc()
+            if self._allow():
+                return text
+        return None
+
+    async def receive_object(self) -> dict[str, Any] | None:
+        """The next JSON-object frame; invalid ones are answered with an error frame and skipped."""
+        while (text := await self.receive_text()) is not None:
+            try:
+                return parse_object(text)
+            except BadFrame as exc:
+                self.send_error(str(exc))
+        return None
+
+    def _allow(self) -> bool:
+        """Token bucket. Over the limit: an error frame per dropped message, then 1008."""
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self._rate)
+        self._last_refill = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._strikes = 0
+            return True
+        metrics.RATE_LIMITED.inc()
+        self._strikes += 1
+        if self._strikes > self._burst:
+            self.close(CloseCode.POLICY_VIOLATION, RATE_LIMITED_REASON)
+        else:
+            self.send_error(RATE_LIMITED_REASON)
+        return False
+
+    # -- heartbeat --------------------------------------------------------------------------------
+
+    def start_heartbeat(self, interval: float, timeout: float) -> None:
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(interval, timeout))
+
+    def pong(self) -> None:
+        self._pong.set()
+
+    async def _heartbeat_loop(self, interval: float, timeout: float) -> None:
+        ping = text_message(b'{"type":"ping"}')
+        while not self._closing:
+            await asyncio.sleep(interval)
+            self._pong.clear()
+            self.offer(ping)
+            try:
+                await asyncio.wait_for(self._pong.wait(), timeout)
+            except TimeoutError:
+                self.close(CloseCode.HEARTBEAT_TIMEOUT)
+                return
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def serve(self, handler: Handler) -> None:
+        """Run the endpoint's handler; always leaves the socket closed and the tasks stopped."""
+        task = self._task = asyncio.current_task()
+        assert task is not None
+        self._writer = asyncio.create_task(self._write_loop())
+        self._last_refill = asyncio.get_running_loop().time()
+        gauge = metrics.CONNECTIONS.labels(self.endpoint)
+        gauge.inc()
+        try:
+            await handler(self)
+        except asyncio.CancelledError:
+            # Our own abort() cancels the handler; anything else cancelling us must propagate.
+            if not self._aborted or task.cancelling() > 1:
+                raise
+            task.uncancel()
+        except Exception:
+            log.exception("handler for %s failed", self.endpoint)
+            self.close(CloseCode.INTERNAL_ERROR)
+        finally:
+            gauge.dec()
+            await self._finish()
+
+    async def _finish(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if not self._closing:
+            self.close(CloseCode.NORMAL)
+        writer = self._writer
+        assert writer is not None
+        if self._aborted:
+            # The writer was cancelled while the socket was stalled; try once to say why, bounded.
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                code = CloseCode(self.close_code or CloseCode.SLOW_CONSUMER)
+                await asyncio.wait_for(
+                    self._send({"type": "websocket.close", "code": int(code), "reason": reason_for(code)}),
+                    CLOSE_FLUSH_TIMEOUT,
+                )
+        elif not self._peer_gone:
+            # Let the writer flush what is queued, ending with our close frame.
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_FLUSH_TIMEOUT)
+        writer.cancel()
+        metrics.DISCONNECTS.labels(str(self.close_code or 1005)).inc()

@@ -1,0 +1,53 @@
+"""``create_app(settings)``: the FastAPI application. Importing this module starts nothing."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__, metrics
+from app.broker import create_broker
+from app.config import Settings
+from app.hub import Hub
+from app.logs import install_redaction
+from app.presence import create_presence
+from app.routes import api, health, seed
+from app.services import Services
+
+log = logging.getLogger("switchboard")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_redaction()
+        if settings.generated_secret:
+            log.warning(
+                "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "
+                "tokens will not validate on other instances"
+            )
+        broker = create_broker(settings.broker_url, max_connections=settings.redis_max_connections)
+        hub = Hub(broker)
+        presence = create_presence(broker, settings.presence_ttl)
+        app.state.services = Services(settings=settings, broker=broker, hub=hub, presence=presence)
+        metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+        await broker.start(hub.dispatch, hub.channels)
+        await presence.start()
+        log.info("instance %s ready on %s", settings.instance_id, settings.broker_url.split("@")[-1])
+        try:
+            yield
+        finally:
+            await presence.close()
+            await broker.close()
+
+    app = FastAPI(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.include_router(seed.router)
+    app.include_router(health.router)
+    app.include_router(api.router)
+    return app

@@ -1,0 +1,206 @@
+"""The tutorial's endpoints, wire formats unchanged, correct across instances.
+
+Each is a thin adapter: channel endpoints map onto Hub channels (``chat``, ``room:{id}``,
+``global:{ch}``) and every broadcast takes the one path through the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, WebSocket
+
+from app import metrics
+from app.auth import AuthError, verify_token
+from app.connection import Connection
+from app.errors import AUTH_FAILED, AUTH_REQUIRED, AUTH_TIMEOUT, INVALID_TOKEN, UNKNOWN_TYPE, CloseCode
+from app.protocol import BadFrame, parse_object
+from app.routes.session import (
+    MISSING,
+    content_of,
+    join,
+    leave,
+    publish,
+    refuse,
+    run_session,
+    username,
+    valid_channel,
+)
+from app.services import services
+
+router = APIRouter()
+
+
+@router.websocket("/ws/echo")
+async def echo(websocket: WebSocket) -> None:
+    async def handler(conn: Connection) -> None:
+        while (text := await conn.receive_text()) is not None:
+            conn.send_text("Echo: " + text)
+
+    await run_session(websocket, "echo", handler)
+
+
+@router.websocket("/ws/ping")
+async def ping(websocket: WebSocket) -> None:
+    async def handler(conn: Connection) -> None:
+        conn.send_json({"type": "connected", "message": "WebSocket ready"})
+        while (data := await conn.receive_object()) is not None:
+            kind = data.get("type")
+            if kind == "ping":
+                conn.send_json({"type": "pong", "timestamp": data.get("timestamp"), "server_time": time.time()})
+            elif kind == "close":
+                conn.close(CloseCode.NORMAL)
+            else:
+                conn.send_error(UNKNOWN_TYPE)
+
+    await run_session(websocket, "ping", handler)
+
+
+@router.websocket("/ws/chat")
+async def chat(websocket: WebSocket) -> None:
+    s = services(websocket)
+    name = username(websocket)
+
+    async def handler(conn: Connection) -> None:
+        online = await join(conn, s, "chat")
+        if online is None:
+            return
+        try:
+            # The joiner is already subscribed, so it receives its own join notice too.
+            await publish(
+                conn, s, "chat", {"type": "system", "message": f"{name} joined the chat", "users_online": online}
+            )
+            while (data := await conn.receive_object()) is not None:
+                content = content_of(conn, data)
+                if content is not MISSING:
+                    frame = {"type": "message", "from": name, "content": content, "timestamp": time.time()}
+                    await publish(conn, s, "chat", frame, exclude=conn)
+        finally:
+            remaining = await leave(conn, s, "chat")
+            if remaining is not None:
+                frame = {"type": "system", "message": f"{name} left the chat", "users_online": remaining}
+                await publish(conn, s, "chat", frame, exclude=conn)
+
+    await run_session(websocket, "chat", handler)
+
+
+@router.websocket("/ws/room/{room_id}")
+async def room(websocket: WebSocket, room_id: str) -> None:
+    s = services(websocket)
+    channel = f"room:{room_id}"
+
+    async def handler(conn: Connection) -> None:
+        if not valid_channel(conn, room_id):
+            return
+        members = await join(conn, s, channel)
+        if members is None:
+            return
+        try:
+            await publish(conn, s, channel, {"type": "user_joined", "room": room_id, "members": members}, exclude=conn)
+            while (data := await conn.receive_object()) is not None:
+                content = content_of(conn, data)
+                if content is not MISSING:
+                    frame = {"type": "message", "room": room_id, "content": content}
+                    await publish(conn, s, channel, frame, exclude=conn)
+        finally:
+            remaining = await leave(conn, s, channel)
+            if remaining is not None:
+                frame = {"type": "user_left", "room": room_id, "members": remaining}
+                await publish(conn, s, channel, frame, exclude=conn)
+
+    await run_session(websocket, "room", handler)
+
+
+@router.websocket("/ws/global/{channel}")
+async def global_channel(websocket: WebSocket, channel: str) -> None:
+    s = services(websocket)
+    key = f"global:{channel}"
+
+    async def handler(conn: Connection) -> None:
+        if not valid_channel(conn, channel) or await join(conn, s, key) is None:
+            return
+        try:
+            while (data := await conn.receive_object()) is not None:
+                content = content_of(conn, data)
+                if content is not MISSING:
+                    await publish(conn, s, key, {"content": content, "channel": channel})
+        finally:
+            await leave(conn, s, key)
+
+    await run_session(websocket, "global", handler)
+
+
+@router.websocket("/ws/secure")
+async def secure(websocket: WebSocket) -> None:
+    s = services(websocket)
+    try:
+        identity = verify_token(websocket.query_params.get("token"), s.settings)
+    except AuthError as exc:
+        metrics.AUTH_FAILURES.labels(exc.reason).inc()
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
+        return
+
+    async def handler(conn: Connection) -> None:
+        conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
+        while (data := await conn.receive_object()) is not None:
+            content = content_of(conn, data)
+            if content is not MISSING:
+                conn.send_json({"type": "echo", "from": identity.name, "content": content})
+
+    await run_session(websocket, "secure", handler)
+
+
+@router.websocket("/ws/auth-first")
+async def auth_first(websocket: WebSocket) -> None:
+    s = services(websocket)
+
+    async def handler(conn: Connection) -> None:
+        conn.send_json({"type": "auth_required"})
+        try:
+            async with asyncio.timeout(s.settings.auth_timeout):
+                text = await conn.receive_text()
+        except TimeoutError:
+            metrics.AUTH_FAILURES.labels("timeout").inc()
+            conn.close(CloseCode.POLICY_VIOLATION, AUTH_TIMEOUT)
+            return
+        if text is None:
+            return
+        try:
+            data = parse_object(text)
+        except BadFrame:
+            data = {}
+        token = data.get("token")
+        if data.get("type") != "auth" or not isinstance(token, str):
+            metrics.AUTH_FAILURES.labels("missing").inc()
+            conn.send_error(AUTH_REQUIRED)
+            conn.close(CloseCode.POLICY_VIOLATION, AUTH_REQUIRED)
+            return
+        try:
+            identity = verify_token(token, s.settings)
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.labels(exc.reason).inc()
+            conn.send_error(INVALID_TOKEN)
+            conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
+            return
+        conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
+        ack = {"type": "ack", "user": identity.name}
+        while await conn.receive_object() is not None:
+            conn.send_json(ack)
+
+    await run_session(websocket, "auth_first", handler)
+
+
+@router.websocket("/ws/with-heartbeat")
+async def with_heartbeat(websocket: WebSocket) -> None:
+    s = services(websocket)
+
+    async def handler(conn: Connection) -> None:
+        conn.start_heartbeat(s.settings.heartbeat_interval, s.settings.heartbeat_timeout)
+        while (data := await conn.receive_object()) is not None:
+            if data.get("type") == "pong":
+                conn.pong()
+            else:
+                conn.send_json({"echo": data})
+
+    await run_session(websocket, "heartbeat", handler)

@@ -1,0 +1,96 @@
+"""What every WebSocket endpoint shares: handshake checks, accept, serve, clean-up."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket
+
+from app import metrics
+from app.broker import BrokerUnavailable
+from app.connection import Connection, Handler, origin_allowed
+from app.errors import MISSING_CONTENT, ORIGIN_REFUSED, PUBLISH_FAILED, CloseCode, reason_for
+from app.services import Services, services
+
+CHANNEL_NAME = re.compile(r"^[\w.:@~-]{1,128}$")
+MAX_USERNAME = 64
+MISSING = object()
+
+
+async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+    """Refuse a client with a close code and reason.
+
+    We accept first and close at once: browsers see a handshake rejection only as 1006, with no
+    status or body, whereas a close frame carries the code and reason to every client.
+    """
+    metrics.CONNECTS.labels(f"refused_{int(code)}").inc()
+    await websocket.accept()
+    await websocket.close(code=code, reason=reason)
+
+
+async def run_session(websocket: WebSocket, endpoint: str, handler: Handler) -> None:
+    s = services(websocket)
+    if s.draining:
+        await refuse(websocket, CloseCode.SERVICE_RESTART, reason_for(CloseCode.SERVICE_RESTART))
+        return
+    if not origin_allowed(websocket, s.settings.allowed_origins):
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
+        return
+    conn = Connection(websocket, endpoint, s.settings)
+    await websocket.accept()
+    metrics.CONNECTS.labels("accepted").inc()
+    s.hub.attach(conn)
+    try:
+        await conn.serve(handler)
+    finally:
+        await s.hub.drop(conn)
+
+
+def valid_channel(conn: Connection, name: str) -> bool:
+    if CHANNEL_NAME.match(name):
+        return True
+    conn.close(CloseCode.POLICY_VIOLATION, "Invalid channel name")
+    return False
+
+
+async def join(conn: Connection, s: Services, channel: str) -> int | None:
+    """Subscribe and register presence; returns the cluster-wide count, or None (closed 1013)."""
+    try:
+        await s.hub.join(conn, channel)
+        return await s.presence.join(channel, conn.id)
+    except BrokerUnavailable:
+        conn.close(CloseCode.TRY_AGAIN_LATER)
+        return None
+
+
+async def leave(conn: Connection, s: Services, channel: str) -> int | None:
+    """Unregister presence; returns the remaining count, or None if the broker is down."""
+    try:
+        return await s.presence.leave(channel, conn.id)
+    except BrokerUnavailable:
+        return None
+
+
+async def publish(
+    conn: Connection, s: Services, channel: str, payload: dict[str, Any], exclude: Connection | None = None
+) -> None:
+    """Encode once and publish; a broker outage becomes an error frame for this client only."""
+    try:
+        await s.hub.publish(channel, orjson.dumps(payload), exclude)
+    except BrokerUnavailable:
+        conn.send_error(PUBLISH_FAILED)
+
+
+def content_of(conn: Connection, data: dict[str, Any]) -> object:
+    """The frame's ``content``; MISSING (after an error frame) when absent."""
+    if "content" not in data:
+        conn.send_error(MISSING_CONTENT)
+        return MISSING
+    return data["content"]
+
+
+def username(websocket: WebSocket) -> str:
+    name = (websocket.query_params.get("username") or "").strip()
+    return name[:MAX_USERNAME] or "Anonymous"

@@ -1,0 +1,26 @@
+"""The per-app objects the routes share, built in the lifespan and kept on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from app.broker import Broker
+from app.config import Settings
+from app.hub import Hub
+from app.presence import Presence
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    broker: Broker
+    hub: Hub
+    presence: Presence
+    draining: bool = field(default=False)
+
+
+def services(conn: HTTPConnection) -> Services:
+    found: Services = conn.app.state.services
+    return found

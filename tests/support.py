@@ -1,0 +1,195 @@
+"""Real processes for tests: a private redis-server and app instances on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.dir = workdir
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def start(self) -> RedisServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)]
+        args += ["--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--loglevel", "warning"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.client().ping(), 10, f"redis-server on {self.port}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class AppProcess:
+    """``python -m app`` on a free port; its output goes to a log file tests may read."""
+
+    def __init__(self, name: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+            "SWITCHBOARD_INSTANCE_ID": name,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def launch(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def wait_ready(self, path: str = "/healthz") -> None:
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log_text()[-3000:]}")
+            return httpx.get(self.http + path, timeout=1).status_code == 200
+
+        wait_until(up, 20, f"{self.name} {path}")
+
+    def start(self) -> AppProcess:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def running(*apps: AppProcess) -> Iterator[tuple[AppProcess, ...]]:
+    """Start instances in parallel (start-up is mostly imports) and always stop them."""
+    try:
+        for app in apps:
+            app.launch()
+        for app in apps:
+            app.wait_ready()
+        yield apps
+    finally:
+        for app in apps:
+            app.stop()
+
+
+# -- WebSocket client helpers -------------------------------------------------------------------
+
+
+def ws_connect(url: str, **kwargs: Any) -> Any:
+    return connect(url, open_timeout=5, close_timeout=2, **kwargs)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
+    raw = await asyncio.wait_for(ws.recv(), timeout)
+    return orjson.loads(raw)
+
+
+async def recv_until(ws: ClientConnection, predicate: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    """Skip frames until one matches; fails at the deadline."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = orjson.loads(await ws.recv())
+            if predicate(frame):
+                return frame
+
+
+async def expect_close(ws: ClientConnection, timeout: float = 5.0) -> tuple[int | None, str]:
+    """Read (discarding frames) until the server closes; returns the close code and reason."""
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    rcvd = ws.protocol.close_rcvd
+    return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+
+
+async def send_json(ws: ClientConnection, payload: Any) -> None:
+    await ws.send(orjson.dumps(payload).decode())
+
+
+async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
+    """Nothing more arrives for a short while: used after an event we already waited for."""
+    try:
+        frame = await asyncio.wait_for(ws.recv(), seconds)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected frame: {frame!r}")
