@@ -34,7 +34,7 @@ Message = dict[str, Any]
 Handler = Callable[["Connection"], Awaitable[None]]
 
 # How long a closing connection may take to flush its close frame before we stop waiting.
-CLOSE_FLUSH_TIMEOUT = 2.0
+CLOSE_FLUSH_TIMEOUT = 5.0
 
 
 def text_message(frame: str | bytes) -> Message:

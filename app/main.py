@@ -32,7 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "
                 "tokens will not validate on other instances"
             )
-        broker = create_broker(settings.broker_url, max_connections=settings.redis_max_connections)
+        broker = create_broker(
+            settings.broker_url, max_connections=settings.redis_max_connections, name=settings.instance_id
+        )
         hub = Hub(broker)
         presence = create_presence(broker, settings.presence_ttl)
         app.state.services = Services(settings=settings, broker=broker, hub=hub, presence=presence)

@@ -172,6 +172,11 @@ async def recv_until(ws: ClientConnection, predicate: Callable[[Any], bool], tim
                 return frame
 
 
+def content_is(value: Any) -> Callable[[Any], bool]:
+    """A recv_until predicate: the frame's ``content`` equals ``value``."""
+    return lambda frame: bool(isinstance(frame, dict) and frame.get("content") == value)
+
+
 async def expect_close(ws: ClientConnection, timeout: float = 5.0) -> tuple[int | None, str]:
     """Read (discarding frames) until the server closes; returns the close code and reason."""
     with contextlib.suppress(ConnectionClosed):

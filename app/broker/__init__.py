@@ -10,12 +10,12 @@ from app.broker.memory import MemoryBroker
 __all__ = ["Broker", "BrokerUnavailable", "create_broker"]
 
 
-def create_broker(url: str, *, max_connections: int = 16) -> Broker:
+def create_broker(url: str, *, max_connections: int = 16, name: str = "switchboard") -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker()
     if scheme in ("redis", "rediss", "unix"):
         from app.broker.redis import RedisBroker
 
-        return RedisBroker(url, max_connections=max_connections)
+        return RedisBroker(url, max_connections=max_connections, name=name)
     raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory:// or redis://")

@@ -37,9 +37,10 @@ _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, BrokerUnavailable)
 
 
 class RedisBroker:
-    def __init__(self, url: str, *, max_connections: int = 16) -> None:
+    def __init__(self, url: str, *, max_connections: int = 16, name: str = "switchboard") -> None:
         self._url = url
-        common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+        # Named connections make CLIENT LIST show which instance holds what.
+        common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
         # A BlockingConnectionPool waits for a free connection instead of failing when exhausted.
         self.client = Redis(
             connection_pool=BlockingConnectionPool.from_url(
@@ -48,7 +49,9 @@ class RedisBroker:
             retry=Retry(NoBackoff(), 0),
         )
         # socket_timeout=None: the listener reads with its own timeout; a blocked read is not an error.
-        self._sub_client = Redis.from_url(url, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
+        self._sub_client = Redis.from_url(
+            url, socket_connect_timeout=2.0, client_name=f"sb-sub:{name}", retry=Retry(NoBackoff(), 0)
+        )
         self._pubsub: PubSub | None = None
         self._on_message: OnMessage | None = None
         self._channels: ChannelSource = tuple

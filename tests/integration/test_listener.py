@@ -1,0 +1,66 @@
+"""One pub/sub connection and one listener per process, whatever the number of sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.broker.redis import RedisBroker
+from tests.integration.conftest import Cluster
+from tests.support import RedisServer, wait_until, ws_connect
+
+
+def pubsub_clients(c: Cluster, instance: str) -> list[dict[str, Any]]:
+    clients: list[dict[str, Any]] = c.redis.client().client_list()
+    return [cl for cl in clients if cl["name"] == f"sb-sub:{instance}"]
+
+
+def subscriptions(c: Cluster) -> dict[str, list[int]]:
+    return {name: [int(cl["sub"]) for cl in pubsub_clients(c, name)] for name in ("a", "b")}
+
+
+async def test_fifty_sockets_in_ten_channels_share_one_pubsub_connection(cluster: Cluster) -> None:
+    sockets = []
+    try:
+        for i in range(50):
+            app = cluster.a if i < 30 else cluster.b
+            sockets.append((i % 10, await ws_connect(app.ws(f"/ws/global/load-{i % 10}"))))
+        for ch in range(10):
+            cluster.wait_presence(f"global:load-{ch}", 5)
+        # Each instance: exactly one pub/sub connection, holding the control channel plus its channels.
+        assert subscriptions(cluster) == {"a": [11], "b": [1 + len({i % 10 for i in range(30, 50)})]}
+        for cl in cluster.redis.client().client_list():
+            if cl["name"].startswith("sb-pub:"):
+                assert cl["sub"] == "0"
+
+        # Channels 0-4 lose every member: both instances unsubscribe from them, nothing else.
+        await asyncio.gather(*(ws.close() for ch, ws in sockets if ch < 5))
+        wait_until(lambda: subscriptions(cluster) == {"a": [6], "b": [6]}, 5, "unsubscribe of emptied channels")
+    finally:
+        await asyncio.gather(*(ws.close() for _, ws in sockets))
+    wait_until(lambda: subscriptions(cluster) == {"a": [1], "b": [1]}, 5, "only the control channel left")
+
+
+async def test_the_broker_runs_exactly_one_listener_task(tmp_path: Any) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    broker = RedisBroker(server.url, name="solo")
+    received: list[tuple[str, bytes]] = []
+    arrived = asyncio.Event()
+
+    def on_message(channel: str, data: bytes) -> None:
+        received.append((channel, data))
+        arrived.set()
+
+    try:
+        await broker.start(on_message, lambda: ())
+        for n in range(10):
+            await broker.subscribe(f"c{n}")
+        listeners = [t for t in asyncio.all_tasks() if t.get_name() == "switchboard-redis-listener"]
+        assert len(listeners) == 1
+        await broker.publish("c3", b"payload")
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert received == [("c3", b"payload")]
+    finally:
+        await broker.close()
+        server.stop()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "switchboard-redis-listener"] == []

@@ -1,0 +1,99 @@
+"""Redis loss: the listener reconnects and resubscribes by itself; publishes fail loudly meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+
+from app.errors import PUBLISH_FAILED
+from tests.integration.conftest import Cluster, start_cluster
+from tests.support import content_is, expect_close, recv_json, recv_until, running, send_json, wait_until, ws_connect
+
+RECOVERY_DEADLINE = 5.0
+_seq = itertools.count()
+
+
+async def flowing(sender: ClientConnection, receiver: ClientConnection, deadline: float) -> float:
+    """Publish numbered probes until one crosses instances; returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        n = next(_seq)
+        await send_json(sender, {"content": n})
+        try:
+            await recv_until(receiver, content_is(n), timeout=0.25)
+            return time.monotonic() - started
+        except TimeoutError:
+            continue
+    raise AssertionError(f"messages did not flow again within {deadline}s")
+
+
+async def two_subscribers(c: Cluster, channel: str) -> tuple[ClientConnection, ClientConnection]:
+    sa = await ws_connect(c.a.ws(f"/ws/global/{channel}"))
+    sb = await ws_connect(c.b.ws(f"/ws/global/{channel}"))
+    c.wait_presence(f"global:{channel}", 2)
+    await flowing(sa, sb, RECOVERY_DEADLINE)
+    return sa, sb
+
+
+async def test_client_kill_of_the_pubsub_connection(tmp_path: Path) -> None:
+    redis_server, a, b = start_cluster(tmp_path)
+    try:
+        with running(a, b):
+            c = Cluster(redis_server, a, b, tmp_path)
+            sa, sb = await two_subscribers(c, "kill")
+            killed = redis_server.client().client_kill_filter(_type="pubsub")
+            assert killed == 2  # one pub/sub connection per instance
+            await flowing(sa, sb, RECOVERY_DEADLINE)
+            await flowing(sb, sa, RECOVERY_DEADLINE)
+            # Resubscribed exactly once each: one marker arrives once, then nothing else.
+            await send_json(sa, {"content": "marker"})
+            assert await recv_until(sb, content_is("marker")) == {
+                "content": "marker",
+                "channel": "kill",
+            }
+            await send_json(sb, {"content": "after"})
+            assert (await recv_json(sb))["content"] == "after"
+            await asyncio.gather(sa.close(), sb.close())
+    finally:
+        redis_server.stop()
+
+
+async def test_full_redis_restart(tmp_path: Path) -> None:
+    redis_server, a, b = start_cluster(tmp_path)
+    try:
+        with running(a, b):
+            c = Cluster(redis_server, a, b, tmp_path)
+            sa, sb = await two_subscribers(c, "restart")
+            redis_server.stop()
+            # Publishing while Redis is down: a clear error frame, and the socket stays open.
+            await send_json(sa, {"content": "into the void"})
+            # (sa also hears its own earlier probes: the global channel includes the sender.)
+            error = await recv_until(sa, lambda f: f.get("type") == "error")
+            assert error == {"type": "error", "message": PUBLISH_FAILED}
+            wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
+            assert httpx.get(a.http + "/healthz").status_code == 200  # liveness does not follow Redis
+            redis_server.start()  # same port, empty data
+            took = await flowing(sa, sb, RECOVERY_DEADLINE)
+            print(f"messages flowed again {took:.2f}s after redis-server came back")
+            wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 200, 5, "readyz to recover")
+            await asyncio.gather(sa.close(), sb.close())
+    finally:
+        redis_server.stop()
+
+
+async def test_joining_while_redis_is_down_is_refused_with_1013(tmp_path: Path) -> None:
+    redis_server, a, _ = start_cluster(tmp_path)
+    try:
+        with running(a):
+            redis_server.stop()
+            wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
+            async with ws_connect(a.ws("/ws/room/r1")) as ws:
+                code, _ = await expect_close(ws)
+            assert code == 1013
+    finally:
+        redis_server.stop()

@@ -1,0 +1,103 @@
+"""Start-up policy and the HTTP side, on the default in-memory broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.conftest import token
+from tests.support import ROOT, AppProcess, recv_json, running, ws_connect
+
+
+def run_app_expecting_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", "--port", "1"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("secret", ["", "too-short", "changeme"])
+def test_refuses_to_start_without_a_strong_secret(secret: str) -> None:
+    result = run_app_expecting_exit({"SWITCHBOARD_JWT_SECRET": secret} if secret else {})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("switchboard: invalid settings: SWITCHBOARD_JWT_SECRET")
+    if secret:
+        assert secret not in lines[0]
+
+
+@pytest.fixture(scope="module")
+def dev_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    app = AppProcess(
+        "dev", tmp_path_factory.mktemp("dev"), {"SWITCHBOARD_DEV_MODE": "true", "SWITCHBOARD_JWT_SECRET": ""}
+    )
+    with running(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+def prod_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    with running(AppProcess("prod", tmp_path_factory.mktemp("prod"))) as (app,):
+        yield app
+
+
+def test_dev_mode_warns_and_mints_tokens_that_work(dev_app: AppProcess) -> None:
+    assert "dev mode: no SWITCHBOARD_JWT_SECRET set" in dev_app.log_text()
+    response = httpx.post(dev_app.http + "/dev/token", json={"sub": "d1", "name": "Dee"})
+    assert response.status_code == 200
+    assert response.json()["token"].count(".") == 2
+
+
+async def test_dev_token_authenticates_on_the_same_instance(dev_app: AppProcess) -> None:
+    tok = httpx.post(dev_app.http + "/dev/token", json={"sub": "d1", "name": "Dee"}).json()["token"]
+    async with ws_connect(dev_app.ws(f"/ws/secure?token={tok}")) as ws:
+        assert (await recv_json(ws))["user"] == "Dee"
+
+
+def test_dev_token_is_absent_in_production(prod_app: AppProcess) -> None:
+    assert httpx.post(prod_app.http + "/dev/token", json={}).status_code == 404
+
+
+def test_demo_page_health_and_readiness(prod_app: AppProcess) -> None:
+    page = httpx.get(prod_app.http + "/")
+    assert page.status_code == 200
+    assert "/ws/chat" in page.text
+    assert httpx.get(prod_app.http + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(prod_app.http + "/readyz").json() == {"status": "ready", "broker": True, "draining": False}
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Basic abc"])
+def test_http_publish_needs_a_valid_bearer_token(prod_app: AppProcess, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = httpx.post(prod_app.http + "/api/global/news", json={"content": 1}, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["detail"]["error"] == "Authentication failed"
+
+
+def test_http_publish_validates_its_body(prod_app: AppProcess) -> None:
+    response = httpx.post(
+        prod_app.http + "/api/global/news", json={"wrong": 1}, headers={"Authorization": f"Bearer {token('svc')}"}
+    )
+    assert response.status_code == 422
+
+
+async def test_http_publish_reaches_subscribers(prod_app: AppProcess) -> None:
+    async with ws_connect(prod_app.ws("/ws/global/news")) as ws:
+        response = httpx.post(
+            prod_app.http + "/api/global/news",
+            json={"content": {"headline": "hi"}},
+            headers={"Authorization": f"Bearer {token('svc')}"},
+        )
+        assert response.status_code == 202
+        assert await recv_json(ws) == {"content": {"headline": "hi"}, "channel": "news"}

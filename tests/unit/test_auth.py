@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from app.auth import AuthError, mint_token, verify_token
+from app.config import Settings
+
+SECRET = "k" * 48
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(jwt_secret=SECRET)
+
+
+def reason(token: str | None, settings: Settings) -> str:
+    with pytest.raises(AuthError) as info:
+        verify_token(token, settings)
+    return info.value.reason
+
+
+def test_valid_token_gives_sub_and_name(settings: Settings) -> None:
+    identity = verify_token(mint_token(settings, "u1", "Ann"), settings)
+    assert (identity.user_id, identity.name) == ("u1", "Ann")
+
+
+def test_name_defaults_to_user(settings: Settings) -> None:
+    assert verify_token(mint_token(settings, "u1"), settings).name == "User"
+
+
+def test_missing_and_garbage_tokens(settings: Settings) -> None:
+    assert reason(None, settings) == "missing"
+    assert reason("", settings) == "missing"
+    assert reason("not-a-jwt", settings) == "malformed"
+
+
+def test_expired_token(settings: Settings) -> None:
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) - 5}, SECRET, algorithm="HS256")
+    assert reason(token, settings) == "expired"
+
+
+def test_wrong_signature(settings: Settings) -> None:
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "z" * 48, algorithm="HS256")
+    assert reason(token, settings) == "bad_signature"
+
+
+def test_none_algorithm_is_refused(settings: Settings) -> None:
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none")
+    assert reason(token, settings) == "bad_algorithm"
+
+
+def test_algorithm_outside_the_pinned_list_is_refused(settings: Settings) -> None:
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512")
+    assert reason(token, settings) == "bad_algorithm"
+
+
+def test_required_claims(settings: Settings) -> None:
+    no_exp = jwt.encode({"sub": "u"}, SECRET, algorithm="HS256")
+    no_sub = jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    assert reason(no_exp, settings) == "bad_claims"
+    assert reason(no_sub, settings) == "bad_claims"
+
+
+def test_audience_and_issuer_are_checked() -> None:
+    settings = Settings(jwt_secret=SECRET, jwt_audience="switchboard", jwt_issuer="https://auth.example")
+    assert verify_token(mint_token(settings, "u"), settings).user_id == "u"
+    other = jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "aud": "else"}, SECRET, algorithm="HS256")
+    assert reason(other, settings) == "bad_claims"

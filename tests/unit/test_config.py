@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings, settings_error_line
+
+STRONG = "x" * 40
+
+
+def test_production_refuses_empty_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWITCHBOARD_JWT_SECRET", raising=False)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    line = settings_error_line(info.value)
+    assert "SWITCHBOARD_JWT_SECRET is empty" in line
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize("secret", ["secret", "changeme", "short-but-not-empty"])
+def test_production_refuses_weak_secret(secret: str) -> None:
+    with pytest.raises(ValidationError, match="default or shorter than 32 bytes"):
+        Settings(jwt_secret=secret)
+
+
+def test_error_line_never_echoes_the_secret() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(jwt_secret="hunter2-is-my-password")
+    assert "hunter2" not in settings_error_line(info.value)
+
+
+def test_dev_mode_generates_a_random_secret() -> None:
+    a, b = Settings(dev_mode=True), Settings(dev_mode=True)
+    assert a.generated_secret
+    assert len(a.jwt_secret.get_secret_value()) >= 32
+    assert a.jwt_secret.get_secret_value() != b.jwt_secret.get_secret_value()
+
+
+def test_env_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_JWT_SECRET", STRONG)
+    monkeypatch.setenv("SWITCHBOARD_JWT_ALGORITHMS", "HS256, HS512")
+    monkeypatch.setenv("SWITCHBOARD_ALLOWED_ORIGINS", "https://a.example,https://b.example")
+    settings = Settings()
+    assert settings.jwt_algorithms == ["HS256", "HS512"]
+    assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize("algs", ["none", "RS256", "HS256,none", ""])
+def test_algorithms_are_pinned_to_supported_ones(algs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_JWT_ALGORITHMS", algs)
+    with pytest.raises(ValidationError, match="JWT algorithms"):
+        Settings(jwt_secret=STRONG)
+
+
+def test_secret_is_hidden_in_repr() -> None:
+    assert STRONG not in repr(Settings(jwt_secret=STRONG))

@@ -1,0 +1,147 @@
+"""Hub refcounting and dispatch, with the in-process broker and stand-in connections."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, cast
+
+import pytest
+
+from app.broker import BrokerUnavailable
+from app.broker.memory import MemoryBroker
+from app.connection import Connection
+from app.hub import Hub
+from app.protocol import pack
+
+
+class RecordingBroker(MemoryBroker):
+    """The real memory broker, with a yield inside subscribe so interleavings can happen."""
+
+    def __init__(self, fail_subscribe: bool = False) -> None:
+        super().__init__()
+        self.subscribes = 0
+        self.unsubscribes = 0
+        self.fail_subscribe = fail_subscribe
+
+    async def subscribe(self, channel: str) -> None:
+        self.subscribes += 1
+        await asyncio.sleep(0)
+        if self.fail_subscribe:
+            raise BrokerUnavailable("down")
+        await super().subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.unsubscribes += 1
+        await asyncio.sleep(0)
+        await super().unsubscribe(channel)
+
+    def subscribed(self) -> set[str]:
+        return set(self._channels)
+
+
+class Member:
+    """Stands in for a Connection: the Hub only uses id, channels and offer()."""
+
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+        self.channels: set[str] = set()
+        self.frames: list[str] = []
+
+    def offer(self, message: dict[str, Any]) -> bool:
+        self.frames.append(message["text"])
+        return True
+
+
+def conn(ident: str) -> Connection:
+    return cast(Connection, Member(ident))
+
+
+async def started_hub(broker: RecordingBroker) -> Hub:
+    hub = Hub(broker)
+    await broker.start(hub.dispatch, hub.channels)
+    return hub
+
+
+async def test_concurrent_first_joins_subscribe_once() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    members = [conn(f"c{i}") for i in range(20)]
+    await asyncio.gather(*(hub.join(m, "room:1") for m in members))
+    assert broker.subscribes == 1
+    assert hub.members("room:1") == 20
+
+
+async def test_last_leave_unsubscribes_and_rejoin_resubscribes() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    a, b = conn("a"), conn("b")
+    await hub.join(a, "x")
+    await hub.join(b, "x")
+    await hub.leave(a, "x")
+    assert broker.subscribed() == {"x"}
+    await hub.leave(b, "x")
+    assert broker.subscribed() == set()
+    assert hub.channels() == ()
+    await hub.join(a, "x")
+    assert broker.subscribed() == {"x"}
+
+
+async def test_interleaved_joins_and_leaves_end_consistent() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    rng = random.Random(7)
+    members = [conn(f"c{i}") for i in range(30)]
+
+    async def churn(m: Connection) -> None:
+        for _ in range(20):
+            channel = f"ch{rng.randrange(3)}"
+            await hub.join(m, channel)
+            await asyncio.sleep(0)
+            await hub.leave(m, channel)
+
+    await asyncio.gather(*(churn(m) for m in members))
+    assert hub.channels() == ()
+    assert broker.subscribed() == set()
+    assert broker.subscribes == broker.unsubscribes
+    assert hub._locks == {}
+
+
+async def test_failed_subscribe_leaves_no_trace() -> None:
+    broker = RecordingBroker(fail_subscribe=True)
+    hub = await started_hub(broker)
+    a = conn("a")
+    with pytest.raises(BrokerUnavailable):
+        await hub.join(a, "x")
+    assert hub.channels() == ()
+    assert a.channels == set()
+
+
+async def test_dispatch_skips_the_excluded_member_and_shares_one_frame() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    a, b, c = (Member(x) for x in "abc")
+    for m in (a, b, c):
+        await hub.join(cast(Connection, m), "x")
+    hub.dispatch("x", pack(b'{"n":1}', exclude="b"))
+    assert a.frames == ['{"n":1}']
+    assert b.frames == []
+    assert c.frames == ['{"n":1}']
+
+
+async def test_publish_goes_through_the_broker_to_local_members() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    a = Member("a")
+    await hub.join(cast(Connection, a), "x")
+    await hub.publish("x", b'{"hello":true}')
+    assert a.frames == ['{"hello":true}']
+
+
+async def test_malformed_envelope_is_dropped_not_raised() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    a = Member("a")
+    await hub.join(cast(Connection, a), "x")
+    hub.dispatch("x", b"garbage")
+    assert a.frames == []
