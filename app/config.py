@@ -10,7 +10,7 @@ import secrets
 import socket
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Symmetric algorithms only: a secret is all Settings holds. "none" is never accepted.
@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     presence_ttl: float = 30.0
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
-    generated_secret: bool = Field(default=False, exclude=True)
+    _generated_secret: bool = PrivateAttr(default=False)
+
+    @property
+    def generated_secret(self) -> bool:
+        return self._generated_secret
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
@@ -92,7 +96,7 @@ class Settings(BaseSettings):
             if not secret:
                 # Random per process: fine for one dev instance, and tokens minted by /dev/token work.
                 self.jwt_secret = SecretStr(secrets.token_urlsafe(48))
-                self.generated_secret = True
+                self._generated_secret = True
             return self
         if not secret:
             raise ValueError(
