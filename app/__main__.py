@@ -11,9 +11,7 @@ from pydantic import ValidationError
 from app.config import Settings, settings_error_line
 from app.logs import log_config
 from app.main import create_app
-
-# Measured fastest for pre-encoded fan-out (docs/benchmarks.md): no asyncio streams layer.
-WS_IMPLEMENTATION = "websockets-sansio"
+from app.server import DrainingServer, server_options
 
 
 def parse_args(argv: list[str] | None) -> dict[str, object]:
@@ -30,29 +28,21 @@ def parse_args(argv: list[str] | None) -> dict[str, object]:
     return overrides
 
 
-def uvicorn_options(settings: Settings) -> dict[str, object]:
-    """Server options shared with gunicorn's worker class."""
-    return {
-        "loop": "uvloop",
-        "http": "httptools",
-        "ws": WS_IMPLEMENTATION,
-        # The protocol layer enforces the size limit with 1009 before the app sees the frame.
-        "ws_max_size": settings.max_message_bytes,
-        # Deflate runs per socket: it would undo encode-once fan-out.
-        "ws_per_message_deflate": False,
-        "log_config": log_config(settings.log_level),
-        "log_level": settings.log_level,
-        "timeout_graceful_shutdown": 10,
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings(**parse_args(argv))  # type: ignore[arg-type]
     except ValidationError as exc:
         print(f"switchboard: {settings_error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **uvicorn_options(settings))  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config(settings.log_level),
+        log_level=settings.log_level,
+        **server_options(settings),
+    )
+    DrainingServer(config).run()
 
 
 if __name__ == "__main__":

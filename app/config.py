@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     send_queue_size: int = 256
     presence_ttl: float = 30.0
+    # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
+    drain_seconds: float = 10.0
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)

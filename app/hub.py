@@ -28,6 +28,8 @@ class Hub:
         self._members: dict[str, dict[str, Connection]] = {}
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.connections: set[Connection] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def channels(self) -> Collection[str]:
         """The channels with local members: what to resubscribe after a broker reconnect."""
@@ -38,6 +40,11 @@ class Hub:
 
     def attach(self, conn: Connection) -> None:
         self.connections.add(conn)
+        self._idle.clear()
+
+    async def wait_idle(self) -> None:
+        """Return once no connection is attached (used by the drain)."""
+        await self._idle.wait()
 
     async def join(self, conn: Connection, channel: str) -> None:
         """Raises BrokerUnavailable if the channel cannot be subscribed; nothing is changed then."""
@@ -70,6 +77,8 @@ class Hub:
         self.connections.discard(conn)
         for channel in tuple(conn.channels):
             await self.leave(conn, channel)
+        if not self.connections:
+            self._idle.set()
 
     async def publish(self, channel: str, frame: bytes, exclude: Connection | None = None) -> None:
         """Send ``frame`` to every member of ``channel`` on every instance, except ``exclude``."""

@@ -50,7 +50,12 @@ def log_config(level: str = "info") -> dict[str, Any]:
     config["filters"] = {"redact": {"()": "app.logs.RedactSecrets"}}
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
-    config["loggers"]["switchboard"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    loggers = config["loggers"]
+    loggers["switchboard"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    # gunicorn merges this over its own defaults, whose handlers we replaced: name everything.
+    loggers["gunicorn.error"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    loggers["gunicorn.access"] = {"handlers": ["access"], "level": "INFO", "propagate": False}
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
     # websockets logs "connection open" per socket at INFO: noise at thousands of connections.
-    config["loggers"]["websockets"] = {"level": "WARNING"}
+    loggers["websockets"] = {"level": "WARNING"}
     return config

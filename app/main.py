@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__, metrics
+from app import __version__, drain, metrics
 from app.broker import create_broker
 from app.config import Settings
 from app.hub import Hub
@@ -41,10 +41,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
         await broker.start(hub.dispatch, hub.channels)
         await presence.start()
+        services = app.state.services
+
+        async def drain_hook() -> None:
+            services.draining = True
+            await drain.close_in_batches(hub, settings.drain_seconds)
+
+        unregister = drain.register(drain_hook)
         log.info("instance %s ready on %s", settings.instance_id, settings.broker_url.split("@")[-1])
         try:
             yield
         finally:
+            unregister()
             await presence.close()
             await broker.close()
 

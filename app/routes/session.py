@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import orjson
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from app import metrics
@@ -33,7 +34,10 @@ async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
 async def run_session(websocket: WebSocket, endpoint: str, handler: Handler) -> None:
     s = services(websocket)
     if s.draining:
-        await refuse(websocket, CloseCode.SERVICE_RESTART, reason_for(CloseCode.SERVICE_RESTART))
+        # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
+        metrics.CONNECTS.labels("refused_draining").inc()
+        body = {"error": reason_for(CloseCode.SERVICE_RESTART)}
+        await websocket.send_denial_response(JSONResponse(body, status_code=503))
         return
     if not origin_allowed(websocket, s.settings.allowed_origins):
         await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)

@@ -1,0 +1,50 @@
+"""gunicorn settings for production: ``gunicorn -c gunicorn.conf.py``.
+
+Every value comes from the environment, so one image serves compose, Kubernetes and
+``make cluster``. Switchboard's own settings stay SWITCHBOARD_*; gunicorn's are the usual names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from app.logs import log_config
+
+wsgi_app = "app.main:create_app()"
+worker_class = "app.server.Worker"
+bind = [f"{os.environ.get('SWITCHBOARD_HOST', '0.0.0.0')}:{os.environ.get('SWITCHBOARD_PORT', '8000')}"]
+# One async worker holds thousands of sockets; add workers for CPU, not for connections.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Every instance would otherwise claim the same ~/.gunicorn control socket.
+control_socket_disable = True
+# Worker heartbeat, not a request timeout: WebSockets live far longer and are not affected.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+keepalive = 5
+# The drain (SWITCHBOARD_DRAIN_SECONDS) plus uvicorn's own 5 s shutdown must fit inside this.
+graceful_timeout = int(float(os.environ.get("SWITCHBOARD_DRAIN_SECONDS", "10"))) + 15
+logconfig_dict = log_config(os.environ.get("SWITCHBOARD_LOG_LEVEL", "info"))
+# uvicorn logs handshakes itself; gunicorn's access log would duplicate them.
+accesslog = None
+
+# Metrics from every worker are merged through files in this directory.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "switchboard-metrics"))
+METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_starting(server: Any) -> None:
+    # Refuse bad settings once, with one line, before any worker starts.
+    from app.server import load_settings
+
+    load_settings()
+    # Files left by a previous run would be summed into this one's metrics.
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    os.makedirs(METRICS_DIR, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
