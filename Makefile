@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+INSTANCES ?= 3
+CLUSTER_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit integration fmt clean
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,8 +29,8 @@ run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in
 	SWITCHBOARD_DEV_MODE=true $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests scripts gunicorn.conf.py
+	$(BIN)/ruff format --check app tests scripts gunicorn.conf.py
 
 typecheck: install ## mypy
 	$(BIN)/mypy
@@ -39,9 +41,31 @@ unit: install ## Unit tests only (no processes)
 test: install deps lint typecheck ## Everything CI runs: lint, types, the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+cluster: install deps ## Local cluster, no Docker: redis + $(INSTANCES) instances + nginx on :$(CLUSTER_PORT)
+	$(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT)
+
+cluster-down: ## Stop exactly what `make cluster` started
+	$(BIN)/python scripts/cluster.py down
+
+.env:
+	@umask 077; sed "s|^SWITCHBOARD_JWT_SECRET=.*|SWITCHBOARD_JWT_SECRET=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')|; s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')|" .env.example > .env
+	@echo "created .env with a random JWT secret and Grafana password"
+
+up: .env ## docker compose: redis, app1-3, nginx on :8080, Prometheus :9090, Grafana :3000
+	docker compose up --build -d
+
+down: ## docker compose down
+	docker compose down
+
+k8s-validate: install ## Render both overlays and validate them (strict schemas + cross-references)
+	$(BIN)/pytest -q tests/deploy/test_k8s.py
+
+hadolint: install ## Lint the Dockerfile
+	$(BIN)/hadolint Dockerfile
+
 fmt: install ## Format and autofix
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format app tests scripts gunicorn.conf.py
+	$(BIN)/ruff check --fix app tests scripts gunicorn.conf.py
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,7 +43,8 @@ async def run_session(websocket: WebSocket, endpoint: str, handler: Handler) -> 
         await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
         return
     conn = Connection(websocket, endpoint, s.settings)
-    await websocket.accept()
+    # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
+    await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
     metrics.CONNECTS.labels("accepted").inc()
     s.hub.attach(conn)
     try:
