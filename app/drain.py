@@ -2,8 +2,8 @@
 
 Order: readiness turns 503 and new handshakes are refused with HTTP 503 (a load balancer retries
 them elsewhere); then open sockets are closed with 1012 in paced batches spread over the drain
-period; then the server's own shutdown runs. The server calls ``drain_all()`` from its
-``shutdown()``; the app registers its hook in the lifespan.
+period; then the server's own shutdown runs. The server calls ``begin_all()`` from its
+signal handler and ``drain_all()`` from its ``shutdown()``; the app registers in the lifespan.
 """
 
 from __future__ import annotations
@@ -13,29 +13,46 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from app.errors import CloseCode
 
 log = logging.getLogger("switchboard.drain")
 
-DrainHook = Callable[[], Awaitable[None]]
-_hooks: list[DrainHook] = []
 STEP_SECONDS = 0.1
 
 
-def register(hook: DrainHook) -> Callable[[], None]:
-    _hooks.append(hook)
-    return lambda: _hooks.remove(hook)
+class Drainer(Protocol):
+    def begin(self) -> None:
+        """Synchronous and signal-safe: stop taking new sockets now."""
+
+    async def run(self) -> None:
+        """Close what is open, paced."""
+
+
+_drainers: list[Drainer] = []
+
+
+def register(drainer: Drainer) -> Callable[[], None]:
+    _drainers.append(drainer)
+    return lambda: _drainers.remove(drainer)
+
+
+def begin_all() -> None:
+    """Called from the signal handler itself: gunicorn signals its workers one after another,
+    and a client closed by the first must not reconnect to a sibling that has not noticed yet."""
+    for drainer in tuple(_drainers):
+        drainer.begin()
 
 
 async def drain_all() -> None:
-    for hook in tuple(_hooks):
+    begin_all()
+    for drainer in tuple(_drainers):
         try:
-            await hook()
+            await drainer.run()
         except Exception:
-            log.exception("drain hook failed")
+            log.exception("drain failed")
 
 
 class Closable(Protocol):

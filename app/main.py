@@ -37,17 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         hub = Hub(broker)
         presence = create_presence(broker, settings.presence_ttl)
-        app.state.services = Services(settings=settings, broker=broker, hub=hub, presence=presence)
+        services = Services(settings=settings, broker=broker, hub=hub, presence=presence)
+        app.state.services = services
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
         await broker.start(hub.dispatch, hub.channels)
         await presence.start()
-        services = app.state.services
-
-        async def drain_hook() -> None:
-            services.draining = True
-            await drain.close_in_batches(hub, settings.drain_seconds)
-
-        unregister = drain.register(drain_hook)
+        unregister = drain.register(services)
         log.info("instance %s ready on %s", settings.instance_id, settings.broker_url.split("@")[-1])
         try:
             yield

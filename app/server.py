@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -56,6 +57,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 class DrainingServer(uvicorn.Server):
     """On SIGTERM, drain WebSockets in paced batches before uvicorn's all-at-once shutdown."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        drain.begin_all()  # now, not at the main loop's next tick
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain.drain_all()

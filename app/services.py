@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from app import drain
 from app.broker import Broker
 from app.config import Settings
 from app.hub import Hub
@@ -19,6 +20,13 @@ class Services:
     hub: Hub
     presence: Presence
     draining: bool = field(default=False)
+
+    def begin(self) -> None:
+        """Readiness turns 503 and new handshakes are refused (drain.Drainer)."""
+        self.draining = True
+
+    async def run(self) -> None:
+        await drain.close_in_batches(self.hub, self.settings.drain_seconds)
 
 
 def services(conn: HTTPConnection) -> Services:
