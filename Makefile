@@ -10,7 +10,7 @@ INSTANCES ?= 3
 CLUSTER_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,8 +29,8 @@ run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in
 	SWITCHBOARD_DEV_MODE=true $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check app tests scripts gunicorn.conf.py
-	$(BIN)/ruff format --check app tests scripts gunicorn.conf.py
+	$(BIN)/ruff check app tests scripts bench gunicorn.conf.py
+	$(BIN)/ruff format --check app tests scripts bench gunicorn.conf.py
 
 typecheck: install ## mypy
 	$(BIN)/mypy
@@ -60,12 +60,15 @@ down: ## docker compose down
 k8s-validate: install ## Render both overlays and validate them (strict schemas + cross-references)
 	$(BIN)/pytest -q tests/deploy/test_k8s.py
 
+observability-sync: install ## Regenerate the Grafana dashboard and its k8s copies from scripts/observability.py
+	$(BIN)/python scripts/observability.py
+
 hadolint: install ## Lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
 fmt: install ## Format and autofix
-	$(BIN)/ruff format app tests scripts gunicorn.conf.py
-	$(BIN)/ruff check --fix app tests scripts gunicorn.conf.py
+	$(BIN)/ruff format app tests scripts bench gunicorn.conf.py
+	$(BIN)/ruff check --fix app tests scripts bench gunicorn.conf.py
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     send_queue_size: int = 256
     presence_ttl: float = 30.0
+    # When set, /metrics is served on this port only (not on the app port).
+    metrics_port: int | None = None
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 

@@ -76,7 +76,7 @@ class Connection:
         self._tokens = self._burst
         self._strikes = 0
         self._last_refill = 0.0
-        self._received = metrics.MESSAGES_RECEIVED.labels(endpoint)
+        self._received = metrics.received_counter(endpoint)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ class Connection:
             return False
         queue.append(message)
         if depth:
-            metrics.SEND_QUEUE_DEPTH.observe(depth + 1)
+            metrics.HOT_QUEUE_DEPTH.observe(depth + 1)
         else:
             self._wakeup.set()
         return True
@@ -152,6 +152,11 @@ class Connection:
     async def receive_text(self) -> str | None:
         """The next text frame within the size and rate limits, or None once the socket is done."""
         while not self._closing:
+            if self._queue:
+                # Replies are waiting: let the writer flush them before taking the next frame.
+                # A burst of client frames is otherwise handled in one tick, the writer never
+                # runs, and a client that reads fine is cut off as a slow consumer.
+                await asyncio.sleep(0)
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 self._closing = self._peer_gone = True

@@ -106,10 +106,10 @@ class Hub:
             if conn_id != exclude and conn.offer(message):
                 delivered += 1
         finished = time.perf_counter()
-        metrics.BROADCASTS.inc()
-        metrics.MESSAGES_DELIVERED.inc(delivered)
-        metrics.FANOUT_SECONDS.observe(finished - started)
-        metrics.PUBLISH_TO_DELIVERY.observe(max(0.0, time.time() - env.published_at))
+        metrics.HOT_BROADCASTS.inc()
+        metrics.HOT_DELIVERED.inc(delivered)
+        metrics.HOT_FANOUT.observe(finished - started)
+        metrics.HOT_PUBLISH_TO_DELIVERY.observe(max(0.0, time.time() - env.published_at))
 
     @contextlib.asynccontextmanager
     async def _channel_lock(self, channel: str) -> AsyncIterator[None]:

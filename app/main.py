@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 from collections.abc import AsyncIterator
@@ -42,12 +43,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
         await broker.start(hub.dispatch, hub.channels)
         await presence.start()
+        sampler = metrics.Sampler(ready=lambda: broker.healthy() and not services.draining, broker_up=broker.healthy)
+        sampling = asyncio.create_task(sampler.run(), name="switchboard-metrics-sampler")
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = await metrics.serve_on_port(settings.host, settings.metrics_port)
         unregister = drain.register(services)
         log.info("instance %s ready on %s", settings.instance_id, settings.broker_url.split("@")[-1])
         try:
             yield
         finally:
             unregister()
+            sampling.cancel()
+            if metrics_server is not None:
+                metrics_server.close()
             await presence.close()
             await broker.close()
 

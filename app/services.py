@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
-from app import drain
+from app import drain, metrics
 from app.broker import Broker
 from app.config import Settings
 from app.hub import Hub
@@ -24,6 +24,7 @@ class Services:
     def begin(self) -> None:
         """Readiness turns 503 and new handshakes are refused (drain.Drainer)."""
         self.draining = True
+        metrics.READY.set(0)
 
     async def run(self) -> None:
         await drain.close_in_batches(self.hub, self.settings.drain_seconds)

@@ -27,6 +27,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics_endpoint() -> Response:
+async def metrics_endpoint(request: Request) -> Response:
+    if services(request).settings.metrics_port:
+        return JSONResponse({"error": "Metrics are served on SWITCHBOARD_METRICS_PORT"}, status_code=404)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -96,7 +96,17 @@ def test_cross_references(overlay: str) -> None:
             assert backend["port"]["name"] in service_ports
     monitor = one(docs, "ServiceMonitor")
     assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics"}
+    # Metrics live on their own port: the public Ingress only ever routes to "http".
+    ingress_ports = {
+        p["backend"]["service"]["port"]["name"]
+        for r in one(docs, "Ingress")["spec"]["rules"]
+        for p in r["http"]["paths"]
+    }
+    assert ingress_ports == {"http"}
+    assert port_names["metrics"] == int(
+        one(docs, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_METRICS_PORT"]
+    )
 
     # Probes name real ports and paths the app serves.
     routes = create_app(Settings(jwt_secret=TEST_SECRET)).openapi()["paths"]
@@ -136,12 +146,12 @@ def test_dev_runs_redis_reachable_only_from_the_app() -> None:
     assert matches(policy["spec"]["podSelector"]["matchLabels"], redis_labels)
     app_labels = one(docs, "Deployment", "switchboard")["spec"]["template"]["metadata"]["labels"]
     assert matches(policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"], app_labels)
-    assert one(docs, "ConfigMap")["data"]["SWITCHBOARD_BROKER_URL"].startswith("redis://redis:")
+    assert one(docs, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_BROKER_URL"].startswith("redis://redis:")
 
 
 def test_prod_uses_external_redis_and_no_secret_is_committed() -> None:
     docs = render("prod")
     assert not find(docs, "StatefulSet")
-    assert "redis://redis:" not in one(docs, "ConfigMap")["data"]["SWITCHBOARD_BROKER_URL"]
+    assert "redis://redis:" not in one(docs, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_BROKER_URL"]
     assert not find(docs, "Secret")
     assert one(docs, "Deployment")["spec"]["replicas"] >= 3

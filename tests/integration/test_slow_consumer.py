@@ -71,3 +71,11 @@ async def test_stalled_reader_is_disconnected_and_delays_nobody(cluster: Cluster
     assert stalled.protocol.close_rcvd.code == 4000
     assert got == list(range(len(got)))
     assert len(got) < MESSAGES
+
+
+async def test_a_burst_of_requests_is_not_mistaken_for_a_slow_consumer(cluster: Cluster) -> None:
+    """Sixty frames sent at once get sixty replies, though the send queue holds only eight."""
+    async with ws_connect(cluster.a.ws("/ws/echo")) as ws:
+        for i in range(60):
+            await ws.send(str(i))
+        assert [await ws.recv() for _ in range(60)] == [f"Echo: {i}" for i in range(60)]

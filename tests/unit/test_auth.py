@@ -8,7 +8,7 @@ import pytest
 from app.auth import AuthError, mint_token, verify_token
 from app.config import Settings
 
-SECRET = "k" * 48
+SECRET = "k" * 64  # long enough for HS512 too
 
 
 @pytest.fixture

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Generates the Grafana dashboard and its Kubernetes copies: ``make observability-sync``.
+
+Writes:
+  deploy/grafana/dashboards/switchboard.json   the dashboard (compose provisions it)
+  k8s/base/grafana-dashboard.yaml               the same, as a ConfigMap for the Grafana sidecar
+  k8s/base/prometheusrule.yaml                  deploy/prometheus/rules.yml as a PrometheusRule
+
+tests/observability checks that the committed files equal what this script writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "switchboard.json"
+K8S_DASHBOARD = ROOT / "k8s" / "base" / "grafana-dashboard.yaml"
+K8S_RULES = ROOT / "k8s" / "base" / "prometheusrule.yaml"
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+
+SEL = 'instance=~"$instance"'
+RATE = "$__rate_interval"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+QUEUE_P99 = f"histogram_quantile(0.99, sum by (le) (rate(switchboard_send_queue_depth_bucket{{{SEL}}}[{RATE}])))"
+
+
+def quantiles(metric: str) -> list[tuple[str, str]]:
+    return [
+        (f"p{int(q * 100)}", f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{SEL}}}[{RATE}])))")
+        for q in (0.5, 0.99)
+    ]
+
+
+# (row title, [(panel title, unit, kind, [(legend, expr), ...]), ...])
+ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
+    (
+        "Connections",
+        [
+            (
+                "Connections per instance",
+                "short",
+                "timeseries",
+                [("{{instance}}", f"sum by (instance) (switchboard_connections{{{SEL}}})")],
+            ),
+            ("Connections, total", "short", "stat", [("total", f"sum(switchboard_connections{{{SEL}}})")]),
+            (
+                "Connects by result /s",
+                "ops",
+                "timeseries",
+                [("{{result}}", f"sum by (result) (rate(switchboard_connects_total{{{SEL}}}[{RATE}]))")],
+            ),
+            (
+                "Disconnects by close code /s",
+                "ops",
+                "timeseries",
+                [("{{code}}", f"sum by (code) (rate(switchboard_disconnects_total{{{SEL}}}[{RATE}]))")],
+            ),
+        ],
+    ),
+    (
+        "Messages",
+        [
+            (
+                "Messages in /s by endpoint",
+                "ops",
+                "timeseries",
+                [("{{endpoint}}", f"sum by (endpoint) (rate(switchboard_messages_received_total{{{SEL}}}[{RATE}]))")],
+            ),
+            (
+                "Deliveries /s",
+                "ops",
+                "timeseries",
+                [
+                    ("delivered", f"sum(rate(switchboard_messages_delivered_total{{{SEL}}}[{RATE}]))"),
+                    ("broadcasts", f"sum(rate(switchboard_broadcasts_total{{{SEL}}}[{RATE}]))"),
+                ],
+            ),
+            ("Fan-out duration", "s", "timeseries", quantiles("switchboard_broadcast_fanout_seconds")),
+            ("Publish-to-delivery latency", "s", "timeseries", quantiles("switchboard_publish_to_delivery_seconds")),
+        ],
+    ),
+    (
+        "Broker and health",
+        [
+            (
+                "Broker up",
+                "short",
+                "timeseries",
+                [("{{instance}}", f"min by (instance) (switchboard_broker_up{{{SEL}}})")],
+            ),
+            ("Ready", "short", "timeseries", [("{{instance}}", f"min by (instance) (switchboard_ready{{{SEL}}})")]),
+            (
+                "Broker reconnects",
+                "short",
+                "timeseries",
+                [
+                    (
+                        "{{instance}}",
+                        f"sum by (instance) (increase(switchboard_broker_reconnects_total{{{SEL}}}[{RATE}]))",
+                    )
+                ],
+            ),
+            (
+                "Channels with local members",
+                "short",
+                "timeseries",
+                [("{{instance}}", f"sum by (instance) (switchboard_channels{{{SEL}}})")],
+            ),
+        ],
+    ),
+    (
+        "Protection",
+        [
+            (
+                "Slow-consumer disconnects /s",
+                "ops",
+                "timeseries",
+                [("slow consumers", f"sum(rate(switchboard_slow_consumer_disconnects_total{{{SEL}}}[{RATE}]))")],
+            ),
+            (
+                "Rate-limited frames /s",
+                "ops",
+                "timeseries",
+                [("rate limited", f"sum(rate(switchboard_rate_limited_total{{{SEL}}}[{RATE}]))")],
+            ),
+            (
+                "Auth failures /s by reason",
+                "ops",
+                "timeseries",
+                [("{{reason}}", f"sum by (reason) (rate(switchboard_auth_failures_total{{{SEL}}}[{RATE}]))")],
+            ),
+            (
+                "Send-queue depth when backed up (p99)",
+                "short",
+                "timeseries",
+                [
+                    (
+                        "p99",
+                        QUEUE_P99,
+                    )
+                ],
+            ),
+        ],
+    ),
+    (
+        "Process",
+        [
+            (
+                "CPU (cores)",
+                "short",
+                "timeseries",
+                [("{{instance}}", f"sum by (instance) (rate(switchboard_process_cpu_seconds_total{{{SEL}}}[{RATE}]))")],
+            ),
+            (
+                "Resident memory",
+                "bytes",
+                "timeseries",
+                [("{{instance}}", f"sum by (instance) (switchboard_process_resident_memory_bytes{{{SEL}}})")],
+            ),
+            (
+                "Memory per connection",
+                "bytes",
+                "timeseries",
+                [
+                    (
+                        "{{instance}}",
+                        f"sum by (instance) (switchboard_process_resident_memory_bytes{{{SEL}}})"
+                        f" / clamp_min(sum by (instance) (switchboard_connections{{{SEL}}}), 1)",
+                    )
+                ],
+            ),
+            (
+                "Build",
+                "short",
+                "table",
+                [("{{version}}", f"max by (instance, version, python) (switchboard_build_info{{{SEL}}})")],
+            ),
+        ],
+    ),
+]
+
+
+def panel(pid: int, title: str, unit: str, kind: str, targets: list[tuple[str, str]], x: int, y: int) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "type": kind,
+        "title": title,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": 6, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}} if kind == "timeseries" else {},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (legend, expr) in enumerate(targets)
+        ],
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    y, pid = 0, 1
+    for row_title, row_panels in ROWS:
+        panels.append(
+            {
+                "id": pid,
+                "type": "row",
+                "title": row_title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        pid, y = pid + 1, y + 1
+        for i, (title, unit, kind, targets) in enumerate(row_panels):
+            panels.append(panel(pid, title, unit, kind, targets, x=6 * (i % 4), y=y + 8 * (i // 4)))
+            pid += 1
+        y += 8 * ((len(row_panels) + 3) // 4)
+    return {
+        "uid": "switchboard",
+        "title": "Switchboard",
+        "tags": ["switchboard", "websocket"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
+                {
+                    "name": "instance",
+                    "type": "query",
+                    "label": "Instance",
+                    "datasource": DATASOURCE,
+                    "query": {"query": "label_values(switchboard_connections, instance)", "refId": "instances"},
+                    "definition": "label_values(switchboard_connections, instance)",
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "refresh": 2,
+                    "sort": 1,
+                    "current": {"text": "All", "value": "$__all"},
+                },
+            ]
+        },
+        "panels": panels,
+    }
+
+
+def outputs() -> dict[Path, str]:
+    board = json.dumps(dashboard(), indent=2) + "\n"
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        # The Grafana sidecar (kube-prometheus-stack) loads ConfigMaps with this label.
+        "metadata": {"name": "switchboard-dashboard", "labels": {"grafana_dashboard": "1"}},
+        "data": {"switchboard.json": board},
+    }
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "switchboard", "labels": {"app.kubernetes.io/name": "switchboard"}},
+        "spec": yaml.safe_load(RULES.read_text()),
+    }
+    header = "# Generated by `make observability-sync` from {}; do not edit.\n"
+    return {
+        DASHBOARD: board,
+        K8S_DASHBOARD: header.format("scripts/observability.py")
+        + yaml.safe_dump(configmap, sort_keys=False, width=200),
+        K8S_RULES: header.format("deploy/prometheus/rules.yml") + yaml.safe_dump(rule, sort_keys=False, width=200),
+    }
+
+
+def main() -> None:
+    for path, text in outputs().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
