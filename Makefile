@@ -6,11 +6,14 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+USERS ?= 100
+SPAWN_RATE ?= 50
+DURATION ?= 30s
 INSTANCES ?= 3
 CLUSTER_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,8 +32,8 @@ run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in
 	SWITCHBOARD_DEV_MODE=true $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check app tests scripts bench gunicorn.conf.py
-	$(BIN)/ruff format --check app tests scripts bench gunicorn.conf.py
+	$(BIN)/ruff check app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format --check app tests scripts bench loadtest gunicorn.conf.py
 
 typecheck: install ## mypy
 	$(BIN)/mypy
@@ -60,6 +63,15 @@ down: ## docker compose down
 k8s-validate: install ## Render both overlays and validate them (strict schemas + cross-references)
 	$(BIN)/pytest -q tests/deploy/test_k8s.py
 
+loadtest: install deps ## Locust, headless, against `make cluster` (started and stopped if not running)
+	@mkdir -p loadtest/results
+	@started=0; if [ ! -f .cluster/state.json ]; then $(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT) || exit 1; started=1; fi; \
+	$(BIN)/locust -f loadtest/locustfile.py --headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) \
+	  --host http://127.0.0.1:$(CLUSTER_PORT) --only-summary \
+	  --html loadtest/results/report.html --json-file loadtest/results/summary; rc=$$?; \
+	if [ $$started = 1 ]; then $(BIN)/python scripts/cluster.py down; fi; \
+	echo "report: loadtest/results/report.html, summary: loadtest/results/summary.json"; exit $$rc
+
 observability-sync: install ## Regenerate the Grafana dashboard and its k8s copies from scripts/observability.py
 	$(BIN)/python scripts/observability.py
 
@@ -67,8 +79,8 @@ hadolint: install ## Lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
 fmt: install ## Format and autofix
-	$(BIN)/ruff format app tests scripts bench gunicorn.conf.py
-	$(BIN)/ruff check --fix app tests scripts bench gunicorn.conf.py
+	$(BIN)/ruff format app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check --fix app tests scripts bench loadtest gunicorn.conf.py
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
