@@ -72,6 +72,9 @@ loadtest: install deps ## Locust, headless, against `make cluster` (started and 
 	if [ $$started = 1 ]; then $(BIN)/python scripts/cluster.py down; fi; \
 	echo "report: loadtest/results/report.html, summary: loadtest/results/summary.json"; exit $$rc
 
+bench: install deps ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)
+	$(BIN)/python -m bench.run
+
 observability-sync: install ## Regenerate the Grafana dashboard and its k8s copies from scripts/observability.py
 	$(BIN)/python scripts/observability.py
 

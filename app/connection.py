@@ -1,11 +1,17 @@
-"""One WebSocket: a bounded send queue drained by one writer task, limits, heartbeat.
+"""One WebSocket: a fast synchronous write path, a bounded backlog queue, limits, heartbeat.
 
-Everything sent to a socket goes through ``offer`` (broadcasts and direct replies alike), so frames
-reach the client in the order they were queued and only the writer ever awaits the socket. The
-Hub calls ``offer`` synchronously for each member; it never waits on a slow client.
+Everything sent to a socket goes through ``offer`` (broadcasts and direct replies alike). The Hub
+calls it synchronously for each member and never waits on a slow client:
 
-Raw ASGI ``send``/``receive`` are used after the handshake: Starlette's wrappers add per-message
-state checks that cost measurable time at fan-out rates.
+* Fast path: nothing is queued and the socket takes data (our uvicorn protocol offers FAST_WRITE):
+  the message's pre-built frame is written to the transport at once. No task switch, no
+  coroutine, no per-socket framing: the same bytes go to every member.
+* Backlog: otherwise the message is queued, and a writer task (created on first need) waits until
+  the socket drains, then writes every queued frame in ONE transport write (coalescing: many
+  frames, one syscall; never several messages in one frame). A full queue means a slow consumer.
+
+Without FAST_WRITE (another ASGI server) the writer sends ASGI messages one by one. Close frames
+always take the ASGI path, so the server knows the socket is closing.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -26,21 +32,30 @@ from app import metrics
 from app.config import Settings
 from app.errors import RATE_LIMITED as RATE_LIMITED_REASON
 from app.errors import CloseCode, error_frame, reason_for
-from app.protocol import BadFrame, parse_object
+from app.protocol import FAST_WRITE, BadFrame, Outgoing, parse_object
 
 log = logging.getLogger("switchboard.connection")
 
-Message = dict[str, Any]
 Handler = Callable[["Connection"], Awaitable[None]]
 
 # How long a closing connection may take to flush its close frame before we stop waiting.
 CLOSE_FLUSH_TIMEOUT = 5.0
+PING = Outgoing(b'{"type":"ping"}')
 
 
-def text_message(frame: str | bytes) -> Message:
-    """The ASGI message for one text frame; build it once and offer it to many connections."""
-    text = frame.decode() if isinstance(frame, bytes) else frame
-    return {"type": "websocket.send", "text": text}
+class FastWriter(Protocol):
+    def try_write(self, frames: bytes) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+class Close:
+    """A queued close: sent after the frames before it, through ASGI."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.message = {"type": "websocket.close", "code": code, "reason": reason}
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -60,16 +75,18 @@ class Connection:
         self.close_code: int | None = None
         self._send = websocket._send
         self._receive = websocket._receive
-        self._queue: deque[Message] = deque()
+        self._fast: FastWriter | None = websocket.scope.get("extensions", {}).get(FAST_WRITE)
+        self._queue: deque[Outgoing | Close] = deque()
         self._queue_limit = settings.send_queue_size
-        self._wakeup = asyncio.Event()
+        # Created on first need: most sockets never queue a frame or run a heartbeat.
+        self._wakeup: asyncio.Event | None = None
         self._closing = False
         self._aborted = False
         self._peer_gone = False
         self._task: asyncio.Task[Any] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._pong = asyncio.Event()
+        self._pong: asyncio.Event | None = None
         self._max_bytes = settings.max_message_bytes
         self._rate = settings.rate_limit_per_second
         self._burst = float(settings.rate_limit_burst)
@@ -80,31 +97,32 @@ class Connection:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def offer(self, message: Message) -> bool:
-        """Queue a frame without waiting. A full queue disconnects this (slow) consumer."""
+    def offer(self, out: Outgoing) -> bool:
+        """Send now or queue, never waiting. A full queue disconnects this (slow) consumer."""
         if self._closing:
             return False
         queue = self._queue
+        if not queue and self._fast is not None and self._fast.try_write(out.frame):
+            return True
         depth = len(queue)
         if depth >= self._queue_limit:
             self.abort(CloseCode.SLOW_CONSUMER)
             metrics.SLOW_CONSUMERS.inc()
             return False
-        queue.append(message)
+        queue.append(out)
         if depth:
             metrics.HOT_QUEUE_DEPTH.observe(depth + 1)
-        else:
-            self._wakeup.set()
+        self._wake_writer()
         return True
 
     def send_text(self, text: str | bytes) -> None:
-        self.offer(text_message(text))
+        self.offer(Outgoing(text.encode() if isinstance(text, str) else text))
 
     def send_json(self, payload: dict[str, Any]) -> None:
-        self.offer(text_message(orjson.dumps(payload)))
+        self.offer(Outgoing(orjson.dumps(payload)))
 
     def send_error(self, message: str) -> None:
-        self.offer(text_message(error_frame(message)))
+        self.offer(Outgoing(error_frame(message)))
 
     def close(self, code: CloseCode, reason: str | None = None) -> None:
         """Close after the frames already queued: an error frame reaches the client first."""
@@ -112,8 +130,8 @@ class Connection:
             return
         self._closing = True
         self.close_code = int(code)
-        self._queue.append({"type": "websocket.close", "code": int(code), "reason": reason or reason_for(code)})
-        self._wakeup.set()
+        self._queue.append(Close(int(code), reason or reason_for(code)))
+        self._wake_writer()
 
     def abort(self, code: CloseCode) -> None:
         """Close now, dropping queued frames: used when the client cannot keep up."""
@@ -127,19 +145,36 @@ class Connection:
         if self._task is not None:
             self._task.cancel()
 
+    def _wake_writer(self) -> None:
+        if self._writer is None:
+            self._wakeup = asyncio.Event()
+            self._writer = asyncio.create_task(self._write_loop())
+        else:
+            assert self._wakeup is not None
+            self._wakeup.set()
+
     async def _write_loop(self) -> None:
-        queue = self._queue
-        send = self._send
+        queue, fast, wakeup = self._queue, self._fast, self._wakeup
+        assert wakeup is not None
         try:
             while True:
                 if not queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                    wakeup.clear()
+                    await wakeup.wait()
                     continue
-                message = queue.popleft()
-                await send(message)
-                if message["type"] == "websocket.close":
-                    return
+                head = queue[0]
+                if isinstance(head, Close) or fast is None:
+                    queue.popleft()
+                    await self._send(head.message)
+                    if isinstance(head, Close):
+                        return
+                    continue
+                await fast.wait_writable()
+                frames = []
+                while queue and not isinstance(queue[0], Close):
+                    frames.append(queue.popleft().frame)  # type: ignore[union-attr]
+                if not fast.try_write(b"".join(frames)):
+                    raise ConnectionError("socket closed while frames were queued")
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -206,19 +241,20 @@ class Connection:
     # -- heartbeat --------------------------------------------------------------------------------
 
     def start_heartbeat(self, interval: float, timeout: float) -> None:
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(interval, timeout))
+        self._pong = asyncio.Event()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(self._pong, interval, timeout))
 
     def pong(self) -> None:
-        self._pong.set()
+        if self._pong is not None:
+            self._pong.set()
 
-    async def _heartbeat_loop(self, interval: float, timeout: float) -> None:
-        ping = text_message(b'{"type":"ping"}')
+    async def _heartbeat_loop(self, pong: asyncio.Event, interval: float, timeout: float) -> None:
         while not self._closing:
             await asyncio.sleep(interval)
-            self._pong.clear()
-            self.offer(ping)
+            pong.clear()
+            self.offer(PING)
             try:
-                await asyncio.wait_for(self._pong.wait(), timeout)
+                await asyncio.wait_for(pong.wait(), timeout)
             except TimeoutError:
                 self.close(CloseCode.HEARTBEAT_TIMEOUT)
                 return
@@ -229,7 +265,6 @@ class Connection:
         """Run the endpoint's handler; always leaves the socket closed and the tasks stopped."""
         task = self._task = asyncio.current_task()
         assert task is not None
-        self._writer = asyncio.create_task(self._write_loop())
         self._last_refill = asyncio.get_running_loop().time()
         gauge = metrics.CONNECTIONS.labels(self.endpoint)
         gauge.inc()
@@ -253,7 +288,6 @@ class Connection:
         if not self._closing:
             self.close(CloseCode.NORMAL)
         writer = self._writer
-        assert writer is not None
         if self._aborted:
             # The writer was cancelled while the socket was stalled; try once to say why, bounded.
             with contextlib.suppress(Exception, asyncio.TimeoutError):
@@ -262,9 +296,10 @@ class Connection:
                     self._send({"type": "websocket.close", "code": int(code), "reason": reason_for(code)}),
                     CLOSE_FLUSH_TIMEOUT,
                 )
-        elif not self._peer_gone:
+        elif not self._peer_gone and writer is not None:
             # Let the writer flush what is queued, ending with our close frame.
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(writer), CLOSE_FLUSH_TIMEOUT)
-        writer.cancel()
+        if writer is not None:
+            writer.cancel()
         metrics.DISCONNECTS.labels(str(self.close_code or 1005)).inc()

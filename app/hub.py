@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Collection
 
 from app import metrics
 from app.broker import Broker, BrokerUnavailable
-from app.connection import Connection, text_message
-from app.protocol import pack, unpack
+from app.connection import Connection
+from app.protocol import Outgoing, pack, unpack
 
 log = logging.getLogger("switchboard.hub")
 
@@ -99,11 +99,11 @@ class Hub:
             metrics.LISTENER_ERRORS.inc()
             log.warning("dropped a malformed envelope on a channel")
             return
-        message = text_message(env.frame)
+        out = Outgoing(env.frame)  # its wire frame is built once, on first use, for every member
         exclude = env.exclude
         delivered = 0
         for conn_id, conn in members.items():
-            if conn_id != exclude and conn.offer(message):
+            if conn_id != exclude and conn.offer(out):
                 delivered += 1
         finished = time.perf_counter()
         metrics.HOT_BROADCASTS.inc()

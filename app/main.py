@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await broker.close()
 
     app = FastAPI(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.include_router(seed.router)
+    app.router.routes.extend(seed.routes)
     app.include_router(health.router)
     app.include_router(api.router)
     return app

@@ -21,6 +21,8 @@ import orjson
 from app.errors import INVALID_JSON, NOT_AN_OBJECT
 
 NO_EXCLUDE = "-"
+# The ASGI scope extension under which app.server.WebSocketProtocol offers direct frame writes.
+FAST_WRITE = "switchboard.fast_write"
 
 
 def encode(frame: dict[str, Any]) -> bytes:
@@ -36,7 +38,7 @@ def pack(frame: bytes, exclude: str | None = None, published_at: float | None = 
 class Envelope:
     exclude: str | None
     published_at: float
-    frame: str
+    frame: bytes
 
 
 def unpack(envelope: bytes) -> Envelope:
@@ -47,8 +49,41 @@ def unpack(envelope: bytes) -> Envelope:
     return Envelope(
         exclude=None if excluded == NO_EXCLUDE else excluded,
         published_at=float(stamp),
-        frame=envelope[newline + 1 :].decode(),
+        frame=envelope[newline + 1 :],
     )
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked WebSocket text frame (RFC 6455 5.2): what a server sends."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+
+
+class Outgoing:
+    """One text message for many sockets: its wire frame and its ASGI message, each built once."""
+
+    __slots__ = ("_frame", "_message", "payload")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._frame: bytes | None = None
+        self._message: dict[str, Any] | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = text_frame(self.payload)
+        return self._frame
+
+    @property
+    def message(self) -> dict[str, Any]:
+        if self._message is None:
+            self._message = {"type": "websocket.send", "text": self.payload.decode()}
+        return self._message
 
 
 class BadFrame(ValueError):

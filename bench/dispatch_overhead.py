@@ -24,7 +24,9 @@ from app.protocol import encode, pack
 
 
 class _Socket:
-    """Just enough of a Starlette WebSocket for Connection.__init__."""
+    """Just enough of a Starlette WebSocket for Connection.__init__ (no fast path: frames queue)."""
+
+    scope: dict[str, Any] = {}  # noqa: RUF012
 
     async def _send(self, message: Any) -> None: ...
 

@@ -54,3 +54,13 @@ def test_algorithms_are_pinned_to_supported_ones(algs: str, monkeypatch: pytest.
 
 def test_secret_is_hidden_in_repr() -> None:
     assert STRONG not in repr(Settings(jwt_secret=STRONG))
+
+
+def test_the_gunicorn_worker_class_does_not_import_metrics() -> None:
+    """gunicorn's master loads the worker class before on_starting creates the metrics directory."""
+    import subprocess
+    import sys
+
+    code = "import sys, app.server; print('app.metrics' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "False"

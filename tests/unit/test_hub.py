@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -12,7 +12,7 @@ from app.broker import BrokerUnavailable
 from app.broker.memory import MemoryBroker
 from app.connection import Connection
 from app.hub import Hub
-from app.protocol import pack
+from app.protocol import Outgoing, pack
 
 
 class RecordingBroker(MemoryBroker):
@@ -48,8 +48,8 @@ class Member:
         self.channels: set[str] = set()
         self.frames: list[str] = []
 
-    def offer(self, message: dict[str, Any]) -> bool:
-        self.frames.append(message["text"])
+    def offer(self, out: Outgoing) -> bool:
+        self.frames.append(out.payload.decode())
         return True
 
 

@@ -1,0 +1,217 @@
+"""Turns bench/run.py results into tables and charts inside docs/benchmarks.md.
+
+Only the part between the result markers is rewritten, so the hand-written analysis around it
+survives a new run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ORDER = ["switchboard", "ceiling", "tutorial", "socketio"]
+LABELS = {
+    "switchboard": "Switchboard",
+    "ceiling": "websockets broadcast()",
+    "tutorial": "tutorial pattern",
+    "socketio": "python-socketio",
+}
+
+
+def group(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        grouped[r["scenario"]][r["server"]].append(r)
+    return grouped
+
+
+def mean(runs: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in runs if key in r]
+    return statistics.fmean(values) if values else float("nan")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and b == b and a == a else "n/a"
+
+
+def throughput_table(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = [
+        "| server | deliveries per server CPU-s (each run) | mean | vs ceiling | deliveries/s (wall) | "
+        "Redis CPU-s | load-generator CPU-s | lost | duplicated |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ceiling = mean(runs.get("ceiling", []), "per_cpu_second")
+    for server in [s for s in ORDER if s in runs]:
+        rs = runs[server]
+        each = ", ".join(f"{r['per_cpu_second']:,.0f}" for r in rs)
+        lines.append(
+            f"| {LABELS[server]} | {each} | **{mean(rs, 'per_cpu_second'):,.0f}** | "
+            f"{ratio(mean(rs, 'per_cpu_second'), ceiling)} | {mean(rs, 'per_wall_second'):,.0f} | "
+            f"{mean(rs, 'redis_cpu'):.2f} | {mean(rs, 'client_cpu'):.2f} | "
+            f"{sum(r['lost'] for r in rs)} | {sum(r['duplicates'] for r in rs)} |"
+        )
+    return lines
+
+
+def latency_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| server | p50 ms | p95 ms | p99 ms | p99 vs ceiling |", "| --- | --- | --- | --- | --- |"]
+    ceiling = mean(runs.get("ceiling", []), "p99")
+    for server in [s for s in ORDER if s in runs]:
+        rs = runs[server]
+        lines.append(
+            f"| {LABELS[server]} | {mean(rs, 'p50'):.2f} | {mean(rs, 'p95'):.2f} | {mean(rs, 'p99'):.2f} | "
+            f"{ratio(mean(rs, 'p99'), ceiling)} |"
+        )
+    return lines
+
+
+def connect_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| server | handshakes/s (wall) | server CPU ms per handshake |", "| --- | --- | --- |"]
+    for server in [s for s in ORDER if s in runs]:
+        rs = runs[server]
+        lines.append(f"| {LABELS[server]} | {mean(rs, 'connect_rate'):,.0f} | {mean(rs, 'connect_cpu_ms'):.2f} |")
+    return lines
+
+
+def memory_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| server | KB per idle connection (each run) | mean |", "| --- | --- | --- |"]
+    for server in [s for s in ORDER if s in runs]:
+        rs = runs[server]
+        each = ", ".join(f"{r['bytes_per_connection'] / 1024:.1f}" for r in rs)
+        lines.append(f"| {LABELS[server]} | {each} | **{mean(rs, 'bytes_per_connection') / 1024:.1f}** |")
+    return lines
+
+
+def targets(grouped: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    lines = ["| target | measured | met |", "| --- | --- | --- |"]
+
+    def row(name: str, value: float, goal: float, higher: bool, fmt: str = "{:.2f}x") -> None:
+        ok = value >= goal if higher else value <= goal
+        lines.append(f"| {name} | {fmt.format(value) if value == value else 'n/a'} | {'yes' if ok else '**no**'} |")
+
+    fan, rooms = grouped.get("fanout", {}), grouped.get("rooms", {})
+    sb = mean(fan.get("switchboard", []), "per_cpu_second")
+    row("one channel: >= 1x the ceiling", sb / mean(fan.get("ceiling", []), "per_cpu_second"), 1.0, True)
+    row("one channel: >= 4x python-socketio", sb / mean(fan.get("socketio", []), "per_cpu_second"), 4.0, True)
+    row("one channel: >= 2x the tutorial pattern", sb / mean(fan.get("tutorial", []), "per_cpu_second"), 2.0, True)
+    row(
+        "100 x 10 rooms: >= 0.7x the ceiling",
+        mean(rooms.get("switchboard", []), "per_cpu_second") / mean(rooms.get("ceiling", []), "per_cpu_second"),
+        0.7,
+        True,
+    )
+    row(
+        "p99 at 20,000 deliveries/s: <= 1.2x the ceiling's",
+        mean(fan.get("switchboard", []), "p99") / mean(fan.get("ceiling", []), "p99"),
+        1.2,
+        False,
+    )
+    idle = grouped.get("idle", {})
+    row(
+        "idle memory: <= 20 KB per connection",
+        mean(idle.get("switchboard", []), "bytes_per_connection") / 1024,
+        20.0,
+        False,
+        "{:.1f} KB",
+    )
+    lost = sum(
+        r.get("lost", 0) + r.get("duplicates", 0)
+        for sc in ("fanout", "rooms")
+        for r in grouped.get(sc, {}).get("switchboard", [])
+    )
+    row("zero lost and zero duplicated (Switchboard, all runs)", lost, 0, False, "{:.0f}")
+    return lines
+
+
+def charts(grouped: dict[str, dict[str, list[dict[str, Any]]]], docs: Path) -> list[str]:
+    made = []
+    scenarios = [s for s in ("fanout", "rooms") if s in grouped]
+    if scenarios:
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
+        for ax, scenario in zip(axes[0], scenarios, strict=True):
+            servers = [s for s in ORDER if s in grouped[scenario]]
+            values = [mean(grouped[scenario][s], "per_cpu_second") for s in servers]
+            bars = ax.bar([LABELS[s] for s in servers], values, color=["#2563eb", "#64748b", "#94a3b8", "#cbd5e1"])
+            ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+            ax.set_title({"fanout": "1 channel x 1000 subscribers", "rooms": "100 rooms x 10 subscribers"}[scenario])
+            ax.set_ylabel("deliveries per server CPU-second")
+            ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        fig.tight_layout()
+        fig.savefig(docs / "bench-throughput.png", dpi=110)
+        plt.close(fig)
+        made.append("![deliveries per server CPU-second](bench-throughput.png)")
+    fan = grouped.get("fanout", {})
+    if fan and any("p99" in r for rs in fan.values() for r in rs):
+        servers = [s for s in ORDER if s in fan]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.25
+        for i, q in enumerate(("p50", "p95", "p99")):
+            xs = [j + (i - 1) * width for j in range(len(servers))]
+            ax.bar(xs, [mean(fan[s], q) for s in servers], width, label=q)
+        ax.set_xticks(range(len(servers)), [LABELS[s] for s in servers], rotation=15, fontsize=8)
+        ax.set_ylabel("publish-to-delivery latency, ms")
+        ax.set_title("Latency at a steady 20,000 deliveries/s")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(docs / "bench-latency.png", dpi=110)
+        plt.close(fig)
+        made.append("![latency percentiles](bench-latency.png)")
+    idle = grouped.get("idle", {})
+    if idle:
+        servers = [s for s in ORDER if s in idle]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        values = [mean(idle[s], "bytes_per_connection") / 1024 for s in servers]
+        bars = ax.barh([LABELS[s] for s in servers], values, color="#2563eb")
+        ax.bar_label(bars, labels=[f"{v:.1f} KB" for v in values], fontsize=8)
+        ax.axvline(20, color="#dc2626", linestyle="--", linewidth=1, label="target: 20 KB")
+        ax.set_xlabel("resident memory per idle connection, KB")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(docs / "bench-memory.png", dpi=110)
+        plt.close(fig)
+        made.append("![memory per idle connection](bench-memory.png)")
+    return made
+
+
+def write(results: list[dict[str, Any]], machine: dict[str, Any], command: str, docs: Path) -> None:
+    grouped = group(results)
+    reps = max((r["rep"] for r in results), default=0) + 1
+    out = [
+        START,
+        f"Produced by `{command}` on {machine['date']}: {machine['cpus']} cores ({machine['cpu_model']}), "
+        f"Python {machine['python']}, Linux {machine['kernel']}; {reps} runs per scenario, "
+        f"{machine['seconds']} s in all. Ratios are between results of this one run.",
+        "",
+        "### Targets",
+        "",
+        *targets(grouped),
+        "",
+    ]
+    names = {"fanout": "One channel, 1000 subscribers", "rooms": "100 rooms x 10 subscribers"}
+    for scenario in ("fanout", "rooms"):
+        if scenario in grouped:
+            out += [f"### {names[scenario]}", "", *throughput_table(scenario, grouped[scenario]), ""]
+    if "fanout" in grouped:
+        out += ["### Latency at a steady 20,000 deliveries/s (one channel)", "", *latency_table(grouped["fanout"]), ""]
+        out += [
+            "### Connect rate (1000 handshakes, 2 load processes x 50 concurrent)",
+            "",
+            *connect_table(grouped["fanout"]),
+            "",
+        ]
+    if "idle" in grouped:
+        out += ["### Idle memory (5000 connections on one instance)", "", *memory_table(grouped["idle"]), ""]
+    out += [*charts(grouped, docs), END]
+    target = docs / "benchmarks.md"
+    text = target.read_text() if target.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    before, _, rest = text.partition(START)
+    _, _, after = rest.partition(END)
+    target.write_text(before + "\n".join(out) + after)

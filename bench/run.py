@@ -1,0 +1,426 @@
+"""Fan-out benchmark: Switchboard against the Python ceiling and the peers, in one run.
+
+    make bench                                  # everything, about 10 minutes on 2 cores
+    .venv/bin/python -m bench.run --servers switchboard,ceiling --scenarios fanout --reps 1
+
+Scenarios (same client, same machine, each run ``--reps`` times):
+  fanout   N subscribers (default 1000) on one channel, spread over the server's instances; a
+           publisher sends M numbered ~100-byte messages as fast as it can, then more at a fixed rate
+           (20,000 deliveries/s) for latency percentiles.
+  rooms    100 channels of 10 subscribers; M messages round-robin over the channels.
+  idle     5000 idle sockets on one instance: resident memory per connection.
+Connect rate (handshakes/s) is measured while each fanout run connects its subscribers.
+
+Server CPU is read from /proc for the server processes only; Redis and the load generator (its
+own processes) are reported apart. Results: docs/benchmarks.md (between the result markers) and
+docs/bench-*.png; raw numbers in bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench import report
+from bench.wsclient import Client, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+PAD = "x" * 60  # with seq and timestamp: about 100 bytes of content
+
+
+@dataclass
+class Server:
+    name: str
+    label: str
+    flavor: str
+    instances: int
+    redis: bool
+
+    def command(self, port: int, redis_url: str) -> tuple[list[str], dict[str, str]]:
+        if self.name == "switchboard":
+            env = {
+                "SWITCHBOARD_JWT_SECRET": SECRET,
+                "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "1000000",
+                "SWITCHBOARD_RATE_LIMIT_BURST": "1000000",
+                "SWITCHBOARD_LOG_LEVEL": "warning",
+                "SWITCHBOARD_INSTANCE_ID": f"bench-{port}",
+            }
+            cmd = [str(BIN / "python"), "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
+            return [*cmd, "--broker-url", redis_url], env
+        if self.name == "ceiling":
+            return [str(BIN / "python"), "-m", "bench.servers.ceiling", "--port", str(port)], {}
+        module = {"tutorial": "bench.servers.tutorial:app", "socketio": "bench.servers.socketio_server:app"}[self.name]
+        cmd = [str(BIN / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        return cmd, {"REDIS_URL": redis_url}
+
+
+SERVERS = {
+    "switchboard": Server("switchboard", "Switchboard (2 instances + Redis)", "plain", 2, True),
+    "ceiling": Server("ceiling", "websockets broadcast() (1 process, no Redis)", "plain", 1, False),
+    "tutorial": Server("tutorial", "tutorial pattern (2 instances + Redis)", "plain", 2, True),
+    "socketio": Server("socketio", "python-socketio + AsyncRedisManager (2 instances)", "socketio", 2, True),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+async def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+@dataclass
+class Stack:
+    server: Server
+    ports: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    redis: subprocess.Popen[bytes] | None = None
+    clients: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    async def start(self, instances: int, workdir: Path) -> None:
+        redis_url = ""
+        if self.server.redis:
+            rport = free_port()
+            self.redis = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(rport),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                    "--maxclients",
+                    "20000",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            await wait_port(rport)
+            redis_url = f"redis://127.0.0.1:{rport}/0"
+        for _ in range(instances):
+            port = free_port()
+            cmd, env = self.server.command(port, redis_url)
+            clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "PROMETHEUS_"))}
+            log = (workdir / f"{self.server.name}-{port}.log").open("wb")
+            self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env={**clean, **env}, stdout=log, stderr=log))
+            self.ports.append(port)
+        for port in self.ports:
+            await wait_port(port)
+
+    async def start_clients(self, spec: dict[str, Any], processes: int) -> list[dict[str, Any]]:
+        sockets = spec["channel_of"]
+        for i in range(processes):
+            part = {**spec, "channel_of": sockets[i::processes], "target_of": spec["target_of"][i::processes]}
+            self.clients.append(
+                await asyncio.create_subprocess_exec(
+                    str(BIN / "python"),
+                    "-m",
+                    "bench.subscribers",
+                    json.dumps(part),
+                    cwd=ROOT,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=2**26,
+                )
+            )
+        return [await self.read(c, timeout=180) for c in self.clients]
+
+    async def read(self, client: asyncio.subprocess.Process, timeout: float = 60) -> dict[str, Any]:
+        assert client.stdout is not None
+        line = await asyncio.wait_for(client.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError("a load-generator process died")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def ask(self, cmd: str) -> list[dict[str, Any]]:
+        for client in self.clients:
+            assert client.stdin is not None
+            client.stdin.write(json.dumps({"cmd": cmd}).encode() + b"\n")
+            await client.stdin.drain()
+        return [await self.read(c) for c in self.clients]
+
+    @property
+    def client_pids(self) -> list[int]:
+        return [c.pid for c in self.clients]
+
+    async def stop(self) -> None:
+        for client in self.clients:
+            if client.returncode is None:
+                client.kill()
+                await client.wait()
+        for proc in [*self.procs, self.redis]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def warm_up(stack: Stack, publishers: dict[str, Client], channels: list[str], total: int) -> None:
+    """Probe every channel until every socket has heard one: all subscriptions are live."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for channel in channels:
+            publishers[channel].publish(channel, {"s": -1, "t": time.time(), "p": ""})
+        await asyncio.sleep(0.2)
+        if sum(s["warm"] for s in await stack.ask("status")) >= total:
+            return
+    raise RuntimeError("subscribers never all received a warm-up probe")
+
+
+async def wait_phase(stack: Stack, phase: int, expected: int, stall: float = 5.0) -> None:
+    """Until every expected delivery arrived, or nothing new arrived for ``stall`` seconds."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        unique = sum(s["unique"][phase] for s in await stack.ask("status"))
+        if unique >= expected:
+            return
+        if unique != last:
+            last, last_change = unique, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            return
+        await asyncio.sleep(0.02)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    if scenario == "fanout":
+        channels, per_channel, burst = ["bench"], args.subscribers, args.messages
+    else:
+        channels, per_channel, burst = [f"room-{i}" for i in range(100)], 10, args.room_messages
+    rate_messages = int(args.rate / (per_channel * len(channels)) * args.rate_seconds) if scenario == "fanout" else 0
+    phases = [{"start": 0, "end": burst}]
+    if rate_messages:
+        phases.append({"start": burst, "end": burst + rate_messages, "latency": True})
+    stack = Stack(server)
+    try:
+        await stack.start(server.instances, workdir)
+        targets: list[tuple[str, int]] = [("127.0.0.1", p) for p in stack.ports]
+        spec = {
+            "targets": targets,
+            "channels": channels,
+            "flavor": server.flavor,
+            "phases": phases,
+            "channel_of": [n % len(channels) for n in range(per_channel * len(channels))],
+            # Every channel's members alternate between instances: all traffic crosses Redis.
+            "target_of": [(n // len(channels)) % len(targets) for n in range(per_channel * len(channels))],
+        }
+        cpu0 = cpu_seconds(stack.server_pids)
+        ready = await stack.start_clients(spec, args.client_processes)
+        connect_seconds = max(r["connect_seconds"] for r in ready)
+        connect_cpu = cpu_seconds(stack.server_pids) - cpu0
+        sockets = sum(r["connected"] for r in ready)
+        publishers = {}
+        for i, channel in enumerate(channels):
+            host, port = targets[i % len(targets)]
+            publishers[channel] = await connect(host, port, channel, server.flavor, lambda s, t: None)
+        await warm_up(stack, publishers, channels, sockets)
+
+        pids = stack.server_pids
+        redis_pids = [stack.redis.pid] if stack.redis else []
+        cpu_start, redis_start, client_start = (
+            cpu_seconds(pids),
+            cpu_seconds(redis_pids),
+            cpu_seconds(stack.client_pids),
+        )
+        wall_start = time.perf_counter()
+        for seq in range(burst):
+            channel = channels[seq % len(channels)]
+            publishers[channel].publish(channel, {"s": seq, "t": time.time(), "p": PAD})
+            if seq % 50 == 49:
+                await asyncio.sleep(0)  # let the publisher's transport flush
+        await wait_phase(stack, 0, burst * per_channel)
+        wall = time.perf_counter() - wall_start
+        server_cpu = cpu_seconds(pids) - cpu_start
+        redis_cpu = cpu_seconds(redis_pids) - redis_start
+        client_cpu = cpu_seconds(stack.client_pids) - client_start
+
+        if rate_messages:
+            interval = 1 / (args.rate / (per_channel * len(channels)))
+            start = time.perf_counter()
+            for i in range(rate_messages):
+                delay = start + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                seq = burst + i
+                publishers[channels[0]].publish(channels[0], {"s": seq, "t": time.time(), "p": PAD})
+            await wait_phase(stack, 1, rate_messages * per_channel)
+        final = await stack.ask("report")
+        latencies = sorted(x for r in final for x in r["latencies"])
+        burst_stats = [r["phases"][0] for r in final]
+        delivered = sum(p["unique"] for p in burst_stats)
+        result = {
+            "server": server.name,
+            "scenario": scenario,
+            "sockets": sockets,
+            "deliveries": delivered,
+            "expected": sum(p["expected"] for p in burst_stats),
+            "server_cpu": server_cpu,
+            "redis_cpu": redis_cpu,
+            "client_cpu": client_cpu,
+            "wall": wall,
+            "per_cpu_second": delivered / server_cpu if server_cpu else float("nan"),
+            "per_wall_second": delivered / wall,
+            "lost": sum(p["lost"] for r in final for p in r["phases"]),
+            "duplicates": sum(p["duplicates"] for r in final for p in r["phases"]),
+            "closed_by_server": sum(r["closed"] for r in final),
+            "connect_rate": sockets / connect_seconds,
+            "connect_cpu_ms": 1000 * connect_cpu / sockets,
+        }
+        if latencies:
+            result.update({f"p{q}": percentile(latencies, q / 100) * 1000 for q in (50, 95, 99)})
+        for client in publishers.values():
+            client.close()
+        return result
+    finally:
+        await stack.stop()
+
+
+async def run_idle(server: Server, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    stack = Stack(server)
+    try:
+        await stack.start(1, workdir)
+        await asyncio.sleep(1)  # let imports and start-up allocations settle
+        before = rss_bytes(stack.procs[0].pid)
+        spec = {
+            "targets": [["127.0.0.1", stack.ports[0]]],
+            "channels": ["idle"],
+            "flavor": server.flavor,
+            "phases": [],
+            "channel_of": [0] * args.idle,
+            "target_of": [0] * args.idle,
+        }
+        ready = await stack.start_clients(spec, args.client_processes)
+        sockets = sum(r["connected"] for r in ready)
+        publisher = await connect("127.0.0.1", stack.ports[0], "idle", server.flavor, lambda s, t: None)
+        await warm_up(stack, {"idle": publisher}, ["idle"], sockets)
+        after = rss_bytes(stack.procs[0].pid)
+        publisher.close()
+        return {
+            "server": server.name,
+            "scenario": "idle",
+            "sockets": sockets,
+            "rss_before": before,
+            "rss_after": after,
+            "bytes_per_connection": (after - before) / sockets,
+        }
+    finally:
+        await stack.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    workdir = ROOT / "bench" / "results"
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    servers = [SERVERS[name] for name in args.servers.split(",")]
+    plan = [(s, sc, rep) for sc in args.scenarios.split(",") for rep in range(args.reps) for s in servers]
+    started = time.monotonic()
+    for i, (server, scenario, rep) in enumerate(plan, start=1):
+        print(f"[{i}/{len(plan)}] {scenario:7} {server.name:11} run {rep + 1} ...", end=" ", flush=True)
+        t0 = time.monotonic()
+        if scenario == "idle":
+            result = await run_idle(server, args, workdir)
+            summary = f"{result['bytes_per_connection'] / 1024:.1f} KB/conn"
+        else:
+            result = await run_fanout(server, scenario, args, workdir)
+            summary = (
+                f"{result['per_cpu_second']:,.0f} deliveries/CPU-s, lost {result['lost']}, dup {result['duplicates']}"
+            )
+        result["rep"] = rep
+        results.append(result)
+        print(f"{summary} ({time.monotonic() - t0:.0f}s)", flush=True)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpu_model": next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": round(time.monotonic() - started),
+    }
+    command = "make bench" if args.default_run else "python -m bench.run " + " ".join(sys.argv[1:])
+    (workdir / "latest.json").write_text(
+        json.dumps({"machine": machine, "results": results, "args": vars(args)}, indent=2)
+    )
+    report.write(results, machine, command, ROOT / "docs")
+    print(f"done in {machine['seconds']}s: docs/benchmarks.md, docs/bench-*.png")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default="switchboard,ceiling,tutorial,socketio")
+    parser.add_argument("--scenarios", default="fanout,rooms,idle")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=200, help="burst messages in the fanout scenario")
+    parser.add_argument("--room-messages", type=int, default=2000, help="burst messages in the rooms scenario")
+    parser.add_argument("--rate", type=float, default=20000, help="deliveries/s in the latency phase")
+    parser.add_argument("--rate-seconds", type=float, default=5)
+    parser.add_argument("--idle", type=int, default=5000, help="idle connections for the memory scenario")
+    parser.add_argument("--client-processes", type=int, default=2)
+    args = parser.parse_args()
+    args.default_run = len(sys.argv) == 1
+    return args
+
+
+if __name__ == "__main__":
+    uvloop.run(main(parse()))
