@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__, drain, metrics
 from app.broker import create_broker
@@ -62,6 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(seed.routes)
+    app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
+    # Browser pages on another allowed origin (a second instance, say) may call /api/*.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
     app.include_router(health.router)
     app.include_router(api.router)
     return app

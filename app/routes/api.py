@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from app import metrics
+from app import __version__, metrics
 from app.auth import AuthError, mint_token, verify_token
 from app.broker import BrokerUnavailable
 from app.errors import AUTH_FAILED, PUBLISH_FAILED
@@ -24,6 +24,12 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
+
+
+@router.get("/api/instance")
+async def instance(request: Request) -> dict[str, str]:
+    """Which instance answered: the demo shows it so a cross-instance conversation is visible."""
+    return {"instance": services(request).settings.instance_id, "version": __version__}
 
 
 @router.api_route("/ws/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)

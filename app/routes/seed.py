@@ -88,6 +88,16 @@ async def room(websocket: WebSocket) -> None:
     s = services(websocket)
     room_id: str = websocket.path_params["room_id"]
     channel = f"room:{room_id}"
+    # Optional: with ?token=, the token must be valid and frames name their sender.
+    named: dict[str, str] = {}
+    if (token := websocket.query_params.get("token")) is not None:
+        try:
+            named = {"from": verify_token(token, s.settings).name}
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.labels(exc.reason).inc()
+            await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
+            return
+    user = {"user": named["from"]} if named else {}
 
     async def handler(conn: Connection) -> None:
         if not valid_channel(conn, room_id):
@@ -96,16 +106,17 @@ async def room(websocket: WebSocket) -> None:
         if members is None:
             return
         try:
-            await publish(conn, s, channel, {"type": "user_joined", "room": room_id, "members": members}, exclude=conn)
+            joined = {"type": "user_joined", "room": room_id, "members": members, **user}
+            await publish(conn, s, channel, joined, exclude=conn)
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
-                    frame = {"type": "message", "room": room_id, "content": content}
+                    frame = {"type": "message", "room": room_id, "content": content, **named}
                     await publish(conn, s, channel, frame, exclude=conn)
         finally:
             remaining = await leave(conn, s, channel)
             if remaining is not None:
-                frame = {"type": "user_left", "room": room_id, "members": remaining}
+                frame = {"type": "user_left", "room": room_id, "members": remaining, **user}
                 await publish(conn, s, channel, frame, exclude=conn)
 
     await run_session(websocket, "room", handler)

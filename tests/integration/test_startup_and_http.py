@@ -72,7 +72,7 @@ def test_dev_token_is_absent_in_production(prod_app: AppProcess) -> None:
 def test_demo_page_health_and_readiness(prod_app: AppProcess) -> None:
     page = httpx.get(prod_app.http + "/")
     assert page.status_code == 200
-    assert "/ws/chat" in page.text
+    assert "/static/switchboard.js" in page.text
     assert httpx.get(prod_app.http + "/healthz").json() == {"status": "ok"}
     assert httpx.get(prod_app.http + "/readyz").json() == {"status": "ready", "broker": True, "draining": False}
 

@@ -1,0 +1,204 @@
+"""The demo and the browser client in real headless Chromium (Debian's, driven by Playwright).
+
+Two instances share a redis-server; each page loads from one instance and can fail over to the
+other (``?servers=``). Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.support import ROOT, AppProcess, RedisServer, running
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT = 10_000  # ms, for every wait on the page
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppProcess, AppProcess]]:
+    tmp = tmp_path_factory.mktemp("browser")
+    redis_server = RedisServer(tmp / "redis").start()
+    a, b = AppProcess("a", tmp), AppProcess("b", tmp)
+    origins = f"http://127.0.0.1:{a.port},http://127.0.0.1:{b.port}"
+    for app in (a, b):
+        app.env.update(
+            {
+                "SWITCHBOARD_BROKER_URL": redis_server.url,
+                "SWITCHBOARD_DEV_MODE": "true",
+                "SWITCHBOARD_ALLOWED_ORIGINS": origins,
+            }
+        )
+    try:
+        with running(a, b):
+            yield a, b
+    finally:
+        redis_server.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+def demo_url(home: AppProcess, other: AppProcess, **query: str) -> str:
+    servers = f"ws://127.0.0.1:{home.port},ws://127.0.0.1:{other.port}"
+    params = "&".join(f"{k}={v}" for k, v in {**query, "servers": servers}.items())
+    return f"{home.http}/?{params}"
+
+
+async def screenshot(page: Page, name: str) -> None:
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000, f"{name} looks empty"
+
+
+async def new_page(browser: Browser) -> tuple[Page, list[str]]:
+    page = await browser.new_page(viewport={"width": 900, "height": 640})
+    page.set_default_timeout(TIMEOUT)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    return page, sockets
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pages(browser: Browser, instances: tuple[AppProcess, AppProcess]) -> AsyncIterator[tuple[Page, Page]]:
+    a, b = instances
+    alice, _ = await new_page(browser)
+    bob, _ = await new_page(browser)
+    await alice.goto(demo_url(a, b, name="alice", room="demo"))
+    await expect(alice.locator("#status-text")).to_have_text("connected")
+    yield alice, bob
+    await alice.close()
+    await bob.close()
+
+
+async def test_two_pages_on_two_instances_chat_and_count(
+    pages: tuple[Page, Page], instances: tuple[AppProcess, AppProcess]
+) -> None:
+    alice, bob = pages
+    a, b = instances
+    await expect(alice.locator("#instance")).to_have_text("instance a")
+    await bob.goto(demo_url(b, a, name="bob", room="demo"))
+    await expect(bob.locator("#status-text")).to_have_text("connected")
+    await expect(bob.locator("#instance")).to_have_text("instance b")
+    # Each sees the other: Alice gets Bob's join; both show the cluster-wide count.
+    await expect(alice.locator("#log")).to_contain_text("bob joined")
+    await expect(alice.locator("#online")).to_have_text("2")
+    await expect(bob.locator("#online")).to_have_text("2")
+    await alice.fill("form.say input", "hello from instance a")
+    await alice.press("form.say input", "Enter")
+    await expect(bob.locator("#log")).to_contain_text("alice: hello from instance a")
+    await bob.fill("form.say input", "hi alice, this is b")
+    await bob.press("form.say input", "Enter")
+    await expect(alice.locator("#log")).to_contain_text("bob: hi alice, this is b")
+    await screenshot(alice, "demo-alice.png")
+    await screenshot(bob, "demo-bob.png")
+
+
+async def test_killed_instance_page_reconnects_elsewhere_and_keeps_chatting(
+    pages: tuple[Page, Page], instances: tuple[AppProcess, AppProcess]
+) -> None:
+    alice, bob = pages
+    a, _ = instances
+    a.kill()
+    await expect(alice.locator("#status-text")).to_contain_text("reconnecting")
+    await screenshot(alice, "demo-reconnecting.png")
+    await expect(alice.locator("#status-text")).to_have_text("connected")
+    await expect(alice.locator("#instance")).to_have_text("instance b")
+    await bob.fill("form.say input", "are you back?")
+    await bob.press("form.say input", "Enter")
+    await expect(alice.locator("#log")).to_contain_text("bob: are you back?")
+    await alice.fill("form.say input", "back, on instance b")
+    await alice.press("form.say input", "Enter")
+    await expect(bob.locator("#log")).to_contain_text("alice: back, on instance b")
+
+
+async def test_invalid_token_is_shown_and_not_retried(
+    browser: Browser, instances: tuple[AppProcess, AppProcess]
+) -> None:
+    _, b = instances
+    page, sockets = await new_page(browser)
+    await page.goto(f"{b.http}/?name=eve&room=demo&token=not-a-valid-token")
+    await expect(page.locator(".err")).to_contain_text("refused this connection (1008")
+    await expect(page.locator("#status-text")).to_have_text("refused")
+    # Terminal: the client is closed, with no retry scheduled, after exactly one attempt.
+    state = await page.evaluate("({state: switchboard.state, connections: switchboard.connections})")
+    assert state == {"state": "closed", "connections": 1}
+    assert len(sockets) == 1
+    await screenshot(page, "demo-refused.png")
+    await page.close()
+
+
+CLIENT_UNIT_CHECKS = """async () => {
+  const m = await import("/static/switchboard.js");
+  const out = {};
+  // Full jitter: always within [0, min(cap, base * 2^attempt)), and the cap holds.
+  const bounds = [];
+  for (let attempt = 0; attempt < 12; attempt++) {
+    bounds.push([m.backoffDelay(attempt, 100, 5000, () => 0), m.backoffDelay(attempt, 100, 5000, () => 0.999999)]);
+  }
+  out.bounds = bounds;
+  const samples = Array.from({length: 2000}, () => m.backoffDelay(3, 100, 5000));
+  out.sampleMin = Math.min(...samples);
+  out.sampleMax = Math.max(...samples);
+  out.sampleMean = samples.reduce((a, b) => a + b, 0) / samples.length;
+  // The queue bound: the oldest items are dropped.
+  const q = new m.BoundedQueue(3);
+  out.dropped = [1, 2, 3, 4, 5].map((n) => q.push(n)).filter((x) => x !== undefined);
+  out.drained = q.drain();
+  out.sizeAfter = q.size;
+  // A disconnected client queues at most queueLimit messages and reports what it drops.
+  const client = new m.SwitchboardClient({url: "ws://127.0.0.1:9/never", queueLimit: 2});
+  const dropped = [];
+  client.addEventListener("dropped", (e) => dropped.push(e.detail.message));
+  ["a", "b", "c", "d"].forEach((x) => client.send({x}));
+  out.clientQueue = client.queue.items;
+  out.clientDropped = dropped;
+  out.terminal = m.TERMINAL_CODES;
+  return out;
+}"""
+
+
+async def test_client_backoff_and_queue_bounds_in_the_browser(
+    browser: Browser, instances: tuple[AppProcess, AppProcess]
+) -> None:
+    page, _ = await new_page(browser)
+    await page.goto(instances[1].http + "/static/switchboard.js")
+    result: dict[str, Any] = await page.evaluate(CLIENT_UNIT_CHECKS)
+    await page.close()
+    for attempt, (low, high) in enumerate(result["bounds"]):
+        ceiling = min(5000, 100 * 2**attempt)
+        assert low == 0
+        assert ceiling - 1 <= high < ceiling
+    assert result["sampleMin"] >= 0
+    assert result["sampleMax"] < 800
+    assert 300 < result["sampleMean"] < 500  # uniform on [0, 800): mean 400
+    assert result["dropped"] == [1, 2]
+    assert result["drained"] == [3, 4, 5]
+    assert result["sizeAfter"] == 0
+    assert result["clientQueue"] == ['{"x":"c"}', '{"x":"d"}']
+    assert result["clientDropped"] == ['{"x":"a"}', '{"x":"b"}']
+    assert result["terminal"] == [1003, 1008]
