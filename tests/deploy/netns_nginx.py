@@ -206,6 +206,14 @@ async def test_negative_control_without_upgrade_headers(stack: Stack) -> None:
         proc.wait(10)
 
 
+async def wait_presence(channel: str, expected: int, timeout: float = 10) -> None:
+    """Poll the cluster-wide member count without blocking the clients' event loop."""
+    headers = {"Authorization": f"Bearer {token('observer')}"}
+    async with httpx.AsyncClient(base_url="http://127.0.0.1:8080", headers=headers) as http, asyncio.timeout(timeout):
+        while (await http.get(f"/api/presence/{channel}")).json()["members"] != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # a remote count: there is no event to wait on
+
+
 class Reconnecting:
     """A minimal reconnecting client: on 1012 it comes back through nginx after a jittered delay."""
 
@@ -256,7 +264,8 @@ async def test_drain_moves_clients_to_other_instances_without_errors(stack: Stac
     for c in clients:
         assert c.codes[0] == 1012
         assert c.instances[1] in {"app2", "app3"}
-    # The reconnected clients talk to each other again.
+    # The reconnected clients talk to each other again, once all four have re-joined the room.
+    await wait_presence("room:drain", len(clients))
     assert clients[0].sock is not None
     await send_json(clients[0].sock, {"content": "back"})
     for c in clients[1:]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from app.errors import PUBLISH_FAILED
@@ -40,60 +42,52 @@ async def two_subscribers(c: Cluster, channel: str) -> tuple[ClientConnection, C
     return sa, sb
 
 
-async def test_client_kill_of_the_pubsub_connection(tmp_path: Path) -> None:
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of its own: these tests kill and restart its redis-server."""
     redis_server, a, b = start_cluster(tmp_path)
     try:
         with running(a, b):
-            c = Cluster(redis_server, a, b, tmp_path)
-            sa, sb = await two_subscribers(c, "kill")
-            killed = redis_server.client().client_kill_filter(_type="pubsub")
-            assert killed == 2  # one pub/sub connection per instance
-            await flowing(sa, sb, RECOVERY_DEADLINE)
-            await flowing(sb, sa, RECOVERY_DEADLINE)
-            # Resubscribed exactly once each: one marker arrives once, then nothing else.
-            await send_json(sa, {"content": "marker"})
-            assert await recv_until(sb, content_is("marker")) == {
-                "content": "marker",
-                "channel": "kill",
-            }
-            await send_json(sb, {"content": "after"})
-            assert (await recv_json(sb))["content"] == "after"
-            await asyncio.gather(sa.close(), sb.close())
+            yield Cluster(redis_server, a, b, tmp_path)
     finally:
         redis_server.stop()
 
 
-async def test_full_redis_restart(tmp_path: Path) -> None:
-    redis_server, a, b = start_cluster(tmp_path)
-    try:
-        with running(a, b):
-            c = Cluster(redis_server, a, b, tmp_path)
-            sa, sb = await two_subscribers(c, "restart")
-            redis_server.stop()
-            # Publishing while Redis is down: a clear error frame, and the socket stays open.
-            await send_json(sa, {"content": "into the void"})
-            # (sa also hears its own earlier probes: the global channel includes the sender.)
-            error = await recv_until(sa, lambda f: f.get("type") == "error")
-            assert error == {"type": "error", "message": PUBLISH_FAILED}
-            wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
-            assert httpx.get(a.http + "/healthz").status_code == 200  # liveness does not follow Redis
-            redis_server.start()  # same port, empty data
-            took = await flowing(sa, sb, RECOVERY_DEADLINE)
-            print(f"messages flowed again {took:.2f}s after redis-server came back")
-            wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 200, 5, "readyz to recover")
-            await asyncio.gather(sa.close(), sb.close())
-    finally:
-        redis_server.stop()
+async def test_client_kill_of_the_pubsub_connection(fresh: Cluster) -> None:
+    sa, sb = await two_subscribers(fresh, "kill")
+    killed = fresh.redis.client().client_kill_filter(_type="pubsub")
+    assert killed == 2  # one pub/sub connection per instance
+    await flowing(sa, sb, RECOVERY_DEADLINE)
+    await flowing(sb, sa, RECOVERY_DEADLINE)
+    # Resubscribed exactly once each: one marker arrives once, then nothing else.
+    await send_json(sa, {"content": "marker"})
+    assert await recv_until(sb, content_is("marker")) == {"content": "marker", "channel": "kill"}
+    await send_json(sb, {"content": "after"})
+    assert (await recv_json(sb))["content"] == "after"
+    await asyncio.gather(sa.close(), sb.close())
 
 
-async def test_joining_while_redis_is_down_is_refused_with_1013(tmp_path: Path) -> None:
-    redis_server, a, _ = start_cluster(tmp_path)
-    try:
-        with running(a):
-            redis_server.stop()
-            wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
-            async with ws_connect(a.ws("/ws/room/r1")) as ws:
-                code, _ = await expect_close(ws)
-            assert code == 1013
-    finally:
-        redis_server.stop()
+async def test_full_redis_restart(fresh: Cluster) -> None:
+    a = fresh.a
+    sa, sb = await two_subscribers(fresh, "restart")
+    fresh.redis.stop()
+    # Publishing while Redis is down: a clear error frame, and the socket stays open.
+    await send_json(sa, {"content": "into the void"})
+    # (sa also hears its own earlier probes: the global channel includes the sender.)
+    error = await recv_until(sa, lambda f: f.get("type") == "error")
+    assert error == {"type": "error", "message": PUBLISH_FAILED}
+    wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
+    assert httpx.get(a.http + "/healthz").status_code == 200  # liveness does not follow Redis
+    fresh.redis.start()  # same port, empty data
+    took = await flowing(sa, sb, RECOVERY_DEADLINE)
+    print(f"messages flowed again {took:.2f}s after redis-server came back")
+    wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 200, 5, "readyz to recover")
+    await asyncio.gather(sa.close(), sb.close())
+
+
+async def test_joining_while_redis_is_down_is_refused_with_1013(fresh: Cluster) -> None:
+    fresh.redis.stop()
+    wait_until(lambda: httpx.get(fresh.a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
+    async with ws_connect(fresh.a.ws("/ws/room/r1")) as ws:
+        code, _ = await expect_close(ws)
+    assert code == 1013
