@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -104,6 +105,9 @@ def test_cross_references(overlay: str) -> None:
         for p in r["http"]["paths"]
     }
     assert ingress_ports == {"http"}
+    dockerfile_port = re.search(r"SWITCHBOARD_PORT=(\d+)", (ROOT / "Dockerfile").read_text())
+    assert dockerfile_port is not None
+    assert port_names["http"] == int(dockerfile_port.group(1)), "k8s containerPort differs from the image's port"
     assert port_names["metrics"] == int(
         one(docs, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_METRICS_PORT"]
     )

@@ -47,9 +47,11 @@ class Member:
         self.id = ident
         self.channels: set[str] = set()
         self.frames: list[str] = []
+        self.offered: list[Outgoing] = []
 
     def offer(self, out: Outgoing) -> bool:
         self.frames.append(out.payload.decode())
+        self.offered.append(out)
         return True
 
 
@@ -127,6 +129,19 @@ async def test_dispatch_skips_the_excluded_member_and_shares_one_frame() -> None
     assert a.frames == ['{"n":1}']
     assert b.frames == []
     assert c.frames == ['{"n":1}']
+
+
+async def test_a_broadcast_is_encoded_once_for_all_members() -> None:
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    members = [Member(f"m{i}") for i in range(50)]
+    for m in members:
+        await hub.join(cast(Connection, m), "x")
+    hub.dispatch("x", pack(b'{"n":1}'))
+    # Every member was offered the very same object, so its wire frame is built once, not 50 times.
+    first = members[0].offered[0]
+    assert all(m.offered == [first] for m in members)
+    assert first.frame is first.frame  # cached after the first use
 
 
 async def test_publish_goes_through_the_broker_to_local_members() -> None:
