@@ -3,7 +3,8 @@
 The first local member of a channel makes the process SUBSCRIBE; the last one leaving makes it
 UNSUBSCRIBE. Both transitions run under a per-channel lock, and a failed subscribe leaves no
 trace, so a channel is never half-joined. ``dispatch`` is the broker's ``on_message``: it is
-synchronous and only queues the already-encoded frame on each member.
+synchronous and hands one shared, already-encoded message to each member's ``offer``, which
+writes it at once or queues it, and never waits.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import platform
 from collections.abc import AsyncIterator
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
         await broker.start(hub.dispatch, hub.channels)
         await presence.start()
-        sampler = metrics.Sampler(ready=lambda: broker.healthy() and not services.draining, broker_up=broker.healthy)
+        sampler = metrics.Sampler(ready=services.ready, broker_up=broker.healthy)
         sampling = asyncio.create_task(sampler.run(), name="switchboard-metrics-sampler")
         metrics_server = None
         if settings.metrics_port:
@@ -57,8 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             unregister()
             sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling  # its last flush hands over the final second of metrics
             if metrics_server is not None:
                 metrics_server.close()
+                await metrics_server.wait_closed()
             await presence.close()
             await broker.close()
 

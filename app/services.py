@@ -21,6 +21,10 @@ class Services:
     presence: Presence
     draining: bool = field(default=False)
 
+    def ready(self) -> bool:
+        """What /readyz and the switchboard_ready gauge report."""
+        return self.broker.healthy() and not self.draining
+
     def begin(self) -> None:
         """Readiness turns 503 and new handshakes are refused (drain.Drainer)."""
         self.draining = True

@@ -1,8 +1,12 @@
 """Redis pub/sub broker: ONE pub/sub connection and ONE listener task per process.
 
-Publishes go through a small bounded pool; the pub/sub connection is dedicated and never
-retried by redis-py itself, so that reconnection is ours: back off with jitter, then resubscribe
-the channels the Hub holds (the Hub is the source of truth, not redis-py's memory).
+Three kinds of connection, all named after the instance in CLIENT LIST:
+
+* the pub/sub connection (``sb-sub:``), read by the one listener task; redis-py never retries it
+  itself, so reconnection is ours: back off with jitter, then resubscribe the channels the Hub
+  holds (the Hub is the source of truth, not redis-py's memory);
+* one publishing connection, written by one flusher task in batches (``_flush_publishes``);
+* a small bounded pool (``self.client``) for presence and the liveness probe.
 """
 
 from __future__ import annotations

@@ -20,9 +20,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     s = services(request)
-    broker_up = s.broker.healthy()
-    ready = broker_up and not s.draining
-    body = {"status": "ready" if ready else "unavailable", "broker": broker_up, "draining": s.draining}
+    ready = s.ready()
+    body = {"status": "ready" if ready else "unavailable", "broker": s.broker.healthy(), "draining": s.draining}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
