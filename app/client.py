@@ -1,0 +1,181 @@
+"""A reconnecting Switchboard client for Python services, tests and scripts.
+
+    async with SwitchboardClient("ws://127.0.0.1:8000/ws/global/news") as client:
+        await client.send({"content": "hello"})
+        async for frame in client:
+            print(frame)
+
+* Reconnects with full-jitter exponential backoff, and stops on terminal close codes (1008: auth
+  or policy, 1003), where retrying cannot help.
+* ``url`` may be a function (sync or async) called before every connect: rotate servers, or put a
+  fresh token in.
+* ``send`` while disconnected queues (bounded; the oldest message is dropped and counted beyond
+  ``queue_limit``); the queue is flushed in order on the next connection. A message sent in the
+  instant a connection dies, before the client has noticed, is lost: sends are at-most-once.
+* Received frames wait in a bounded buffer; a consumer that stops reading stops the socket being
+  read, so the server, not this process, decides when it is too slow.
+* Frames that carry ``offset`` and ``epoch`` are tracked per channel in ``positions``, for resuming
+  a channel where it left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+TERMINAL_CODES = frozenset({1003, 1008})
+UrlSource = str | Callable[[], str | Awaitable[str]]
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)). Spreads a fleet of reconnects out."""
+    delay: float = rng() * min(cap, base * 2 ** min(attempt, 30))
+    return delay
+
+
+class SwitchboardClient:
+    def __init__(
+        self,
+        url: UrlSource,
+        *,
+        base_delay: float = 0.5,
+        max_delay: float = 15.0,
+        max_retries: int | None = None,
+        queue_limit: int = 1000,
+        buffer: int = 10_000,
+    ) -> None:
+        self._url = url
+        self.base_delay, self.max_delay, self.max_retries = base_delay, max_delay, max_retries
+        self._outbox: deque[str] = deque()
+        self._queue_limit = queue_limit
+        self._frames: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
+        self._ws: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self.connections = 0
+        self.dropped = 0
+        self.close_codes: list[int | None] = []
+        self.positions: dict[str, tuple[int, str]] = {}
+        self.connected = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> SwitchboardClient:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="switchboard-client")
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._ws is not None:
+            await self._ws.close()
+        self._ended.set()
+
+    async def send(self, message: Any) -> None:
+        """Send now if connected; otherwise queue it for the next connection (bounded)."""
+        text = message if isinstance(message, str) else json.dumps(message)
+        if self._ws is not None and self.connected.is_set():
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(text)
+                return
+        self._outbox.append(text)
+        if len(self._outbox) > self._queue_limit:
+            self._outbox.popleft()
+            self.dropped += 1
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        """The next frame; raises TimeoutError, or EOFError once the client has stopped for good."""
+        async with asyncio.timeout(timeout):
+            while self._frames.empty():
+                if self._ended.is_set():
+                    raise EOFError("client stopped")
+                getter = asyncio.ensure_future(self._frames.get())
+                ended = asyncio.ensure_future(self._ended.wait())
+                done, _ = await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
+                ended.cancel()
+                if getter in done:
+                    return getter.result()
+                getter.cancel()
+            return self._frames.get_nowait()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                yield await self.receive()
+            except EOFError:
+                return
+
+    async def wait_until(self, predicate: Callable[[SwitchboardClient], bool]) -> None:
+        """Wait for a state, e.g. ``lambda c: c.connections >= 2 and c.connected.is_set()``."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def terminal(self) -> bool:
+        return bool(self.close_codes) and self.close_codes[-1] in TERMINAL_CODES
+
+    async def _resolve_url(self) -> str:
+        if isinstance(self._url, str):
+            return self._url
+        url = self._url()
+        return url if isinstance(url, str) else await url
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while self.max_retries is None or attempt <= self.max_retries:
+                try:
+                    async with connect(await self._resolve_url(), open_timeout=10, close_timeout=2) as ws:
+                        self._ws, attempt = ws, 0
+                        self.connections += 1
+                        self.connected.set()
+                        await self._notify()
+                        while self._outbox:
+                            await ws.send(self._outbox[0])
+                            self._outbox.popleft()
+                        async for raw in ws:
+                            await self._deliver(raw)
+                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError):
+                    pass
+                finally:
+                    self.connected.clear()
+                    await self._notify()
+                rcvd = self._ws.protocol.close_rcvd if self._ws is not None else None
+                self.close_codes.append(rcvd.code if rcvd is not None else None)
+                self._ws = None
+                if self.terminal:
+                    return
+                await asyncio.sleep(backoff_delay(attempt, self.base_delay, self.max_delay))
+                attempt += 1
+        finally:
+            self._ended.set()
+
+    async def _deliver(self, raw: str | bytes) -> None:
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            frame = raw
+        if isinstance(frame, dict) and "offset" in frame and "epoch" in frame:
+            channel = str(frame.get("channel") or frame.get("room") or "")
+            self.positions[channel] = (int(frame["offset"]), str(frame["epoch"]))
+        await self._frames.put(frame)  # a full buffer stops reading: backpressure to the socket
