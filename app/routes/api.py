@@ -61,6 +61,9 @@ async def publish_global(
     if not CHANNEL_NAME.match(channel):
         raise HTTPException(422, detail={"error": "Invalid channel name"})
     frame = orjson.dumps({"content": body.content, "channel": channel})
+    if len(frame) > s.settings.max_message_bytes:
+        # The same cap as a client's frame: subscribers never get more than that from one message.
+        raise HTTPException(413, detail={"error": "Message too big", "limit": s.settings.max_message_bytes})
     try:
         await s.hub.publish(f"global:{channel}", frame)
     except BrokerUnavailable:

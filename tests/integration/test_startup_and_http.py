@@ -92,6 +92,16 @@ def test_http_publish_validates_its_body(prod_app: AppProcess) -> None:
     assert response.status_code == 422
 
 
+def test_http_publish_is_capped_like_a_client_frame(prod_app: AppProcess) -> None:
+    response = httpx.post(
+        prod_app.http + "/api/global/news",
+        json={"content": "x" * 70_000},  # over the default 64 KiB
+        headers={"Authorization": f"Bearer {token('svc')}"},
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == {"error": "Message too big", "limit": 65536}
+
+
 async def test_http_publish_reaches_subscribers(prod_app: AppProcess) -> None:
     async with ws_connect(prod_app.ws("/ws/global/news")) as ws:
         response = httpx.post(
