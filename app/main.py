@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, drain, metrics
 from app.broker import create_broker
@@ -23,6 +24,24 @@ from app.routes import api, health, seed
 from app.services import Services
 
 log = logging.getLogger("switchboard")
+
+
+class Switchboard(FastAPI):
+    """FastAPI, with WebSocket scopes sent straight to the router.
+
+    The middleware stack (server errors, CORS, exception handlers) does nothing for a WebSocket
+    whose session handles its own errors, yet each layer's coroutine frame stays suspended for the
+    socket's whole life: a few KB per idle connection.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        router = self.router
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await (router if scope["type"] == "websocket" else stack)(scope, receive, send)
+
+        return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await presence.close()
             await broker.close()
 
-    app = FastAPI(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = Switchboard(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(seed.routes)
     app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
     # Browser pages on another allowed origin (a second instance, say) may call /api/*.

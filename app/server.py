@@ -6,9 +6,11 @@ single instance and a production worker behave the same.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
+from collections import deque
 from types import FrameType
 from typing import Any
 
@@ -20,6 +22,35 @@ from uvicorn_worker import UvicornWorker
 from app import drain
 from app.config import Settings, settings_error_line
 from app.protocol import FAST_WRITE
+
+
+class _EventQueue:
+    """What uvicorn's protocol needs of its per-socket asyncio.Queue: put_nowait, get, empty.
+
+    One consumer (the app's receive) and no join(): a deque and a single waiter, instead of a Queue
+    with two waiter deques and an Event, about 2 KB less per open socket.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -54,6 +85,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _EventQueue()  # type: ignore[assignment]
         # uvicorn hands the websockets state machine its own logger, which then prints
         # "connection open" per socket at INFO; uvicorn already logs each handshake.
         self.conn.logger = logging.getLogger("websockets.server")
