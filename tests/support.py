@@ -189,12 +189,3 @@ async def expect_close(ws: ClientConnection, timeout: float = 5.0) -> tuple[int 
 
 async def send_json(ws: ClientConnection, payload: Any) -> None:
     await ws.send(orjson.dumps(payload).decode())
-
-
-async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
-    """Nothing more arrives for a short while: used after an event we already waited for."""
-    try:
-        frame = await asyncio.wait_for(ws.recv(), seconds)
-    except TimeoutError:
-        return
-    raise AssertionError(f"unexpected frame: {frame!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
@@ -14,6 +13,7 @@ from app import __version__, metrics
 from app.auth import AuthError, mint_token, verify_token
 from app.broker import BrokerUnavailable
 from app.errors import AUTH_FAILED, PUBLISH_FAILED
+from app.protocol import encode
 from app.routes.session import CHANNEL_NAME
 from app.services import services
 
@@ -60,7 +60,7 @@ async def publish_global(
     s = services(request)
     if not CHANNEL_NAME.match(channel):
         raise HTTPException(422, detail={"error": "Invalid channel name"})
-    frame = orjson.dumps({"content": body.content, "channel": channel})
+    frame = encode({"content": body.content, "channel": channel})
     if len(frame) > s.settings.max_message_bytes:
         # The same cap as a client's frame: subscribers never get more than that from one message.
         raise HTTPException(413, detail={"error": "Message too big", "limit": s.settings.max_message_bytes})

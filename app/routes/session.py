@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
@@ -13,6 +12,7 @@ from app import metrics
 from app.broker import BrokerUnavailable
 from app.connection import Connection, Handler, origin_allowed
 from app.errors import MISSING_CONTENT, ORIGIN_REFUSED, PUBLISH_FAILED, CloseCode, reason_for
+from app.protocol import encode
 from app.services import Services, services
 
 CHANNEL_NAME = re.compile(r"^[\w.:@~-]{1,128}$")
@@ -83,7 +83,7 @@ async def publish(
 ) -> None:
     """Encode once and publish; a broker outage becomes an error frame for this client only."""
     try:
-        await s.hub.publish(channel, orjson.dumps(payload), exclude)
+        await s.hub.publish(channel, encode(payload), exclude)
     except BrokerUnavailable:
         conn.send_error(PUBLISH_FAILED)
 
