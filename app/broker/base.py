@@ -23,15 +23,13 @@ class Broker(Protocol):
       * Order: messages published on one channel by one process are delivered to every subscriber
         in publish order. Publishes from different processes interleave arbitrarily.
       * Delivery: at-most-once. A message published while a subscriber's broker connection is
-        down is lost for that subscriber; ``reconnects`` counts such gaps.
+        down is lost for that subscriber; switchboard_broker_reconnects_total counts such gaps.
       * ``subscribe`` returns once the broker confirms the subscription, so a message published
         after it returns is delivered (no race on the first subscribe).
       * ``publish`` raises ``BrokerUnavailable`` rather than dropping a message silently.
       * The process's own publishes come back through ``on_message`` like everyone else's:
         local and remote delivery share one path.
     """
-
-    reconnects: int
 
     async def start(self, on_message: OnMessage, channels: ChannelSource) -> None: ...
 

@@ -11,7 +11,6 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._on_message: OnMessage | None = None
         self._channels: set[str] = set()
-        self.reconnects = 0
 
     async def start(self, on_message: OnMessage, channels: ChannelSource) -> None:
         self._on_message = on_message

@@ -68,7 +68,6 @@ class RedisBroker:
         self._publish_pool = BlockingConnectionPool.from_url(url, max_connections=1, **common)
         self._connected = asyncio.Event()
         self._last_seen = 0.0
-        self.reconnects = 0
 
     async def start(self, on_message: OnMessage, channels: ChannelSource) -> None:
         self._on_message = on_message
@@ -181,7 +180,6 @@ class RedisBroker:
                 raise
             except Exception as exc:  # The listener must never die: log, count, reconnect.
                 if self._connected.is_set():
-                    self.reconnects += 1
                     metrics.BROKER_RECONNECTS.inc()
                     log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
                 elif attempt == 0:
