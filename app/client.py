@@ -14,8 +14,10 @@
   instant a connection dies, before the client has noticed, is lost: sends are at-most-once.
 * Received frames wait in a bounded buffer; a consumer that stops reading stops the socket being
   read, so the server, not this process, decides when it is too slow.
-* Frames that carry ``offset`` and ``epoch`` are tracked per channel in ``positions``, for resuming
-  a channel where it left off.
+* One client follows one channel endpoint (``/ws/chat``, ``/ws/room/{id}``, ``/ws/global/{ch}``).
+  Frames that carry ``offset`` and ``epoch`` move ``position``; every reconnect passes it as
+  ``since``/``epoch``, so the server sends what was missed, then ``{"type":"recovered",...}``
+  (``ok:false`` when history could not cover the gap: resync from your own source of truth).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import random
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -41,6 +44,14 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float
     return delay
 
 
+def with_position(url: str, offset: int, epoch: str) -> str:
+    """``url`` with its ``since``/``epoch`` query parameters set to this position."""
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in ("since", "epoch")]
+    query += [("since", str(offset)), ("epoch", epoch)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
 class SwitchboardClient:
     def __init__(
         self,
@@ -51,6 +62,7 @@ class SwitchboardClient:
         max_retries: int | None = None,
         queue_limit: int = 1000,
         buffer: int = 10_000,
+        resume: bool = True,
     ) -> None:
         self._url = url
         self.base_delay, self.max_delay, self.max_retries = base_delay, max_delay, max_retries
@@ -63,7 +75,8 @@ class SwitchboardClient:
         self.connections = 0
         self.dropped = 0
         self.close_codes: list[int | None] = []
-        self.positions: dict[str, tuple[int, str]] = {}
+        self.resume = resume
+        self.position: tuple[int, str] | None = None  # (offset, epoch) of the last channel frame
         self.connected = asyncio.Event()
         self._changed = asyncio.Condition()
 
@@ -136,9 +149,13 @@ class SwitchboardClient:
 
     async def _resolve_url(self) -> str:
         if isinstance(self._url, str):
-            return self._url
-        url = self._url()
-        return url if isinstance(url, str) else await url
+            url = self._url
+        else:
+            found = self._url()
+            url = found if isinstance(found, str) else await found
+        if self.resume and self.position is not None:
+            url = with_position(url, *self.position)
+        return url
 
     async def _run(self) -> None:
         attempt = 0
@@ -176,6 +193,5 @@ class SwitchboardClient:
         except ValueError:
             frame = raw
         if isinstance(frame, dict) and "offset" in frame and "epoch" in frame:
-            channel = str(frame.get("channel") or frame.get("room") or "")
-            self.positions[channel] = (int(frame["offset"]), str(frame["epoch"]))
+            self.position = (int(frame["offset"]), str(frame["epoch"]))
         await self._frames.put(frame)  # a full buffer stops reading: backpressure to the socket

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     send_queue_size: int = 256
     presence_ttl: float = 30.0
+    # Channel history for recovery (docs/delivery.md): messages kept per channel (0 = off), how
+    # long they live after the channel's last publish, and how long its epoch and offset live.
+    history_size: int = 1000
+    history_ttl: float = 300.0
+    history_meta_ttl: float = 86400.0
     # When set, /metrics is served on this port only (not on the app port).
     metrics_port: int | None = None
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
@@ -92,6 +97,26 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @field_validator("history_size")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (off) or more")
+        return value
+
+    @field_validator("history_ttl", "history_meta_ttl")
+    @classmethod
+    def _at_least_a_second(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1 second")
+        return value
+
+    @model_validator(mode="after")
+    def _meta_outlives_history(self) -> Settings:
+        if self.history_meta_ttl < self.history_ttl:
+            raise ValueError("SWITCHBOARD_HISTORY_META_TTL must be at least SWITCHBOARD_HISTORY_TTL")
+        return self
 
     @model_validator(mode="after")
     def _secret_policy(self) -> Settings:

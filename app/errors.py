@@ -44,6 +44,7 @@ AUTH_FAILED = "Authentication failed"
 AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
+INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
 
 
 def reason_for(code: CloseCode) -> str:

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, drain, metrics
-from app.broker import create_broker
+from app.broker import HistoryOptions, create_broker
 from app.config import Settings
 from app.hub import Hub
 from app.logs import install_redaction
@@ -55,15 +55,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "
                 "tokens will not validate on other instances"
             )
+        history = HistoryOptions(settings.history_size, settings.history_ttl, settings.history_meta_ttl)
         broker = create_broker(
-            settings.broker_url, max_connections=settings.redis_max_connections, name=settings.instance_id
+            settings.broker_url,
+            max_connections=settings.redis_max_connections,
+            name=settings.instance_id,
+            history=history,
         )
         hub = Hub(broker)
         presence = create_presence(broker, settings.presence_ttl)
         services = Services(settings=settings, broker=broker, hub=hub, presence=presence)
         app.state.services = services
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
-        await broker.start(hub.dispatch, hub.channels)
+        await broker.start(hub.dispatch, hub.channels, hub.on_reconnect)
         await presence.start()
         sampler = metrics.Sampler(ready=services.ready, broker_up=broker.healthy)
         sampling = asyncio.create_task(sampler.run(), name="switchboard-metrics-sampler")

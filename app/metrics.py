@@ -50,6 +50,11 @@ SLOW_CONSUMERS = Counter(
 RATE_LIMITED = Counter("switchboard_rate_limited", "Client frames refused by the rate limiter")
 AUTH_FAILURES = Counter("switchboard_auth_failures", "Authentication failures by reason", ["reason"])
 PUBLISH_FAILURES = Counter("switchboard_publish_failures", "Publishes refused because the broker was unavailable")
+RECOVERIES = Counter(
+    "switchboard_recoveries",
+    "Recoveries from channel history: scope is client (a resume) or channel (after a feed gap)",
+    ["scope", "result"],
+)
 BROKER_UP = Gauge("switchboard_broker_up", "1 while the broker connection is up", multiprocess_mode="livemin")
 BROKER_RECONNECTS = Counter("switchboard_broker_reconnects", "Broker connections lost and retried")
 LISTENER_ERRORS = Counter("switchboard_listener_errors", "Errors caught in background loops")

@@ -1,13 +1,15 @@
 """Frames and envelopes: encode once at the publisher, never per socket.
 
-An envelope is what travels through the broker::
+An envelope is what travels through the broker (and what channel history stores)::
 
-    b"<exclude> <published_at>\\n<frame>"
+    b"<exclude> <published_at> <offset> <epoch>\\n<frame>"
 
 ``exclude`` is the id of a connection that must not receive the frame (``-`` for none), so the
 tutorial's "everyone but the sender" holds across instances. ``published_at`` is the publisher's
-``time.time()``, read by the delivery-latency histogram. ``frame`` is the exact UTF-8 JSON text
-every subscriber receives. A listener only splits the header off; it never parses the frame.
+``time.time()``, read by the delivery-latency histogram. ``offset`` and ``epoch`` are the channel
+position the broker assigned (``- -`` with history off). ``frame`` is the exact UTF-8 JSON text
+every subscriber receives; with history on, the broker has spliced ``"offset":N,"epoch":"E"`` into
+it once, at publish. A listener only splits the header off; it never parses the frame.
 """
 
 from __future__ import annotations
@@ -29,26 +31,49 @@ def encode(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame)
 
 
-def pack(frame: bytes, exclude: str | None = None, published_at: float | None = None) -> bytes:
+def header(exclude: str | None = None, published_at: float | None = None) -> bytes:
+    """The envelope's first two fields; the broker appends the position."""
     stamp = time.time() if published_at is None else published_at
-    return b"%s %.6f\n%s" % ((exclude or NO_EXCLUDE).encode(), stamp, frame)
+    return b"%s %.6f" % ((exclude or NO_EXCLUDE).encode(), stamp)
+
+
+def pack(head: bytes, frame: bytes, offset: int = 0, epoch: str = "") -> bytes:
+    if not offset:
+        return b"%s - -\n%s" % (head, frame)
+    return b"%s %d %s\n%s" % (head, offset, epoch.encode(), frame)
+
+
+def splice(frame: bytes, offset: int, epoch: str) -> bytes:
+    """Add the channel position to an encoded JSON object without re-encoding it.
+
+    The Redis broker does the same in Lua (app/broker/redis.py); epochs are hex, never escaped.
+    """
+    if frame[:1] != b"{" or frame[-1:] != b"}":
+        raise ValueError("channel frames must be JSON objects")
+    sep = b"" if frame == b"{}" else b","
+    return b'%s%s"offset":%d,"epoch":"%s"}' % (frame[:-1], sep, offset, epoch.encode())
 
 
 @dataclass(slots=True, frozen=True)
 class Envelope:
     exclude: str | None
     published_at: float
+    offset: int  # 0 when the channel keeps no history
+    epoch: str
     frame: bytes
 
 
 def unpack(envelope: bytes) -> Envelope:
     """Split the header off. Raises ValueError on a malformed envelope."""
     newline = envelope.index(b"\n")
-    exclude, stamp = envelope[:newline].split(b" ", 1)
+    exclude, stamp, offset, epoch = envelope[:newline].split(b" ", 3)
     excluded = exclude.decode()
+    positioned = offset != b"-"
     return Envelope(
         exclude=None if excluded == NO_EXCLUDE else excluded,
         published_at=float(stamp),
+        offset=int(offset) if positioned else 0,
+        epoch=epoch.decode() if positioned else "",
         frame=envelope[newline + 1 :],
     )
 

@@ -172,6 +172,18 @@ async def recv_until(ws: ClientConnection, predicate: Callable[[Any], bool], tim
                 return frame
 
 
+def positioned(frame: Any) -> Any:
+    """A channel frame without its ``offset``/``epoch``, after checking that it carries them."""
+    assert isinstance(frame, dict), frame
+    rest = dict(frame)
+    offset, epoch = rest.pop("offset", None), rest.pop("epoch", None)
+    assert isinstance(offset, int), frame
+    assert offset > 0, frame
+    assert isinstance(epoch, str), frame
+    assert epoch, frame
+    return rest
+
+
 def content_is(value: Any) -> Callable[[Any], bool]:
     """A recv_until predicate: the frame's ``content`` equals ``value``."""
     return lambda frame: bool(isinstance(frame, dict) and frame.get("content") == value)

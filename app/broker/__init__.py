@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from app.broker.base import Broker, BrokerUnavailable
+from app.broker.base import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.memory import MemoryBroker
 
-__all__ = ["Broker", "BrokerUnavailable", "create_broker"]
+__all__ = ["Broker", "BrokerUnavailable", "History", "HistoryOptions", "Position", "create_broker"]
 
 
-def create_broker(url: str, *, max_connections: int = 16, name: str = "switchboard") -> Broker:
+def create_broker(
+    url: str, *, max_connections: int = 16, name: str = "switchboard", history: HistoryOptions | None = None
+) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryBroker()
+        return MemoryBroker(history)
     if scheme in ("redis", "rediss", "unix"):
         from app.broker.redis import RedisBroker
 
-        return RedisBroker(url, max_connections=max_connections, name=name)
+        return RedisBroker(url, max_connections=max_connections, name=name, history=history)
     raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory:// or redis://")

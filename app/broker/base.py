@@ -1,9 +1,13 @@
-"""The broker interface: cross-process pub/sub, chosen by URL scheme."""
+"""The broker interface: cross-process pub/sub with per-channel history, chosen by URL scheme."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Protocol
+
+from app.protocol import Envelope
 
 OnMessage = Callable[[str, bytes], None]
 """Called by the broker's single listener for every message, in order; must not block."""
@@ -11,27 +15,92 @@ OnMessage = Callable[[str, bytes], None]
 ChannelSource = Callable[[], Collection[str]]
 """Returns the channels this process needs; read after a reconnect to resubscribe."""
 
+OnReconnect = Callable[[], None]
+"""Called after the listener has resubscribed following a lost connection: messages may be missed."""
+
+
+# The words a client is told when recovery is impossible because the history was lost.
+EPOCH_CHANGED = "epoch changed"
+
 
 class BrokerUnavailable(Exception):
     """The broker cannot take this operation now; the caller tells its client and carries on."""
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """How much of each channel the broker keeps for recovery. ``size == 0`` switches history off."""
+
+    size: int = 1000
+    ttl: float = 300.0  # seconds a channel's messages live after its last publish
+    meta_ttl: float = 86400.0  # seconds its epoch and offset counter live after its last publish
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A channel's history after an offset, read atomically with its current position.
+
+    ``entries`` are envelopes in offset order. If ``since`` was older than the oldest message kept,
+    the first entry's offset is above ``since + 1``: that is a gap, which ``covers`` reports.
+    """
+
+    position: Position
+    entries: list[Envelope]
+
+    def covers(self, since: int, epoch: str) -> bool:
+        """True if these entries are exactly everything published after ``since`` in ``epoch``."""
+        if epoch != self.position.epoch or since > self.position.offset:
+            return False
+        if since == self.position.offset:
+            return True
+        return bool(self.entries) and self.entries[0].offset == since + 1
+
+    def lost_reason(self, since: int, epoch: str) -> str:
+        """Why ``covers`` is false, in the words a client is told."""
+        if epoch != self.position.epoch:
+            return EPOCH_CHANGED
+        return "offset ahead of channel" if since > self.position.offset else "history too short"
+
+
+def new_epoch() -> str:
+    """Hex, so that it can be spliced into JSON unescaped."""
+    return secrets.token_hex(6)
+
+
 class Broker(Protocol):
-    """Cross-process pub/sub.
+    """Cross-process pub/sub with an optional bounded history per channel.
 
     Guarantees:
-      * Order: messages published on one channel by one process are delivered to every subscriber
-        in publish order. Publishes from different processes interleave arbitrarily.
-      * Delivery: at-most-once. A message published while a subscriber's broker connection is
-        down is lost for that subscriber; switchboard_broker_reconnects_total counts such gaps.
+      * Order: messages on one channel reach every subscriber in publish order. With history on,
+        the order is the offset order: the offset is assigned, the message stored and published
+        in one atomic step, so a subscriber whose connection stayed up sees offsets 1, 2, 3...
+      * Delivery: pub/sub alone is at-most-once. A message published while a subscriber's broker
+        connection is down is not delivered to it live; with history on, ``history`` returns it
+        for as long as the history keeps it (``HistoryOptions``), and ``on_reconnect`` is called
+        so that the Hub can fetch it.
+      * The epoch changes whenever a channel's history was lost (expiry, a Redis restart without
+        persistence), so a reader can tell "nothing missed" from "cannot know".
       * ``subscribe`` returns once the broker confirms the subscription, so a message published
         after it returns is delivered (no race on the first subscribe).
-      * ``publish`` raises ``BrokerUnavailable`` rather than dropping a message silently.
+      * ``publish`` raises ``BrokerUnavailable`` rather than dropping a message silently; once it
+        returns, the message is stored (with history on) and published.
       * The process's own publishes come back through ``on_message`` like everyone else's:
         local and remote delivery share one path.
     """
 
-    async def start(self, on_message: OnMessage, channels: ChannelSource) -> None: ...
+    history_options: HistoryOptions
+
+    async def start(self, on_message: OnMessage, channels: ChannelSource, on_reconnect: OnReconnect) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -39,6 +108,15 @@ class Broker(Protocol):
 
     async def unsubscribe(self, channel: str) -> None: ...
 
-    async def publish(self, channel: str, envelope: bytes) -> None: ...
+    async def publish(self, channel: str, head: bytes, frame: bytes) -> Position | None:
+        """Publish ``frame`` (a JSON object) with envelope header ``head`` (``protocol.header``).
+
+        Returns the position assigned, or None with history off.
+        """
+        ...
+
+    async def history(self, channel: str, since: int) -> History:
+        """Messages after offset ``since`` and the current position (creating the epoch if none)."""
+        ...
 
     def healthy(self) -> bool: ...

@@ -1,18 +1,44 @@
-"""In-process broker: the default for a single instance, not a test double."""
+"""In-process broker: the default for a single instance, not a test double.
+
+History follows the Redis broker's rules (app/broker/redis.py), checked lazily against a
+monotonic clock instead of by key expiry.
+"""
 
 from __future__ import annotations
 
-from app.broker.base import ChannelSource, OnMessage
+import time
+from collections import deque
+from collections.abc import Callable
+
+from app.broker.base import ChannelSource, History, HistoryOptions, OnMessage, OnReconnect, Position, new_epoch
+from app.protocol import pack, splice, unpack
+
+# How often expired channel histories are swept away, in seconds.
+SWEEP_INTERVAL = 60.0
+
+
+class _Channel:
+    __slots__ = ("entries", "epoch", "history_expires", "meta_expires", "offset")
+
+    def __init__(self, size: int) -> None:
+        self.epoch = new_epoch()
+        self.offset = 0
+        self.entries: deque[bytes] = deque(maxlen=size)
+        self.history_expires = self.meta_expires = 0.0
 
 
 class MemoryBroker:
     """Delivers synchronously inside ``publish``, so ordering is exactly publish order."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: HistoryOptions | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.history_options = history or HistoryOptions()
+        self._clock = clock
         self._on_message: OnMessage | None = None
         self._channels: set[str] = set()
+        self._history: dict[str, _Channel] = {}
+        self._next_sweep = 0.0
 
-    async def start(self, on_message: OnMessage, channels: ChannelSource) -> None:
+    async def start(self, on_message: OnMessage, channels: ChannelSource, on_reconnect: OnReconnect) -> None:
         self._on_message = on_message
 
     async def close(self) -> None:
@@ -25,9 +51,44 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def publish(self, channel: str, envelope: bytes) -> None:
+    async def publish(self, channel: str, head: bytes, frame: bytes) -> Position | None:
+        position = None
+        if self.history_options.enabled:
+            ch = self._channel(channel)
+            ch.offset += 1
+            position = Position(ch.offset, ch.epoch)
+            envelope = pack(head, splice(frame, ch.offset, ch.epoch), ch.offset, ch.epoch)
+            ch.entries.append(envelope)
+            now = self._clock()
+            ch.history_expires = now + self.history_options.ttl
+            ch.meta_expires = now + self.history_options.meta_ttl
+        else:
+            envelope = pack(head, frame)
         if self._on_message is not None and channel in self._channels:
             self._on_message(channel, envelope)
+        return position
+
+    async def history(self, channel: str, since: int) -> History:
+        ch = self._channel(channel)
+        first = ch.offset - len(ch.entries) + 1  # offset of ch.entries[0]
+        skip = max(0, since + 1 - first)
+        entries = [unpack(ch.entries[i]) for i in range(skip, len(ch.entries))] if since < ch.offset else []
+        return History(Position(ch.offset, ch.epoch), entries)
 
     def healthy(self) -> bool:
         return self._on_message is not None
+
+    def _channel(self, name: str) -> _Channel:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            for key in [k for k, c in self._history.items() if now >= c.meta_expires]:
+                del self._history[key]
+        ch = self._history.get(name)
+        if ch is None or now >= ch.meta_expires:
+            # A lost history gets a new epoch, exactly as when Redis's meta key expires.
+            ch = self._history[name] = _Channel(self.history_options.size)
+            ch.meta_expires = now + self.history_options.meta_ttl
+        elif now >= ch.history_expires:
+            ch.entries.clear()
+        return ch

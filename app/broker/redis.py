@@ -6,7 +6,11 @@ Three kinds of connection, all named after the instance in CLIENT LIST:
   itself, so reconnection is ours: back off with jitter, then resubscribe the channels the Hub
   holds (the Hub is the source of truth, not redis-py's memory);
 * one publishing connection, written by one flusher task in batches (``_flush_publishes``);
-* a small bounded pool (``self.client``) for presence and the liveness probe.
+* a small bounded pool (``self.client``) for presence, history reads and the liveness probe.
+
+With history on, a publish is one Lua script (``PUBLISH_SCRIPT``): it assigns the next offset,
+splices it into the frame, appends the envelope to the channel's stream and PUBLISHes it, all in
+one atomic step. Keys share a ``{channel}`` hash tag so that a Redis Cluster keeps them together.
 """
 
 from __future__ import annotations
@@ -23,10 +27,20 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from app import metrics
-from app.broker.base import BrokerUnavailable, ChannelSource, OnMessage
+from app.broker.base import (
+    BrokerUnavailable,
+    ChannelSource,
+    History,
+    HistoryOptions,
+    OnMessage,
+    OnReconnect,
+    Position,
+    new_epoch,
+)
+from app.protocol import pack, unpack
 
 log = logging.getLogger("switchboard.broker")
 
@@ -39,10 +53,66 @@ BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, BrokerUnavailable)
 
+# The meta hash holds the epoch ("e") and the last offset ("o"). A meta hash that is missing (never
+# written, expired, or lost with a Redis restart) gets a new epoch, and any stream left behind is
+# dropped, so offsets and stream IDs restart together. Stream IDs are "<offset>-0".
+_ENSURE_META = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+end
+"""
+# KEYS: meta, stream. ARGV: epoch if new, meta ttl, channel, header, frame, size, ttl.
+PUBLISH_SCRIPT = (
+    _ENSURE_META
+    + """
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local frame = ARGV[5]
+local sep = ','
+if frame == '{}' then sep = '' end
+frame = string.sub(frame, 1, -2) .. sep .. '"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+local envelope = ARGV[4] .. ' ' .. offset .. ' ' .. epoch .. '\\n' .. frame
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], offset .. '-0', 'e', envelope)
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], envelope)
+return {offset, epoch}
+"""
+)
+# KEYS: meta, stream. ARGV: epoch if new, meta ttl, since.
+HISTORY_SCRIPT = (
+    _ENSURE_META
+    + """
+local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
+local since = tonumber(ARGV[3])
+local entries = {}
+if since < top then entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+') end
+return {epoch, top, entries}
+"""
+)
+
+
+def history_keys(channel: str) -> tuple[str, str]:
+    return f"sb:{{{channel}}}:meta", f"sb:{{{channel}}}:history"
+
 
 class RedisBroker:
-    def __init__(self, url: str, *, max_connections: int = 16, name: str = "switchboard") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 16,
+        name: str = "switchboard",
+        history: HistoryOptions | None = None,
+    ) -> None:
         self._url = url
+        self.history_options = history or HistoryOptions()
+        opts = self.history_options
+        # Whole seconds: EXPIRE takes integers, and rounding up never shortens a promise.
+        self._ttls = (str(-int(-opts.ttl // 1)), str(-int(-opts.meta_ttl // 1)))
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
         # A BlockingConnectionPool waits for a free connection instead of failing when exhausted.
@@ -58,20 +128,25 @@ class RedisBroker:
         )
         self._pubsub: PubSub | None = None
         self._on_message: OnMessage | None = None
+        self._on_reconnect: OnReconnect = lambda: None
         self._channels: ChannelSource = tuple
         self._lock = asyncio.Lock()
         self._pending: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._listener: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._outbox: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._outbox: list[_Publish] = []
         self._outbox_ready = asyncio.Event()
         self._publish_pool = BlockingConnectionPool.from_url(url, max_connections=1, **common)
+        self._history_script = self.client.register_script(HISTORY_SCRIPT)
+        self._publish_sha = self.client.register_script(PUBLISH_SCRIPT).sha
         self._connected = asyncio.Event()
+        self._ever_connected = False
         self._last_seen = 0.0
 
-    async def start(self, on_message: OnMessage, channels: ChannelSource) -> None:
+    async def start(self, on_message: OnMessage, channels: ChannelSource, on_reconnect: OnReconnect) -> None:
         self._on_message = on_message
         self._channels = channels
+        self._on_reconnect = on_reconnect
         self._listener = asyncio.create_task(self._listen(), name="switchboard-redis-listener")
         self._flusher = asyncio.create_task(self._flush_publishes(), name="switchboard-redis-publisher")
         # Start-up waits briefly for Redis but never fails: readiness reports the state instead.
@@ -120,15 +195,35 @@ class RedisBroker:
             with contextlib.suppress(*_TRANSIENT):
                 await self._pubsub.unsubscribe(channel)
 
-    async def publish(self, channel: str, envelope: bytes) -> None:
-        """Queue a PUBLISH for the flusher and wait for Redis's reply (order is FIFO)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((channel, envelope, done))
+    async def publish(self, channel: str, head: bytes, frame: bytes) -> Position | None:
+        """Queue the publish for the flusher and wait for Redis's reply (order is FIFO)."""
+        if self.history_options.enabled and (frame[:1] != b"{" or frame[-1:] != b"}"):
+            raise ValueError("channel frames must be JSON objects")
+        done: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
+        self._outbox.append(_Publish(channel, head, frame, done))
         self._outbox_ready.set()
-        await done
+        return await done
+
+    async def history(self, channel: str, since: int) -> History:
+        try:
+            epoch, top, entries = await self._history_script(
+                keys=history_keys(channel), args=[new_epoch(), self._ttls[1], since]
+            )
+        except _TRANSIENT as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        envelopes = [unpack(fields[1]) for _, fields in entries]
+        return History(Position(int(top), epoch.decode()), envelopes)
+
+    def _command(self, item: _Publish) -> tuple[Any, ...]:
+        if not self.history_options.enabled:
+            return ("PUBLISH", item.channel, pack(item.head, item.frame))
+        meta, stream = history_keys(item.channel)
+        size, (ttl, meta_ttl) = self.history_options.size, self._ttls
+        args = (new_epoch(), meta_ttl, item.channel, item.head, item.frame, size, ttl)
+        return ("EVALSHA", self._publish_sha, 2, meta, stream, *args)
 
     async def _flush_publishes(self) -> None:
-        """Send every waiting PUBLISH in one write on a dedicated connection, then read the replies.
+        """Send every waiting publish in one write on a dedicated connection, then read the replies.
 
         A PUBLISH through redis-py's pool costs about 160 us of CPU; batched on one connection it
         costs about 10 us. With many publishers at once (many rooms) a batch holds many commands.
@@ -144,17 +239,32 @@ class RedisBroker:
                 if conn is None:
                     conn = self._publish_pool.make_connection()  # type: ignore[no-untyped-call]
                     await conn.connect()
-                packed = conn.pack_commands([("PUBLISH", channel, data) for channel, data, _ in batch])
+                    if self.history_options.enabled:
+                        # A new connection may be to a restarted Redis with an empty script cache.
+                        await conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
+                        await conn.read_response()
+                packed = conn.pack_commands([self._command(item) for item in batch])
                 await conn.send_packed_command(packed, check_health=False)
-                for _, _, done in batch:
+                reload = False
+                for item in batch:
+                    try:
+                        reply = await conn.read_response()
+                    except ResponseError as exc:
+                        # The script did not run (NOSCRIPT after SCRIPT FLUSH, OOM...): refuse it.
+                        reload = reload or isinstance(exc, NoScriptError)
+                        item.fail(str(exc))
+                        continue
+                    if not item.done.done():
+                        position = Position(int(reply[0]), reply[1].decode()) if isinstance(reply, list) else None
+                        item.done.set_result(position)
+                if reload:
+                    await conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
                     await conn.read_response()
-                    if not done.done():
-                        done.set_result(None)
             except asyncio.CancelledError:
                 self._fail(batch, "broker closing")
                 raise
             except Exception as exc:
-                # Replies not read are unknown: fail them (at-most-once) and start a fresh connection.
+                # Replies not read are unknown: fail them (never silently) and use a fresh connection.
                 self._fail(batch, str(exc))
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -162,10 +272,9 @@ class RedisBroker:
                 conn = None
 
     @staticmethod
-    def _fail(batch: list[tuple[str, bytes, asyncio.Future[None]]], reason: str) -> None:
-        for _, _, done in batch:
-            if not done.done():
-                done.set_exception(BrokerUnavailable(reason))
+    def _fail(batch: list[_Publish], reason: str) -> None:
+        for item in batch:
+            item.fail(reason)
 
     # -- listener -------------------------------------------------------------------------------
 
@@ -202,6 +311,10 @@ class RedisBroker:
             self._connected.set()
             metrics.BROKER_UP.set(1)
         log.info("redis pub/sub connected")
+        if self._ever_connected:
+            # Messages published while we were away are in history: the Hub fetches them.
+            self._on_reconnect()
+        self._ever_connected = True
 
     async def _read_until_error(self) -> None:
         pubsub = self._pubsub
@@ -259,3 +372,14 @@ class RedisBroker:
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class _Publish:
+    __slots__ = ("channel", "done", "frame", "head")
+
+    def __init__(self, channel: str, head: bytes, frame: bytes, done: asyncio.Future[Position | None]) -> None:
+        self.channel, self.head, self.frame, self.done = channel, head, frame, done
+
+    def fail(self, reason: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(BrokerUnavailable(reason))

@@ -54,7 +54,7 @@ def require_bearer(request: Request, authorization: str | None) -> None:
 @router.post("/api/global/{channel}", status_code=202)
 async def publish_global(
     channel: str, body: PublishBody, request: Request, authorization: str | None = Header(default=None)
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Publish to ``/ws/global/{channel}`` subscribers from a backend, with a bearer JWT."""
     require_bearer(request, authorization)
     s = services(request)
@@ -65,10 +65,12 @@ async def publish_global(
         # The same cap as a client's frame: subscribers never get more than that from one message.
         raise HTTPException(413, detail={"error": "Message too big", "limit": s.settings.max_message_bytes})
     try:
-        await s.hub.publish(f"global:{channel}", frame)
+        position = await s.hub.publish(f"global:{channel}", frame)
     except BrokerUnavailable:
         raise HTTPException(503, detail={"error": PUBLISH_FAILED}) from None
-    return {"status": "published"}
+    if position is None:
+        return {"status": "published"}
+    return {"status": "published", "offset": position.offset, "epoch": position.epoch}
 
 
 @router.get("/api/presence/{channel:path}")

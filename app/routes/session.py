@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.broker import BrokerUnavailable
+from app.broker import BrokerUnavailable, Position
 from app.connection import Connection, Handler, origin_allowed
-from app.errors import MISSING_CONTENT, ORIGIN_REFUSED, PUBLISH_FAILED, CloseCode, reason_for
+from app.errors import INVALID_RESUME, MISSING_CONTENT, ORIGIN_REFUSED, PUBLISH_FAILED, CloseCode, reason_for
 from app.protocol import encode
 from app.services import Services, services
 
 CHANNEL_NAME = re.compile(r"^[\w.:@~-]{1,128}$")
 MAX_USERNAME = 64
+EPOCH = re.compile(r"^[0-9a-f]{1,32}$")
 MISSING = object()
 
 
@@ -60,10 +62,28 @@ def valid_channel(conn: Connection, name: str) -> bool:
     return False
 
 
+def resume_from(query: Mapping[str, str]) -> Position | None:
+    """The ``since``/``epoch`` query parameters of a resuming client. Raises ValueError."""
+    since, epoch = query.get("since"), query.get("epoch")
+    if since is None and epoch is None:
+        return None
+    if since is None or epoch is None or not since.isdigit() or not EPOCH.match(epoch):
+        raise ValueError(INVALID_RESUME)
+    return Position(int(since), epoch)
+
+
 async def join(conn: Connection, s: Services, channel: str) -> int | None:
-    """Subscribe and register presence; returns the cluster-wide count, or None (closed 1013)."""
+    """Subscribe (recovering from ``since``/``epoch`` if given) and register presence.
+
+    Returns the cluster-wide count, or None after closing the connection (1013 or 1008).
+    """
     try:
-        await s.hub.join(conn, channel)
+        resume = resume_from(conn.websocket.query_params)
+    except ValueError as exc:
+        conn.close(CloseCode.POLICY_VIOLATION, str(exc))
+        return None
+    try:
+        await s.hub.join(conn, channel, resume)
         return await s.presence.join(channel, conn.id)
     except BrokerUnavailable:
         conn.close(CloseCode.TRY_AGAIN_LATER)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Cluster, start_cluster
-from tests.support import recv_json, running, send_json, wait_until, ws_connect
+from tests.support import positioned, recv_json, running, send_json, wait_until, ws_connect
 
 
 @pytest.fixture(autouse=True)
@@ -25,10 +25,10 @@ def joined(name: str, online: int) -> dict[str, object]:
 
 async def test_join_message_count_and_leave_across_instances(cluster: Cluster) -> None:
     async with ws_connect(cluster.a.ws("/ws/chat?username=ann")) as ann:
-        assert await recv_json(ann) == joined("ann", 1)
+        assert positioned(await recv_json(ann)) == joined("ann", 1)
         async with ws_connect(cluster.b.ws("/ws/chat?username=bob")) as bob:
-            assert await recv_json(bob) == joined("bob", 2)  # the joiner sees its own notice
-            assert await recv_json(ann) == joined("bob", 2)
+            assert positioned(await recv_json(bob)) == joined("bob", 2)  # the joiner sees its own notice
+            assert positioned(await recv_json(ann)) == joined("bob", 2)
             await send_json(bob, {"content": "hi ann"})
             msg = await recv_json(ann)
             assert (msg["type"], msg["from"], msg["content"]) == ("message", "bob", "hi ann")
@@ -37,12 +37,12 @@ async def test_join_message_count_and_leave_across_instances(cluster: Cluster) -
             await send_json(ann, {"content": "hi bob"})
             answer = await recv_json(bob)
             assert (answer["from"], answer["content"]) == ("ann", "hi bob")
-        assert await recv_json(ann) == {"type": "system", "message": "bob left the chat", "users_online": 1}
+        assert positioned(await recv_json(ann)) == {"type": "system", "message": "bob left the chat", "users_online": 1}
 
 
 async def test_default_username_is_anonymous(cluster: Cluster) -> None:
     async with ws_connect(cluster.b.ws("/ws/chat")) as ws:
-        assert await recv_json(ws) == joined("Anonymous", 1)
+        assert positioned(await recv_json(ws)) == joined("Anonymous", 1)
 
 
 async def test_counts_are_cluster_wide(cluster: Cluster) -> None:
@@ -71,7 +71,7 @@ async def test_killed_instance_members_expire_within_the_ttl(tmp_path: Path) -> 
             assert survivor.presence("chat") == 3
             wait_until(lambda: survivor.presence("chat") == 0, ttl + 3, "dead members to expire")
             async with ws_connect(a.ws("/ws/chat?username=late")) as late:
-                assert await recv_json(late) == joined("late", 1)
+                assert positioned(await recv_json(late)) == joined("late", 1)
             for ws in doomed:
                 ws.transport.abort()
     finally:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from app.broker.redis import RedisBroker
+from app.protocol import header
 from tests.integration.conftest import Cluster
 from tests.support import RedisServer, wait_until, ws_connect
 
@@ -52,14 +53,16 @@ async def test_the_broker_runs_exactly_one_listener_task(tmp_path: Any) -> None:
         arrived.set()
 
     try:
-        await broker.start(on_message, lambda: ())
+        await broker.start(on_message, lambda: (), lambda: None)
         for n in range(10):
             await broker.subscribe(f"c{n}")
         listeners = [t for t in asyncio.all_tasks() if t.get_name() == "switchboard-redis-listener"]
         assert len(listeners) == 1
-        await broker.publish("c3", b"payload")
+        position = await broker.publish("c3", header(published_at=1.0), b'{"p":1}')
         await asyncio.wait_for(arrived.wait(), 5)
-        assert received == [("c3", b"payload")]
+        assert position is not None
+        envelope = b'- 1.000000 1 %s\n{"p":1,"offset":1,"epoch":"%s"}' % ((position.epoch.encode(),) * 2)
+        assert received == [("c3", envelope)]
     finally:
         await broker.close()
         server.stop()

@@ -14,7 +14,17 @@ from websockets.asyncio.client import ClientConnection
 
 from app.errors import PUBLISH_FAILED
 from tests.integration.conftest import Cluster, start_cluster
-from tests.support import content_is, expect_close, recv_json, recv_until, running, send_json, wait_until, ws_connect
+from tests.support import (
+    content_is,
+    expect_close,
+    positioned,
+    recv_json,
+    recv_until,
+    running,
+    send_json,
+    wait_until,
+    ws_connect,
+)
 
 RECOVERY_DEADLINE = 5.0
 _seq = itertools.count()
@@ -61,7 +71,7 @@ async def test_client_kill_of_the_pubsub_connection(fresh: Cluster) -> None:
     await flowing(sb, sa, RECOVERY_DEADLINE)
     # Resubscribed exactly once each: one marker arrives once, then nothing else.
     await send_json(sa, {"content": "marker"})
-    assert await recv_until(sb, content_is("marker")) == {"content": "marker", "channel": "kill"}
+    assert positioned(await recv_until(sb, content_is("marker"))) == {"content": "marker", "channel": "kill"}
     await send_json(sb, {"content": "after"})
     assert (await recv_json(sb))["content"] == "after"
     await asyncio.gather(sa.close(), sb.close())

@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import AUTH_REQUIRED, INVALID_TOKEN, MISSING_CONTENT, UNKNOWN_TYPE
 from tests.integration.conftest import Cluster, token
-from tests.support import TEST_SECRET, expect_close, recv_json, recv_until, send_json, ws_connect
+from tests.support import TEST_SECRET, expect_close, positioned, recv_json, recv_until, send_json, ws_connect
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +53,21 @@ async def test_room_across_instances(cluster: Cluster) -> None:
     async with ws_connect(cluster.a.ws(f"/ws/room/{room}")) as first:
         cluster.wait_presence(f"room:{room}", 1)
         async with ws_connect(cluster.b.ws(f"/ws/room/{room}")) as second:
-            assert await recv_json(first) == {"type": "user_joined", "room": room, "members": 2}
+            assert positioned(await recv_json(first)) == {"type": "user_joined", "room": room, "members": 2}
             await send_json(second, {"content": "from b"})
-            assert await recv_json(first) == {"type": "message", "room": room, "content": "from b"}
+            assert positioned(await recv_json(first)) == {"type": "message", "room": room, "content": "from b"}
             await send_json(first, {"content": {"nested": [1, 2]}})
             # The sender is excluded: the next frame `first` sees is the reply, not its own message.
-            assert await recv_json(second) == {"type": "message", "room": room, "content": {"nested": [1, 2]}}
+            assert positioned(await recv_json(second)) == {
+                "type": "message",
+                "room": room,
+                "content": {"nested": [1, 2]},
+            }
             await send_json(second, {"content": "reply"})
             assert (await recv_json(first))["content"] == "reply"
             await send_json(second, {"no": "content"})
             assert await recv_json(second) == {"type": "error", "message": MISSING_CONTENT}
-        assert await recv_json(first) == {"type": "user_left", "room": room, "members": 1}
+        assert positioned(await recv_json(first)) == {"type": "user_left", "room": room, "members": 1}
 
 
 async def test_global_reaches_every_subscriber_exactly_once(cluster: Cluster) -> None:
@@ -84,7 +88,7 @@ async def test_global_reaches_every_subscriber_exactly_once(cluster: Cluster) ->
         # Exactly once: a final marker is the very next frame everywhere, no duplicate before it.
         await send_json(sockets[0], {"content": "end"})
         for ws in sockets:
-            assert await recv_json(ws) == {"content": "end", "channel": channel}
+            assert positioned(await recv_json(ws)) == {"content": "end", "channel": channel}
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets))
 

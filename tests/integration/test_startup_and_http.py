@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import token
-from tests.support import ROOT, AppProcess, recv_json, running, ws_connect
+from tests.support import ROOT, AppProcess, positioned, recv_json, running, ws_connect
 
 
 def run_app_expecting_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -110,7 +110,7 @@ async def test_http_publish_reaches_subscribers(prod_app: AppProcess) -> None:
             headers={"Authorization": f"Bearer {token('svc')}"},
         )
         assert response.status_code == 202
-        assert await recv_json(ws) == {"content": {"headline": "hi"}, "channel": "news"}
+        assert positioned(await recv_json(ws)) == {"content": {"headline": "hi"}, "channel": "news"}
 
 
 def test_plain_http_on_a_websocket_path_gets_426(prod_app: AppProcess) -> None:

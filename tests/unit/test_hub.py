@@ -8,18 +8,18 @@ from typing import cast
 
 import pytest
 
-from app.broker import BrokerUnavailable
+from app.broker import BrokerUnavailable, HistoryOptions
 from app.broker.memory import MemoryBroker
 from app.connection import Connection
 from app.hub import Hub
-from app.protocol import Outgoing, pack
+from app.protocol import Outgoing, header, pack
 
 
 class RecordingBroker(MemoryBroker):
     """The real memory broker, with a yield inside subscribe so interleavings can happen."""
 
-    def __init__(self, fail_subscribe: bool = False) -> None:
-        super().__init__()
+    def __init__(self, fail_subscribe: bool = False, history: HistoryOptions | None = None) -> None:
+        super().__init__(history)
         self.subscribes = 0
         self.unsubscribes = 0
         self.fail_subscribe = fail_subscribe
@@ -61,7 +61,7 @@ def conn(ident: str) -> Connection:
 
 async def started_hub(broker: RecordingBroker) -> Hub:
     hub = Hub(broker)
-    await broker.start(hub.dispatch, hub.channels)
+    await broker.start(hub.dispatch, hub.channels, hub.on_reconnect)
     return hub
 
 
@@ -125,7 +125,7 @@ async def test_dispatch_skips_the_excluded_member_and_shares_one_frame() -> None
     a, b, c = (Member(x) for x in "abc")
     for m in (a, b, c):
         await hub.join(cast(Connection, m), "x")
-    hub.dispatch("x", pack(b'{"n":1}', exclude="b"))
+    hub.dispatch("x", pack(header(exclude="b"), b'{"n":1}'))
     assert a.frames == ['{"n":1}']
     assert b.frames == []
     assert c.frames == ['{"n":1}']
@@ -137,7 +137,7 @@ async def test_a_broadcast_is_encoded_once_for_all_members() -> None:
     members = [Member(f"m{i}") for i in range(50)]
     for m in members:
         await hub.join(cast(Connection, m), "x")
-    hub.dispatch("x", pack(b'{"n":1}'))
+    hub.dispatch("x", pack(header(), b'{"n":1}'))
     # Every member was offered the very same object, so its wire frame is built once, not 50 times.
     first = members[0].offered[0]
     assert all(m.offered == [first] for m in members)
@@ -149,7 +149,18 @@ async def test_publish_goes_through_the_broker_to_local_members() -> None:
     hub = await started_hub(broker)
     a = Member("a")
     await hub.join(cast(Connection, a), "x")
-    await hub.publish("x", b'{"hello":true}')
+    position = await hub.publish("x", b'{"hello":true}')
+    assert position is not None
+    assert position.offset == 1
+    assert a.frames == [f'{{"hello":true,"offset":1,"epoch":"{position.epoch}"}}']
+
+
+async def test_publish_without_history_sends_the_frame_unchanged() -> None:
+    broker = RecordingBroker(history=HistoryOptions(size=0))
+    hub = await started_hub(broker)
+    a = Member("a")
+    await hub.join(cast(Connection, a), "x")
+    assert await hub.publish("x", b'{"hello":true}') is None
     assert a.frames == ['{"hello":true}']
 
 

@@ -1,0 +1,143 @@
+"""Per-channel state for offsets and the Hub's own catch-up after its pub/sub feed had a gap.
+
+A channel's pub/sub feed has a gap when the broker connection dropped (``Hub.on_reconnect``) or
+when an offset arrives that is not the next one (``Hub.accept``). Then ``CatchUp`` holds the live
+messages back in ``Channel.backlog``, reads the missed ones from history, delivers them, and
+replays the backlog: members get every offset once, in order. If history no longer covers the
+gap, members that missed something are told ``{"type":"recovered","ok":false,...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import orjson
+
+from app import metrics
+from app.broker import BrokerUnavailable, Position
+from app.protocol import Envelope, Outgoing
+
+if TYPE_CHECKING:
+    from app.connection import Connection
+    from app.hub import Hub
+
+log = logging.getLogger("switchboard.recovery")
+
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 2.0
+
+
+class Subscription:
+    """One connection in one channel, and the last offset it was given (it never gets it again)."""
+
+    __slots__ = ("conn", "epoch", "offset", "pending")
+
+    def __init__(self, conn: Connection, offset: int, epoch: str) -> None:
+        self.conn = conn
+        self.offset = offset
+        self.epoch = epoch
+        # Live messages held back while this subscription's own history is read (Hub.join).
+        self.pending: list[Envelope] | None = None
+
+
+class Channel:
+    __slots__ = ("backlog", "epoch", "members", "offset", "overflowed", "recovering", "subscribed")
+
+    def __init__(self) -> None:
+        self.members: dict[str, Subscription] = {}
+        self.recovering: dict[str, Subscription] = {}
+        self.subscribed = False
+        # The last position this process received (0 and "" until known).
+        self.offset = 0
+        self.epoch = ""
+        # Live messages held back while the Hub catches up; None when it is not catching up.
+        self.backlog: list[Envelope] | None = None
+        self.overflowed = False
+
+
+def recovered_frame(ok: bool, epoch: str, offset: int, *, count: int = 0, reason: str = "") -> bytes:
+    """What a client is told after recovery: ``offset``/``epoch`` are where it now stands."""
+    body: dict[str, object] = {"type": "recovered", "ok": ok}
+    body.update({"count": count} if ok else {"reason": reason})
+    body.update(offset=offset, epoch=epoch)
+    return orjson.dumps(body)
+
+
+class CatchUp:
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        # The backlog is bounded by the history size: beyond it, the held messages are dropped
+        # and read from history instead (they are there, or the gap is reported).
+        self._limit = max(1, hub.broker.history_options.size)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, channel: str, ch: Channel, first: Envelope | None) -> None:
+        if ch.backlog is not None:  # already catching up; the running task will see this too
+            if first is not None:
+                self.hold(ch, first)
+            return
+        ch.backlog = [first] if first is not None else []
+        task = asyncio.get_running_loop().create_task(self._run(channel, ch), name=f"switchboard-catch-up:{channel}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def hold(self, ch: Channel, env: Envelope) -> None:
+        assert ch.backlog is not None
+        if len(ch.backlog) >= self._limit:
+            ch.backlog.clear()
+            ch.overflowed = True
+        ch.backlog.append(env)
+
+    def tell_lost(self, ch: Channel, position: Position, reason: str) -> None:
+        """History cannot fill the gap: tell the members that missed something, then move on."""
+        out = None
+        for sub in ch.members.values():
+            if sub.epoch != position.epoch or sub.offset < position.offset:
+                out = out or Outgoing(_lost_frame(position, reason))
+                sub.conn.offer(out)
+                sub.offset, sub.epoch = position.offset, position.epoch
+        ch.offset, ch.epoch = position.offset, position.epoch
+        metrics.RECOVERIES.labels("channel", "lost").inc()
+        log.warning("channel history could not fill a gap (%s); members were told", reason)
+
+    async def _run(self, channel: str, ch: Channel) -> None:
+        hub, attempt = self._hub, 0
+        while hub.channel(channel) is ch:
+            since, epoch = ch.offset, ch.epoch
+            try:
+                history = await hub.broker.history(channel, since)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Redis is down again, most likely: keep holding, and retry when it may be back.
+                if not isinstance(exc, BrokerUnavailable):
+                    metrics.LISTENER_ERRORS.inc()
+                    log.exception("reading channel history failed")
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
+                continue
+            if hub.channel(channel) is not ch:
+                return
+            if history.covers(since, epoch):
+                for env in history.entries:
+                    ch.offset = env.offset
+                    hub.deliver(ch, env)
+                metrics.RECOVERIES.labels("channel", "ok").inc()
+            else:
+                self.tell_lost(ch, history.position, history.lost_reason(since, epoch))
+            if ch.overflowed:  # messages were dropped from the backlog: read them from history
+                ch.overflowed = False
+                assert ch.backlog is not None
+                ch.backlog.clear()
+                continue
+            backlog, ch.backlog = ch.backlog or [], None
+            for env in backlog:
+                hub.accept(channel, ch, env)  # a further gap starts another catch-up
+            return
+
+
+def _lost_frame(position: Position, reason: str) -> bytes:
+    return recovered_frame(False, position.epoch, position.offset, reason=reason)

@@ -1,0 +1,239 @@
+"""Offsets, history and recovery in the Hub, over the in-process broker (which keeps history too)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import orjson
+
+from app.broker import History, HistoryOptions, Position
+from app.broker.memory import MemoryBroker
+from app.connection import Connection
+from app.hub import Hub
+from app.protocol import header
+
+
+class Member:
+    """Stands in for a Connection: records every frame it is offered, parsed."""
+
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+        self.channels: set[str] = set()
+        self.frames: list[dict[str, Any]] = []
+
+    def offer(self, out: Any) -> bool:
+        self.frames.append(orjson.loads(out.payload))
+        return True
+
+    def contents(self) -> list[Any]:
+        return [f["n"] for f in self.frames if "n" in f]
+
+    def recovered(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("type") == "recovered"]
+
+
+class SlowHistoryBroker(MemoryBroker):
+    """Lets the test publish while a history read is in flight."""
+
+    def __init__(self, history: HistoryOptions | None = None) -> None:
+        super().__init__(history)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+        self.slow = False
+
+    async def history(self, channel: str, since: int) -> History:
+        result = await super().history(channel, since)
+        if self.slow:
+            self.reading.set()
+            await self.release.wait()
+        return result
+
+
+async def hub_with(broker: MemoryBroker) -> Hub:
+    hub = Hub(broker)
+    await broker.start(hub.dispatch, hub.channels, hub.on_reconnect)
+    return hub
+
+
+async def publish(hub: Hub, channel: str, *numbers: int) -> Position:
+    position = None
+    for n in numbers:
+        position = await hub.publish(channel, orjson.dumps({"n": n}))
+    assert position is not None
+    return position
+
+
+async def joined(hub: Hub, name: str, channel: str, resume: Position | None = None) -> Member:
+    member = Member(name)
+    await hub.join(cast(Connection, member), channel, resume)
+    return member
+
+
+async def test_frames_carry_consecutive_offsets_and_one_epoch() -> None:
+    hub = await hub_with(MemoryBroker())
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1, 2, 3)
+    assert [f["offset"] for f in a.frames] == [1, 2, 3]
+    assert len({f["epoch"] for f in a.frames}) == 1
+
+
+async def test_resume_delivers_what_was_missed_in_order_then_live() -> None:
+    hub = await hub_with(MemoryBroker())
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1, 2)
+    last = a.frames[-1]
+    await hub.leave(cast(Connection, a), "x")
+    await publish(hub, "x", 3, 4, 5)
+    b = await joined(hub, "b", "x", Position(last["offset"], last["epoch"]))
+    await publish(hub, "x", 6)
+    assert b.contents() == [3, 4, 5, 6]
+    assert b.recovered() == [{"type": "recovered", "ok": True, "count": 3, "offset": 5, "epoch": last["epoch"]}]
+    assert b.frames[3]["type"] == "recovered"  # after the recovered messages, before live ones
+
+
+async def test_resume_at_the_head_recovers_nothing_and_is_ok() -> None:
+    hub = await hub_with(MemoryBroker())
+    position = await publish(hub, "x", 1)
+    b = await joined(hub, "b", "x", position)
+    assert b.contents() == []
+    assert b.recovered() == [{"type": "recovered", "ok": True, "count": 0, "offset": 1, "epoch": position.epoch}]
+
+
+async def test_resume_with_another_epoch_is_told_ok_false() -> None:
+    hub = await hub_with(MemoryBroker())
+    position = await publish(hub, "x", 1, 2)
+    b = await joined(hub, "b", "x", Position(1, "0ld"))
+    assert b.contents() == []
+    assert b.recovered() == [
+        {"type": "recovered", "ok": False, "reason": "epoch changed", "offset": 2, "epoch": position.epoch}
+    ]
+
+
+async def test_a_gap_longer_than_the_history_is_reported_not_skipped() -> None:
+    hub = await hub_with(MemoryBroker(HistoryOptions(size=3)))
+    start = await publish(hub, "x", 1)
+    await publish(hub, "x", 2, 3, 4, 5)
+    b = await joined(hub, "b", "x", start)
+    assert b.contents() == []
+    assert b.recovered()[0]["ok"] is False
+    assert b.recovered()[0]["reason"] == "history too short"
+    await publish(hub, "x", 6)
+    assert b.contents() == [6]
+
+
+async def test_an_offset_ahead_of_the_channel_is_refused() -> None:
+    hub = await hub_with(MemoryBroker())
+    position = await publish(hub, "x", 1)
+    b = await joined(hub, "b", "x", Position(9, position.epoch))
+    assert b.recovered()[0]["reason"] == "offset ahead of channel"
+
+
+async def test_live_messages_during_the_history_read_come_after_it_once_each() -> None:
+    broker = SlowHistoryBroker()
+    hub = await hub_with(broker)
+    await joined(hub, "keeps-the-channel", "x")
+    start = await publish(hub, "x", 1)
+    await publish(hub, "x", 2, 3)
+    broker.slow = True
+    join = asyncio.create_task(joined(hub, "b", "x", start))
+    await asyncio.wait_for(broker.reading.wait(), 5)
+    await publish(hub, "x", 4, 5)  # live while b's history (2, 3) is being read
+    broker.release.set()
+    b = await asyncio.wait_for(join, 5)
+    await publish(hub, "x", 6)
+    assert b.contents() == [2, 3, 4, 5, 6]
+
+
+async def test_the_same_offset_is_delivered_once() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    seen: list[bytes] = []
+
+    def record(channel: str, envelope: bytes) -> None:
+        seen.append(envelope)
+        hub.dispatch(channel, envelope)
+
+    broker._on_message = record
+    await publish(hub, "x", 1, 2)
+    for envelope in seen:
+        hub.dispatch("x", envelope)  # a redelivery, as after a resubscribe
+    assert a.contents() == [1, 2]
+
+
+async def test_a_gap_in_the_live_feed_is_filled_from_history_in_order() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1)
+    broker._channels.discard("x")  # this process's feed drops out for a while
+    await publish(hub, "x", 2, 3)
+    broker._channels.add("x")
+    await publish(hub, "x", 4)
+    await publish(hub, "x", 5)
+    await wait_for(lambda: a.contents() == [1, 2, 3, 4, 5])
+    assert [f["offset"] for f in a.frames] == [1, 2, 3, 4, 5]
+
+
+async def test_a_reconnect_fetches_what_the_feed_missed() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1)
+    broker._channels.discard("x")
+    await publish(hub, "x", 2, 3)
+    broker._channels.add("x")
+    hub.on_reconnect()
+    await wait_for(lambda: a.contents() == [1, 2, 3])
+    await publish(hub, "x", 4)
+    assert a.contents() == [1, 2, 3, 4]
+
+
+async def test_a_new_epoch_on_the_live_feed_tells_members_ok_false() -> None:
+    clock = [0.0]
+    broker = MemoryBroker(HistoryOptions(size=10, ttl=5, meta_ttl=10), clock=lambda: clock[0])
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    first = await publish(hub, "x", 1)
+    clock[0] = 11.0  # the channel's meta expired: offsets restart in a new epoch
+    second = await publish(hub, "x", 2)
+    assert second.epoch != first.epoch
+    assert second.offset == 1
+    assert a.contents() == [1, 2]
+    assert a.recovered() == [
+        {"type": "recovered", "ok": False, "reason": "epoch changed", "offset": 0, "epoch": second.epoch}
+    ]
+
+
+async def test_expired_history_reports_too_short_but_keeps_the_epoch() -> None:
+    clock = [0.0]
+    broker = MemoryBroker(HistoryOptions(size=10, ttl=5, meta_ttl=100), clock=lambda: clock[0])
+    hub = await hub_with(broker)
+    start = await publish(hub, "x", 1, 2)
+    clock[0] = 6.0
+    b = await joined(hub, "b", "x", Position(1, start.epoch))
+    assert b.recovered()[0]["reason"] == "history too short"
+    assert b.recovered()[0]["epoch"] == start.epoch
+
+
+async def test_excluded_sender_stays_excluded_when_the_hub_catches_up() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    b = await joined(hub, "b", "x")
+    await publish(hub, "x", 1)
+    broker._channels.discard("x")
+    await broker.publish("x", header(exclude="a"), b'{"n":2}')
+    broker._channels.add("x")
+    hub.on_reconnect()
+    await wait_for(lambda: b.contents() == [1, 2])
+    await publish(hub, "x", 3)
+    assert a.contents() == [1, 3]
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll, with a deadline, for what a background catch-up task will have done."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - the catch-up task has no event to wait on
+            await asyncio.sleep(0.001)
