@@ -31,10 +31,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 TERMINAL_CODES = frozenset({1003, 1008})
+_END = object()  # put in the receive buffer when the client stops
 UrlSource = str | Callable[[], str | Awaitable[str]]
 
 
@@ -63,6 +65,8 @@ class SwitchboardClient:
         queue_limit: int = 1000,
         buffer: int = 10_000,
         resume: bool = True,
+        connect_options: dict[str, Any] | None = None,
+        position: tuple[int, str] | None = None,
     ) -> None:
         self._url = url
         self.base_delay, self.max_delay, self.max_retries = base_delay, max_delay, max_retries
@@ -76,7 +80,10 @@ class SwitchboardClient:
         self.dropped = 0
         self.close_codes: list[int | None] = []
         self.resume = resume
-        self.position: tuple[int, str] | None = None  # (offset, epoch) of the last channel frame
+        # Passed to websockets' connect(): extra headers, ssl, local_addr...
+        self.connect_options = connect_options or {}
+        # (offset, epoch) of the last channel frame; pass a saved one to resume across restarts.
+        self.position = position
         self.connected = asyncio.Event()
         self._changed = asyncio.Condition()
 
@@ -114,18 +121,13 @@ class SwitchboardClient:
 
     async def receive(self, timeout: float | None = None) -> Any:
         """The next frame; raises TimeoutError, or EOFError once the client has stopped for good."""
+        if self._frames.empty() and self._ended.is_set():
+            raise EOFError("client stopped")
         async with asyncio.timeout(timeout):
-            while self._frames.empty():
-                if self._ended.is_set():
-                    raise EOFError("client stopped")
-                getter = asyncio.ensure_future(self._frames.get())
-                ended = asyncio.ensure_future(self._ended.wait())
-                done, _ = await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
-                ended.cancel()
-                if getter in done:
-                    return getter.result()
-                getter.cancel()
-            return self._frames.get_nowait()
+            frame = await self._frames.get()
+        if frame is _END:
+            raise EOFError("client stopped")
+        return frame
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         while True:
@@ -162,7 +164,9 @@ class SwitchboardClient:
         try:
             while self.max_retries is None or attempt <= self.max_retries:
                 try:
-                    async with connect(await self._resolve_url(), open_timeout=10, close_timeout=2) as ws:
+                    async with connect(
+                        await self._resolve_url(), open_timeout=10, close_timeout=2, **self.connect_options
+                    ) as ws:
                         self._ws, attempt = ws, 0
                         self.connections += 1
                         self.connected.set()
@@ -186,11 +190,14 @@ class SwitchboardClient:
                 attempt += 1
         finally:
             self._ended.set()
+            # Wakes a reader blocked on an empty buffer; a full one is drained first, then ends.
+            with contextlib.suppress(asyncio.QueueFull):
+                self._frames.put_nowait(_END)
 
     async def _deliver(self, raw: str | bytes) -> None:
         try:
-            frame = json.loads(raw)
-        except ValueError:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             frame = raw
         if isinstance(frame, dict) and "offset" in frame and "epoch" in frame:
             self.position = (int(frame["offset"]), str(frame["epoch"]))

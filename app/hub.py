@@ -153,10 +153,14 @@ class Hub:
             return
         if env.epoch != ch.epoch:
             if ch.epoch:
-                # Offsets restarted: the history these members were following is gone.
-                self._catch_up.tell_lost(ch, Position(env.offset - 1, env.epoch), EPOCH_CHANGED)
-            ch.epoch = env.epoch
-        elif env.offset > ch.offset + 1 and ch.offset:
+                # Offsets restarted: the history these members were following is gone. They are
+                # told, then follow the new epoch from its start.
+                self._catch_up.tell_lost(ch, Position(0, env.epoch), EPOCH_CHANGED)
+            else:  # the channel's position was not known yet: follow it from here
+                ch.offset, ch.epoch = env.offset - 1, env.epoch
+                for sub in ch.members.values():
+                    sub.epoch = sub.epoch or env.epoch
+        if env.offset > ch.offset + 1:
             self._catch_up.start(channel, ch, env)
             return
         if env.offset > ch.offset:

@@ -122,12 +122,19 @@ class CatchUp:
             if hub.channel(channel) is not ch:
                 return
             if history.covers(since, epoch):
-                for env in history.entries:
-                    ch.offset = env.offset
-                    hub.deliver(ch, env)
                 metrics.RECOVERIES.labels("channel", "ok").inc()
+            elif history.position.epoch != epoch:
+                # Tell the members, then read the new epoch from its start.
+                self.tell_lost(ch, Position(0, history.position.epoch), history.lost_reason(since, epoch))
+                continue
             else:
-                self.tell_lost(ch, history.position, history.lost_reason(since, epoch))
+                # Too short: tell the members, then deliver what history still holds.
+                entries, head = history.entries, history.position.offset
+                start = entries[0].offset - 1 if entries else head
+                self.tell_lost(ch, Position(start, epoch), history.lost_reason(since, epoch))
+            for env in history.entries:
+                ch.offset = env.offset
+                hub.deliver(ch, env)
             if ch.overflowed:  # messages were dropped from the backlog: read them from history
                 ch.overflowed = False
                 assert ch.backlog is not None

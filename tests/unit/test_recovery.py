@@ -237,3 +237,34 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110 - the catch-up task has no event to wait on
             await asyncio.sleep(0.001)
+
+
+async def test_after_a_reconnect_into_a_new_epoch_members_get_it_from_its_start() -> None:
+    clock = [0.0]
+    broker = MemoryBroker(HistoryOptions(size=10, ttl=5, meta_ttl=10), clock=lambda: clock[0])
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1)
+    broker._channels.discard("x")  # the feed drops; meanwhile the history is lost (a Redis restart)
+    clock[0] = 11.0
+    new = await publish(hub, "x", 2, 3)
+    broker._channels.add("x")
+    hub.on_reconnect()
+    await wait_for(lambda: a.contents() == [1, 2, 3])
+    assert a.recovered() == [
+        {"type": "recovered", "ok": False, "reason": "epoch changed", "offset": 0, "epoch": new.epoch}
+    ]
+    assert a.frames[1]["type"] == "recovered"  # told before the new epoch's messages
+
+
+async def test_a_gap_longer_than_the_history_delivers_what_is_left_after_ok_false() -> None:
+    broker = MemoryBroker(HistoryOptions(size=2))
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1)
+    broker._channels.discard("x")
+    await publish(hub, "x", 2, 3, 4, 5)
+    broker._channels.add("x")
+    hub.on_reconnect()
+    await wait_for(lambda: a.contents() == [1, 4, 5])
+    assert [f.get("reason") for f in a.recovered()] == ["history too short"]

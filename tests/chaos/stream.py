@@ -1,0 +1,146 @@
+"""A numbered message stream and subscribers that count what they got, for the chaos tests.
+
+Subscribers are ``app.client.SwitchboardClient``s (the package's own reconnecting, resuming
+client) on ``/ws/global/{channel}``. Each records every frame as it arrives, so a duplicate or a
+reordering is seen, not smoothed over. The publisher posts ``{"n": 1..total}`` over HTTP and
+retries refused publishes (503 while Redis is down, a dead instance): a refusal means "not
+published", so a retry never duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from app.client import SwitchboardClient
+from tests.integration.conftest import token
+
+
+@dataclass
+class Subscriber:
+    name: str
+    client: SwitchboardClient
+    numbers: list[int] = field(default_factory=list)
+    recovered: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: dict[int, float] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+    async def consume(self) -> None:
+        async for frame in self.client:
+            if not isinstance(frame, dict):
+                continue
+            if frame.get("type") == "recovered":
+                self.recovered.append(frame)
+            elif isinstance(frame.get("content"), dict) and "n" in frame["content"]:
+                n = frame["content"]["n"]
+                self.numbers.append(n)
+                self.arrivals.setdefault(n, time.monotonic())
+
+    def lost(self, expected: range) -> int:
+        return len(set(expected) - set(self.numbers))
+
+    def duplicates(self) -> int:
+        return len(self.numbers) - len(set(self.numbers))
+
+    def in_order(self) -> bool:
+        return all(a < b for a, b in zip(self.numbers, self.numbers[1:], strict=False))
+
+
+def subscribe(name: str, url: str | Callable[[], str], **options: Any) -> Subscriber:
+    options.setdefault("base_delay", 0.2)
+    options.setdefault("max_delay", 2.0)
+    sub = Subscriber(name, SwitchboardClient(url, **options))
+    sub.client.start()
+    sub.task = asyncio.create_task(sub.consume())
+    return sub
+
+
+async def all_connected(subs: list[Subscriber], timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        await asyncio.gather(*(s.client.connected.wait() for s in subs))
+
+
+async def wait_for_numbers(subs: list[Subscriber], expected: range, timeout: float) -> None:
+    """Until every subscriber has every expected number (or the deadline: the asserts then say why)."""
+    want = set(expected)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not all(want <= set(s.numbers) for s in subs):  # noqa: ASYNC110 - many clients, one condition
+                await asyncio.sleep(0.05)
+
+
+async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll a condition with a deadline (the state lives in many clients, with no one event)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # noqa: ASYNC110 - see the docstring
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+async def close_all(subs: list[Subscriber]) -> None:
+    await asyncio.gather(*(s.client.close() for s in subs))
+    for s in subs:
+        if s.task is not None:
+            s.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await s.task
+
+
+@dataclass
+class Publisher:
+    """Publishes n = start..stop-1 at ``rate`` per second, retrying refusals until ``patience`` runs out."""
+
+    url: Callable[[], str]
+    channel: str
+    published_at: dict[int, float] = field(default_factory=dict)
+    refused: int = 0
+
+    async def run(self, numbers: range, rate: float, patience: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token('chaos-publisher')}"}
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with httpx.AsyncClient(timeout=5) as http:
+            for i, n in enumerate(numbers):
+                # Pacing, not waiting on a condition: a steady rate is what the scenario asks for.
+                await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+                deadline = loop.time() + patience
+                while True:
+                    try:
+                        response = await http.post(
+                            f"{self.url()}/api/global/{self.channel}", json={"content": {"n": n}}, headers=headers
+                        )
+                        if response.status_code == 202:
+                            break
+                        assert response.status_code in (502, 503), response.text
+                    except httpx.TransportError:
+                        pass
+                    self.refused += 1
+                    assert loop.time() < deadline, f"message {n} refused for {patience}s"
+                    await asyncio.sleep(0.05)
+                self.published_at[n] = time.monotonic()
+
+
+def report(title: str, subs: list[Subscriber], expected: range, **extra: object) -> dict[str, int]:
+    """Print and return what was counted."""
+    counts = {
+        "subscribers": len(subs),
+        "messages": len(expected),
+        "received": sum(len(s.numbers) for s in subs),
+        "lost": sum(s.lost(expected) for s in subs),
+        "duplicates": sum(s.duplicates() for s in subs),
+        "out_of_order": sum(not s.in_order() for s in subs),
+        "recovered_ok": sum(bool(r["ok"]) for s in subs for r in s.recovered),
+        "recovered_lost": sum(not r["ok"] for s in subs for r in s.recovered),
+        "reconnects": sum(max(0, s.client.connections - 1) for s in subs),
+    }
+    details = ", ".join(f"{k}={v}" for k, v in {**counts, **extra}.items())
+    print(f"\n[chaos] {title}: {details}")
+    return counts
