@@ -77,6 +77,7 @@ class SwitchboardClient:
         self._runner: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self.connections = 0
+        self.instance: str | None = None  # the server instance of the current connection
         self.dropped = 0
         self.close_codes: list[int | None] = []
         self.resume = resume
@@ -168,6 +169,8 @@ class SwitchboardClient:
                         await self._resolve_url(), open_timeout=10, close_timeout=2, **self.connect_options
                     ) as ws:
                         self._ws, attempt = ws, 0
+                        if ws.response is not None:
+                            self.instance = ws.response.headers.get("x-switchboard-instance")
                         self.connections += 1
                         self.connected.set()
                         await self._notify()

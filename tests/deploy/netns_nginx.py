@@ -1,141 +1,38 @@
 """The unchanged nginx.conf in front of real gunicorn instances and redis, in a private namespace.
 
-Run by test_nginx.py as ``unshare -m -n python -m pytest tests/deploy/netns_nginx.py``: the
-namespace has its own loopback and its own /etc/hosts (bind-mounted), so the compose hostnames
-app1..app3 and redis resolve to 127.0.0.x addresses that only this namespace can see.
+Run by test_nginx.py inside ``unshare -m -n`` (tests/netns.py builds the stack).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import random
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.conftest import token
-from tests.support import ROOT, TEST_SECRET, recv_json, send_json, wait_until
+from tests.netns import IN_NAMESPACE, Stack, instance, start_nginx, ws
+from tests.support import ROOT, recv_json, send_json, wait_until
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("SWITCHBOARD_NETNS") != "1", reason="runs inside a private namespace via test_nginx.py"
-)
+pytestmark = pytest.mark.skipif(not IN_NAMESPACE, reason="runs inside a private namespace via test_nginx.py")
 
-HOSTS = {"app1": "127.0.0.2", "app2": "127.0.0.3", "app3": "127.0.0.5", "redis": "127.0.0.4"}
-NGINX = "/usr/sbin/nginx"
-PROXY = "ws://127.0.0.1:8080"
 DRAIN_SECONDS = 2.0
-
-
-@dataclass
-class Stack:
-    tmp: Path
-    apps: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    nginx: subprocess.Popen[bytes] | None = None
-
-    @property
-    def access_log(self) -> str:
-        return (self.tmp / "nginx.access.log").read_text()
-
-    @property
-    def error_log(self) -> str:
-        return (self.tmp / "nginx.error.log").read_text()
-
-
-def start_nginx(conf: Path, tmp: Path, name: str) -> subprocess.Popen[bytes]:
-    pid = tmp / f"{name}.pid"
-    check = subprocess.run(
-        [NGINX, "-t", "-c", str(conf), "-g", f"pid {pid}; error_log stderr warn;"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert check.returncode == 0, check.stderr
-    with (tmp / f"{name}.access.log").open("wb") as out, (tmp / f"{name}.error.log").open("wb") as err:
-        return subprocess.Popen([NGINX, "-c", str(conf), "-g", f"pid {pid}; daemon off;"], stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("netns")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    hosts = tmp / "hosts"
-    hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in HOSTS.items()))
-    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
-    stack = Stack(tmp)
-    redis_proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            HOSTS["redis"],
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    stack = Stack(tmp_path_factory.mktemp("netns"), {"SWITCHBOARD_DRAIN_SECONDS": str(DRAIN_SECONDS)})
     try:
-        wait_until(lambda: redis.Redis(host="redis").ping(), 10, "redis")
-        for name in ("app1", "app2", "app3"):
-            env = {
-                **os.environ,
-                "SWITCHBOARD_HOST": HOSTS[name],
-                "SWITCHBOARD_PORT": "8000",
-                "SWITCHBOARD_INSTANCE_ID": name,
-                "SWITCHBOARD_BROKER_URL": "redis://redis:6379/0",
-                "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
-                "SWITCHBOARD_DRAIN_SECONDS": str(DRAIN_SECONDS),
-                "WEB_CONCURRENCY": "2",
-                "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"metrics-{name}"),
-            }
-            with (tmp / f"{name}.log").open("wb") as log:
-                stack.apps[name] = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=log,
-                )
-        for name in stack.apps:
-            wait_until(functools.partial(ready, f"http://{name}:8000/readyz"), 30, f"{name} ready")
-        stack.nginx = start_nginx(ROOT / "nginx.conf", tmp, "nginx")
-        wait_until(lambda: httpx.get("http://127.0.0.1:8080/healthz").status_code == 200, 10, "nginx")
-        yield stack
+        yield stack.start()
     finally:
-        for proc in [stack.nginx, *stack.apps.values(), redis_proc]:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(30)
-
-
-def ready(url: str) -> bool:
-    return httpx.get(url).status_code == 200
-
-
-def ws(path: str, source: str, **kwargs: object) -> connect:
-    return connect(PROXY + path, local_addr=(source, 0), open_timeout=5, **kwargs)  # type: ignore[arg-type]
-
-
-def instance(sock: ClientConnection) -> str:
-    assert sock.response is not None
-    return sock.response.headers["x-switchboard-instance"]
+        stack.stop()
 
 
 async def source_on(target: str, exclude: frozenset[str] | set[str] = frozenset()) -> str:
