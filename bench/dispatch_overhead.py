@@ -20,7 +20,7 @@ from app.broker.memory import MemoryBroker
 from app.config import Settings
 from app.connection import Connection
 from app.hub import Hub
-from app.protocol import encode, pack
+from app.protocol import encode, header, pack
 
 
 class _Socket:
@@ -54,7 +54,7 @@ async def run(n_members: int, rounds: int, per_round: int) -> dict[str, float]:
     conns = members(n_members)
     for conn in conns:
         await hub.join(conn, "bench")
-    envelope = pack(encode({"content": "x" * 80, "channel": "bench"}))
+    envelope = pack(header(), encode({"content": "x" * 80, "channel": "bench"}))
     names = ["HOT_BROADCASTS", "HOT_DELIVERED", "HOT_FANOUT", "HOT_PUBLISH_TO_DELIVERY", "HOT_QUEUE_DEPTH"]
     real = {name: getattr(metrics, name) for name in names}
     samples: dict[str, list[float]] = {"on": [], "off": []}

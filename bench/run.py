@@ -113,6 +113,17 @@ async def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+async def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free port, keeping nothing on disk; returns it and its URL."""
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        ["redis-server", *args, "--dir", str(workdir), "--maxclients", "20000"], stdout=subprocess.DEVNULL
+    )
+    await wait_port(port)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
 @dataclass
 class Stack:
     server: Server
@@ -128,27 +139,7 @@ class Stack:
     async def start(self, instances: int, workdir: Path) -> None:
         redis_url = ""
         if self.server.redis:
-            rport = free_port()
-            self.redis = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(rport),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(workdir),
-                    "--maxclients",
-                    "20000",
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            await wait_port(rport)
-            redis_url = f"redis://127.0.0.1:{rport}/0"
+            self.redis, redis_url = await start_redis(workdir)
         for _ in range(instances):
             port = free_port()
             cmd, env = self.server.command(port, redis_url)

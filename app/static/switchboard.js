@@ -1,5 +1,6 @@
 // Switchboard browser client: a reconnecting WebSocket with jittered backoff, a bounded outgoing
-// queue, heartbeat answers and the first-message auth flow. No dependencies; an ES module.
+// queue, heartbeat answers, the first-message auth flow, and resuming a channel from the last
+// offset it saw. No dependencies; an ES module.
 //
 //   import { SwitchboardClient } from "/static/switchboard.js";
 //   const client = new SwitchboardClient({ url: () => `wss://host/ws/room/lobby?token=${token}` });
@@ -11,6 +12,7 @@
 //   state         {state}   "connecting" | "open" | "reconnecting" | "closed"
 //   open          {attempt}
 //   message       the parsed JSON frame (or the raw string when it is not JSON)
+//   recovered     {ok, count | reason, offset, epoch}  after a resume; ok:false means resync
 //   close         {code, reason, terminal, willReconnect}
 //   reconnecting  {delay, attempt}   before each retry; delay in ms
 //   dropped       {message}          the outgoing queue was full: the oldest message was dropped
@@ -76,14 +78,39 @@ export class BoundedQueue {
  * @property {number} [queueLimit=100]  outgoing messages kept while disconnected
  * @property {number} [deadAfter=0]  ms without any frame before the socket is considered dead
  *   (0: never; use about 2x the server's heartbeat interval on /ws/with-heartbeat)
+ * @property {boolean} [resume=true]  reconnect with ?since=&epoch= of the last channel frame, so the
+ *   server sends what was missed (then a `recovered` event)
+ * @property {{offset: number, epoch: string} | null} [position]  a saved position to resume from
  * @property {typeof WebSocket} [WebSocketImpl]
  */
+
+/**
+ * `url` with its since/epoch query parameters set to `position`.
+ * @param {string} url
+ * @param {{offset: number, epoch: string}} position
+ */
+export function withPosition(url, position) {
+  const parsed = new URL(url, globalThis.location?.href);
+  parsed.searchParams.set("since", String(position.offset));
+  parsed.searchParams.set("epoch", position.epoch);
+  return parsed.toString();
+}
 
 export class SwitchboardClient extends EventTarget {
   /** @param {ClientOptions} options */
   constructor(options) {
     super();
-    this.options = { baseDelay: 500, maxDelay: 15000, maxRetries: Infinity, queueLimit: 100, deadAfter: 0, ...options };
+    this.options = {
+      baseDelay: 500,
+      maxDelay: 15000,
+      maxRetries: Infinity,
+      queueLimit: 100,
+      deadAfter: 0,
+      resume: true,
+      ...options,
+    };
+    /** The offset and epoch of the last channel frame: where a reconnect resumes. */
+    this.position = this.options.position || null;
     this.queue = new BoundedQueue(this.options.queueLimit);
     /** @type {WebSocket | null} */
     this.socket = null;
@@ -131,6 +158,7 @@ export class SwitchboardClient extends EventTarget {
     let url;
     try {
       url = typeof this.options.url === "function" ? await this.options.url() : this.options.url;
+      if (this.options.resume && this.position) url = withPosition(url, this.position);
     } catch (error) {
       this.emit("error", { error });
       this.retry();
@@ -176,6 +204,10 @@ export class SwitchboardClient extends EventTarget {
         }
         if (frame.type === "auth_success") this.onReady();
       }
+      if (typeof frame.offset === "number" && typeof frame.epoch === "string") {
+        this.position = { offset: frame.offset, epoch: frame.epoch };
+      }
+      if (frame.type === "recovered") this.emit("recovered", frame);
     }
     this.emit("message", frame);
   }

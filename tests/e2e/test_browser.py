@@ -188,6 +188,68 @@ CLIENT_UNIT_CHECKS = """async () => {
 }"""
 
 
+RESUME_CHECK = """async ({wsUrl, channel}) => {
+  const m = await import("/static/switchboard.js");
+  const until = async (check) => {
+    for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+    if (!check()) throw new Error("timed out: " + check);
+  };
+  const {token} = await (await fetch("/dev/token", {method: "POST"})).json();
+  const publish = (content) => fetch(`/api/global/${channel}`, {
+    method: "POST",
+    headers: {"Content-Type": "application/json", Authorization: `Bearer ${token}`},
+    body: JSON.stringify({content}),
+  });
+  let gate = null;  // while set, a reconnect waits: the test publishes in the gap
+  const urls = [];
+  const client = new m.SwitchboardClient({baseDelay: 10, url: async () => {
+    if (gate) await gate.promise;
+    return `${wsUrl}/ws/global/${channel}`;
+  }});
+  const contents = [];
+  const recovered = [];
+  client.addEventListener("message", (e) => { if (e.detail.content !== undefined) contents.push(e.detail.content); });
+  client.addEventListener("recovered", (e) => recovered.push(e.detail));
+  client.addEventListener("open", () => urls.push(client.socket.url));
+  client.connect();
+  await until(() => client.ready);
+  await publish(1);
+  await until(() => contents.length === 1);
+  let release;
+  gate = {promise: new Promise((r) => { release = r; })};
+  client.socket.close(4999, "test: network blip");
+  await until(() => client.state === "reconnecting");
+  for (const n of [2, 3, 4]) await publish(n);
+  gate = null;
+  release();
+  await until(() => recovered.length === 1);
+  await publish(5);
+  await until(() => contents.length >= 5);
+  client.close();
+  return {contents, recovered, urls, position: client.position};
+}"""
+
+
+async def test_browser_client_resumes_from_its_last_offset(
+    browser: Browser, instances: tuple[AppProcess, AppProcess]
+) -> None:
+    page, sockets = await new_page(browser)
+    await page.goto(instances[1].http + "/static/switchboard.js")
+    # Instance b: the failover test may already have killed instance a.
+    ws_url = instances[1].http.replace("http", "ws")
+    result: dict[str, Any] = await page.evaluate(RESUME_CHECK, {"wsUrl": ws_url, "channel": "browser-resume"})
+    await page.close()
+    # What was published while it was away came first, once each, then the live stream.
+    assert result["contents"] == [1, 2, 3, 4, 5]
+    [recovered] = result["recovered"]
+    assert (recovered["ok"], recovered["count"]) == (True, 3)
+    assert "since=" not in result["urls"][0]
+    assert f"since={recovered['offset'] - 3}" in result["urls"][1]
+    assert f"epoch={recovered['epoch']}" in result["urls"][1]
+    assert result["position"] == {"offset": recovered["offset"] + 1, "epoch": recovered["epoch"]}
+    assert sockets == result["urls"]  # exactly two connections, as the browser saw them
+
+
 async def test_client_backoff_and_queue_bounds_in_the_browser(
     browser: Browser, instances: tuple[AppProcess, AppProcess]
 ) -> None:
