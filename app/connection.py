@@ -77,7 +77,7 @@ class Connection:
         self._receive = websocket._receive
         self._fast: FastWriter | None = websocket.scope.get("extensions", {}).get(FAST_WRITE)
         self._queue: deque[Outgoing | Close] = deque()
-        self._queue_limit = settings.send_queue_size
+        self._queue_limit = self._base_limit = settings.send_queue_size
         # Created on first need: most sockets never queue a frame or run a heartbeat.
         self._wakeup: asyncio.Event | None = None
         self._closing = False
@@ -114,6 +114,14 @@ class Connection:
             metrics.HOT_QUEUE_DEPTH.observe(depth + 1)
         self._wake_writer()
         return True
+
+    def make_room(self, count: int) -> None:
+        """Let the next ``count`` frames queue beyond the limit, until the queue next drains.
+
+        For a recovery: it is bounded by the history size, not by how fast this client reads, and
+        cutting the client off halfway would only make it start over.
+        """
+        self._queue_limit = max(self._queue_limit, len(self._queue) + count + self._base_limit)
 
     def send_text(self, text: str | bytes) -> None:
         self.offer(Outgoing(text.encode() if isinstance(text, str) else text))
@@ -159,6 +167,7 @@ class Connection:
         try:
             while True:
                 if not queue:
+                    self._queue_limit = self._base_limit
                     wakeup.clear()
                     await wakeup.wait()
                     continue

@@ -29,7 +29,7 @@ from app.broker import Broker, BrokerUnavailable, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
 from app.protocol import Envelope, Outgoing, header, unpack
-from app.recovery import CatchUp, Channel, Subscription, recovered_frame
+from app.recovery import HISTORY_OFF_FRAME, CatchUp, Channel, Subscription, recovered_frame
 
 log = logging.getLogger("switchboard.hub")
 
@@ -74,6 +74,8 @@ class Hub:
         if ch is None or not ch.subscribed:
             ch = await self._subscribe(channel)
         if resume is None or not self.history:
+            if resume is not None:  # asked for, but this deployment keeps no history: say so
+                conn.offer(Outgoing(HISTORY_OFF_FRAME))
             start = ch.backlog[-1].offset if ch.backlog else ch.offset
             ch.members[conn.id] = Subscription(conn, start, ch.epoch)
             conn.channels.add(channel)
@@ -83,12 +85,13 @@ class Hub:
         ch.recovering[conn.id] = sub
         try:
             history = await self.broker.history(channel, resume.offset)
-        except BrokerUnavailable:
+        except BaseException:  # BrokerUnavailable, or the session was cancelled meanwhile
             del ch.recovering[conn.id]
             await self._release(channel, ch)
             raise
         del ch.recovering[conn.id]
         # From here to the end nothing awaits, so no live message can slip in between.
+        conn.make_room(len(history.entries) + len(sub.pending) + 1)
         if history.covers(resume.offset, resume.epoch):
             sub.offset = resume.offset
             for env in history.entries:
@@ -214,17 +217,27 @@ class Hub:
             ch = self._channels[channel] = Channel()
             try:
                 await self.broker.subscribe(channel)
-            except BrokerUnavailable:
+            except BaseException:  # BrokerUnavailable, or the joining session was cancelled
                 del self._channels[channel]
                 raise
             ch.subscribed = True
             metrics.CHANNELS.inc()
             if self.history:
                 # Where the channel stands, so that a reconnect knows what to fetch.
-                with contextlib.suppress(BrokerUnavailable):
+                try:
                     position = (await self.broker.history(channel, 1 << 62)).position
-                    if not ch.epoch:
-                        ch.offset, ch.epoch = position.offset, position.epoch
+                except BrokerUnavailable:
+                    return ch  # unknown for now; the first message tells
+                except BaseException:
+                    # The joining session was cancelled: leave no memberless subscription behind.
+                    if not ch.members and not ch.recovering:
+                        del self._channels[channel]
+                        metrics.CHANNELS.dec()
+                        with contextlib.suppress(BrokerUnavailable):
+                            await self.broker.unsubscribe(channel)
+                    raise
+                if not ch.epoch:
+                    ch.offset, ch.epoch = position.offset, position.epoch
             return ch
 
     async def _release(self, channel: str, ch: Channel) -> None:

@@ -58,6 +58,9 @@ class Channel:
         self.overflowed = False
 
 
+HISTORY_OFF_FRAME = b'{"type":"recovered","ok":false,"reason":"history off"}'
+
+
 def recovered_frame(ok: bool, epoch: str, offset: int, *, count: int = 0, reason: str = "") -> bytes:
     """What a client is told after recovery: ``offset``/``epoch`` are where it now stands."""
     body: dict[str, object] = {"type": "recovered", "ok": ok}
@@ -132,6 +135,9 @@ class CatchUp:
                 entries, head = history.entries, history.position.offset
                 start = entries[0].offset - 1 if entries else head
                 self.tell_lost(ch, Position(start, epoch), history.lost_reason(since, epoch))
+            if history.entries:
+                for sub in ch.members.values():
+                    sub.conn.make_room(len(history.entries))
             for env in history.entries:
                 ch.offset = env.offset
                 hub.deliver(ch, env)

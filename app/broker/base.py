@@ -77,6 +77,22 @@ def new_epoch() -> str:
     return secrets.token_hex(6)
 
 
+class EpochSource:
+    """Fresh epoch candidates without a random read per publish: a random prefix and a counter.
+
+    Every publish must offer a fresh one (it becomes the epoch if the channel has none), and no two
+    may ever be equal, or a new history could pass for an old one.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = new_epoch()
+        self._count = 0
+
+    def __call__(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{self._count:x}"
+
+
 class Broker(Protocol):
     """Cross-process pub/sub with an optional bounded history per channel.
 

@@ -33,12 +33,12 @@ from app import metrics
 from app.broker.base import (
     BrokerUnavailable,
     ChannelSource,
+    EpochSource,
     History,
     HistoryOptions,
     OnMessage,
     OnReconnect,
     Position,
-    new_epoch,
 )
 from app.protocol import pack, unpack
 
@@ -113,6 +113,7 @@ class RedisBroker:
         opts = self.history_options
         # Whole seconds: EXPIRE takes integers, and rounding up never shortens a promise.
         self._ttls = (str(-int(-opts.ttl // 1)), str(-int(-opts.meta_ttl // 1)))
+        self._epochs = EpochSource()
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
         # A BlockingConnectionPool waits for a free connection instead of failing when exhausted.
@@ -207,7 +208,7 @@ class RedisBroker:
     async def history(self, channel: str, since: int) -> History:
         try:
             epoch, top, entries = await self._history_script(
-                keys=history_keys(channel), args=[new_epoch(), self._ttls[1], since]
+                keys=history_keys(channel), args=[self._epochs(), self._ttls[1], since]
             )
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
@@ -219,7 +220,7 @@ class RedisBroker:
             return ("PUBLISH", item.channel, pack(item.head, item.frame))
         meta, stream = history_keys(item.channel)
         size, (ttl, meta_ttl) = self.history_options.size, self._ttls
-        args = (new_epoch(), meta_ttl, item.channel, item.head, item.frame, size, ttl)
+        args = (self._epochs(), meta_ttl, item.channel, item.head, item.frame, size, ttl)
         return ("EVALSHA", self._publish_sha, 2, meta, stream, *args)
 
     async def _flush_publishes(self) -> None:

@@ -8,10 +8,12 @@ from typing import Any, cast
 import orjson
 
 from app.broker import History, HistoryOptions, Position
+from app.broker.base import EpochSource
 from app.broker.memory import MemoryBroker
 from app.connection import Connection
 from app.hub import Hub
 from app.protocol import header
+from app.routes.session import EPOCH
 
 
 class Member:
@@ -21,6 +23,9 @@ class Member:
         self.id = ident
         self.channels: set[str] = set()
         self.frames: list[dict[str, Any]] = []
+
+    def make_room(self, count: int) -> None:
+        pass  # nothing is ever queued here
 
     def offer(self, out: Any) -> bool:
         self.frames.append(orjson.loads(out.payload))
@@ -268,3 +273,10 @@ async def test_a_gap_longer_than_the_history_delivers_what_is_left_after_ok_fals
     hub.on_reconnect()
     await wait_for(lambda: a.contents() == [1, 4, 5])
     assert [f.get("reason") for f in a.recovered()] == ["history too short"]
+
+
+def test_epoch_candidates_are_never_reused_and_fit_the_resume_format() -> None:
+    source, other = EpochSource(), EpochSource()
+    seen = {source() for _ in range(1000)} | {other() for _ in range(1000)}
+    assert len(seen) == 2000
+    assert all(EPOCH.match(epoch) for epoch in seen)
