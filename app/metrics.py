@@ -55,6 +55,9 @@ RECOVERIES = Counter(
     "Recoveries from channel history: scope is client (a resume) or channel (after a feed gap)",
     ["scope", "result"],
 )
+for _scope in ("client", "channel"):
+    for _result in ("ok", "lost"):
+        RECOVERIES.labels(_scope, _result)  # exported from the start, so dashboards show zeros
 BROKER_UP = Gauge("switchboard_broker_up", "1 while the broker connection is up", multiprocess_mode="livemin")
 BROKER_RECONNECTS = Counter("switchboard_broker_reconnects", "Broker connections lost and retried")
 LISTENER_ERRORS = Counter("switchboard_listener_errors", "Errors caught in background loops")

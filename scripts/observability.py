@@ -112,6 +112,17 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
                 "timeseries",
                 [("{{instance}}", f"sum by (instance) (switchboard_channels{{{SEL}}})")],
             ),
+            (
+                "Recoveries from history (lost: clients told to resync)",
+                "short",
+                "timeseries",
+                [
+                    (
+                        "{{scope}} {{result}}",
+                        f"sum by (scope, result) (increase(switchboard_recoveries_total{{{SEL}}}[{RATE}]))",
+                    )
+                ],
+            ),
         ],
     ),
     (
