@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import defaultdict, deque
@@ -112,7 +113,7 @@ class RedisBroker:
         self.history_options = history or HistoryOptions()
         opts = self.history_options
         # Whole seconds: EXPIRE takes integers, and rounding up never shortens a promise.
-        self._ttls = (str(-int(-opts.ttl // 1)), str(-int(-opts.meta_ttl // 1)))
+        self._ttls = (str(math.ceil(opts.ttl)), str(math.ceil(opts.meta_ttl)))
         self._epochs = EpochSource()
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
@@ -314,7 +315,11 @@ class RedisBroker:
         log.info("redis pub/sub connected")
         if self._ever_connected:
             # Messages published while we were away are in history: the Hub fetches them.
-            self._on_reconnect()
+            try:
+                self._on_reconnect()
+            except Exception:
+                metrics.LISTENER_ERRORS.inc()
+                log.exception("on_reconnect failed; channels may miss what was published meanwhile")
         self._ever_connected = True
 
     async def _read_until_error(self) -> None:

@@ -19,6 +19,7 @@ from app.services import Services, services
 CHANNEL_NAME = re.compile(r"^[\w.:@~-]{1,128}$")
 MAX_USERNAME = 64
 EPOCH = re.compile(r"^[0-9a-f]{1,32}$")
+OFFSET = re.compile(r"^[0-9]{1,18}$")
 MISSING = object()
 
 
@@ -67,7 +68,7 @@ def resume_from(query: Mapping[str, str]) -> Position | None:
     since, epoch = query.get("since"), query.get("epoch")
     if since is None and epoch is None:
         return None
-    if since is None or epoch is None or not since.isdigit() or not EPOCH.match(epoch):
+    if since is None or epoch is None or not OFFSET.match(since) or not EPOCH.match(epoch):
         raise ValueError(INVALID_RESUME)
     return Position(int(since), epoch)
 

@@ -52,7 +52,9 @@ async def test_a_large_recovery_is_not_cut_off_by_the_send_queue(app: AppProcess
     }
 
 
-@pytest.mark.parametrize("query", ["since=3", "epoch=abc", "since=-1&epoch=abc", "since=1&epoch=not-hex!"])
+@pytest.mark.parametrize(
+    "query", ["since=3", "epoch=abc", "since=-1&epoch=abc", "since=1&epoch=not-hex!", "since=%C2%B2&epoch=ab"]
+)
 async def test_a_malformed_position_is_refused_with_1008(app: AppProcess, query: str) -> None:
     async with ws_connect(app.ws(f"/ws/global/bad?{query}")) as ws:
         code, reason = await expect_close(ws)
