@@ -28,6 +28,7 @@ log = logging.getLogger("switchboard.recovery")
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
+POSITION_UNKNOWN = "position unknown"
 
 
 class Subscription:
@@ -124,7 +125,13 @@ class CatchUp:
                 continue
             if hub.channel(channel) is not ch:
                 return
-            if history.covers(since, epoch):
+            entries = history.entries
+            if not epoch:
+                # This process never learnt where the channel stood, so it cannot tell what its
+                # members missed: say so, and follow the channel from its head.
+                self.tell_lost(ch, history.position, POSITION_UNKNOWN)
+                entries = []
+            elif history.covers(since, epoch):
                 metrics.RECOVERIES.labels("channel", "ok").inc()
             elif history.position.epoch != epoch:
                 # Tell the members, then read the new epoch from its start.
@@ -132,13 +139,12 @@ class CatchUp:
                 continue
             else:
                 # Too short: tell the members, then deliver what history still holds.
-                entries, head = history.entries, history.position.offset
-                start = entries[0].offset - 1 if entries else head
+                start = entries[0].offset - 1 if entries else history.position.offset
                 self.tell_lost(ch, Position(start, epoch), history.lost_reason(since, epoch))
-            if history.entries:
+            if entries:
                 for sub in ch.members.values():
-                    sub.conn.make_room(len(history.entries))
-            for env in history.entries:
+                    sub.conn.make_room(len(entries))
+            for env in entries:
                 ch.offset = env.offset
                 hub.deliver(ch, env)
             if ch.overflowed:  # messages were dropped from the backlog: read them from history

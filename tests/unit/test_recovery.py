@@ -280,3 +280,20 @@ def test_epoch_candidates_are_never_reused_and_fit_the_resume_format() -> None:
     seen = {source() for _ in range(1000)} | {other() for _ in range(1000)}
     assert len(seen) == 2000
     assert all(EPOCH.match(epoch) for epoch in seen)
+
+
+async def test_a_catch_up_without_a_known_position_says_so_and_replays_nothing() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    await publish(hub, "x", 1, 2)  # history the members never saw and never asked for
+    a = await joined(hub, "a", "x")
+    channel = hub.channel("x")
+    assert channel is not None
+    channel.offset, channel.epoch = 0, ""  # as if the position read at subscribe had failed
+    for sub in channel.members.values():
+        sub.epoch = ""
+    hub.on_reconnect()
+    await wait_for(lambda: a.recovered())
+    assert a.recovered()[0]["reason"] == "position unknown"
+    await publish(hub, "x", 3)
+    assert a.contents() == [3]
