@@ -177,7 +177,8 @@ async def test_a_gap_longer_than_the_history_is_reported_not_skipped(tmp_path: P
             await pub.run(range(51, 53), RATE)
             await wait_for_numbers(subs[2:], range(51, 53), 10)
             short_again, long_again = subs[2:]
-            report("history too short", subs[2:], range(41, 53), history_size=20)
+            report("history of 20, 10 missed", [short_again], range(41, 53))
+            report("history of 20, 30 missed (after ok:false, live only)", [long_again], range(51, 53))
     finally:
         await close_all(subs)
         redis_server.stop()

@@ -15,6 +15,5 @@ def test_nginx_conf_in_a_private_network_namespace() -> None:
     assert shutil.which("unshare"), "util-linux unshare is required"
     assert shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"), "nginx is required (make deps)"
     result = run_in_namespace(INNER, timeout=300)
-    print(result.stdout[-6000:])
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
     assert passed(result.stdout) == 5
