@@ -18,6 +18,8 @@
   Frames that carry ``offset`` and ``epoch`` move ``position``; every reconnect passes it as
   ``since``/``epoch``, so the server sends what was missed, then ``{"type":"recovered",...}``
   (``ok:false`` when history could not cover the gap: resync from your own source of truth).
+* ``token`` (a function, sync or async) switches to first-message auth: the client answers the
+  server's ``auth_required`` with a fresh token, and the position travels in that message.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class SwitchboardClient:
         resume: bool = True,
         connect_options: dict[str, Any] | None = None,
         position: tuple[int, str] | None = None,
+        token: Callable[[], str | Awaitable[str]] | None = None,
     ) -> None:
         self._url = url
         self.base_delay, self.max_delay, self.max_retries = base_delay, max_delay, max_retries
@@ -85,6 +88,9 @@ class SwitchboardClient:
         self.connect_options = connect_options or {}
         # (offset, epoch) of the last channel frame; pass a saved one to resume across restarts.
         self.position = position
+        # First-message auth (``/ws/auth-first``, or ``?auth=first`` on a channel endpoint): called
+        # before every connect; the position then travels in the auth message, not the URL.
+        self.token = token
         self.connected = asyncio.Event()
         self._changed = asyncio.Condition()
 
@@ -156,9 +162,19 @@ class SwitchboardClient:
         else:
             found = self._url()
             url = found if isinstance(found, str) else await found
-        if self.resume and self.position is not None:
+        if self.resume and self.position is not None and self.token is None:
             url = with_position(url, *self.position)
         return url
+
+    async def _authenticate(self, ws: ClientConnection) -> None:
+        """Answer the server's ``auth_required`` with a fresh token (and the position to resume)."""
+        assert self.token is not None
+        await ws.recv()  # {"type":"auth_required"}
+        found = self.token()
+        auth: dict[str, Any] = {"type": "auth", "token": found if isinstance(found, str) else await found}
+        if self.resume and self.position is not None:
+            auth["since"], auth["epoch"] = self.position
+        await ws.send(json.dumps(auth))
 
     async def _run(self) -> None:
         attempt = 0
@@ -172,6 +188,8 @@ class SwitchboardClient:
                         if ws.response is not None:
                             self.instance = ws.response.headers.get("x-switchboard-instance")
                         self.connections += 1
+                        if self.token is not None:
+                            await self._authenticate(ws)
                         self.connected.set()
                         await self._notify()
                         while self._outbox:

@@ -9,7 +9,6 @@ of memory per open socket (exit stacks, solved dependencies) and these endpoints
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from starlette.routing import WebSocketRoute
@@ -18,13 +17,14 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.auth import AuthError, verify_token
 from app.connection import Connection
-from app.errors import AUTH_FAILED, AUTH_REQUIRED, AUTH_TIMEOUT, INVALID_TOKEN, UNKNOWN_TYPE, CloseCode
-from app.protocol import BadFrame, parse_object
+from app.errors import AUTH_FAILED, UNKNOWN_TYPE, CloseCode
 from app.routes.session import (
     MISSING,
+    authenticate_first,
     content_of,
     join,
     leave,
+    opening,
     publish,
     refuse,
     run_session,
@@ -59,10 +59,12 @@ async def ping(websocket: WebSocket) -> None:
 
 async def chat(websocket: WebSocket) -> None:
     s = services(websocket)
-    name = username(websocket)
 
     async def handler(conn: Connection) -> None:
-        online = await join(conn, s, "chat")
+        if (opened := await opening(conn, s)) is None:
+            return
+        name = opened.identity.name if opened.identity else username(websocket)
+        online = await join(conn, s, "chat", opened.resume)
         if online is None:
             return
         try:
@@ -88,21 +90,22 @@ async def room(websocket: WebSocket) -> None:
     s = services(websocket)
     room_id: str = websocket.path_params["room_id"]
     channel = f"room:{room_id}"
-    # Optional: with ?token=, the token must be valid and frames name their sender.
-    named: dict[str, str] = {}
+    # Optional: with ?token= (or ?auth=first), the token must be valid and frames name their sender.
+    sender: str | None = None
     if (token := websocket.query_params.get("token")) is not None:
         try:
-            named = {"from": verify_token(token, s.settings).name}
+            sender = verify_token(token, s.settings).name
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(exc.reason).inc()
             await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
             return
-    user = {"user": named["from"]} if named else {}
 
     async def handler(conn: Connection) -> None:
-        if not valid_channel(conn, room_id):
+        if not valid_channel(conn, room_id) or (opened := await opening(conn, s)) is None:
             return
-        members = await join(conn, s, channel)
+        name = opened.identity.name if opened.identity else sender
+        named, user = ({"from": name}, {"user": name}) if name else ({}, {})
+        members = await join(conn, s, channel, opened.resume)
         if members is None:
             return
         try:
@@ -128,7 +131,9 @@ async def global_channel(websocket: WebSocket) -> None:
     key = f"global:{channel}"
 
     async def handler(conn: Connection) -> None:
-        if not valid_channel(conn, channel) or await join(conn, s, key) is None:
+        if not valid_channel(conn, channel) or (opened := await opening(conn, s)) is None:
+            return
+        if await join(conn, s, key, opened.resume) is None:
             return
         try:
             while (data := await conn.receive_object()) is not None:
@@ -164,34 +169,9 @@ async def auth_first(websocket: WebSocket) -> None:
     s = services(websocket)
 
     async def handler(conn: Connection) -> None:
-        conn.send_json({"type": "auth_required"})
-        try:
-            async with asyncio.timeout(s.settings.auth_timeout):
-                text = await conn.receive_text()
-        except TimeoutError:
-            metrics.AUTH_FAILURES.labels("timeout").inc()
-            conn.close(CloseCode.POLICY_VIOLATION, AUTH_TIMEOUT)
+        if (found := await authenticate_first(conn, s)) is None:
             return
-        if text is None:
-            return
-        try:
-            data = parse_object(text)
-        except BadFrame:
-            data = {}
-        token = data.get("token")
-        if data.get("type") != "auth" or not isinstance(token, str):
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            conn.send_error(AUTH_REQUIRED)
-            conn.close(CloseCode.POLICY_VIOLATION, AUTH_REQUIRED)
-            return
-        try:
-            identity = verify_token(token, s.settings)
-        except AuthError as exc:
-            metrics.AUTH_FAILURES.labels(exc.reason).inc()
-            conn.send_error(INVALID_TOKEN)
-            conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
-            return
-        conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
+        identity, _ = found
         ack = {"type": "ack", "user": identity.name}
         while await conn.receive_object() is not None:
             conn.send_json(ack)

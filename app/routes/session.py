@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from app import metrics
+from app.auth import AuthError, Identity, verify_token
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection, Handler, origin_allowed
-from app.errors import INVALID_RESUME, MISSING_CONTENT, ORIGIN_REFUSED, PUBLISH_FAILED, CloseCode, reason_for
-from app.protocol import encode
+from app.errors import (
+    AUTH_FAILED,
+    AUTH_REQUIRED,
+    AUTH_TIMEOUT,
+    INVALID_RESUME,
+    INVALID_TOKEN,
+    MISSING_CONTENT,
+    ORIGIN_REFUSED,
+    PUBLISH_FAILED,
+    CloseCode,
+    reason_for,
+)
+from app.protocol import BadFrame, encode, parse_object
 from app.services import Services, services
 
 CHANNEL_NAME = re.compile(r"^[\w.:@~-]{1,128}$")
@@ -63,26 +76,89 @@ def valid_channel(conn: Connection, name: str) -> bool:
     return False
 
 
-def resume_from(query: Mapping[str, str]) -> Position | None:
-    """The ``since``/``epoch`` query parameters of a resuming client. Raises ValueError."""
-    since, epoch = query.get("since"), query.get("epoch")
+def resume_from(since: object, epoch: object) -> Position | None:
+    """A resuming client's position: query strings, or JSON values. Raises ValueError."""
     if since is None and epoch is None:
         return None
-    if since is None or epoch is None or not OFFSET.match(since) or not EPOCH.match(epoch):
+    if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
+        since = str(since)
+    if not isinstance(since, str) or not isinstance(epoch, str) or not OFFSET.match(since) or not EPOCH.match(epoch):
         raise ValueError(INVALID_RESUME)
     return Position(int(since), epoch)
 
 
-async def join(conn: Connection, s: Services, channel: str) -> int | None:
-    """Subscribe (recovering from ``since``/``epoch`` if given) and register presence.
+async def authenticate_first(conn: Connection, s: Services) -> tuple[Identity, dict[str, Any]] | None:
+    """The first-message flow: ``auth_required``, then ``{"type":"auth","token":JWT,...}``.
 
-    Returns the cluster-wide count, or None after closing the connection (1013 or 1008).
+    Returns the identity and the whole auth message (it may carry ``since``/``epoch``), or None
+    after an error frame and 1008.
     """
+    conn.send_json({"type": "auth_required"})
     try:
-        resume = resume_from(conn.websocket.query_params)
+        async with asyncio.timeout(s.settings.auth_timeout):
+            text = await conn.receive_text()
+    except TimeoutError:
+        metrics.AUTH_FAILURES.labels("timeout").inc()
+        conn.close(CloseCode.POLICY_VIOLATION, AUTH_TIMEOUT)
+        return None
+    if text is None:
+        return None
+    try:
+        data = parse_object(text)
+    except BadFrame:
+        data = {}
+    token = data.get("token")
+    if data.get("type") != "auth" or not isinstance(token, str):
+        metrics.AUTH_FAILURES.labels("missing").inc()
+        conn.send_error(AUTH_REQUIRED)
+        conn.close(CloseCode.POLICY_VIOLATION, AUTH_REQUIRED)
+        return None
+    try:
+        identity = verify_token(token, s.settings)
+    except AuthError as exc:
+        metrics.AUTH_FAILURES.labels(exc.reason).inc()
+        conn.send_error(INVALID_TOKEN)
+        conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
+        return None
+    conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
+    return identity, data
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a channel session starts: who (first-message auth only) and where to resume from."""
+
+    identity: Identity | None
+    resume: Position | None
+
+
+async def opening(conn: Connection, s: Services) -> Opening | None:
+    """``?auth=first``: identity and position from the first message; else the position from the query.
+
+    None means the connection was closed with a reason (bad token, bad position).
+    """
+    query = conn.websocket.query_params
+    identity: Identity | None = None
+    if query.get("auth") == "first":
+        found = await authenticate_first(conn, s)
+        if found is None:
+            return None
+        identity, data = found
+        since, epoch = data.get("since"), data.get("epoch")
+    else:
+        since, epoch = query.get("since"), query.get("epoch")
+    try:
+        return Opening(identity, resume_from(since, epoch))
     except ValueError as exc:
         conn.close(CloseCode.POLICY_VIOLATION, str(exc))
         return None
+
+
+async def join(conn: Connection, s: Services, channel: str, resume: Position | None = None) -> int | None:
+    """Subscribe (first delivering what was missed since ``resume``) and register presence.
+
+    Returns the cluster-wide count, or None after closing the connection (1013).
+    """
     try:
         await s.hub.join(conn, channel, resume)
         return await s.presence.join(channel, conn.id)

@@ -70,8 +70,9 @@ export class BoundedQueue {
  * @typedef {object} ClientOptions
  * @property {string | (() => string | Promise<string>)} url  called before every (re)connect, so a
  *   fresh token or another server can be chosen
- * @property {() => string | Promise<string>} [getToken]  first-message auth (/ws/auth-first): called
- *   before every connect, so an expired token can be refreshed
+ * @property {() => string | Promise<string>} [getToken]  first-message auth (/ws/auth-first, or
+ *   ?auth=first on a channel endpoint): called before every connect, so an expired token can be
+ *   refreshed; the resume position then travels in the auth message
  * @property {number} [baseDelay=500]  ms
  * @property {number} [maxDelay=15000]  ms
  * @property {number} [maxRetries=Infinity]
@@ -158,7 +159,8 @@ export class SwitchboardClient extends EventTarget {
     let url;
     try {
       url = typeof this.options.url === "function" ? await this.options.url() : this.options.url;
-      if (this.options.resume && this.position) url = withPosition(url, this.position);
+      // With first-message auth the position travels in the auth message instead.
+      if (this.options.resume && this.position && !this.options.getToken) url = withPosition(url, this.position);
     } catch (error) {
       this.emit("error", { error });
       this.retry();
@@ -195,7 +197,9 @@ export class SwitchboardClient extends EventTarget {
       if (!this.ready && this.options.getToken) {
         if (frame.type === "auth_required") {
           try {
-            socket.send(JSON.stringify({ type: "auth", token: await this.options.getToken() }));
+            const auth = { type: "auth", token: await this.options.getToken() };
+            if (this.options.resume && this.position) Object.assign(auth, { since: this.position.offset, epoch: this.position.epoch });
+            socket.send(JSON.stringify(auth));
           } catch (error) {
             this.emit("error", { error });
             socket.close(1000, "no token");

@@ -188,7 +188,7 @@ CLIENT_UNIT_CHECKS = """async () => {
 }"""
 
 
-RESUME_CHECK = """async ({wsUrl, channel}) => {
+RESUME_CHECK = """async ({wsUrl, channel, firstMessage}) => {
   const m = await import("/static/switchboard.js");
   const until = async (check) => {
     for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
@@ -202,15 +202,21 @@ RESUME_CHECK = """async ({wsUrl, channel}) => {
   });
   let gate = null;  // while set, a reconnect waits: the test publishes in the gap
   const urls = [];
-  const client = new m.SwitchboardClient({baseDelay: 10, url: async () => {
-    if (gate) await gate.promise;
-    return `${wsUrl}/ws/global/${channel}`;
-  }});
+  const sent = [];
+  const client = new m.SwitchboardClient({
+    baseDelay: 10,
+    url: async () => {
+      if (gate) await gate.promise;
+      return `${wsUrl}/ws/global/${channel}` + (firstMessage ? "?auth=first" : "");
+    },
+    getToken: firstMessage ? () => token : undefined,
+  });
   const contents = [];
   const recovered = [];
   client.addEventListener("message", (e) => { if (e.detail.content !== undefined) contents.push(e.detail.content); });
   client.addEventListener("recovered", (e) => recovered.push(e.detail));
   client.addEventListener("open", () => urls.push(client.socket.url));
+  client.addEventListener("message", (e) => { if (e.detail.type === "auth_success") sent.push(e.detail.user); });
   client.connect();
   await until(() => client.ready);
   await publish(1);
@@ -226,26 +232,34 @@ RESUME_CHECK = """async ({wsUrl, channel}) => {
   await publish(5);
   await until(() => contents.length >= 5);
   client.close();
-  return {contents, recovered, urls, position: client.position};
+  return {contents, recovered, urls, position: client.position, authenticated: sent.length};
 }"""
 
 
+@pytest.mark.parametrize("first_message", [False, True], ids=["query", "first-message"])
 async def test_browser_client_resumes_from_its_last_offset(
-    browser: Browser, instances: tuple[AppProcess, AppProcess]
+    browser: Browser, instances: tuple[AppProcess, AppProcess], first_message: bool
 ) -> None:
     page, sockets = await new_page(browser)
     await page.goto(instances[1].http + "/static/switchboard.js")
     # Instance b: the failover test may already have killed instance a.
     ws_url = instances[1].http.replace("http", "ws")
-    result: dict[str, Any] = await page.evaluate(RESUME_CHECK, {"wsUrl": ws_url, "channel": "browser-resume"})
+    channel = f"browser-resume-{int(first_message)}"
+    result: dict[str, Any] = await page.evaluate(
+        RESUME_CHECK, {"wsUrl": ws_url, "channel": channel, "firstMessage": first_message}
+    )
     await page.close()
     # What was published while it was away came first, once each, then the live stream.
     assert result["contents"] == [1, 2, 3, 4, 5]
     [recovered] = result["recovered"]
     assert (recovered["ok"], recovered["count"]) == (True, 3)
     assert "since=" not in result["urls"][0]
-    assert f"since={recovered['offset'] - 3}" in result["urls"][1]
-    assert f"epoch={recovered['epoch']}" in result["urls"][1]
+    if first_message:  # the position went in the auth message: the URL stays as it was
+        assert result["urls"][1] == result["urls"][0]
+        assert result["authenticated"] == 2
+    else:
+        assert f"since={recovered['offset'] - 3}" in result["urls"][1]
+        assert f"epoch={recovered['epoch']}" in result["urls"][1]
     assert result["position"] == {"offset": recovered["offset"] + 1, "epoch": recovered["epoch"]}
     assert sockets == result["urls"]  # exactly two connections, as the browser saw them
 

@@ -8,7 +8,7 @@ import itertools
 from pathlib import Path
 
 from app.client import SwitchboardClient
-from tests.integration.conftest import Cluster, start_cluster
+from tests.integration.conftest import Cluster, start_cluster, token
 from tests.support import recv_until, running, send_json, ws_connect
 
 
@@ -58,3 +58,35 @@ async def test_a_refused_token_stops_without_retrying(cluster: Cluster) -> None:
         assert client.close_codes == [1008]
         assert client.terminal
         assert client.connections == 1
+
+
+async def test_a_client_resumes_across_restarts_through_the_first_message(cluster: Cluster) -> None:
+    channel = "client-first"
+    tokens = itertools.count()
+    issued: list[str] = []
+
+    def fresh_token() -> str:
+        issued.append(token(f"svc-{next(tokens)}"))
+        return issued[-1]
+
+    url = cluster.a.ws(f"/ws/global/{channel}?auth=first")
+    async with SwitchboardClient(url, token=fresh_token) as first:
+        await asyncio.wait_for(first.connected.wait(), 10)
+        assert (await first.receive(5))["type"] == "auth_success"
+        cluster.wait_presence(f"global:{channel}", 1)
+        await first.send({"content": "before"})
+        assert (await first.receive(5))["content"] == "before"
+        saved = first.position
+    async with SwitchboardClient(cluster.b.ws(f"/ws/global/{channel}")) as other:
+        await asyncio.wait_for(other.connected.wait(), 10)
+        for n in range(3):
+            await other.send({"content": n})
+        for n in range(3):
+            assert (await other.receive(5))["content"] == n
+    # A new process with the saved position: the position goes in the auth message, not the URL.
+    async with SwitchboardClient(url, token=fresh_token, position=saved) as again:
+        assert (await again.receive(5))["type"] == "auth_success"
+        assert [(await again.receive(5))["content"] for _ in range(3)] == [0, 1, 2]
+        recovered = await again.receive(5)
+        assert (recovered["type"], recovered["ok"], recovered["count"]) == ("recovered", True, 3)
+    assert len(issued) == 2  # a fresh token for each connection

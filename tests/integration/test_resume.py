@@ -7,10 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection
 
-from app.errors import INVALID_RESUME
+from app.errors import AUTH_FAILED, AUTH_REQUIRED, INVALID_RESUME, INVALID_TOKEN
 from tests.integration.conftest import token
-from tests.support import AppProcess, expect_close, recv_json, running, ws_connect
+from tests.support import AppProcess, expect_close, positioned, recv_json, running, send_json, ws_connect
 
 QUEUE = 8
 
@@ -83,3 +84,63 @@ async def test_resuming_with_history_off_is_answered_not_ignored(tmp_path: Path)
             assert await recv_json(ws) == {"type": "recovered", "ok": False, "reason": "history off"}
             assert publish(app, "x", 1) == {"status": "published"}
             assert await recv_json(ws) == {"content": 1, "channel": "x"}  # no offset, no epoch
+
+
+async def first_message(ws: ClientConnection, **auth: object) -> dict[str, object]:
+    assert await recv_json(ws) == {"type": "auth_required"}
+    await send_json(ws, {"type": "auth", **auth})
+    reply: dict[str, object] = await recv_json(ws)
+    return reply
+
+
+async def test_the_first_message_flow_carries_the_position(app: AppProcess) -> None:
+    start = publish(app, "first", "seen")
+    for n in range(3):
+        publish(app, "first", n)
+    async with ws_connect(app.ws("/ws/global/first?auth=first")) as ws:
+        auth = {"token": token("u1", "Ann"), "since": start["offset"], "epoch": start["epoch"]}
+        assert await first_message(ws, **auth) == {"type": "auth_success", "user": "Ann", "user_id": "u1"}
+        frames = [await recv_json(ws) for _ in range(4)]
+    assert [f["content"] for f in frames[:3]] == [0, 1, 2]
+    assert (frames[3]["type"], frames[3]["ok"], frames[3]["count"]) == ("recovered", True, 3)
+
+
+async def test_first_message_auth_names_the_sender_in_rooms_and_chat(app: AppProcess) -> None:
+    async with (
+        ws_connect(app.ws("/ws/room/first-auth")) as listener,
+        ws_connect(app.ws("/ws/room/first-auth?auth=first")) as ann,
+    ):
+        assert (await first_message(ann, token=token("u1", "Ann")))["type"] == "auth_success"
+        assert (await recv_json(listener))["user"] == "Ann"  # her join notice names her
+        await send_json(ann, {"content": "hi"})
+        assert positioned(await recv_json(listener)) == {
+            "type": "message",
+            "room": "first-auth",
+            "content": "hi",
+            "from": "Ann",
+        }
+    async with ws_connect(app.ws("/ws/chat?auth=first&username=ignored")) as bob:
+        assert (await first_message(bob, token=token("u2", "Bob")))["type"] == "auth_success"
+        assert (await recv_json(bob))["message"] == "Bob joined the chat"
+
+
+@pytest.mark.parametrize(
+    ("auth", "error", "reason"),
+    [
+        ({"token": "not-a-jwt"}, INVALID_TOKEN, AUTH_FAILED),
+        ({"since": 1, "epoch": "ab"}, AUTH_REQUIRED, AUTH_REQUIRED),
+    ],
+)
+async def test_a_bad_first_message_gets_an_error_frame_and_1008(
+    app: AppProcess, auth: dict[str, object], error: str, reason: str
+) -> None:
+    async with ws_connect(app.ws("/ws/global/first-bad?auth=first")) as ws:
+        assert await first_message(ws, **auth) == {"type": "error", "message": error}
+        assert await expect_close(ws) == (1008, reason)
+
+
+async def test_a_malformed_position_in_the_first_message_is_refused(app: AppProcess) -> None:
+    async with ws_connect(app.ws("/ws/global/first-bad?auth=first")) as ws:
+        reply = await first_message(ws, token=token("u1"), since=True, epoch="ab")
+        assert reply["type"] == "auth_success"
+        assert await expect_close(ws) == (1008, INVALID_RESUME)
