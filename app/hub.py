@@ -194,6 +194,10 @@ class Hub:
         metrics.HOT_FANOUT.observe(finished - started)
         metrics.HOT_PUBLISH_TO_DELIVERY.observe(max(0.0, time.time() - env.published_at))
 
+    async def close(self) -> None:
+        """Stop background catch-ups; called at shutdown, before the broker closes."""
+        await self._catch_up.close()
+
     def on_reconnect(self) -> None:
         """The broker's pub/sub connection came back: fetch what every channel missed meanwhile."""
         if self.history:

@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics_server.close()
                 await metrics_server.wait_closed()
             await presence.close()
+            await hub.close()
             await broker.close()
 
     app = Switchboard(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)

@@ -88,6 +88,13 @@ class CatchUp:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def close(self) -> None:
+        """Stop every catch-up in flight (shutdown)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def hold(self, ch: Channel, env: Envelope) -> None:
         assert ch.backlog is not None
         if len(ch.backlog) >= self._limit:

@@ -297,3 +297,16 @@ async def test_a_catch_up_without_a_known_position_says_so_and_replays_nothing()
     assert a.recovered()[0]["reason"] == "position unknown"
     await publish(hub, "x", 3)
     assert a.contents() == [3]
+
+
+async def test_closing_the_hub_stops_a_catch_up_that_cannot_finish() -> None:
+    broker = SlowHistoryBroker()
+    hub = await hub_with(broker)
+    await joined(hub, "a", "x")
+    broker.slow = True
+    hub.on_reconnect()
+    await asyncio.wait_for(broker.reading.wait(), 5)
+    catch_ups = [t for t in asyncio.all_tasks() if t.get_name().startswith("switchboard-catch-up")]
+    assert len(catch_ups) == 1
+    await asyncio.wait_for(hub.close(), 5)
+    assert catch_ups[0].cancelled()
