@@ -37,7 +37,8 @@ import redis.asyncio as aioredis
 
 from app.auth import mint_token
 from app.broker import HistoryOptions
-from app.broker.redis import RedisBroker, history_keys
+from app.broker.redis import RedisBroker
+from app.broker.scripts import history_keys
 from app.client import SwitchboardClient
 from app.config import Settings
 from app.protocol import header
