@@ -217,31 +217,31 @@ class Hub:
             if ch is not None:
                 return ch
             # Registered before SUBSCRIBE: a message may arrive right after Redis confirms it,
-            # before this coroutine runs again. Other joiners wait for ``subscribed``.
+            # before this coroutine runs again. Other joiners wait for ``subscribed``, set once
+            # the channel's position is known too, so every member starts from it.
             ch = self._channels[channel] = Channel()
             try:
                 await self.broker.subscribe(channel)
             except BaseException:  # BrokerUnavailable, or the joining session was cancelled
                 del self._channels[channel]
                 raise
-            ch.subscribed = True
             metrics.CHANNELS.inc()
             if self.history:
                 # Where the channel stands, so that a reconnect knows what to fetch.
                 try:
                     position = (await self.broker.history(channel, 1 << 62)).position
                 except BrokerUnavailable:
-                    return ch  # unknown for now; the first message tells
+                    position = None  # unknown for now; the first message tells
                 except BaseException:
                     # The joining session was cancelled: leave no memberless subscription behind.
-                    if not ch.members and not ch.recovering:
-                        del self._channels[channel]
-                        metrics.CHANNELS.dec()
-                        with contextlib.suppress(BrokerUnavailable):
-                            await self.broker.unsubscribe(channel)
+                    del self._channels[channel]
+                    metrics.CHANNELS.dec()
+                    with contextlib.suppress(BrokerUnavailable):
+                        await self.broker.unsubscribe(channel)
                     raise
-                if not ch.epoch:
+                if position is not None and not ch.epoch:
                     ch.offset, ch.epoch = position.offset, position.epoch
+            ch.subscribed = True
             return ch
 
     async def _release(self, channel: str, ch: Channel) -> None:
