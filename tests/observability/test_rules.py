@@ -149,6 +149,28 @@ CASES: dict[str, dict[str, Any]] = {
             ),
         ],
     },
+    "clients told to resync after history was lost": {
+        "input_series": [
+            counter("switchboard_recoveries_total", 0, 10, ',scope="channel",result="ok"'),
+            {
+                "series": f'switchboard_recoveries_total{{{JOB},instance="a:8000",scope="channel",result="lost"}}',
+                "values": "0 0 0 0 12 12 12 12 12 12",
+            },
+        ],
+        "alert_rule_test": [
+            quiet("SwitchboardHistoryLost", "1m"),
+            fires(
+                "SwitchboardHistoryLost",
+                "3m",
+                {"severity": "warning", "job": "switchboard"},
+                "Clients were told to resync 12 times in 5 minutes",
+            ),
+        ],
+    },
+    "successful recoveries stay quiet": {
+        "input_series": [counter("switchboard_recoveries_total", 5, 20, ',scope="client",result="ok"')],
+        "alert_rule_test": [quiet("SwitchboardHistoryLost", "8m")],
+    },
     "occasional auth failures stay quiet": {
         "input_series": [counter("switchboard_auth_failures_total", 2, 30, ',reason="expired"')],
         "alert_rule_test": [quiet("SwitchboardAuthFailureSpike", "12m")],
