@@ -7,6 +7,7 @@ resolve to 127.0.0.x addresses that only this namespace can see, and nginx can l
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import re
@@ -20,6 +21,7 @@ import httpx
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.integration.conftest import token
 from tests.support import ROOT, TEST_SECRET, wait_until
 
 HOSTS = {"app1": "127.0.0.2", "app2": "127.0.0.3", "app3": "127.0.0.5", "redis": "127.0.0.4"}
@@ -142,3 +144,11 @@ def ws(path: str, source: str, **kwargs: object) -> connect:
 def instance(sock: ClientConnection) -> str:
     assert sock.response is not None
     return sock.response.headers["x-switchboard-instance"]
+
+
+async def wait_presence(channel: str, expected: int, timeout: float = 10) -> None:
+    """Poll the cluster-wide member count through nginx without blocking the clients' event loop."""
+    headers = {"Authorization": f"Bearer {token('observer')}"}
+    async with httpx.AsyncClient(base_url=PROXY_HTTP, headers=headers) as http, asyncio.timeout(timeout):
+        while (await http.get(f"/api/presence/{channel}")).json()["members"] != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # a remote count: there is no event to wait on

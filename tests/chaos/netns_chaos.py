@@ -24,7 +24,7 @@ from tests.chaos.stream import (
     subscribe,
     wait_for_numbers,
 )
-from tests.netns import IN_NAMESPACE, PROXY, PROXY_HTTP, Stack
+from tests.netns import IN_NAMESPACE, PROXY, PROXY_HTTP, Stack, wait_presence
 
 pytestmark = pytest.mark.skipif(not IN_NAMESPACE, reason="runs inside a private namespace via test_behind_nginx.py")
 
@@ -61,8 +61,8 @@ def catch_up_seconds(subs: list[Subscriber], pub: Publisher, since: float) -> fl
 
 def assert_exactly_once_in_order(subs: list[Subscriber], expected: range) -> None:
     for sub in subs:
-        assert sub.numbers == list(expected), f"{sub.name}: lost {sub.lost(expected)}, dup {sub.duplicates()}"
-        assert all(r["ok"] for r in sub.recovered), sub.recovered
+        assert sub.numbers == list(expected), sub.explain(expected)
+        assert all(r["ok"] for r in sub.recovered), sub.explain(expected)
 
 
 async def test_instance_crash_loses_nothing(stack: Stack) -> None:
@@ -71,6 +71,8 @@ async def test_instance_crash_loses_nothing(stack: Stack) -> None:
     subs = subscribers(f"{CHANNEL}-crash")
     try:
         await all_connected(subs)
+        # Connected is not yet joined: the stream starts once every subscriber is in the channel.
+        await wait_presence(f"global:{CHANNEL}-crash", SUBSCRIBERS, 30)
         on = dict(Counter(s.client.instance for s in subs))
         assert set(on) == {"app1", "app2"}, on
         pub = Publisher(lambda: "http://app2:8000", f"{CHANNEL}-crash")
@@ -90,9 +92,9 @@ async def test_instance_crash_loses_nothing(stack: Stack) -> None:
     finally:
         await close_all(subs)
     # Everyone on the dead instance came back through nginx and resumed from history.
+    assert_exactly_once_in_order(subs, expected)
     assert counts["reconnects"] > 0
     assert counts["recovered_ok"] == counts["reconnects"]
-    assert_exactly_once_in_order(subs, expected)
 
 
 async def test_rolling_deploy_loses_nothing(stack: Stack) -> None:
@@ -102,6 +104,7 @@ async def test_rolling_deploy_loses_nothing(stack: Stack) -> None:
     subs = subscribers(f"{CHANNEL}-deploy")
     try:
         await all_connected(subs)
+        await wait_presence(f"global:{CHANNEL}-deploy", SUBSCRIBERS, 30)
         pub = Publisher(lambda: PROXY_HTTP, f"{CHANNEL}-deploy")
         stream = asyncio.create_task(pub.run(expected, RATE))
         await eventually(lambda: len(pub.published_at) >= MESSAGES // 10, 60, "the stream to start")
@@ -125,6 +128,6 @@ async def test_rolling_deploy_loses_nothing(stack: Stack) -> None:
         )
     finally:
         await close_all(subs)
+    assert_exactly_once_in_order(subs, expected)
     assert counts["reconnects"] > 0
     assert counts["recovered_ok"] == counts["reconnects"]
-    assert_exactly_once_in_order(subs, expected)

@@ -29,6 +29,8 @@ class Subscriber:
     numbers: list[int] = field(default_factory=list)
     recovered: list[dict[str, Any]] = field(default_factory=list)
     arrivals: dict[int, float] = field(default_factory=dict)
+    # What happened on each connection, for the failure message: (instance, frame summary).
+    events: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
     async def consume(self) -> None:
@@ -37,6 +39,8 @@ class Subscriber:
                 continue
             if frame.get("type") == "recovered":
                 self.recovered.append(frame)
+                last = self.numbers[-1] if self.numbers else None
+                self.events.append(f"{self.client.instance}: {frame} after n={last}")
             elif isinstance(frame.get("content"), dict) and "n" in frame["content"]:
                 n = frame["content"]["n"]
                 self.numbers.append(n)
@@ -44,6 +48,12 @@ class Subscriber:
 
     def lost(self, expected: range) -> int:
         return len(set(expected) - set(self.numbers))
+
+    def explain(self, expected: range) -> str:
+        """Which numbers are missing, and what each connection was told: for failure messages."""
+        missing = sorted(set(expected) - set(self.numbers))
+        shown = f"{missing[:5]}...{missing[-5:]}" if len(missing) > 10 else str(missing)
+        return f"{self.name}: {len(missing)} missing {shown}, dup {self.duplicates()}; " + " | ".join(self.events)
 
     def duplicates(self) -> int:
         return len(self.numbers) - len(set(self.numbers))

@@ -163,6 +163,7 @@ async def test_a_gap_longer_than_the_history_is_reported_not_skipped(tmp_path: P
             long = subscribe("long-gap", app.ws(f"/ws/global/{channel}"))
             subs = [short, long]
             await all_connected(subs)
+            Cluster(redis_server, app, app, tmp_path).wait_presence(f"global:{channel}", 2, 15)
             pub = Publisher(lambda: app.http, channel)
             await pub.run(range(1, 11), RATE)
             await wait_for_numbers(subs, range(1, 11), 10)

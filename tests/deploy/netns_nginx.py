@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.conftest import token
-from tests.netns import IN_NAMESPACE, Stack, instance, start_nginx, ws
+from tests.netns import IN_NAMESPACE, Stack, instance, start_nginx, wait_presence, ws
 from tests.support import ROOT, recv_json, send_json, wait_until
 
 pytestmark = pytest.mark.skipif(not IN_NAMESPACE, reason="runs inside a private namespace via test_nginx.py")
@@ -101,14 +101,6 @@ async def test_negative_control_without_upgrade_headers(stack: Stack) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-async def wait_presence(channel: str, expected: int, timeout: float = 10) -> None:
-    """Poll the cluster-wide member count without blocking the clients' event loop."""
-    headers = {"Authorization": f"Bearer {token('observer')}"}
-    async with httpx.AsyncClient(base_url="http://127.0.0.1:8080", headers=headers) as http, asyncio.timeout(timeout):
-        while (await http.get(f"/api/presence/{channel}")).json()["members"] != expected:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)  # a remote count: there is no event to wait on
 
 
 class Reconnecting:
