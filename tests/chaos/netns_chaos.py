@@ -18,6 +18,7 @@ from tests.chaos.stream import (
     Publisher,
     Subscriber,
     all_connected,
+    catch_up_seconds,
     close_all,
     eventually,
     report,
@@ -52,11 +53,6 @@ def subscribers(channel: str) -> list[Subscriber]:
         )
         for i in range(SUBSCRIBERS)
     ]
-
-
-def catch_up_seconds(subs: list[Subscriber], pub: Publisher, since: float) -> float:
-    first = min(n for n, t in pub.published_at.items() if t > since)
-    return max(s.arrivals[first] for s in subs) - since
 
 
 def assert_exactly_once_in_order(subs: list[Subscriber], expected: range) -> None:

@@ -138,6 +138,12 @@ class Publisher:
                 self.published_at[n] = time.monotonic()
 
 
+def catch_up_seconds(subs: list[Subscriber], pub: Publisher, since: float) -> float:
+    """From ``since`` until every subscriber had the first message published after it."""
+    first = min(n for n, t in pub.published_at.items() if t > since)
+    return max(s.arrivals[first] for s in subs) - since
+
+
 def report(title: str, subs: list[Subscriber], expected: range, **extra: object) -> dict[str, int]:
     """Print and return what was counted."""
     counts = {

@@ -16,6 +16,7 @@ from tests.chaos.stream import (
     Publisher,
     Subscriber,
     all_connected,
+    catch_up_seconds,
     close_all,
     eventually,
     report,
@@ -43,12 +44,6 @@ def ready(app: AppProcess) -> bool:
 
 def split(subs_per_app: int, a: AppProcess, b: AppProcess, channel: str) -> list[Subscriber]:
     return [subscribe(f"s{i}", (a if i % 2 else b).ws(f"/ws/global/{channel}")) for i in range(2 * subs_per_app)]
-
-
-def catch_up_seconds(subs: list[Subscriber], pub: Publisher, since: float) -> float:
-    """From ``since`` until every subscriber had the first message published after it."""
-    first = min(n for n, t in pub.published_at.items() if t > since)
-    return max(s.arrivals[first] for s in subs) - since
 
 
 async def test_client_kill_of_the_pubsub_connection_loses_nothing(tmp_path: Path) -> None:

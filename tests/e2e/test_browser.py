@@ -70,6 +70,13 @@ def demo_url(home: AppProcess, other: AppProcess, **query: str) -> str:
     return f"{home.http}/?{params}"
 
 
+async def say(page: Page, text: str, other: Page, shown: str) -> None:
+    """Send ``text`` from one demo page and wait until the other page's log shows ``shown``."""
+    await page.fill("form.say input", text)
+    await page.press("form.say input", "Enter")
+    await expect(other.locator("#log")).to_contain_text(shown)
+
+
 async def screenshot(page: Page, name: str) -> None:
     path = ARTIFACTS / name
     await page.screenshot(path=str(path))
@@ -109,12 +116,8 @@ async def test_two_pages_on_two_instances_chat_and_count(
     await expect(alice.locator("#log")).to_contain_text("bob joined")
     await expect(alice.locator("#online")).to_have_text("2")
     await expect(bob.locator("#online")).to_have_text("2")
-    await alice.fill("form.say input", "hello from instance a")
-    await alice.press("form.say input", "Enter")
-    await expect(bob.locator("#log")).to_contain_text("alice: hello from instance a")
-    await bob.fill("form.say input", "hi alice, this is b")
-    await bob.press("form.say input", "Enter")
-    await expect(alice.locator("#log")).to_contain_text("bob: hi alice, this is b")
+    await say(alice, "hello from instance a", bob, "alice: hello from instance a")
+    await say(bob, "hi alice, this is b", alice, "bob: hi alice, this is b")
     await screenshot(alice, "demo-alice.png")
     await screenshot(bob, "demo-bob.png")
 
@@ -134,12 +137,8 @@ async def test_killed_instance_page_reconnects_elsewhere_and_keeps_chatting(
     await expect(alice.locator("#status-text")).to_have_text("connected")
     assert await alice.evaluate("states") == ["reconnecting", "open"]
     await screenshot(alice, "demo-failover.png")
-    await bob.fill("form.say input", "are you back?")
-    await bob.press("form.say input", "Enter")
-    await expect(alice.locator("#log")).to_contain_text("bob: are you back?")
-    await alice.fill("form.say input", "back, on instance b")
-    await alice.press("form.say input", "Enter")
-    await expect(bob.locator("#log")).to_contain_text("alice: back, on instance b")
+    await say(bob, "are you back?", alice, "bob: are you back?")
+    await say(alice, "back, on instance b", bob, "alice: back, on instance b")
 
 
 async def test_invalid_token_is_shown_and_not_retried(
