@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -17,12 +18,23 @@ DEFAULT_NAME = "User"
 
 @dataclass(slots=True, frozen=True)
 class Identity:
+    """Who a connection is. The anonymous identity has an empty ``user_id``."""
+
     user_id: str
     name: str
+    # The JWT's ``channels`` claim: names or ``*`` glob patterns this user is granted.
+    channels: tuple[str, ...] = ()
+    # The JWT's ``info`` claim: shown to others in presence and join/leave pushes.
+    info: dict[str, Any] | None = None
+    expires: int | None = None
+
+
+ANONYMOUS = Identity(user_id="", name="Anonymous")
 
 
 class AuthError(Exception):
-    """``reason`` is a fixed label: missing, expired, bad_signature, bad_algorithm, bad_claims, malformed."""
+    """``reason`` is a fixed label (also the metrics label): missing, expired, bad_signature,
+    bad_algorithm, bad_claims, malformed; for subscription tokens also wrong_user, wrong_channel."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -30,6 +42,36 @@ class AuthError(Exception):
 
 
 def verify_token(token: str | None, settings: Settings) -> Identity:
+    claims = decode(token, settings)
+    name = claims.get("name")
+    channels = claims.get("channels", [])
+    info = claims.get("info")
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise AuthError("bad_claims")
+    if info is not None and not isinstance(info, dict):
+        raise AuthError("bad_claims")
+    if "channel" in claims:  # a subscription token grants one channel, never a connection
+        raise AuthError("bad_claims")
+    return Identity(
+        user_id=str(claims["sub"]),
+        name=name if isinstance(name, str) else DEFAULT_NAME,
+        channels=tuple(channels),
+        info=info,
+        expires=int(claims["exp"]),
+    )
+
+
+def verify_subscription_token(token: str, settings: Settings, user_id: str, channel: str) -> None:
+    """A subscription token grants ``channel`` to ``user_id``. Raises AuthError ("wrong_channel"...)."""
+    claims = decode(token, settings)
+    if str(claims["sub"]) != user_id:
+        raise AuthError("wrong_user")
+    if claims.get("channel") != channel:
+        raise AuthError("wrong_channel")
+
+
+def decode(token: str | None, settings: Settings) -> dict[str, Any]:
+    """Verify signature, algorithm, ``exp``, ``sub`` (and ``aud``/``iss`` when set); the claims."""
     if not token:
         raise AuthError("missing")
     try:
@@ -63,14 +105,18 @@ def verify_token(token: str | None, settings: Settings) -> Identity:
         raise AuthError("bad_claims") from None
     except jwt.InvalidTokenError:
         raise AuthError("malformed") from None
-    name = claims.get("name")
-    return Identity(user_id=str(claims["sub"]), name=name if isinstance(name, str) else DEFAULT_NAME)
+    if not isinstance(claims.get("exp"), int | float):
+        raise AuthError("bad_claims")
+    return claims
 
 
-def mint_token(settings: Settings, sub: str, name: str | None = None, ttl: float = 3600) -> str:
-    """Sign a token the way an auth service would; used by /dev/token and the tests."""
+def mint_token(settings: Settings, sub: str, name: str | None = None, ttl: float = 3600, **extra: Any) -> str:
+    """Sign a token the way an auth service would; used by /dev/token and the tests.
+
+    ``extra`` claims: ``channels``, ``info``, or ``channel`` for a subscription token.
+    """
     now = int(time.time())
-    claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + int(ttl)}
+    claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + int(ttl), **extra}
     if name is not None:
         claims["name"] = name
     if settings.jwt_audience:

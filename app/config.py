@@ -8,10 +8,15 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.broker.base import HistoryOptions
+from app.hooks import load_hooks
+from app.namespaces import Namespaces, load_namespaces
 
 # Symmetric algorithms only: a secret is all Settings holds. "none" is never accepted.
 SUPPORTED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -64,6 +69,14 @@ class Settings(BaseSettings):
     history_size: int = 1000
     history_ttl: float = 300.0
     history_meta_ttl: float = 86400.0
+    # The /ws protocol (docs/protocol.md): namespaces file, permission hook, limits, keepalive.
+    config: Path | None = None
+    hooks: str | None = None
+    hook_timeout: float = 2.0
+    allow_anonymous: bool = True
+    max_channels_per_connection: int = 128
+    ping_interval: float = 25.0
+    token_expiry_grace: float = 15.0
     # When set, /metrics is served on this port only (not on the app port).
     metrics_port: int | None = None
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
@@ -71,6 +84,21 @@ class Settings(BaseSettings):
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
+    _namespaces: Namespaces | None = PrivateAttr(default=None)
+    _hooks: object | None = PrivateAttr(default=None)
+
+    @property
+    def namespaces(self) -> Namespaces:
+        assert self._namespaces is not None
+        return self._namespaces
+
+    @property
+    def hook_object(self) -> object | None:
+        return self._hooks
+
+    @property
+    def history(self) -> HistoryOptions:
+        return HistoryOptions(self.history_size, self.history_ttl, self.history_meta_ttl)
 
     @property
     def generated_secret(self) -> bool:
@@ -91,7 +119,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("max_message_bytes", "send_queue_size", "rate_limit_burst")
+    @field_validator("max_message_bytes", "send_queue_size", "rate_limit_burst", "max_channels_per_connection")
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value <= 0:
@@ -105,12 +133,26 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or more")
         return value
 
-    @field_validator("history_ttl", "history_meta_ttl")
+    @field_validator("history_ttl", "history_meta_ttl", "ping_interval")
     @classmethod
     def _at_least_a_second(cls, value: float) -> float:
         if value < 1:
             raise ValueError("must be at least 1 second")
         return value
+
+    @field_validator("hook_timeout", "token_expiry_grace")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _load_files(self) -> Settings:
+        # Checked here so that a bad file or hook stops start-up with one line (load_settings).
+        self._namespaces = load_namespaces(self.config, self.history)
+        self._hooks = load_hooks(self.hooks) if self.hooks else None
+        return self
 
     @model_validator(mode="after")
     def _meta_outlives_history(self) -> Settings:

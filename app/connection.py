@@ -219,6 +219,7 @@ class Connection:
             self._received.inc()
             if self._allow():
                 return text
+            self.limited(text)
         return None
 
     async def receive_object(self) -> dict[str, Any] | None:
@@ -230,8 +231,13 @@ class Connection:
                 self.send_error(str(exc))
         return None
 
+    def limited(self, text: str) -> None:
+        """Tell the client this frame was dropped by the rate limiter (``/ws`` replaces this)."""
+        if not self._closing:
+            self.send_error(RATE_LIMITED_REASON)
+
     def _allow(self) -> bool:
-        """Token bucket. Over the limit: an error frame per dropped message, then 1008."""
+        """Token bucket. Over the limit: ``limited`` per dropped message, then 1008."""
         now = asyncio.get_running_loop().time()
         self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self._rate)
         self._last_refill = now
@@ -243,8 +249,6 @@ class Connection:
         self._strikes += 1
         if self._strikes > self._burst:
             self.close(CloseCode.POLICY_VIOLATION, RATE_LIMITED_REASON)
-        else:
-            self.send_error(RATE_LIMITED_REASON)
         return False
 
     # -- heartbeat --------------------------------------------------------------------------------

@@ -24,7 +24,10 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
     # Private range (4000-4999): Switchboard-specific.
     SLOW_CONSUMER = 4000
+    # No pong in time: /ws/with-heartbeat's {"type":"pong"}, or /ws's {"op":"pong"}.
     HEARTBEAT_TIMEOUT = 4001
+    # /ws: the connection token expired and no `refresh` came within the grace period.
+    TOKEN_EXPIRED = 4002
 
 
 CLOSE_REASONS: dict[CloseCode, str] = {
@@ -37,6 +40,7 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.TRY_AGAIN_LATER: "Broker unavailable, try again later",
     CloseCode.SLOW_CONSUMER: "Slow consumer: send queue full",
     CloseCode.HEARTBEAT_TIMEOUT: "Heartbeat timeout: no pong received",
+    CloseCode.TOKEN_EXPIRED: "Token expired",
 }
 
 # Reasons for the POLICY_VIOLATION code, which covers several causes.
@@ -45,6 +49,51 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
+
+
+class ErrorCode(IntEnum):
+    """The ``/ws`` protocol's error codes (``{"ok":false,"error":{"code":C,"message":...}}``).
+
+    The server API reuses them in its error bodies. ``ERROR_MESSAGES`` holds the default text.
+    """
+
+    INTERNAL = 100
+    UNAUTHORIZED = 101
+    UNKNOWN_CHANNEL = 102
+    PERMISSION_DENIED = 103
+    UNKNOWN_OP = 104
+    ALREADY_SUBSCRIBED = 105
+    LIMIT_EXCEEDED = 106
+    BAD_REQUEST = 107
+    NOT_AVAILABLE = 108
+    TOKEN_EXPIRED = 109
+    NOT_SUBSCRIBED = 110
+    TOO_MANY_REQUESTS = 111
+
+
+ERROR_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.INTERNAL: "internal error",
+    ErrorCode.UNAUTHORIZED: "unauthorized",
+    ErrorCode.UNKNOWN_CHANNEL: "unknown channel",
+    ErrorCode.PERMISSION_DENIED: "permission denied",
+    ErrorCode.UNKNOWN_OP: "unknown op",
+    ErrorCode.ALREADY_SUBSCRIBED: "already subscribed",
+    ErrorCode.LIMIT_EXCEEDED: "limit exceeded",
+    ErrorCode.BAD_REQUEST: "bad request",
+    ErrorCode.NOT_AVAILABLE: "not available",
+    ErrorCode.TOKEN_EXPIRED: "token expired",
+    ErrorCode.NOT_SUBSCRIBED: "not subscribed",
+    ErrorCode.TOO_MANY_REQUESTS: "too many requests",
+}
+
+
+class ProtocolError(Exception):
+    """A command failed: the client gets this code and message, and the socket stays open."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        self.code = code
+        self.message = message or ERROR_MESSAGES[code]
+        super().__init__(self.message)
 
 
 def reason_for(code: CloseCode) -> str:
@@ -64,3 +113,6 @@ UNKNOWN_TYPE = "Unknown message type"
 AUTH_REQUIRED = "Auth required"
 INVALID_TOKEN = "Invalid token"
 PUBLISH_FAILED = "Broker unavailable: message not delivered"
+PERMISSION_DENIED = "Permission denied"
+TOO_DEEP = "Message nested too deeply to encode"
+INVALID_CHANNEL = "Invalid channel name"

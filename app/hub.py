@@ -22,22 +22,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 
 from app import metrics
-from app.broker import Broker, BrokerUnavailable, Position
+from app.broker import Broker, BrokerUnavailable, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
-from app.protocol import Envelope, Outgoing, header, unpack
-from app.recovery import HISTORY_OFF_FRAME, CatchUp, Channel, Subscription, recovered_frame
+from app.namespaces import Namespaces
+from app.protocol import Envelope, Outgoing, header, unpack, wrap_pub
+from app.recovery import CatchUp, Channel, Joined, Subscription
+
+Announce = Callable[[Subscription, Joined], None]
+"""Called once by ``Hub.join``, at the moment the joiner's reply belongs in its stream."""
+NO_HISTORY = HistoryOptions(size=0)
+
+
+def tutorial_announce(sub: Subscription, joined: Joined) -> None:
+    """The tutorial endpoints' way: ``{"type":"recovered",...}`` after a resume, nothing otherwise."""
+    frame = joined.tutorial_frame()
+    if frame is not None:
+        sub.conn.offer(Outgoing(frame))
+
 
 log = logging.getLogger("switchboard.hub")
 
 
 class Hub:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, namespaces: Namespaces | None = None) -> None:
         self.broker = broker
-        self.history = broker.history_options.enabled
+        self.namespaces = namespaces or Namespaces(None, broker.history_options)
         self._channels: dict[str, Channel] = {}
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.connections: set[Connection] = set()
@@ -64,23 +77,33 @@ class Hub:
         """Return once no connection is attached (used by the drain)."""
         await self._idle.wait()
 
-    async def join(self, conn: Connection, channel: str, resume: Position | None = None) -> None:
+    async def join(
+        self,
+        conn: Connection,
+        channel: str,
+        resume: Position | None = None,
+        *,
+        ws: bool = False,
+        announce: Announce = tutorial_announce,
+    ) -> Subscription:
         """Join ``channel``; with ``resume``, first deliver what was published after it.
 
-        Raises BrokerUnavailable if the channel cannot be subscribed or its history read; nothing
-        is changed then. With ``resume`` the client is told ``{"type":"recovered",...}``.
+        ``ws`` marks a ``/ws`` session: it gets ``pub`` pushes (tutorial frames wrapped as their
+        ``data``). ``announce`` is called once, after any recovered messages and before any live
+        one. Raises BrokerUnavailable if the channel cannot be subscribed or its history read;
+        nothing is changed then.
         """
         ch = self._channels.get(channel)
         if ch is None or not ch.subscribed:
             ch = await self._subscribe(channel)
-        if resume is None or not self.history:
-            if resume is not None:  # asked for, but this deployment keeps no history: say so
-                conn.offer(Outgoing(HISTORY_OFF_FRAME))
+        if resume is None or not ch.history:
             start = ch.backlog[-1].offset if ch.backlog else ch.offset
-            ch.members[conn.id] = Subscription(conn, start, ch.epoch)
+            sub = Subscription(conn, start, ch.epoch, ws, ws and ch.tutorial)
+            announce(sub, Joined(Position(start, ch.epoch), history_off=resume is not None))
+            ch.members[conn.id] = sub
             conn.channels.add(channel)
-            return
-        sub = Subscription(conn, 0, resume.epoch)
+            return sub
+        sub = Subscription(conn, 0, resume.epoch, ws, ws and ch.tutorial)
         sub.pending = []  # live messages wait here while the history is read
         ch.recovering[conn.id] = sub
         try:
@@ -95,22 +118,23 @@ class Hub:
         if history.covers(resume.offset, resume.epoch):
             sub.offset = resume.offset
             for env in history.entries:
-                self._offer(sub, env)
-            frame = recovered_frame(True, history.position.epoch, sub.offset, count=sub.offset - resume.offset)
+                self._offer(ch, sub, env)
+            joined = Joined(Position(sub.offset, history.position.epoch), ok=True, count=sub.offset - resume.offset)
             metrics.RECOVERIES.labels("client", "ok").inc()
         else:
             sub.offset, sub.epoch = history.position.offset, history.position.epoch
             reason = history.lost_reason(resume.offset, resume.epoch)
-            frame = recovered_frame(False, sub.epoch, sub.offset, reason=reason)
+            joined = Joined(Position(sub.offset, sub.epoch), ok=False, reason=reason)
             metrics.RECOVERIES.labels("client", "lost").inc()
-        conn.offer(Outgoing(frame))
+        announce(sub, joined)
         for env in sub.pending:
             if env.epoch != sub.epoch:
                 sub.offset, sub.epoch = 0, env.epoch
-            self._offer(sub, env)
+            self._offer(ch, sub, env)
         sub.pending = None
         ch.members[conn.id] = sub
         conn.channels.add(channel)
+        return sub
 
     async def leave(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)
@@ -126,10 +150,17 @@ class Hub:
         if not self.connections:
             self._idle.set()
 
-    async def publish(self, channel: str, frame: bytes, exclude: Connection | None = None) -> Position | None:
-        """Send ``frame`` to every member of ``channel`` on every instance, except ``exclude``."""
+    async def publish(
+        self, channel: str, frame: bytes, exclude: Connection | None = None, *, ephemeral: bool = False
+    ) -> Position | None:
+        """Send ``frame`` to every member of ``channel`` on every instance, except ``exclude``.
+
+        The channel's namespace decides its history; ``ephemeral`` frames (join/leave pushes) skip
+        it: no offset, not recoverable.
+        """
+        history = NO_HISTORY if ephemeral else self.namespaces.for_channel(channel).history
         try:
-            return await self.broker.publish(channel, header(exclude.id if exclude else None), frame)
+            return await self.broker.publish(channel, header(exclude.id if exclude else None), frame, history)
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.inc()
             raise
@@ -172,22 +203,28 @@ class Hub:
 
     def deliver(self, ch: Channel, env: Envelope) -> None:
         started = time.perf_counter()
-        out = Outgoing(env.frame)  # its wire frame is built once, on first use, for every member
+        # Built once, on first use, for every member: the frame as published, and (on a tutorial
+        # channel with /ws members) the ``pub`` push that wraps it.
+        out = Outgoing(env.frame)
+        wrapped: Outgoing | None = None
         exclude, offset = env.exclude, env.offset
         delivered = 0
+        for conn_id, sub in ch.members.items():
+            if offset:
+                if sub.offset >= offset:  # each offset at most once per subscription
+                    continue
+                sub.offset = offset
+            if conn_id == exclude:
+                continue
+            if sub.wrap:
+                wrapped = wrapped or Outgoing(wrap_pub(ch.name_json, env))
+                delivered += sub.conn.offer(wrapped)
+            elif sub.conn.offer(out):
+                delivered += 1
         if offset:
-            for conn_id, sub in ch.members.items():
-                if sub.offset < offset:  # each offset at most once per subscription
-                    sub.offset = offset
-                    if conn_id != exclude and sub.conn.offer(out):
-                        delivered += 1
             for sub in ch.recovering.values():
                 assert sub.pending is not None
                 sub.pending.append(env)
-        else:
-            for conn_id, sub in ch.members.items():
-                if conn_id != exclude and sub.conn.offer(out):
-                    delivered += 1
         finished = time.perf_counter()
         metrics.HOT_BROADCASTS.inc()
         metrics.HOT_DELIVERED.inc(delivered)
@@ -200,16 +237,16 @@ class Hub:
 
     def on_reconnect(self) -> None:
         """The broker's pub/sub connection came back: fetch what every channel missed meanwhile."""
-        if self.history:
-            for channel, ch in self._channels.items():
+        for channel, ch in self._channels.items():
+            if ch.history:
                 self._catch_up.start(channel, ch, None)
 
     @staticmethod
-    def _offer(sub: Subscription, env: Envelope) -> None:
+    def _offer(ch: Channel, sub: Subscription, env: Envelope) -> None:
         if env.offset > sub.offset:
             sub.offset = env.offset
             if env.exclude != sub.conn.id:
-                sub.conn.offer(Outgoing(env.frame))
+                sub.conn.offer(Outgoing(wrap_pub(ch.name_json, env) if sub.wrap else env.frame))
 
     async def _subscribe(self, channel: str) -> Channel:
         async with self._channel_lock(channel):
@@ -219,14 +256,14 @@ class Hub:
             # Registered before SUBSCRIBE: a message may arrive right after Redis confirms it,
             # before this coroutine runs again. Other joiners wait for ``subscribed``, set once
             # the channel's position is known too, so every member starts from it.
-            ch = self._channels[channel] = Channel()
+            ch = self._channels[channel] = Channel(channel, self.namespaces.for_channel(channel))
             try:
                 await self.broker.subscribe(channel)
             except BaseException:  # BrokerUnavailable, or the joining session was cancelled
                 del self._channels[channel]
                 raise
             metrics.CHANNELS.inc()
-            if self.history:
+            if ch.history:
                 # Where the channel stands, so that a reconnect knows what to fetch.
                 try:
                     position = (await self.broker.history(channel, 1 << 62)).position

@@ -15,12 +15,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, drain, metrics
-from app.broker import HistoryOptions, create_broker
+from app.broker import create_broker
 from app.config import Settings
 from app.hub import Hub
 from app.logs import install_redaction
+from app.permissions import Hooks, Permissions
 from app.presence import create_presence
-from app.routes import api, health, seed
+from app.routes import api, health, seed, ws
 from app.services import Services
 
 log = logging.getLogger("switchboard")
@@ -55,16 +56,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "
                 "tokens will not validate on other instances"
             )
-        history = HistoryOptions(settings.history_size, settings.history_ttl, settings.history_meta_ttl)
         broker = create_broker(
             settings.broker_url,
             max_connections=settings.redis_max_connections,
             name=settings.instance_id,
-            history=history,
+            history=settings.history,
         )
-        hub = Hub(broker)
+        hub = Hub(broker, settings.namespaces)
         presence = create_presence(broker, settings.presence_ttl)
-        services = Services(settings=settings, broker=broker, hub=hub, presence=presence)
+        permissions = Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout))
+        services = Services(settings=settings, broker=broker, hub=hub, presence=presence, permissions=permissions)
         app.state.services = services
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
         await broker.start(hub.dispatch, hub.channels, hub.on_reconnect)
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await broker.close()
 
     app = Switchboard(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.router.routes.extend(seed.routes)
+    app.router.routes.extend(ws.routes + seed.routes)
     app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
     # Browser pages on another allowed origin (a second instance, say) may call /api/*.
     app.add_middleware(

@@ -58,6 +58,12 @@ RECOVERIES = Counter(
 for _scope in ("client", "channel"):
     for _result in ("ok", "lost"):
         RECOVERIES.labels(_scope, _result)  # exported from the start, so dashboards show zeros
+HOOK_FAILURES = Counter(
+    "switchboard_hook_failures", "Permission hook calls that raised or timed out (the request was refused)", ["hook"]
+)
+COMMAND_ERRORS = Counter(
+    "switchboard_command_errors", "/ws commands answered with an error, by protocol error code", ["code"]
+)
 BROKER_UP = Gauge("switchboard_broker_up", "1 while the broker connection is up", multiprocess_mode="livemin")
 BROKER_RECONNECTS = Counter("switchboard_broker_reconnects", "Broker connections lost and retried")
 LISTENER_ERRORS = Counter("switchboard_listener_errors", "Errors caught in background loops")

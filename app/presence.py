@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from typing import Protocol
+from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -34,6 +35,11 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 2000)) end
 return redis.call('ZCARD', KEYS[1])
+"""
+# KEYS[1] = set: the members whose expiry is still ahead, by Redis's clock.
+_LIST = """
+local t = redis.call('TIME')
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (tonumber(t[1]) + tonumber(t[2]) / 1e6), '+inf')
 """
 # KEYS[1] = set, ARGV[1] = member to remove.
 _REMOVE = """
@@ -59,6 +65,31 @@ class Presence(Protocol):
 
     async def count(self, channel: str) -> int: ...
 
+    async def members(self, channel: str) -> list[str]:
+        """Every live member, across instances (``member`` strings as joined)."""
+        ...
+
+
+def member_id(client: str, user: str, info: dict[str, Any] | None) -> str:
+    """A presence member: who is there, as ``presence`` lists them. Unique per connection."""
+    return orjson.dumps([client, user, info]).decode()
+
+
+def parse_member(member: str | bytes) -> dict[str, Any]:
+    """``{"client","user","info"}`` from a member string; members from older versions are bare ids."""
+    try:
+        client, user, info = orjson.loads(member)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        client = member.decode() if isinstance(member, bytes) else member
+        user, info = "", None
+    return {"client": client, "user": user, "info": info}
+
+
+def stats(members: list[str]) -> dict[str, int]:
+    """``clients`` and distinct signed-in ``users`` (anonymous clients count as clients only)."""
+    users = {m["user"] for m in map(parse_member, members) if m["user"]}
+    return {"clients": len(members), "users": len(users)}
+
 
 class MemoryPresence:
     def __init__(self) -> None:
@@ -77,6 +108,9 @@ class MemoryPresence:
     async def count(self, channel: str) -> int:
         return len(self._members.get(channel, ()))
 
+    async def members(self, channel: str) -> list[str]:
+        return list(self._members.get(channel, ()))
+
     async def leave(self, channel: str, member: str) -> int:
         members = self._members.get(channel)
         if members is None:
@@ -93,6 +127,7 @@ class RedisPresence:
         self._ttl = ttl
         self._touch = client.register_script(_TOUCH)
         self._remove = client.register_script(_REMOVE)
+        self._list = client.register_script(_LIST)
         self._local: defaultdict[str, set[str]] = defaultdict(set)
         self._refresher: asyncio.Task[None] | None = None
 
@@ -135,6 +170,13 @@ class RedisPresence:
             return int(await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl]))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
+
+    async def members(self, channel: str) -> list[str]:
+        try:
+            found = await self._list(keys=[KEY_PREFIX + channel])
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 
     async def _refresh_loop(self) -> None:
         while True:

@@ -78,6 +78,21 @@ def unpack(envelope: bytes) -> Envelope:
     )
 
 
+def wrap_pub(channel_json: bytes, env: Envelope) -> bytes:
+    """The ``/ws`` ``pub`` push for a tutorial channel's frame: that frame, unchanged, as ``data``.
+
+    Built once per message per process (``Hub.deliver``), and only if a ``/ws`` member needs it.
+    """
+    if env.offset:
+        return b'{"op":"pub","channel":%s,"offset":%d,"epoch":"%s","data":%s}' % (
+            channel_json,
+            env.offset,
+            env.epoch.encode(),
+            env.frame,
+        )
+    return b'{"op":"pub","channel":%s,"data":%s}' % (channel_json, env.frame)
+
+
 def text_frame(payload: bytes) -> bytes:
     """A complete, unmasked WebSocket text frame (RFC 6455 5.2): what a server sends."""
     n = len(payload)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
 
 from app import metrics
 from app.broker import BrokerUnavailable, Position
+from app.namespaces import ChannelOptions
 from app.protocol import Envelope, Outgoing
+from app.tutorial import is_tutorial
 
 if TYPE_CHECKING:
     from app.connection import Connection
@@ -32,22 +35,64 @@ POSITION_UNKNOWN = "position unknown"
 
 
 class Subscription:
-    """One connection in one channel, and the last offset it was given (it never gets it again)."""
+    """One connection in one channel, and the last offset it was given (it never gets it again).
 
-    __slots__ = ("conn", "epoch", "offset", "pending")
+    ``ws``: the connection speaks the ``/ws`` protocol. ``wrap``: it is a ``/ws`` connection on a
+    tutorial channel, whose frames it gets wrapped in ``pub`` pushes.
+    """
 
-    def __init__(self, conn: Connection, offset: int, epoch: str) -> None:
+    __slots__ = ("conn", "epoch", "offset", "pending", "wrap", "ws")
+
+    def __init__(self, conn: Connection, offset: int, epoch: str, ws: bool = False, wrap: bool = False) -> None:
         self.conn = conn
         self.offset = offset
         self.epoch = epoch
+        self.ws = ws
+        self.wrap = wrap
         # Live messages held back while this subscription's own history is read (Hub.join).
         self.pending: list[Envelope] | None = None
 
 
-class Channel:
-    __slots__ = ("backlog", "epoch", "members", "offset", "overflowed", "recovering", "subscribed")
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Where a joiner stands; after a resume, whether it was recovered (``ok``) and how."""
 
-    def __init__(self) -> None:
+    position: Position
+    ok: bool | None = None  # None: no resume was asked for
+    count: int = 0
+    reason: str = ""
+    history_off: bool = False  # a resume was asked for, but the channel keeps no history
+
+    def tutorial_frame(self) -> bytes | None:
+        if self.history_off:
+            return HISTORY_OFF_FRAME
+        if self.ok is None:
+            return None
+        p = self.position
+        return recovered_frame(self.ok, p.epoch, p.offset, count=self.count, reason=self.reason)
+
+
+class Channel:
+    __slots__ = (
+        "backlog",
+        "epoch",
+        "history",
+        "members",
+        "name_json",
+        "offset",
+        "options",
+        "overflowed",
+        "recovering",
+        "subscribed",
+        "tutorial",
+    )
+
+    def __init__(self, name: str, options: ChannelOptions) -> None:
+        # Looked up once, when the channel is first joined, never per message.
+        self.options = options
+        self.history = options.history.enabled
+        self.tutorial = is_tutorial(name)
+        self.name_json = orjson.dumps(name)  # for the ``pub`` pushes that wrap tutorial frames
         self.members: dict[str, Subscription] = {}
         self.recovering: dict[str, Subscription] = {}
         self.subscribed = False
@@ -70,12 +115,19 @@ def recovered_frame(ok: bool, epoch: str, offset: int, *, count: int = 0, reason
     return orjson.dumps(body)
 
 
+def recovered_push(channel_json: bytes, position: Position, reason: str) -> bytes:
+    """The ``/ws`` form of a lost-history notice: ``{"op":"recovered","channel":...,"ok":false,...}``."""
+    return b'{"op":"recovered","channel":%s,"ok":false,"offset":%d,"epoch":%s,"reason":%s}' % (
+        channel_json,
+        position.offset,
+        orjson.dumps(position.epoch),
+        orjson.dumps(reason),
+    )
+
+
 class CatchUp:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
-        # The backlog is bounded by the history size: beyond it, the held messages are dropped
-        # and read from history instead (they are there, or the gap is reported).
-        self._limit = max(1, hub.broker.history_options.size)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, channel: str, ch: Channel, first: Envelope | None) -> None:
@@ -97,18 +149,24 @@ class CatchUp:
 
     def hold(self, ch: Channel, env: Envelope) -> None:
         assert ch.backlog is not None
-        if len(ch.backlog) >= self._limit:
+        # The backlog is bounded by the history size: beyond it, the held messages are dropped
+        # and read from history instead (they are there, or the gap is reported).
+        if len(ch.backlog) >= max(1, ch.options.history.size):
             ch.backlog.clear()
             ch.overflowed = True
         ch.backlog.append(env)
 
     def tell_lost(self, ch: Channel, position: Position, reason: str) -> None:
         """History cannot fill the gap: tell the members that missed something, then move on."""
-        out = None
+        out = ws_out = None
         for sub in ch.members.values():
             if sub.epoch != position.epoch or sub.offset < position.offset:
-                out = out or Outgoing(_lost_frame(position, reason))
-                sub.conn.offer(out)
+                if sub.ws:
+                    ws_out = ws_out or Outgoing(recovered_push(ch.name_json, position, reason))
+                    sub.conn.offer(ws_out)
+                else:
+                    out = out or Outgoing(_lost_frame(position, reason))
+                    sub.conn.offer(out)
                 sub.offset, sub.epoch = position.offset, position.epoch
         ch.offset, ch.epoch = position.offset, position.epoch
         metrics.RECOVERIES.labels("channel", "lost").inc()

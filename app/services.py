@@ -10,6 +10,7 @@ from app import drain, metrics
 from app.broker import Broker
 from app.config import Settings
 from app.hub import Hub
+from app.permissions import Permissions
 from app.presence import Presence
 
 
@@ -19,6 +20,7 @@ class Services:
     broker: Broker
     hub: Hub
     presence: Presence
+    permissions: Permissions
     draining: bool = field(default=False)
 
     def ready(self) -> bool:

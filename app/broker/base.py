@@ -124,15 +124,21 @@ class Broker(Protocol):
 
     async def unsubscribe(self, channel: str) -> None: ...
 
-    async def publish(self, channel: str, head: bytes, frame: bytes) -> Position | None:
+    async def publish(
+        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions | None = None
+    ) -> Position | None:
         """Publish ``frame`` (a JSON object) with envelope header ``head`` (``protocol.header``).
 
-        Returns the position assigned, or None with history off.
+        ``history`` is the channel's own (from its namespace); None means ``history_options``.
+        Returns the position assigned, or None when the channel keeps no history.
         """
         ...
 
-    async def history(self, channel: str, since: int) -> History:
-        """Messages after offset ``since`` and the current position (creating the epoch if none)."""
+    async def history(self, channel: str, since: int, limit: int | None = None) -> History:
+        """Messages after offset ``since`` (the first ``limit`` of them) and the current position.
+
+        Creates the channel's epoch if it has none.
+        """
         ...
 
     def healthy(self) -> bool: ...

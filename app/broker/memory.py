@@ -51,34 +51,38 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def publish(self, channel: str, head: bytes, frame: bytes) -> Position | None:
+    async def publish(
+        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions | None = None
+    ) -> Position | None:
         position = None
-        if self.history_options.enabled:
-            ch = self._channel(channel)
+        opts = history or self.history_options
+        if opts.enabled:
+            ch = self._channel(channel, opts)
             ch.offset += 1
             position = Position(ch.offset, ch.epoch)
             envelope = pack(head, splice(frame, ch.offset, ch.epoch), ch.offset, ch.epoch)
             ch.entries.append(envelope)
             now = self._clock()
-            ch.history_expires = now + self.history_options.ttl
-            ch.meta_expires = now + self.history_options.meta_ttl
+            ch.history_expires = now + opts.ttl
+            ch.meta_expires = now + opts.meta_ttl
         else:
             envelope = pack(head, frame)
         if self._on_message is not None and channel in self._channels:
             self._on_message(channel, envelope)
         return position
 
-    async def history(self, channel: str, since: int) -> History:
-        ch = self._channel(channel)
+    async def history(self, channel: str, since: int, limit: int | None = None) -> History:
+        ch = self._channel(channel, self.history_options)
         first = ch.offset - len(ch.entries) + 1  # offset of ch.entries[0]
         skip = max(0, since + 1 - first)
-        entries = [unpack(ch.entries[i]) for i in range(skip, len(ch.entries))] if since < ch.offset else []
+        stop = len(ch.entries) if limit is None else min(len(ch.entries), skip + limit)
+        entries = [unpack(ch.entries[i]) for i in range(skip, stop)] if since < ch.offset else []
         return History(Position(ch.offset, ch.epoch), entries)
 
     def healthy(self) -> bool:
         return self._on_message is not None
 
-    def _channel(self, name: str) -> _Channel:
+    def _channel(self, name: str, opts: HistoryOptions) -> _Channel:
         now = self._clock()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL
@@ -87,8 +91,10 @@ class MemoryBroker:
         ch = self._history.get(name)
         if ch is None or now >= ch.meta_expires:
             # A lost history gets a new epoch, exactly as when Redis's meta key expires.
-            ch = self._history[name] = _Channel(self.history_options.size)
-            ch.meta_expires = now + self.history_options.meta_ttl
+            ch = self._history[name] = _Channel(max(1, opts.size))
+            ch.meta_expires = now + opts.meta_ttl
         elif now >= ch.history_expires:
             ch.entries.clear()
+        if opts.size and ch.entries.maxlen != opts.size:  # the namespace's size, as Redis's MAXLEN
+            ch.entries = deque(ch.entries, maxlen=opts.size)
         return ch

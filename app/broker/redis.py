@@ -68,8 +68,7 @@ class RedisBroker:
         self._url = url
         self.history_options = history or HistoryOptions()
         opts = self.history_options
-        # Whole seconds: EXPIRE takes integers, and rounding up never shortens a promise.
-        self._ttls = (str(math.ceil(opts.ttl)), str(math.ceil(opts.meta_ttl)))
+        self._ttls = _whole_seconds(opts)
         self._epochs = EpochSource()
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
@@ -153,19 +152,22 @@ class RedisBroker:
             with contextlib.suppress(*_TRANSIENT):
                 await self._pubsub.unsubscribe(channel)
 
-    async def publish(self, channel: str, head: bytes, frame: bytes) -> Position | None:
+    async def publish(
+        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions | None = None
+    ) -> Position | None:
         """Queue the publish for the flusher and wait for Redis's reply (order is FIFO)."""
-        if self.history_options.enabled and (frame[:1] != b"{" or frame[-1:] != b"}"):
+        opts = history or self.history_options
+        if opts.enabled and (frame[:1] != b"{" or frame[-1:] != b"}"):
             raise ValueError("channel frames must be JSON objects")
         done: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
-        self._outbox.append(_Publish(channel, head, frame, done))
+        self._outbox.append(_Publish(channel, head, frame, done, opts))
         self._outbox_ready.set()
         return await done
 
-    async def history(self, channel: str, since: int) -> History:
+    async def history(self, channel: str, since: int, limit: int | None = None) -> History:
         try:
             epoch, top, entries = await self._history_script(
-                keys=history_keys(channel), args=[self._epochs(), self._ttls[1], since]
+                keys=history_keys(channel), args=[self._epochs(), self._ttls[1], since, limit or 0]
             )
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
@@ -173,11 +175,12 @@ class RedisBroker:
         return History(Position(int(top), epoch.decode()), envelopes)
 
     def _command(self, item: _Publish) -> tuple[Any, ...]:
-        if not self.history_options.enabled:
+        opts = item.history
+        if not opts.enabled:
             return ("PUBLISH", item.channel, pack(item.head, item.frame))
         meta, stream = history_keys(item.channel)
-        size, (ttl, meta_ttl) = self.history_options.size, self._ttls
-        args = (self._epochs(), meta_ttl, item.channel, item.head, item.frame, size, ttl)
+        ttl, meta_ttl = self._ttls if opts is self.history_options else _whole_seconds(opts)
+        args = (self._epochs(), meta_ttl, item.channel, item.head, item.frame, opts.size, ttl)
         return ("EVALSHA", self._publish_sha, 2, meta, stream, *args)
 
     async def _flush_publishes(self) -> None:
@@ -197,10 +200,9 @@ class RedisBroker:
                 if conn is None:
                     conn = self._publish_pool.make_connection()  # type: ignore[no-untyped-call]
                     await conn.connect()
-                    if self.history_options.enabled:
-                        # A new connection may be to a restarted Redis with an empty script cache.
-                        await conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
-                        await conn.read_response()
+                    # A new connection may be to a restarted Redis with an empty script cache.
+                    await conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
+                    await conn.read_response()
                 packed = conn.pack_commands([self._command(item) for item in batch])
                 await conn.send_packed_command(packed, check_health=False)
                 reload = False
@@ -336,11 +338,18 @@ class RedisBroker:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-class _Publish:
-    __slots__ = ("channel", "done", "frame", "head")
+def _whole_seconds(opts: HistoryOptions) -> tuple[str, str]:
+    """EXPIRE takes whole seconds; rounding up never shortens a promise."""
+    return str(math.ceil(opts.ttl)), str(math.ceil(opts.meta_ttl))
 
-    def __init__(self, channel: str, head: bytes, frame: bytes, done: asyncio.Future[Position | None]) -> None:
-        self.channel, self.head, self.frame, self.done = channel, head, frame, done
+
+class _Publish:
+    __slots__ = ("channel", "done", "frame", "head", "history")
+
+    def __init__(
+        self, channel: str, head: bytes, frame: bytes, done: asyncio.Future[Position | None], history: HistoryOptions
+    ) -> None:
+        self.channel, self.head, self.frame, self.done, self.history = channel, head, frame, done, history
 
     def fail(self, reason: str) -> None:
         if not self.done.done():

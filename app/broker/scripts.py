@@ -39,14 +39,21 @@ redis.call('PUBLISH', ARGV[3], envelope)
 return {offset, epoch}
 """
 )
-# KEYS: meta, stream. ARGV: epoch if new, meta ttl, since.
+# KEYS: meta, stream. ARGV: epoch if new, meta ttl, since, count (0 = all).
 HISTORY_SCRIPT = (
     _ENSURE_META
     + """
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
 local since = tonumber(ARGV[3])
 local entries = {}
-if since < top then entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+') end
+local count = tonumber(ARGV[4])
+if since < top then
+  if count > 0 then
+    entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', count)
+  else
+    entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+  end
+end
 return {epoch, top, entries}
 """
 )

@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 from app import __version__, metrics
 from app.auth import AuthError, mint_token, verify_token
 from app.broker import BrokerUnavailable
-from app.errors import AUTH_FAILED, PUBLISH_FAILED
+from app.errors import AUTH_FAILED, INVALID_CHANNEL, PUBLISH_FAILED
+from app.permissions import TUTORIAL_CHANNEL_PART
 from app.protocol import encode
-from app.routes.session import CHANNEL_NAME
 from app.services import services
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -58,8 +58,8 @@ async def publish_global(
     """Publish to ``/ws/global/{channel}`` subscribers from a backend, with a bearer JWT."""
     require_bearer(request, authorization)
     s = services(request)
-    if not CHANNEL_NAME.match(channel):
-        raise HTTPException(422, detail={"error": "Invalid channel name"})
+    if not TUTORIAL_CHANNEL_PART.fullmatch(channel):
+        raise HTTPException(422, detail={"error": INVALID_CHANNEL})
     frame = encode({"content": body.content, "channel": channel})
     if len(frame) > s.settings.max_message_bytes:
         # The same cap as a client's frame: subscribers never get more than that from one message.

@@ -1,7 +1,8 @@
 """The tutorial's endpoints, wire formats unchanged, correct across instances.
 
-Each is a thin adapter: channel endpoints map onto Hub channels (``chat``, ``room:{id}``,
-``global:{ch}``) and every broadcast takes the one path through the broker.
+Each is a thin adapter over the same Session as ``/ws``: channel endpoints map onto Hub channels
+(``chat``, ``room:{id}``, ``global:{ch}``), obey the same namespace rules and permission hook, and
+every broadcast takes the one path through the broker. Frame shapes live in ``app/tutorial.py``.
 
 Plain Starlette WebSocketRoutes, not FastAPI's: FastAPI's dependency machinery costs about 7 KB
 of memory per open socket (exit stacks, solved dependencies) and these endpoints use none of it.
@@ -9,33 +10,104 @@ of memory per open socket (exit stacks, solved dependencies) and these endpoints
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from app import metrics
+from app import metrics, tutorial
 from app.auth import AuthError, verify_token
+from app.broker import BrokerUnavailable, Position
 from app.connection import Connection
-from app.errors import AUTH_FAILED, UNKNOWN_TYPE, CloseCode
-from app.routes.session import (
-    MISSING,
-    authenticate_first,
-    content_of,
-    join,
-    leave,
-    opening,
-    publish,
-    refuse,
-    run_session,
-    username,
-    valid_channel,
+from app.errors import (
+    AUTH_FAILED,
+    INVALID_CHANNEL,
+    MISSING_CONTENT,
+    PERMISSION_DENIED,
+    PUBLISH_FAILED,
+    UNKNOWN_TYPE,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    error_frame,
 )
+from app.permissions import TUTORIAL_CHANNEL_PART
+from app.routes.handshake import authenticate_first, opening, refuse, run_session
 from app.services import services
+from app.session import Build, Session
+
+MAX_USERNAME = 64
+MISSING = object()
+
+
+async def join(session: Session, channel: str, resume: Position | None) -> int | None:
+    """Subscribe (first delivering what was missed since ``resume``) and register presence.
+
+    Returns the cluster-wide count, or None after closing the connection: 1008 when the channel's
+    namespace refuses this client, 1013 when Redis is down.
+    """
+    try:
+        await session.subscribe(channel, resume)
+        return await session.enter_presence(channel)
+    except ProtocolError as exc:
+        reason = INVALID_CHANNEL if exc.code == ErrorCode.BAD_REQUEST else f"{PERMISSION_DENIED}: {exc.message}"
+        session.conn.close(CloseCode.POLICY_VIOLATION, reason[:120])  # a close reason fits 123 bytes
+    except BrokerUnavailable:
+        session.conn.close(CloseCode.TRY_AGAIN_LATER)
+    return None
+
+
+async def leave(session: Session, channel: str) -> int | None:
+    """Leave; returns the remaining count, or None if the broker is down (or it was never joined)."""
+    try:
+        return await session.unsubscribe(channel)
+    except ProtocolError:
+        return None
+
+
+async def publish(session: Session, channel: str, content: Any, build: Build, *, exclude_self: bool = False) -> None:
+    """A client's message: permission checks, then encode once and publish. Refusals are error frames."""
+    try:
+        await session.publish(channel, content, build=build, exclude_self=exclude_self)
+    except BrokerUnavailable:
+        session.conn.send_error(PUBLISH_FAILED)
+    except ProtocolError as exc:
+        message = f"{PERMISSION_DENIED}: {exc.message}" if exc.code == ErrorCode.PERMISSION_DENIED else exc.message
+        session.conn.send_text(error_frame(message, code=int(exc.code)))
+
+
+async def notice(session: Session, channel: str, frame: dict[str, Any], *, exclude_self: bool = False) -> None:
+    """A server notice (joined, left): no permission check, and a Redis outage is not the client's."""
+    with contextlib.suppress(BrokerUnavailable, ProtocolError):
+        await session.publish(channel, None, build=lambda _: frame, exclude_self=exclude_self, check=False)
+
+
+def content_of(conn: Connection, data: dict[str, Any]) -> object:
+    """The frame's ``content``; MISSING (after an error frame) when absent."""
+    if "content" not in data:
+        conn.send_error(MISSING_CONTENT)
+        return MISSING
+    return data["content"]
+
+
+def username(websocket: WebSocket) -> str:
+    name = (websocket.query_params.get("username") or "").strip()
+    return name[:MAX_USERNAME] or "Anonymous"
+
+
+def valid_part(conn: Connection, part: str) -> bool:
+    """The path's room or channel name, by the tutorial's stricter rule (no ``#`` or ``,``)."""
+    if TUTORIAL_CHANNEL_PART.fullmatch(part):
+        return True
+    conn.close(CloseCode.POLICY_VIOLATION, INVALID_CHANNEL)
+    return False
 
 
 async def echo(websocket: WebSocket) -> None:
-    async def handler(conn: Connection) -> None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
         while (text := await conn.receive_text()) is not None:
             conn.send_text("Echo: " + text)
 
@@ -43,7 +115,8 @@ async def echo(websocket: WebSocket) -> None:
 
 
 async def ping(websocket: WebSocket) -> None:
-    async def handler(conn: Connection) -> None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
         conn.send_json({"type": "connected", "message": "WebSocket ready"})
         while (data := await conn.receive_object()) is not None:
             kind = data.get("type")
@@ -60,28 +133,29 @@ async def ping(websocket: WebSocket) -> None:
 async def chat(websocket: WebSocket) -> None:
     s = services(websocket)
 
-    async def handler(conn: Connection) -> None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
         if (opened := await opening(conn, s)) is None:
             return
+        if opened.identity:
+            session.set_identity(opened.identity)
         name = opened.identity.name if opened.identity else username(websocket)
-        online = await join(conn, s, "chat", opened.resume)
+        online = await join(session, tutorial.CHAT, opened.resume)
         if online is None:
             return
         try:
             # The joiner is already subscribed, so it receives its own join notice too.
-            await publish(
-                conn, s, "chat", {"type": "system", "message": f"{name} joined the chat", "users_online": online}
-            )
+            await notice(session, tutorial.CHAT, tutorial.chat_system(f"{name} joined the chat", online))
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
-                    frame = {"type": "message", "from": name, "content": content, "timestamp": time.time()}
-                    await publish(conn, s, "chat", frame, exclude=conn)
+                    build = lambda c: tutorial.chat_message(name, c)  # noqa: E731
+                    await publish(session, tutorial.CHAT, content, build, exclude_self=True)
         finally:
-            remaining = await leave(conn, s, "chat")
+            remaining = await leave(session, tutorial.CHAT)
             if remaining is not None:
-                frame = {"type": "system", "message": f"{name} left the chat", "users_online": remaining}
-                await publish(conn, s, "chat", frame, exclude=conn)
+                frame = tutorial.chat_system(f"{name} left the chat", remaining)
+                await notice(session, tutorial.CHAT, frame, exclude_self=True)
 
     await run_session(websocket, "chat", handler)
 
@@ -89,59 +163,64 @@ async def chat(websocket: WebSocket) -> None:
 async def room(websocket: WebSocket) -> None:
     s = services(websocket)
     room_id: str = websocket.path_params["room_id"]
-    channel = f"room:{room_id}"
+    channel = tutorial.ROOM + room_id
     # Optional: with ?token= (or ?auth=first), the token must be valid and frames name their sender.
-    sender: str | None = None
+    token_identity = None
     if (token := websocket.query_params.get("token")) is not None:
         try:
-            sender = verify_token(token, s.settings).name
+            token_identity = verify_token(token, s.settings)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(exc.reason).inc()
             await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
             return
 
-    async def handler(conn: Connection) -> None:
-        if not valid_channel(conn, room_id) or (opened := await opening(conn, s)) is None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
+        if not valid_part(conn, room_id) or (opened := await opening(conn, s)) is None:
             return
-        name = opened.identity.name if opened.identity else sender
-        named, user = ({"from": name}, {"user": name}) if name else ({}, {})
-        members = await join(conn, s, channel, opened.resume)
+        identity = opened.identity or token_identity
+        if identity is not None:
+            session.set_identity(identity)
+        name = identity.name if identity else None
+        members = await join(session, channel, opened.resume)
         if members is None:
             return
         try:
-            joined = {"type": "user_joined", "room": room_id, "members": members, **user}
-            await publish(conn, s, channel, joined, exclude=conn)
+            await notice(
+                session, channel, tutorial.room_membership("user_joined", room_id, members, name), exclude_self=True
+            )
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
-                    frame = {"type": "message", "room": room_id, "content": content, **named}
-                    await publish(conn, s, channel, frame, exclude=conn)
+                    build = lambda c: tutorial.room_message(room_id, c, name)  # noqa: E731
+                    await publish(session, channel, content, build, exclude_self=True)
         finally:
-            remaining = await leave(conn, s, channel)
+            remaining = await leave(session, channel)
             if remaining is not None:
-                frame = {"type": "user_left", "room": room_id, "members": remaining, **user}
-                await publish(conn, s, channel, frame, exclude=conn)
+                frame = tutorial.room_membership("user_left", room_id, remaining, name)
+                await notice(session, channel, frame, exclude_self=True)
 
     await run_session(websocket, "room", handler)
 
 
 async def global_channel(websocket: WebSocket) -> None:
     s = services(websocket)
-    channel: str = websocket.path_params["channel"]
-    key = f"global:{channel}"
+    name: str = websocket.path_params["channel"]
+    channel = tutorial.GLOBAL + name
 
-    async def handler(conn: Connection) -> None:
-        if not valid_channel(conn, channel) or (opened := await opening(conn, s)) is None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
+        if not valid_part(conn, name) or (opened := await opening(conn, s)) is None:
             return
-        if await join(conn, s, key, opened.resume) is None:
+        if opened.identity:
+            session.set_identity(opened.identity)
+        if await join(session, channel, opened.resume) is None:
             return
-        try:
-            while (data := await conn.receive_object()) is not None:
-                content = content_of(conn, data)
-                if content is not MISSING:
-                    await publish(conn, s, key, {"content": content, "channel": channel})
-        finally:
-            await leave(conn, s, key)
+        build = lambda c: tutorial.global_message(name, c)  # noqa: E731
+        while (data := await conn.receive_object()) is not None:
+            content = content_of(conn, data)
+            if content is not MISSING:
+                await publish(session, channel, content, build)
 
     await run_session(websocket, "global", handler)
 
@@ -155,7 +234,8 @@ async def secure(websocket: WebSocket) -> None:
         await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
         return
 
-    async def handler(conn: Connection) -> None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
         conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
         while (data := await conn.receive_object()) is not None:
             content = content_of(conn, data)
@@ -168,7 +248,8 @@ async def secure(websocket: WebSocket) -> None:
 async def auth_first(websocket: WebSocket) -> None:
     s = services(websocket)
 
-    async def handler(conn: Connection) -> None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
         if (found := await authenticate_first(conn, s)) is None:
             return
         identity, _ = found
@@ -182,7 +263,8 @@ async def auth_first(websocket: WebSocket) -> None:
 async def with_heartbeat(websocket: WebSocket) -> None:
     s = services(websocket)
 
-    async def handler(conn: Connection) -> None:
+    async def handler(session: Session) -> None:
+        conn = session.conn
         conn.start_heartbeat(s.settings.heartbeat_interval, s.settings.heartbeat_timeout)
         while (data := await conn.receive_object()) is not None:
             if data.get("type") == "pong":

@@ -13,7 +13,7 @@ from app.broker.memory import MemoryBroker
 from app.connection import Connection
 from app.hub import Hub
 from app.protocol import header
-from app.routes.session import EPOCH
+from app.session import EPOCH
 
 
 class Member:
@@ -47,8 +47,8 @@ class SlowHistoryBroker(MemoryBroker):
         self.release = asyncio.Event()
         self.slow = False
 
-    async def history(self, channel: str, since: int) -> History:
-        result = await super().history(channel, since)
+    async def history(self, channel: str, since: int, limit: int | None = None) -> History:
+        result = await super().history(channel, since, limit)
         if self.slow:
             self.reading.set()
             await self.release.wait()

@@ -1,9 +1,10 @@
-"""What every WebSocket endpoint shares: handshake checks, accept, serve, clean-up."""
+"""What every WebSocket endpoint shares before and after its adapter runs: handshake checks,
+accept, one Session for the socket's life, clean-up; and the tutorial's first-message auth."""
 
 from __future__ import annotations
 
 import asyncio
-import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,28 +13,22 @@ from starlette.websockets import WebSocket
 
 from app import metrics
 from app.auth import AuthError, Identity, verify_token
-from app.broker import BrokerUnavailable, Position
-from app.connection import Connection, Handler, origin_allowed
+from app.broker import Position
+from app.connection import Connection, origin_allowed
 from app.errors import (
     AUTH_FAILED,
     AUTH_REQUIRED,
     AUTH_TIMEOUT,
-    INVALID_RESUME,
     INVALID_TOKEN,
-    MISSING_CONTENT,
     ORIGIN_REFUSED,
-    PUBLISH_FAILED,
     CloseCode,
     reason_for,
 )
-from app.protocol import BadFrame, encode, parse_object
+from app.protocol import BadFrame, parse_object
 from app.services import Services, services
+from app.session import Session, resume_from
 
-CHANNEL_NAME = re.compile(r"^[\w.:@~-]{1,128}$")
-MAX_USERNAME = 64
-EPOCH = re.compile(r"^[0-9a-f]{1,32}$")
-OFFSET = re.compile(r"^[0-9]{1,18}$")
-MISSING = object()
+SessionHandler = Callable[[Session], Awaitable[None]]
 
 
 async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
@@ -47,7 +42,7 @@ async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     await websocket.close(code=code, reason=reason)
 
 
-async def run_session(websocket: WebSocket, endpoint: str, handler: Handler) -> None:
+async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False) -> None:
     s = services(websocket)
     if s.draining:
         # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
@@ -59,36 +54,26 @@ async def run_session(websocket: WebSocket, endpoint: str, handler: Handler) -> 
         await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
         return
     conn = Connection(websocket, endpoint, s.settings)
+    session = Session(conn, s, ws=ws)
     # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
     await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
     metrics.CONNECTS.labels("accepted").inc()
     s.hub.attach(conn)
+
+    async def serve(_: Connection) -> None:
+        try:
+            await handler(session)
+        finally:
+            await session.close()
+
     try:
-        await conn.serve(handler)
+        await conn.serve(serve)
     finally:
         await s.hub.drop(conn)
 
 
-def valid_channel(conn: Connection, name: str) -> bool:
-    if CHANNEL_NAME.match(name):
-        return True
-    conn.close(CloseCode.POLICY_VIOLATION, "Invalid channel name")
-    return False
-
-
-def resume_from(since: object, epoch: object) -> Position | None:
-    """A resuming client's position: query strings, or JSON values. Raises ValueError."""
-    if since is None and epoch is None:
-        return None
-    if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
-        since = str(since)
-    if not isinstance(since, str) or not isinstance(epoch, str) or not OFFSET.match(since) or not EPOCH.match(epoch):
-        raise ValueError(INVALID_RESUME)
-    return Position(int(since), epoch)
-
-
 async def authenticate_first(conn: Connection, s: Services) -> tuple[Identity, dict[str, Any]] | None:
-    """The first-message flow: ``auth_required``, then ``{"type":"auth","token":JWT,...}``.
+    """The tutorial's first-message flow: ``auth_required``, then ``{"type":"auth","token":JWT,...}``.
 
     Returns the identity and the whole auth message (it may carry ``since``/``epoch``), or None
     after an error frame and 1008.
@@ -152,47 +137,3 @@ async def opening(conn: Connection, s: Services) -> Opening | None:
     except ValueError as exc:
         conn.close(CloseCode.POLICY_VIOLATION, str(exc))
         return None
-
-
-async def join(conn: Connection, s: Services, channel: str, resume: Position | None = None) -> int | None:
-    """Subscribe (first delivering what was missed since ``resume``) and register presence.
-
-    Returns the cluster-wide count, or None after closing the connection (1013).
-    """
-    try:
-        await s.hub.join(conn, channel, resume)
-        return await s.presence.join(channel, conn.id)
-    except BrokerUnavailable:
-        conn.close(CloseCode.TRY_AGAIN_LATER)
-        return None
-
-
-async def leave(conn: Connection, s: Services, channel: str) -> int | None:
-    """Unregister presence; returns the remaining count, or None if the broker is down."""
-    try:
-        return await s.presence.leave(channel, conn.id)
-    except BrokerUnavailable:
-        return None
-
-
-async def publish(
-    conn: Connection, s: Services, channel: str, payload: dict[str, Any], exclude: Connection | None = None
-) -> None:
-    """Encode once and publish; a broker outage becomes an error frame for this client only."""
-    try:
-        await s.hub.publish(channel, encode(payload), exclude)
-    except BrokerUnavailable:
-        conn.send_error(PUBLISH_FAILED)
-
-
-def content_of(conn: Connection, data: dict[str, Any]) -> object:
-    """The frame's ``content``; MISSING (after an error frame) when absent."""
-    if "content" not in data:
-        conn.send_error(MISSING_CONTENT)
-        return MISSING
-    return data["content"]
-
-
-def username(websocket: WebSocket) -> str:
-    name = (websocket.query_params.get("username") or "").strip()
-    return name[:MAX_USERNAME] or "Anonymous"

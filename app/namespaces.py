@@ -1,0 +1,145 @@
+"""Namespaces: per-channel-family options, loaded from the TOML file ``SWITCHBOARD_CONFIG`` names.
+
+A channel's namespace is the part before its first ``:`` (``news:eu`` is in ``news``); a name
+without a colon (``chat``, the tutorial's chat channel, among them) is in the default namespace,
+set by the file's ``[default]`` table. The file is data, not code paths: it is read once at
+start-up into typed ``ChannelOptions``, and a channel's options are looked up when it is joined or
+published to, never per delivered message::
+
+    [default]                   # channels without a namespace
+    publish = "subscribers"
+
+    [namespaces.news]
+    subscribe = "public"        # public | authenticated | granted
+    publish = "server"          # server | subscribers | authenticated | granted
+    history_size = 100          # 0 = no history, no offsets
+    history_ttl = 600
+    presence = true             # presence and presence_stats allowed to subscribers
+    join_leave = false          # join/leave pushes (not in the tutorial's room and global)
+
+Without a file every namespace is ``public``/``subscribers`` with the global history settings,
+which is the tutorial endpoints' open behaviour. With a file, a channel in a namespace the file
+does not declare is refused (error 102), except the tutorial's ``room`` and ``global``, which
+follow ``[default]`` unless the file gives them tables of their own.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.broker.base import HistoryOptions
+
+SubscribeMode = Literal["public", "authenticated", "granted"]
+PublishMode = Literal["server", "subscribers", "authenticated", "granted"]
+# The tutorial endpoints' namespaces: their frames are the tutorial's, and their endpoints announce
+# joins and leaves in their own frame shapes, so they never carry join/leave pushes.
+TUTORIAL_NAMESPACES = ("room", "global")
+# A namespace is the part of a channel name before its first colon, so it has none itself.
+NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class ConfigError(ValueError):
+    """A bad namespaces file; the message is one line naming the key and the problem."""
+
+
+class Namespace(BaseModel):
+    """One ``[namespaces.X]`` table (or ``[default]``). Unset history values take the global ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subscribe: SubscribeMode = "public"
+    publish: PublishMode = "subscribers"
+    history_size: int | None = Field(default=None, ge=0, le=1_000_000)
+    history_ttl: float | None = Field(default=None, ge=1, le=30 * 86400)
+    presence: bool = True
+    join_leave: bool = False
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: Namespace = Namespace()
+    namespaces: dict[str, Namespace] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """Everything the server needs to know about a channel, resolved from its namespace."""
+
+    namespace: str  # "" for the default namespace
+    subscribe: SubscribeMode
+    publish: PublishMode
+    history: HistoryOptions
+    presence: bool
+    join_leave: bool
+
+
+class Namespaces:
+    """The options of every namespace; ``for_channel`` is a string split and a dict lookup."""
+
+    def __init__(self, config: ConfigFile | None = None, history: HistoryOptions | None = None) -> None:
+        # With a file, only the namespaces it declares exist (plus the tutorial's and the default).
+        self.strict = config is not None
+        config = config or ConfigFile()
+        self.history = history or HistoryOptions()
+        self._default = self._resolve("", config.default)
+        self._by_name = {name: self._resolve(name, ns) for name, ns in config.namespaces.items()}
+
+    def _resolve(self, name: str, ns: Namespace) -> ChannelOptions:
+        size = self.history.size if ns.history_size is None else ns.history_size
+        ttl = self.history.ttl if ns.history_ttl is None else ns.history_ttl
+        # The epoch must outlive the messages, or a channel could pass a gap off as "nothing missed".
+        history = HistoryOptions(size=size, ttl=ttl, meta_ttl=max(self.history.meta_ttl, ttl))
+        return ChannelOptions(name, ns.subscribe, ns.publish, history, ns.presence, ns.join_leave)
+
+    def for_channel(self, channel: str) -> ChannelOptions:
+        name, colon, _ = channel.partition(":")
+        if not colon:
+            return self._default
+        return self._by_name.get(name) or self._default
+
+    def known(self, channel: str) -> ChannelOptions | None:
+        """Like ``for_channel``, but None for a namespace that a loaded file does not declare."""
+        name, colon, _ = channel.partition(":")
+        if not colon:
+            return self._default
+        found = self._by_name.get(name)
+        if found is None and (not self.strict or name in TUTORIAL_NAMESPACES):
+            return self._default
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+
+def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
+    """Read and check the file; raises ConfigError with one line that names the key and the problem."""
+    if path is None:
+        return Namespaces(None, history)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{path}: {where}: {problem}") from None
+    for name, ns in config.namespaces.items():
+        if not NAMESPACE_NAME.fullmatch(name):
+            raise ConfigError(f"{path}: namespaces.{name}: a namespace name is 1-64 letters, digits, '_', '.' or '-'")
+        if name in TUTORIAL_NAMESPACES and ns.join_leave:
+            raise ConfigError(
+                f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"
+            )
+    return Namespaces(config, history)

@@ -1,0 +1,184 @@
+"""Who may subscribe to and publish on what: namespace rules, JWT claims, subscription tokens, hook.
+
+Every endpoint asks here, the tutorial ones included, so one rule holds however a client came in.
+The order of the checks, each of which refuses with a protocol error:
+
+1. the channel name is valid, and its namespace exists;
+2. a user-limited channel (``dm:#alice,bob``) admits only the users it names;
+3. a subscription token, when given, must be valid, unexpired, for this user and this channel;
+4. the hook may refuse, allow (a grant), or replace published data;
+5. the namespace's mode: ``public``/``authenticated``/``granted`` to subscribe, and
+   ``server``/``subscribers``/``authenticated``/``granted`` to publish. ``server`` is never
+   overridden: only the server API publishes there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from app import metrics
+from app.auth import AuthError, Identity, verify_subscription_token
+from app.config import Settings
+from app.errors import ErrorCode, ProtocolError
+from app.hooks import HOOK_NAMES, UNCHANGED, Allow, ClientInfo, Deny
+from app.namespaces import ChannelOptions
+
+log = logging.getLogger("switchboard.hooks")
+
+# Today's tutorial rule (letters, digits and ``_.:@~-``), plus ``#`` and ``,`` for user-limited
+# channels. fullmatch: ``$`` alone would let a trailing newline through.
+CHANNEL_NAME = re.compile(r"[\w.:@~#,-]{1,128}")
+TUTORIAL_CHANNEL_PART = re.compile(r"[\w.:@~-]{1,128}")
+
+
+def valid_channel(name: object) -> bool:
+    return isinstance(name, str) and name.isprintable() and CHANNEL_NAME.fullmatch(name) is not None
+
+
+def allowed_users(channel: str) -> list[str] | None:
+    """The users a user-limited channel admits (``ns:#alice,bob``), or None if it is not one."""
+    _, hash_sign, users = channel.partition("#")
+    return users.split(",") if hash_sign else None
+
+
+def compile_grants(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The ``channels`` claim as one pattern: names match exactly, ``*`` matches any run of characters."""
+    if not patterns:
+        return None
+    parts = (".*".join(re.escape(piece) for piece in pattern.split("*")) for pattern in patterns)
+    return re.compile("|".join(f"(?:{part})" for part in parts))
+
+
+class Hooks:
+    """Calls the hook object's methods with a deadline and turns what they return into a verdict."""
+
+    def __init__(self, target: object | None, timeout: float) -> None:
+        self._target = target
+        self._timeout = timeout
+        for name in HOOK_NAMES:
+            metrics.HOOK_FAILURES.labels(name)  # exported from start-up, so dashboards show zeros
+
+    def has(self, name: str) -> bool:
+        return self._target is not None and callable(getattr(self._target, name, None))
+
+    async def ask(self, name: str, *args: Any) -> Allow | None:
+        """``Allow`` (maybe with new data), or None for no opinion. Raises ProtocolError to refuse."""
+        if not self.has(name):
+            return None
+        method = getattr(self._target, name)
+        try:
+            async with asyncio.timeout(self._timeout):
+                verdict = await method(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.HOOK_FAILURES.labels(name).inc()
+            if isinstance(exc, TimeoutError):
+                log.warning("hook %s took longer than %.1fs: refused", name, self._timeout)
+            else:
+                log.exception("hook %s raised: refused", name)
+            raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed") from None
+        if verdict is None:
+            return None
+        if verdict is True:
+            return Allow()
+        if isinstance(verdict, Allow):
+            return verdict
+        if verdict is False:
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED)
+        if isinstance(verdict, Deny):
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, verdict.message)
+        metrics.HOOK_FAILURES.labels(name).inc()
+        log.error("hook %s returned %r; expected None, True, False, Allow or Deny: refused", name, type(verdict))
+        raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed")
+
+
+class Permissions:
+    def __init__(self, settings: Settings, hooks: Hooks) -> None:
+        self._settings = settings
+        self.namespaces = settings.namespaces
+        self.hooks = hooks
+
+    def options(self, channel: object) -> ChannelOptions:
+        """The channel's options; refuses an invalid name (107) or an unknown namespace (102)."""
+        if not valid_channel(channel):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        assert isinstance(channel, str)
+        found = self.namespaces.known(channel)
+        if found is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+        return found
+
+    async def check_subscribe(
+        self, who: ClientInfo, grants: re.Pattern[str] | None, channel: str, opts: ChannelOptions, token: str | None
+    ) -> None:
+        self._check_user_limited(who, channel)
+        granted = False
+        if token is not None:
+            self._check_subscription_token(token, who.user, channel)
+            granted = True
+        allowed = await self.hooks.ask("on_subscribe", who, channel)
+        granted = granted or allowed is not None or _matches(grants, channel)
+        mode = opts.subscribe
+        if mode == "authenticated" and not who.user:
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to subscribe here")
+        if mode == "granted" and not granted:
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED)
+
+    async def check_publish(
+        self,
+        who: ClientInfo,
+        grants: re.Pattern[str] | None,
+        channel: str,
+        opts: ChannelOptions,
+        data: Any,
+        subscribed: bool,
+    ) -> Any:
+        """Returns the data to publish: the client's, or the hook's replacement."""
+        mode = opts.publish
+        if mode == "server":
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, "only the server publishes here")
+        self._check_user_limited(who, channel)
+        allowed = await self.hooks.ask("on_publish", who, channel, data)
+        if mode == "subscribers" and not subscribed:
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, "subscribe before publishing here")
+        if mode == "authenticated" and not who.user:
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to publish here")
+        if mode == "granted" and allowed is None and not _matches(grants, channel):
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED)
+        if allowed is not None and allowed.data is not UNCHANGED:
+            return allowed.data
+        return data
+
+    async def check_connect(self, who: ClientInfo) -> None:
+        await self.hooks.ask("on_connect", who)
+
+    @staticmethod
+    def _check_user_limited(who: ClientInfo, channel: str) -> None:
+        users = allowed_users(channel)
+        if users is not None and (not who.user or who.user not in users):
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, "this channel is limited to the users it names")
+
+    def _check_subscription_token(self, token: object, user: str, channel: str) -> None:
+        if not isinstance(token, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
+        try:
+            verify_subscription_token(token, self._settings, user, channel)
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.labels(f"subscription_{exc.reason}").inc()
+            if exc.reason == "expired":
+                raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "subscription token expired") from None
+            if exc.reason in ("wrong_user", "wrong_channel"):
+                raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"subscription token: {exc.reason}") from None
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"subscription token: {exc.reason}") from None
+
+
+def client_info(client: str, identity: Identity) -> ClientInfo:
+    return ClientInfo(client, identity.user_id, identity.name, identity.info, identity.channels)
+
+
+def _matches(grants: re.Pattern[str] | None, channel: str) -> bool:
+    return grants is not None and grants.fullmatch(channel) is not None

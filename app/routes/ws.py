@@ -1,0 +1,259 @@
+"""``/ws``: the Switchboard protocol (../shared/PROTOCOL.md, docs/protocol.md), an adapter over Session.
+
+Frames in are commands ``{"id":N,"op":...}``; frames out are replies with the same ``id`` or
+pushes with an ``op``. The reader never waits on a command: each runs as a task chained behind the
+previous one, so commands take effect in the order sent (a publish after a subscribe sees it),
+while the socket keeps being read (``pong`` and rate limits apply at once). At most
+``MAX_IN_FLIGHT`` commands wait; an ``id`` may not repeat while its command is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from app import metrics
+from app.auth import AuthError, Identity, verify_token
+from app.broker import BrokerUnavailable
+from app.errors import AUTH_FAILED, AUTH_TIMEOUT, CloseCode, ErrorCode, ProtocolError
+from app.routes.handshake import run_session
+from app.routes.ws_commands import COMMANDS, Reply, reply_bytes
+from app.session import Session
+
+log = logging.getLogger("switchboard.ws")
+
+MAX_IN_FLIGHT = 32
+PING_PUSH = b'{"op":"ping"}'
+
+
+def error_bytes(cmd_id: object, code: ErrorCode, message: str) -> bytes:
+    metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
+    return orjson.dumps({"id": cmd_id, "ok": False, "error": {"code": int(code), "message": message}})
+
+
+def command_id(frame: dict[str, Any]) -> int | None:
+    value = frame.get("id")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**53:
+        return value
+    return None
+
+
+class WsClient:
+    """The ``/ws`` side of one connection: command scheduling, keepalive and token expiry."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.conn = session.conn
+        self.settings = session.services.settings
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._last: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._awaiting_pong = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self.conn.limited = self._limited  # type: ignore[method-assign]
+
+    def send(self, payload: bytes) -> None:
+        self.conn.send_text(payload)
+
+    # -- connecting -------------------------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Wait for ``connect``; reply, or refuse with an error reply and 1008."""
+        try:
+            async with asyncio.timeout(self.settings.auth_timeout):
+                text = await self.conn.receive_text()
+        except TimeoutError:
+            metrics.AUTH_FAILURES.labels("timeout").inc()
+            self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_TIMEOUT)
+            return False
+        if text is None:
+            return False
+        frame = _parse(text)
+        cmd_id = command_id(frame) if frame is not None else None
+        if frame is None or frame.get("op") != "connect" or cmd_id is None:
+            code = ErrorCode.UNAUTHORIZED if frame is not None and "op" in frame else ErrorCode.BAD_REQUEST
+            self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
+            self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
+            return False
+        try:
+            identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
+            self.session.set_identity(identity)
+            await self.session.permissions.check_connect(self.session.who)
+        except ProtocolError as exc:
+            self.send(error_bytes(cmd_id, exc.code, exc.message))
+            self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
+            return False
+        self._watch_expiry(identity)
+        self.send(
+            reply_bytes(
+                cmd_id,
+                {
+                    "client": self.session.client,
+                    "user": identity.user_id,
+                    "expires": identity.expires,
+                    "ping": self.settings.ping_interval,
+                },
+            )
+        )
+        self._schedule_ping()
+        return True
+
+    def _identity(self, token: object) -> Identity:
+        if token is None and self.settings.allow_anonymous:
+            return self.session.identity
+        if not isinstance(token, str):
+            metrics.AUTH_FAILURES.labels("missing").inc()
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "token required")
+        try:
+            return verify_token(token, self.settings)
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.labels(exc.reason).inc()
+            if exc.reason == "expired":
+                raise ProtocolError(ErrorCode.TOKEN_EXPIRED) from None
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.reason}") from None
+
+    def refresh(self, token: object) -> int | None:
+        """``refresh``: a fresh token for the same user moves the expiry."""
+        if not isinstance(token, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
+        identity = self._identity(token)
+        if identity.user_id != self.session.identity.user_id or not identity.user_id:
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
+        self.session.set_identity(identity)
+        self._watch_expiry(identity)
+        return identity.expires
+
+    def _watch_expiry(self, identity: Identity) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if identity.expires is not None:
+            delay = identity.expires - time.time() + self.settings.token_expiry_grace
+            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), self._expired)
+
+    def _expired(self) -> None:
+        metrics.AUTH_FAILURES.labels("expired").inc()
+        self.conn.close(CloseCode.TOKEN_EXPIRED)
+
+    # -- keepalive --------------------------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        # A timer, not a task: an idle socket costs one TimerHandle, not a coroutine frame.
+        self._timer = asyncio.get_running_loop().call_later(self.settings.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        self._awaiting_pong = True
+        self.send(PING_PUSH)
+        self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
+
+    def _check_pong(self) -> None:
+        if self._awaiting_pong:
+            self.conn.close(CloseCode.HEARTBEAT_TIMEOUT)
+        else:
+            self._schedule_ping()
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        if not await self.connect():
+            return
+        while (text := await self.conn.receive_text()) is not None:
+            frame = _parse(text)
+            if frame is None:
+                self.send(error_bytes(None, ErrorCode.BAD_REQUEST, "expected a JSON object"))
+                continue
+            op = frame.get("op")
+            if op == "pong":
+                self._awaiting_pong = False
+                continue
+            cmd_id = command_id(frame)
+            if cmd_id is None:
+                self.send(
+                    error_bytes(
+                        frame.get("id") if _scalar(frame.get("id")) else None,
+                        ErrorCode.BAD_REQUEST,
+                        "id must be a positive integer",
+                    )
+                )
+            elif cmd_id in self._in_flight:
+                self.send(error_bytes(cmd_id, ErrorCode.BAD_REQUEST, "duplicate id: that command is in flight"))
+            elif op == "connect":
+                self.send(error_bytes(cmd_id, ErrorCode.BAD_REQUEST, "already connected"))
+            elif not isinstance(op, str) or (op not in COMMANDS and op != "refresh"):
+                self.send(error_bytes(cmd_id, ErrorCode.UNKNOWN_OP, "unknown op"))
+            elif len(self._in_flight) >= MAX_IN_FLIGHT:
+                self.send(
+                    error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, f"at most {MAX_IN_FLIGHT} commands in flight")
+                )
+            else:
+                task = asyncio.create_task(self._run(cmd_id, op, frame, self._last))
+                self._in_flight[cmd_id] = self._last = task
+
+    async def _run(self, cmd_id: int, op: str, frame: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])  # in order; never raises for the previous one
+            try:
+                if op == "refresh":
+                    result: Reply = {"expires": self.refresh(frame.get("token"))}
+                else:
+                    result = await COMMANDS[op](self.session, cmd_id, frame)
+            except ProtocolError as exc:
+                self.send(error_bytes(cmd_id, exc.code, exc.message))
+            except BrokerUnavailable:
+                self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
+            except Exception:
+                log.exception("/ws command %s failed", op)
+                self.send(error_bytes(cmd_id, ErrorCode.INTERNAL, "internal error"))
+            else:
+                if result is not None:
+                    self.send(reply_bytes(cmd_id, result) if isinstance(result, dict) else result)
+        finally:
+            del self._in_flight[cmd_id]
+
+    def _limited(self, text: str) -> None:
+        frame = _parse(text)
+        cmd_id = command_id(frame) if frame is not None else None
+        if cmd_id is not None:
+            self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))
+
+    async def close(self) -> None:
+        for handle in (self._timer, self._expiry):
+            if handle is not None:
+                handle.cancel()
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool) and len(str(value)) <= 32
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    async def handler(session: Session) -> None:
+        client = WsClient(session)
+        try:
+            await client.serve()
+        finally:
+            await client.close()
+
+    await run_session(websocket, "ws", handler, ws=True)
+
+
+routes = [WebSocketRoute("/ws", endpoint)]

@@ -1,0 +1,146 @@
+"""The ``/ws`` commands after ``connect``: field checks, then one Session call each.
+
+Each returns the ok reply's fields (a dict), a pre-encoded reply (bytes), or None when it has
+replied itself (``subscribe`` replies from inside ``Hub.join``, between the recovered
+publications and the live ones). Field errors are ``ProtocolError(BAD_REQUEST)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from app.broker import Position
+from app.errors import ErrorCode, ProtocolError
+from app.namespaces import ChannelOptions
+from app.presence import parse_member, stats
+from app.protocol import wrap_pub
+from app.recovery import Joined, Subscription
+from app.session import EPOCH, Session
+from app.tutorial import is_tutorial
+
+Reply = dict[str, Any] | bytes | None
+Command = Callable[[Session, int, dict[str, Any]], Awaitable[Reply]]
+HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
+
+
+def reply_bytes(cmd_id: int, fields: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": cmd_id, "ok": True, **fields})
+
+
+def _offset(frame: dict[str, Any], key: str) -> int | None:
+    value = frame.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{key} must be an integer >= 0")
+    return value
+
+
+def _resume(frame: dict[str, Any]) -> Position | None:
+    since, epoch = _offset(frame, "since"), frame.get("epoch")
+    if since is None and epoch is None:
+        return None
+    if since is None or not isinstance(epoch, str) or not EPOCH.fullmatch(epoch):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "resume needs both since (an offset) and epoch")
+    return Position(since, epoch)
+
+
+async def subscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+    channel, resume, token = frame.get("channel"), _resume(frame), frame.get("token")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
+
+    def announce(sub: Subscription, joined: Joined) -> None:
+        position = joined.position
+        fields: dict[str, Any] = {"channel": channel, "offset": position.offset, "epoch": position.epoch}
+        if joined.history_off:
+            fields.update(recovered=False, reason="history off")
+        elif joined.ok is not None:
+            fields.update(recovered=joined.ok, **({"count": joined.count} if joined.ok else {"reason": joined.reason}))
+        session.conn.send_text(reply_bytes(cmd_id, fields))
+
+    opts = await session.subscribe(channel, resume, token=token, announce=announce)
+    assert isinstance(channel, str)
+    await session.announce_join(channel, opts)
+    return None
+
+
+async def unsubscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+    channel = frame.get("channel")
+    if not isinstance(channel, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "channel must be a string")
+    await session.unsubscribe(channel)
+    return {}
+
+
+async def publish(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+    if "data" not in frame:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "data is required")
+    position = await session.publish(frame.get("channel"), frame["data"])
+    return {"offset": position.offset, "epoch": position.epoch} if position else {"offset": 0, "epoch": ""}
+
+
+async def _readable(session: Session, channel: object) -> tuple[str, ChannelOptions]:
+    """A channel this client may read: one it is in, or one it may subscribe to now."""
+    opts = session.permissions.options(channel)
+    assert isinstance(channel, str)
+    if channel not in session.subscriptions:
+        await session.permissions.check_subscribe(session.who, session.grants, channel, opts, None)
+    return channel, opts
+
+
+async def history(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+    since, limit = _offset(frame, "since"), _offset(frame, "limit")
+    limit = HISTORY_LIMIT if limit is None else limit
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {MAX_HISTORY_LIMIT}")
+    channel, opts = await _readable(session, frame.get("channel"))
+    if not opts.history.enabled:
+        raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no history")
+    broker = session.services.broker
+    if since is None:  # the latest `limit`: find the top first
+        top = (await broker.history(channel, 1 << 62)).position.offset
+        since = max(0, top - limit)
+    found = await broker.history(channel, since, limit)
+    if is_tutorial(channel):
+        name = orjson.dumps(channel)
+        pubs = [wrap_pub(name, env) for env in found.entries]
+    else:
+        pubs = [env.frame for env in found.entries]
+    # Stored frames are already encoded: splice them in rather than decode and encode them again.
+    head = b'{"id":%d,"ok":true,"publications":[' % cmd_id
+    tail = b'],"offset":%d,"epoch":%s}' % (found.position.offset, orjson.dumps(found.position.epoch))
+    return head + b",".join(pubs) + tail
+
+
+async def _present(session: Session, frame: dict[str, Any]) -> list[str]:
+    channel = frame.get("channel")
+    opts = session.permissions.options(channel)
+    assert isinstance(channel, str)
+    if not opts.presence:
+        raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
+    if channel not in session.subscriptions:
+        raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "presence is for subscribers")
+    return await session.services.presence.members(channel)
+
+
+async def presence(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+    return {"clients": [parse_member(m) for m in await _present(session, frame)]}
+
+
+async def presence_stats(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+    return stats(await _present(session, frame))
+
+
+COMMANDS: dict[str, Command] = {
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    "publish": publish,
+    "history": history,
+    "presence": presence,
+    "presence_stats": presence_stats,
+}

@@ -1,0 +1,177 @@
+"""Session: the one object per connection that every endpoint uses, ``/ws`` and the tutorial's.
+
+A session owns who the client is, which channels it is in (the Hub's ``Subscription`` keeps each
+one's position), its limits and its permission checks. ``routes/`` hold only adapters that turn
+frames into these calls and the results back into frames: ``routes/ws.py`` for the ``/ws``
+protocol, ``routes/seed.py`` for the tutorial endpoints. Failures are ``ProtocolError`` (the
+client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis is down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app import metrics
+from app.auth import ANONYMOUS, Identity
+from app.broker import BrokerUnavailable, Position
+from app.connection import Connection
+from app.errors import INVALID_RESUME, TOO_DEEP, ErrorCode, ProtocolError
+from app.hooks import ClientInfo
+from app.hub import Announce, tutorial_announce
+from app.namespaces import ChannelOptions
+from app.permissions import client_info, compile_grants
+from app.presence import member_id
+from app.services import Services
+from app.tutorial import frame_for, is_tutorial
+
+log = logging.getLogger("switchboard.session")
+
+EPOCH = re.compile(r"[0-9a-f]{1,32}")
+OFFSET = re.compile(r"[0-9]{1,18}")
+Build = Callable[[Any], dict[str, Any]]
+
+
+def resume_from(since: object, epoch: object) -> Position | None:
+    """A resuming client's position: query strings, or JSON values. Raises ValueError."""
+    if since is None and epoch is None:
+        return None
+    if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
+        since = str(since)
+    if not isinstance(since, str) or not isinstance(epoch, str) or not OFFSET.fullmatch(since):
+        raise ValueError(INVALID_RESUME)
+    if not EPOCH.fullmatch(epoch):
+        raise ValueError(INVALID_RESUME)
+    return Position(int(since), epoch)
+
+
+class Session:
+    def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
+        self.conn = conn
+        self.services = services
+        self.permissions = services.permissions
+        self.ws = ws  # speaks the /ws protocol: gets pub pushes and /ws recovered notices
+        self.identity = ANONYMOUS
+        self.subscriptions: dict[str, ChannelOptions] = {}
+        self._grants: re.Pattern[str] | None = None
+        self._who = client_info(conn.id, ANONYMOUS)
+        self._member = member_id(conn.id, "", None)
+
+    @property
+    def client(self) -> str:
+        return self.conn.id
+
+    @property
+    def who(self) -> ClientInfo:
+        return self._who
+
+    @property
+    def grants(self) -> re.Pattern[str] | None:
+        """The identity's ``channels`` claim, compiled once per token."""
+        return self._grants
+
+    def set_identity(self, identity: Identity) -> None:
+        self.identity = identity
+        self._grants = compile_grants(identity.channels)
+        self._who = client_info(self.conn.id, identity)
+        if not self.subscriptions:  # presence entries already made keep the name they were made with
+            self._member = member_id(self.conn.id, identity.user_id, identity.info)
+
+    # -- channels ---------------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        channel: object,
+        resume: Position | None = None,
+        *,
+        token: str | None = None,
+        announce: Announce = tutorial_announce,
+    ) -> ChannelOptions:
+        """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the client."""
+        opts = self.permissions.options(channel)
+        assert isinstance(channel, str)
+        if channel in self.subscriptions:
+            raise ProtocolError(ErrorCode.ALREADY_SUBSCRIBED)
+        limit = self.services.settings.max_channels_per_connection
+        if len(self.subscriptions) >= limit:
+            raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
+        await self.permissions.check_subscribe(self._who, self._grants, channel, opts, token)
+        await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
+        self.subscriptions[channel] = opts
+        return opts
+
+    async def enter_presence(self, channel: str) -> int:
+        """Register in the channel's presence; the cluster-wide count. Raises BrokerUnavailable."""
+        return await self.services.presence.join(channel, self._member)
+
+    async def announce_join(self, channel: str, opts: ChannelOptions) -> None:
+        """Presence and the ``join`` push, best effort: the subscription itself already stands."""
+        try:
+            if opts.presence or is_tutorial(channel):
+                await self.enter_presence(channel)
+            if opts.join_leave and not is_tutorial(channel):
+                await self._push_membership("join", channel)
+        except BrokerUnavailable as exc:
+            metrics.LISTENER_ERRORS.inc()
+            log.warning("presence or join push failed after a subscribe: %s", exc)
+
+    async def unsubscribe(self, channel: str) -> int | None:
+        """Leave; returns the remaining cluster-wide count, or None if presence is unreachable."""
+        opts = self.subscriptions.pop(channel, None)
+        if opts is None:
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
+        await self.services.hub.leave(self.conn, channel)
+        remaining = None
+        with contextlib.suppress(BrokerUnavailable):
+            remaining = await self.services.presence.leave(channel, self._member)
+            if opts.join_leave and not is_tutorial(channel):
+                await self._push_membership("leave", channel)
+        return remaining
+
+    async def close(self) -> None:
+        """Leave every channel: called once when the connection ends."""
+        for channel in tuple(self.subscriptions):
+            await self.unsubscribe(channel)
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    async def publish(
+        self, channel: object, data: Any, *, build: Build | None = None, exclude_self: bool = False, check: bool = True
+    ) -> Position | None:
+        """Publish ``data`` on ``channel`` after the permission checks (``check=False``: a server notice).
+
+        ``build`` makes the frame (a tutorial endpoint's own shape); by default a tutorial channel
+        gets its endpoint's frame and any other channel a ``pub`` push. The frame is encoded once
+        here, for every subscriber on every instance.
+        """
+        opts = self.permissions.options(channel)
+        assert isinstance(channel, str)
+        if check:
+            data = await self.permissions.check_publish(
+                self._who, self._grants, channel, opts, data, channel in self.subscriptions
+            )
+        frame = build(data) if build is not None else self._frame(channel, data)
+        try:
+            encoded = orjson.dumps(frame)
+        except orjson.JSONEncodeError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
+        limit = self.services.settings.max_message_bytes
+        if len(encoded) > limit:
+            raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"publication over {limit} bytes")
+        return await self.services.hub.publish(channel, encoded, self.conn if exclude_self else None)
+
+    def _frame(self, channel: str, data: Any) -> dict[str, Any]:
+        tutorial = frame_for(channel, data, self.identity)
+        if tutorial is not None:
+            return tutorial
+        return {"op": "pub", "channel": channel, "data": data, "info": {"user": self._who.user, "client": self.client}}
+
+    async def _push_membership(self, op: str, channel: str) -> None:
+        info = {"client": self.client, "user": self._who.user, "info": self._who.info}
+        frame = orjson.dumps({"op": op, "channel": channel, "info": info})
+        await self.services.hub.publish(channel, frame, ephemeral=True)
