@@ -77,7 +77,9 @@ class WsClient:
         frame = _parse(text)
         cmd_id = command_id(frame) if frame is not None else None
         if frame is None or frame.get("op") != "connect" or cmd_id is None:
-            code = ErrorCode.UNAUTHORIZED if frame is not None and "op" in frame else ErrorCode.BAD_REQUEST
+            # Another op first is "not connected" (101); a malformed frame or connect is 107.
+            other_op = frame is not None and frame.get("op") not in (None, "connect")
+            code = ErrorCode.UNAUTHORIZED if other_op else ErrorCode.BAD_REQUEST
             self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
@@ -173,13 +175,7 @@ class WsClient:
                 continue
             cmd_id = command_id(frame)
             if cmd_id is None:
-                self.send(
-                    error_bytes(
-                        frame.get("id") if _scalar(frame.get("id")) else None,
-                        ErrorCode.BAD_REQUEST,
-                        "id must be a positive integer",
-                    )
-                )
+                self.send(error_bytes(None, ErrorCode.BAD_REQUEST, "id must be a positive integer"))
             elif cmd_id in self._in_flight:
                 self.send(error_bytes(cmd_id, ErrorCode.BAD_REQUEST, "duplicate id: that command is in flight"))
             elif op == "connect":
@@ -239,10 +235,6 @@ def _parse(text: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _scalar(value: object) -> bool:
-    return isinstance(value, int | str) and not isinstance(value, bool) and len(str(value)) <= 32
 
 
 async def endpoint(websocket: WebSocket) -> None:

@@ -310,3 +310,56 @@ async def test_closing_the_hub_stops_a_catch_up_that_cannot_finish() -> None:
     assert len(catch_ups) == 1
     await asyncio.wait_for(hub.close(), 5)
     assert catch_ups[0].cancelled()
+
+
+class Recording(Member):
+    def __init__(self, ident: str) -> None:
+        super().__init__(ident)
+        self.offered: list[Any] = []
+
+    def offer(self, out: Any) -> bool:
+        self.offered.append(out)
+        return super().offer(out)
+
+
+async def test_ws_members_get_tutorial_frames_wrapped_once_per_message() -> None:
+    hub = await hub_with(MemoryBroker())
+    tutorial = Member("t")
+    ws_one, ws_two = Recording("w1"), Recording("w2")
+    await hub.join(cast(Connection, tutorial), "room:1")
+    for m in (ws_one, ws_two):
+        await hub.join(cast(Connection, m), "room:1", ws=True)
+    position = await publish(hub, "room:1", 7)
+    assert tutorial.frames == [{"n": 7, "offset": 1, "epoch": position.epoch}]
+    expected = {"op": "pub", "channel": "room:1", "offset": 1, "epoch": position.epoch, "data": tutorial.frames[0]}
+    assert ws_one.frames == ws_two.frames == [expected]
+    assert ws_one.offered[0] is ws_two.offered[0]  # one wrapped frame for both /ws members
+
+
+async def test_ws_members_are_told_of_lost_history_as_a_recovered_push() -> None:
+    clock = [0.0]
+    broker = MemoryBroker(HistoryOptions(size=10, ttl=5, meta_ttl=10), clock=lambda: clock[0])
+    hub = await hub_with(broker)
+    tutorial, ws = Member("t"), Member("w")
+    await hub.join(cast(Connection, tutorial), "x")
+    await hub.join(cast(Connection, ws), "x", ws=True)
+    await publish(hub, "x", 1)
+    clock[0] = 11.0
+    second = await publish(hub, "x", 2)
+    assert tutorial.recovered()[0]["type"] == "recovered"
+    lost = [f for f in ws.frames if f.get("op") == "recovered"]
+    assert lost == [
+        {"op": "recovered", "channel": "x", "ok": False, "offset": 0, "epoch": second.epoch, "reason": "epoch changed"}
+    ]
+    assert ws.contents() == [1, 2]  # a /ws channel outside the tutorial's gets frames as published
+
+
+async def test_ephemeral_publishes_skip_history_and_offsets() -> None:
+    hub = await hub_with(MemoryBroker())
+    a = await joined(hub, "a", "x")
+    assert await hub.publish("x", orjson.dumps({"op": "join"}), ephemeral=True) is None
+    await publish(hub, "x", 1)
+    assert a.frames[0] == {"op": "join"}
+    assert a.frames[1]["offset"] == 1  # the ephemeral frame took no offset
+    history = await hub.broker.history("x", 0)
+    assert [e.offset for e in history.entries] == [1]
