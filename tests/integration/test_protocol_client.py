@@ -1,0 +1,97 @@
+"""app.client.Client (the /ws protocol) against real instances: many channels, failover, refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import pytest
+
+from app.auth import mint_token
+from app.client import Client, CommandError
+from app.config import Settings
+from tests.integration.conftest import start_cluster
+from tests.support import TEST_SECRET, running
+
+
+def user_token(sub: str, ttl: float = 600) -> str:
+    return mint_token(Settings(jwt_secret=TEST_SECRET), sub, sub.title(), ttl)
+
+
+async def test_each_channel_is_resumed_from_its_own_offset_after_failover(tmp_path: Path) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('[namespaces.x]\n[namespaces.news]\npublish = "server"\n')
+    redis_server, a, b = start_cluster(tmp_path, {"SWITCHBOARD_CONFIG": str(config)})
+    try:
+        with running(a, b):
+            urls = itertools.cycle([a.ws("/ws"), b.ws("/ws")])
+            async with (
+                Client(lambda: next(urls), token=lambda: user_token("ann"), base_delay=0.05, max_delay=0.2) as client,
+                Client(b.ws("/ws")) as publisher,
+            ):
+                one, two = await client.subscribe("x:one"), await client.subscribe("x:two")
+                for channel in ("x:one", "x:two"):  # publish = "subscribers" (the default)
+                    await publisher.subscribe(channel)
+                with pytest.raises(CommandError) as refused:
+                    await publisher.publish("news:a", "only the server")
+                assert refused.value.code == 103
+                for n in range(3):
+                    assert await publisher.publish("x:one", n) == n + 1
+                assert await publisher.publish("x:two", "a") == 1
+                assert [(await one.get(5)).data for _ in range(3)] == [0, 1, 2]
+                assert (await two.get(5)).data == "a"
+                a.kill()
+                # Published while the client is away; each channel has its own gap.
+                for n in range(3, 8):
+                    await publisher.publish("x:one", n)
+                await publisher.publish("x:two", "b")
+                got_one = [(await one.get(10)).data for _ in range(5)]
+                got_two = (await two.get(10)).data
+                assert got_one == [3, 4, 5, 6, 7]
+                assert got_two == "b"
+                assert client.connections == 2
+                assert one.lost is None
+                assert two.lost is None
+                await publisher.publish("x:one", "live")
+                pub = await one.get(5)
+                assert (pub.data, pub.offset) == ("live", 9)
+                assert one.position == (9, pub.epoch)
+                with pytest.raises(TimeoutError):
+                    await one.get(0.3)  # nothing twice
+    finally:
+        redis_server.stop()
+
+
+async def test_the_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
+    redis_server, a, _ = start_cluster(tmp_path, {"SWITCHBOARD_TOKEN_EXPIRY_GRACE": "1"})
+    minted: list[str] = []
+
+    def fresh() -> str:
+        minted.append(user_token("ann", ttl=3))
+        return minted[-1]
+
+    try:
+        with running(a):
+            async with Client(a.ws("/ws"), token=fresh) as client:
+                sub = await client.subscribe("x")
+                await asyncio.sleep(6)  # two token lifetimes and the grace: refreshed, never closed
+                assert client.connections == 1
+                assert len(minted) >= 3
+                await client.publish("x", "still here")
+                assert (await sub.get(5)).data == "still here"
+    finally:
+        redis_server.stop()
+
+
+async def test_a_refused_connect_stops_the_client(tmp_path: Path) -> None:
+    redis_server, a, _ = start_cluster(tmp_path, {"SWITCHBOARD_ALLOW_ANONYMOUS": "false"})
+    try:
+        with running(a):
+            client = Client(a.ws("/ws"), base_delay=0.05)
+            client.start()
+            await asyncio.wait_for(client._stopped.wait(), 10)
+            assert client.close_codes == [1008]
+            await client.close()
+    finally:
+        redis_server.stop()
