@@ -9,7 +9,6 @@ client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from app.namespaces import ChannelOptions
 from app.permissions import client_info, compile_grants
 from app.presence import member_id
 from app.services import Services
-from app.tutorial import frame_for, is_tutorial
+from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
 log = logging.getLogger("switchboard.session")
 
@@ -110,28 +109,41 @@ class Session:
         return await self.services.presence.join(channel, self._member)
 
     async def announce_join(self, channel: str, opts: ChannelOptions) -> None:
-        """Presence and the ``join`` push, best effort: the subscription itself already stands."""
+        """``/ws``: presence and the join announcement, best effort (the subscription stands)."""
         try:
-            if opts.presence or is_tutorial(channel):
-                await self.enter_presence(channel)
-            if opts.join_leave and not is_tutorial(channel):
-                await self._push_membership("join", channel)
+            count = await self.enter_presence(channel) if opts.presence or is_tutorial(channel) else 0
+            await self._announce(channel, opts, count, joined=True)
         except BrokerUnavailable as exc:
             metrics.LISTENER_ERRORS.inc()
-            log.warning("presence or join push failed after a subscribe: %s", exc)
+            log.warning("presence or join announcement failed after a subscribe: %s", exc)
 
     async def unsubscribe(self, channel: str) -> int | None:
-        """Leave; returns the remaining cluster-wide count, or None if presence is unreachable."""
+        """Leave; returns the remaining cluster-wide count, or None if presence is unreachable.
+
+        A ``/ws`` session announces it; the tutorial endpoints announce in their own words.
+        """
         opts = self.subscriptions.pop(channel, None)
         if opts is None:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
         await self.services.hub.leave(self.conn, channel)
-        remaining = None
-        with contextlib.suppress(BrokerUnavailable):
+        try:
             remaining = await self.services.presence.leave(channel, self._member)
-            if opts.join_leave and not is_tutorial(channel):
-                await self._push_membership("leave", channel)
+            if self.ws:
+                await self._announce(channel, opts, remaining, joined=False)
+        except BrokerUnavailable:
+            return None
         return remaining
+
+    async def _announce(self, channel: str, opts: ChannelOptions, count: int, *, joined: bool) -> None:
+        """A ``join``/``leave`` push where the namespace asks; a tutorial channel's own notice there."""
+        if is_tutorial(channel):
+            # So that a team can move clients from /ws/room/42 to /ws one at a time: each side
+            # sees the other come and go, in the frames it already knows.
+            await self.notice(channel, display_name(channel, self.identity), count, joined=joined)
+        elif opts.join_leave:
+            info = {"client": self.client, "user": self._who.user, "info": self._who.info}
+            push = orjson.dumps({"op": "join" if joined else "leave", "channel": channel, "info": info})
+            await self.services.hub.publish(channel, push, ephemeral=True)
 
     async def close(self) -> None:
         """Leave every channel: called once when the connection ends."""
@@ -139,6 +151,13 @@ class Session:
             await self.unsubscribe(channel)
 
     # -- publishing -------------------------------------------------------------------------------
+
+    async def notice(self, channel: str, name: str | None, count: int, *, joined: bool) -> None:
+        """A tutorial channel's own join or leave notice: a server notice, so no permission check."""
+        notice = membership_notice(channel, name, count, joined)
+        if notice is not None:
+            frame, exclude_self = notice
+            await self.publish(channel, None, build=lambda _: frame, exclude_self=exclude_self, check=False)
 
     async def publish(
         self, channel: object, data: Any, *, build: Build | None = None, exclude_self: bool = False, check: bool = True
@@ -170,8 +189,3 @@ class Session:
         if tutorial is not None:
             return tutorial
         return {"op": "pub", "channel": channel, "data": data, "info": {"user": self._who.user, "client": self.client}}
-
-    async def _push_membership(self, op: str, channel: str) -> None:
-        info = {"client": self.client, "user": self._who.user, "info": self._who.info}
-        frame = orjson.dumps({"op": op, "channel": channel, "info": info})
-        await self.services.hub.publish(channel, frame, ephemeral=True)

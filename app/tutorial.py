@@ -43,16 +43,36 @@ def global_message(channel: str, content: Any) -> dict[str, Any]:
     return {"content": content, "channel": channel}
 
 
-def frame_for(channel: str, data: Any, identity: Identity) -> dict[str, Any] | None:
-    """A ``/ws`` publish of ``data`` on a tutorial channel, in that endpoint's frame; None elsewhere.
+def membership_notice(channel: str, name: str | None, count: int, joined: bool) -> tuple[dict[str, Any], bool] | None:
+    """What the endpoint publishes when someone joins or leaves: (frame, exclude that someone).
 
-    The sender is named as the endpoints name theirs: chat always (``Anonymous`` without a token),
-    rooms only with a token.
+    The chat joiner gets its own join notice; room members are told of others only. None on a
+    channel whose endpoint announces nothing (``global``, and every non-tutorial channel).
     """
     if channel == CHAT:
-        return chat_message(identity.name if identity.user_id else "Anonymous", data)
+        verb = "joined" if joined else "left"
+        return chat_system(f"{name or 'Anonymous'} {verb} the chat", count), not joined
     if channel.startswith(ROOM):
-        return room_message(channel[len(ROOM) :], data, identity.name if identity.user_id else None)
+        return room_membership("user_joined" if joined else "user_left", channel[len(ROOM) :], count, name), True
+    return None
+
+
+def display_name(channel: str, identity: Identity) -> str | None:
+    """How a /ws client is named in a tutorial channel's frames: as the endpoints name theirs.
+
+    Chat always names its members (``Anonymous`` without a token); rooms only with a token.
+    """
+    if identity.user_id:
+        return identity.name
+    return "Anonymous" if channel == CHAT else None
+
+
+def frame_for(channel: str, data: Any, identity: Identity) -> dict[str, Any] | None:
+    """A ``/ws`` publish of ``data`` on a tutorial channel, in that endpoint's frame; None elsewhere."""
+    if channel == CHAT:
+        return chat_message(display_name(channel, identity) or "Anonymous", data)
+    if channel.startswith(ROOM):
+        return room_message(channel[len(ROOM) :], data, display_name(channel, identity))
     if channel.startswith(GLOBAL):
         return global_message(channel[len(GLOBAL) :], data)
     return None

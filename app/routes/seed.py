@@ -78,10 +78,10 @@ async def publish(session: Session, channel: str, content: Any, build: Build, *,
         session.conn.send_text(error_frame(message, code=int(exc.code)))
 
 
-async def notice(session: Session, channel: str, frame: dict[str, Any], *, exclude_self: bool = False) -> None:
-    """A server notice (joined, left): no permission check, and a Redis outage is not the client's."""
+async def announce(session: Session, channel: str, name: str | None, count: int, *, joined: bool) -> None:
+    """The endpoint's join or leave notice; a Redis outage is not the client's to hear about."""
     with contextlib.suppress(BrokerUnavailable, ProtocolError):
-        await session.publish(channel, None, build=lambda _: frame, exclude_self=exclude_self, check=False)
+        await session.notice(channel, name, count, joined=joined)
 
 
 def content_of(conn: Connection, data: dict[str, Any]) -> object:
@@ -145,7 +145,7 @@ async def chat(websocket: WebSocket) -> None:
             return
         try:
             # The joiner is already subscribed, so it receives its own join notice too.
-            await notice(session, tutorial.CHAT, tutorial.chat_system(f"{name} joined the chat", online))
+            await announce(session, tutorial.CHAT, name, online, joined=True)
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
@@ -154,8 +154,7 @@ async def chat(websocket: WebSocket) -> None:
         finally:
             remaining = await leave(session, tutorial.CHAT)
             if remaining is not None:
-                frame = tutorial.chat_system(f"{name} left the chat", remaining)
-                await notice(session, tutorial.CHAT, frame, exclude_self=True)
+                await announce(session, tutorial.CHAT, name, remaining, joined=False)
 
     await run_session(websocket, "chat", handler)
 
@@ -186,9 +185,7 @@ async def room(websocket: WebSocket) -> None:
         if members is None:
             return
         try:
-            await notice(
-                session, channel, tutorial.room_membership("user_joined", room_id, members, name), exclude_self=True
-            )
+            await announce(session, channel, name, members, joined=True)
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
@@ -197,8 +194,7 @@ async def room(websocket: WebSocket) -> None:
         finally:
             remaining = await leave(session, channel)
             if remaining is not None:
-                frame = tutorial.room_membership("user_left", room_id, remaining, name)
-                await notice(session, channel, frame, exclude_self=True)
+                await announce(session, channel, name, remaining, joined=False)
 
     await run_session(websocket, "room", handler)
 

@@ -267,3 +267,335 @@ export class SwitchboardClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The /ws protocol (docs/protocol.md): many channels on one socket.
+//
+//   import { Switchboard } from "/static/switchboard.js";
+//   const sb = new Switchboard({ url: "/ws", getToken: () => fetchToken() });
+//   sb.connect();
+//   const room = sb.subscribe("room:lobby", { publication: (pub) => show(pub.data) });
+//   const offset = await sb.publish("room:lobby", "hello");
+//   room.unsubscribe();
+//
+// Subscription handlers (all optional): publication(pub), join(info), leave(info),
+// subscribed(reply), recovered({ok, count | reason, offset, epoch}), error(error).
+// Client events: state, open, close, reconnecting, message ({data} sent to this user), error.
+
+/** An error reply from the server: `code` is from the protocol's table (103 permission denied...). */
+export class CommandError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+/** One channel on a Switchboard connection; resumed from its own position after reconnects. */
+export class Subscription {
+  constructor(client, channel, handlers) {
+    this.client = client;
+    this.channel = channel;
+    this.handlers = handlers || {};
+    /** @type {{offset: number, epoch: string} | null} */
+    this.position = null;
+    this.state = "subscribing"; // "subscribing" | "subscribed" | "unsubscribed"
+  }
+
+  /** Leave the channel: no publication of it reaches the handlers afterwards. */
+  unsubscribe() {
+    if (this.state === "unsubscribed") return Promise.resolve();
+    this.state = "unsubscribed";
+    this.client.subscriptions.delete(this.channel);
+    return this.client.ready ? this.client.command("unsubscribe", { channel: this.channel }).catch(() => {}) : Promise.resolve();
+  }
+
+  call(name, detail) {
+    const handler = this.handlers[name];
+    if (handler) {
+      try {
+        handler(detail, this);
+      } catch (error) {
+        console.error(error);
+      }
+    }
+  }
+
+  moveTo(offset, epoch) {
+    if (offset) this.position = { offset, epoch };
+  }
+}
+
+/**
+ * @typedef {object} SwitchboardOptions
+ * @property {string | (() => string | Promise<string>)} [url="/ws"]  relative URLs resolve against the page
+ * @property {() => string | null | Promise<string | null>} [getToken]  called before every connect and
+ *   before the token expires (then sent as `refresh`); the token never goes in the URL
+ * @property {number} [baseDelay=500]  ms
+ * @property {number} [maxDelay=15000]  ms
+ * @property {number} [maxRetries=Infinity]
+ * @property {number} [queueLimit=100]  commands kept while disconnected; the oldest is rejected beyond
+ * @property {number} [replyTimeout=10000]  ms to wait for a command's reply
+ * @property {typeof WebSocket} [WebSocketImpl]
+ */
+
+export class Switchboard extends EventTarget {
+  /** @param {SwitchboardOptions} [options] */
+  constructor(options = {}) {
+    super();
+    this.options = { url: "/ws", baseDelay: 500, maxDelay: 15000, maxRetries: Infinity, queueLimit: 100, replyTimeout: 10000, ...options };
+    /** @type {Map<string, Subscription>} */
+    this.subscriptions = new Map();
+    this.queue = new BoundedQueue(this.options.queueLimit);
+    this.waiting = new Map();
+    this.socket = null;
+    this.state = "closed";
+    this.ready = false;
+    this.stopped = false;
+    this.attempt = 0;
+    this.connections = 0;
+    this.nextId = 0;
+    this.client = null; // this connection's id, from the connect reply
+    this.timers = { retry: 0, refresh: 0, dead: 0 };
+  }
+
+  connect() {
+    this.stopped = false;
+    this.open();
+  }
+
+  close() {
+    this.stopped = true;
+    Object.values(this.timers).forEach(clearTimeout);
+    if (this.socket) this.socket.close(1000, "client closed");
+    this.setState("closed");
+  }
+
+  /**
+   * Subscribe now, or as soon as connected; every reconnect resumes from the last offset seen.
+   * @param {string} channel
+   * @param {object} [handlers]
+   */
+  subscribe(channel, handlers) {
+    const existing = this.subscriptions.get(channel);
+    if (existing) return existing;
+    const sub = new Subscription(this, channel, handlers);
+    this.subscriptions.set(channel, sub);
+    if (this.ready) this.sendSubscribe(sub);
+    return sub;
+  }
+
+  /** Publish; resolves with the offset once the server has stored it (0 without history). */
+  async publish(channel, data) {
+    return (await this.command("publish", { channel, data })).offset;
+  }
+
+  /** `{clients, users}` across the cluster, for a channel this client is subscribed to. */
+  presenceStats(channel) {
+    return this.command("presence_stats", { channel });
+  }
+
+  history(channel, fields = {}) {
+    return this.command("history", { channel, ...fields });
+  }
+
+  /** Send a command once connected; resolves with the ok reply, rejects with a CommandError. */
+  command(op, fields = {}) {
+    return new Promise((resolve, reject) => {
+      const item = { op, fields, resolve, reject };
+      if (this.ready) this.send(item);
+      else {
+        const dropped = this.queue.push(item);
+        if (dropped) dropped.reject(new Error("dropped: too many commands while disconnected"));
+      }
+    });
+  }
+
+  send({ op, fields, resolve, reject }) {
+    const id = ++this.nextId;
+    const timer = setTimeout(() => {
+      if (this.waiting.delete(id)) reject(new Error(`${op}: no reply in time`));
+    }, this.options.replyTimeout);
+    this.waiting.set(id, { resolve, reject, timer });
+    this.socket.send(JSON.stringify({ id, op, ...fields }));
+  }
+
+  sendSubscribe(sub) {
+    const fields = { channel: sub.channel };
+    if (sub.position) Object.assign(fields, { since: sub.position.offset, epoch: sub.position.epoch });
+    new Promise((resolve, reject) => this.send({ op: "subscribe", fields, resolve, reject })).then(
+      (reply) => {
+        if (sub.state === "unsubscribed") return;
+        sub.state = "subscribed";
+        sub.moveTo(reply.offset, reply.epoch);
+        sub.call("subscribed", reply);
+        if ("recovered" in reply) sub.call("recovered", { ok: reply.recovered, count: reply.count, reason: reply.reason, offset: reply.offset, epoch: reply.epoch });
+      },
+      (error) => {
+        if (!(error instanceof CommandError)) return; // the connection dropped: the next one resubscribes
+        this.subscriptions.delete(sub.channel);
+        sub.state = "unsubscribed";
+        sub.call("error", error);
+      },
+    );
+  }
+
+  async open() {
+    if (this.stopped) return;
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    let url;
+    try {
+      url = typeof this.options.url === "function" ? await this.options.url() : this.options.url;
+      url = new URL(url, globalThis.location?.href);
+      if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    } catch (error) {
+      this.emit("error", { error });
+      this.retry();
+      return;
+    }
+    const socket = new (this.options.WebSocketImpl || WebSocket)(url.toString());
+    this.socket = socket;
+    this.ready = false;
+    this.connections += 1;
+    socket.onopen = () => this.onOpen(socket);
+    socket.onmessage = (event) => this.onFrame(socket, event.data);
+    socket.onerror = () => this.emit("error", { error: new Error("WebSocket error") });
+    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
+  }
+
+  async onOpen(socket) {
+    let token = null;
+    try {
+      token = this.options.getToken ? await this.options.getToken() : null;
+    } catch (error) {
+      this.emit("error", { error });
+    }
+    if (socket !== this.socket) return;
+    new Promise((resolve, reject) => this.send({ op: "connect", fields: token ? { token } : {}, resolve, reject })).then(
+      (reply) => this.onConnected(socket, reply),
+      (error) => this.emit("error", { error }), // the server closes with 1008 after a refused connect
+    );
+  }
+
+  onConnected(socket, reply) {
+    if (socket !== this.socket) return;
+    this.ready = true;
+    this.attempt = 0;
+    this.client = reply.client;
+    this.pingSeconds = reply.ping;
+    this.watchdog();
+    this.scheduleRefresh(reply.expires);
+    this.setState("open");
+    this.emit("open", { attempt: this.connections, client: reply.client, user: reply.user });
+    for (const sub of this.subscriptions.values()) this.sendSubscribe(sub);
+    for (const item of this.queue.drain()) this.send(item);
+  }
+
+  onFrame(socket, data) {
+    if (socket !== this.socket) return;
+    this.watchdog();
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (typeof frame.id === "number") {
+      const waiter = this.waiting.get(frame.id);
+      if (!waiter) return;
+      this.waiting.delete(frame.id);
+      clearTimeout(waiter.timer);
+      if (frame.ok) waiter.resolve(frame);
+      else waiter.reject(new CommandError(frame.error.code, frame.error.message));
+      return;
+    }
+    const sub = frame.channel !== undefined ? this.subscriptions.get(frame.channel) : undefined;
+    switch (frame.op) {
+      case "ping":
+        socket.send('{"op":"pong"}');
+        break;
+      case "pub":
+        if (!sub) break;
+        sub.moveTo(frame.offset, frame.epoch);
+        sub.call("publication", frame);
+        break;
+      case "join":
+      case "leave":
+        if (sub) sub.call(frame.op, frame.info);
+        break;
+      case "recovered":
+        if (!sub) break;
+        sub.moveTo(frame.offset, frame.epoch);
+        sub.call("recovered", frame);
+        break;
+      case "message":
+        this.emit("message", { data: frame.data });
+        break;
+    }
+  }
+
+  onClose(socket, code, reason) {
+    if (socket !== this.socket) return;
+    clearTimeout(this.timers.dead);
+    clearTimeout(this.timers.refresh);
+    this.ready = false;
+    for (const [id, waiter] of this.waiting) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new Error("connection lost before the reply"));
+      this.waiting.delete(id);
+    }
+    for (const sub of this.subscriptions.values()) if (sub.state === "subscribed") sub.state = "subscribing";
+    const terminal = TERMINAL_CODES.includes(code);
+    const willReconnect = !this.stopped && !terminal && this.attempt < this.options.maxRetries;
+    this.emit("close", { code, reason, terminal, willReconnect });
+    if (willReconnect) this.retry();
+    else this.setState("closed");
+  }
+
+  retry() {
+    if (this.stopped || this.attempt >= this.options.maxRetries) {
+      this.setState("closed");
+      return;
+    }
+    const delay = backoffDelay(this.attempt, this.options.baseDelay, this.options.maxDelay);
+    this.attempt += 1;
+    this.setState("reconnecting");
+    this.emit("reconnecting", { delay, attempt: this.attempt });
+    this.timers.retry = setTimeout(() => this.open(), delay);
+  }
+
+  /** The server pings every `ping` seconds: a socket silent for much longer than that is dead. */
+  watchdog() {
+    if (!this.pingSeconds) return;
+    clearTimeout(this.timers.dead);
+    const socket = this.socket;
+    this.timers.dead = setTimeout(() => {
+      if (socket === this.socket) socket.close(4999, "no frames: connection presumed dead");
+    }, this.pingSeconds * 2000 + 5000);
+  }
+
+  /** Ask getToken for a fresh token before this one expires, and send it as `refresh`. */
+  scheduleRefresh(expires) {
+    clearTimeout(this.timers.refresh);
+    if (!expires || !this.options.getToken) return;
+    const left = expires * 1000 - Date.now();
+    const delay = Math.max(500, left - Math.min(30000, left * 0.2));
+    this.timers.refresh = setTimeout(async () => {
+      try {
+        const reply = await this.command("refresh", { token: await this.options.getToken() });
+        this.scheduleRefresh(reply.expires);
+      } catch (error) {
+        this.emit("error", { error }); // the server closes with 4002 later; the reconnect gets a fresh token
+      }
+    }, delay);
+  }
+
+  setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this.emit("state", { state });
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

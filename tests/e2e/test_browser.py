@@ -70,11 +70,11 @@ def demo_url(home: AppProcess, other: AppProcess, **query: str) -> str:
     return f"{home.http}/?{params}"
 
 
-async def say(page: Page, text: str, other: Page, shown: str) -> None:
-    """Send ``text`` from one demo page and wait until the other page's log shows ``shown``."""
+async def say(page: Page, text: str, other: Page, shown: str, room: str = "demo") -> None:
+    """Send ``text`` from one demo page's current room; wait until the other page's log of ``room`` shows ``shown``."""
     await page.fill("form.say input", text)
     await page.press("form.say input", "Enter")
-    await expect(other.locator("#log")).to_contain_text(shown)
+    await expect(other.locator(f'.log[data-room="{room}"]')).to_contain_text(shown)
 
 
 async def screenshot(page: Page, name: str) -> None:
@@ -91,54 +91,90 @@ async def new_page(browser: Browser) -> tuple[Page, list[str]]:
     return page, sockets
 
 
+def room_button(page: Page, room: str) -> Any:
+    return page.locator(f'#rooms button[data-room="{room}"]')
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pages(browser: Browser, instances: tuple[AppProcess, AppProcess]) -> AsyncIterator[tuple[Page, Page]]:
+async def pages(
+    browser: Browser, instances: tuple[AppProcess, AppProcess]
+) -> AsyncIterator[tuple[Page, Page, list[str]]]:
     a, b = instances
-    alice, _ = await new_page(browser)
+    alice, sockets = await new_page(browser)
     bob, _ = await new_page(browser)
-    await alice.goto(demo_url(a, b, name="alice", room="demo"))
+    await alice.goto(demo_url(a, b, name="alice", rooms="demo,second"))
     await expect(alice.locator("#status-text")).to_have_text("connected")
-    yield alice, bob
+    yield alice, bob, sockets
     await alice.close()
     await bob.close()
 
 
-async def test_two_pages_on_two_instances_chat_and_count(
-    pages: tuple[Page, Page], instances: tuple[AppProcess, AppProcess]
+async def test_two_pages_on_two_instances_share_several_rooms_on_one_socket(
+    pages: tuple[Page, Page, list[str]], instances: tuple[AppProcess, AppProcess]
 ) -> None:
-    alice, bob = pages
+    alice, bob, sockets = pages
     a, b = instances
     await expect(alice.locator("#instance")).to_have_text("instance a")
-    await bob.goto(demo_url(b, a, name="bob", room="demo"))
+    await bob.goto(demo_url(b, a, name="bob", rooms="demo"))
     await expect(bob.locator("#status-text")).to_have_text("connected")
     await expect(bob.locator("#instance")).to_have_text("instance b")
-    # Each sees the other: Alice gets Bob's join; both show the cluster-wide count.
-    await expect(alice.locator("#log")).to_contain_text("bob joined")
-    await expect(alice.locator("#online")).to_have_text("2")
+    # Each sees the other: Alice gets Bob's join; both show the cluster-wide count from presence_stats.
+    await expect(alice.locator('.log[data-room="demo"]')).to_contain_text("bob joined")
+    await expect(room_button(alice, "demo")).to_contain_text("2 online")
     await expect(bob.locator("#online")).to_have_text("2")
     await say(alice, "hello from instance a", bob, "alice: hello from instance a")
     await say(bob, "hi alice, this is b", alice, "bob: hi alice, this is b")
+    # A second room on the same socket: Bob adds it, Alice is already there.
+    await bob.fill("form.add input", "second")
+    await bob.press("form.add input", "Enter")
+    await expect(room_button(alice, "second")).to_contain_text("2 online")
+    await say(bob, "over in second", alice, "bob: over in second", room="second")
+    # Alice is looking at demo: second counts what she has not seen (Bob joining, his message).
+    await expect(room_button(alice, "second").locator(".unread")).to_have_text("2")
+    await room_button(alice, "second").click()
+    await expect(alice.locator("#room-title")).to_have_text("#second")
+    await say(alice, "seen it", bob, "alice: seen it", room="second")
+    # One socket for every room, and the token travelled in `connect`, not in the URL.
+    assert len(sockets) == 1
+    assert "token" not in sockets[0]
+    assert sockets[0].endswith("/ws")
     await screenshot(alice, "demo-alice.png")
     await screenshot(bob, "demo-bob.png")
 
 
-async def test_killed_instance_page_reconnects_elsewhere_and_keeps_chatting(
-    pages: tuple[Page, Page], instances: tuple[AppProcess, AppProcess]
+async def test_killed_instance_page_reconnects_elsewhere_and_each_room_catches_up(
+    pages: tuple[Page, Page, list[str]], instances: tuple[AppProcess, AppProcess]
 ) -> None:
-    alice, bob = pages
+    alice, bob, _ = pages
     a, _ = instances
-    # The "reconnecting" state may last only milliseconds (jitter, and the other instance is up):
-    # record the page's state changes rather than poll its text for a moment that may not last.
+    # Hold Alice's reconnect until Bob has written in both rooms, so each has something to catch up.
     await alice.evaluate(
-        "window.states = []; switchboard.addEventListener('state', (e) => states.push(e.detail.state))"
+        """() => {
+          window.states = [];
+          switchboard.addEventListener("state", (e) => states.push(e.detail.state));
+          const url = switchboard.options.url;
+          window.gate = {};
+          window.gate.open = new Promise((resolve) => { window.gate.release = resolve; });
+          switchboard.options.url = async () => { await window.gate.open; return url(); };
+        }"""
     )
     a.kill()
+    await alice.wait_for_function("states.includes('reconnecting')")
+    await room_button(bob, "demo").click()
+    await say(bob, "while you were away (demo)", bob, "bob: while you were away (demo)")
+    await room_button(bob, "second").click()
+    await say(bob, "while you were away (second)", bob, "bob: while you were away (second)", room="second")
+    await alice.evaluate("window.gate.release()")
     await expect(alice.locator("#instance")).to_have_text("instance b")
     await expect(alice.locator("#status-text")).to_have_text("connected")
     assert await alice.evaluate("states") == ["reconnecting", "open"]
+    for room in ("demo", "second"):
+        log = alice.locator(f'.log[data-room="{room}"]')
+        await expect(log).to_contain_text(f"bob: while you were away ({room})")
+        await expect(log).to_contain_text("caught up: 1 message(s)")
     await screenshot(alice, "demo-failover.png")
-    await say(bob, "are you back?", alice, "bob: are you back?")
-    await say(alice, "back, on instance b", bob, "alice: back, on instance b")
+    await say(bob, "are you back?", alice, "bob: are you back?", room="second")
+    await say(alice, "back, on instance b", bob, "alice: back, on instance b", room="second")
 
 
 async def test_invalid_token_is_shown_and_not_retried(
@@ -146,8 +182,8 @@ async def test_invalid_token_is_shown_and_not_retried(
 ) -> None:
     _, b = instances
     page, sockets = await new_page(browser)
-    await page.goto(f"{b.http}/?name=eve&room=demo&token=not-a-valid-token")
-    await expect(page.locator(".err")).to_contain_text("refused this connection (1008")
+    await page.goto(f"{b.http}/?name=eve&rooms=demo&token=not-a-valid-token")
+    await expect(page.locator(".err").first).to_contain_text("refused this connection (1008")
     await expect(page.locator("#status-text")).to_have_text("refused")
     # Terminal: the client is closed, with no retry scheduled, after exactly one attempt.
     state = await page.evaluate("({state: switchboard.state, connections: switchboard.connections})")
