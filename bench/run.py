@@ -8,6 +8,9 @@ Scenarios (same client, same machine, each run ``--reps`` times):
            publisher sends M numbered ~100-byte messages as fast as it can, then more at a fixed rate
            (20,000 deliveries/s) for latency percentiles.
   rooms    100 channels of 10 subscribers; M messages round-robin over the channels.
+  multiplex  Switchboard's /ws protocol: 1000 sockets, each subscribed to 10 of 100 channels (100
+           subscribers per channel); M messages round-robin over the channels. Compared with
+           Switchboard's own rooms figure from the same run: multiplexing must not cost throughput.
   idle     5000 idle sockets on one instance: resident memory per connection.
 Connect rate (handshakes/s) is measured while each fanout run connects its subscribers.
 
@@ -233,11 +236,28 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def layout(scenario: str, args: argparse.Namespace, instances: int) -> tuple[list[str], int, int, list[Any], list[int]]:
+    """Channels, subscribers per channel, burst messages, each socket's channel(s) and instance.
+
+    Every channel's members alternate between instances, so all traffic crosses Redis.
+    """
+    if scenario == "multiplex":  # /ws: 1000 sockets, each in 10 of 100 channels (100 per channel)
+        channels = [f"mux-{i}" for i in range(100)]
+        sockets = 1000
+        channel_of: list[Any] = [[(n * 10 + k) % 100 for k in range(10)] for n in range(sockets)]
+        return channels, 100, args.room_messages, channel_of, [(n // 10) % instances for n in range(sockets)]
     if scenario == "fanout":
         channels, per_channel, burst = ["bench"], args.subscribers, args.messages
     else:
         channels, per_channel, burst = [f"room-{i}" for i in range(100)], 10, args.room_messages
+    n_sockets = per_channel * len(channels)
+    channel_of = [n % len(channels) for n in range(n_sockets)]
+    return channels, per_channel, burst, channel_of, [(n // len(channels)) % instances for n in range(n_sockets)]
+
+
+async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    channels, per_channel, burst, channel_of, target_of = layout(scenario, args, server.instances)
+    flavor = "ws" if scenario == "multiplex" else server.flavor
     rate_messages = int(args.rate / (per_channel * len(channels)) * args.rate_seconds) if scenario == "fanout" else 0
     phases = [{"start": 0, "end": burst}]
     if rate_messages:
@@ -249,11 +269,10 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
         spec = {
             "targets": targets,
             "channels": channels,
-            "flavor": server.flavor,
+            "flavor": flavor,
             "phases": phases,
-            "channel_of": [n % len(channels) for n in range(per_channel * len(channels))],
-            # Every channel's members alternate between instances: all traffic crosses Redis.
-            "target_of": [(n // len(channels)) % len(targets) for n in range(per_channel * len(channels))],
+            "channel_of": channel_of,
+            "target_of": target_of,
         }
         cpu0 = cpu_seconds(stack.server_pids)
         ready = await stack.start_clients(spec, args.client_processes)
@@ -263,7 +282,7 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
         publishers = {}
         for i, channel in enumerate(channels):
             host, port = targets[i % len(targets)]
-            publishers[channel] = await connect(host, port, channel, server.flavor, lambda s, t: None)
+            publishers[channel] = await connect(host, port, channel, flavor, lambda s, t: None)
         await warm_up(stack, publishers, channels, sockets)
 
         pids = stack.server_pids
@@ -363,10 +382,16 @@ async def main(args: argparse.Namespace) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     servers = [SERVERS[name] for name in args.servers.split(",")]
-    plan = [(s, sc, rep) for sc in args.scenarios.split(",") for rep in range(args.reps) for s in servers]
+    plan = [
+        (s, sc, rep)
+        for sc in args.scenarios.split(",")
+        for rep in range(args.reps)
+        for s in servers
+        if sc != "multiplex" or s.name == "switchboard"  # only Switchboard speaks /ws
+    ]
     started = time.monotonic()
     for i, (server, scenario, rep) in enumerate(plan, start=1):
-        print(f"[{i}/{len(plan)}] {scenario:7} {server.name:11} run {rep + 1} ...", end=" ", flush=True)
+        print(f"[{i}/{len(plan)}] {scenario:9} {server.name:11} run {rep + 1} ...", end=" ", flush=True)
         t0 = time.monotonic()
         if scenario == "idle":
             result = await run_idle(server, args, workdir)
@@ -399,7 +424,7 @@ async def main(args: argparse.Namespace) -> None:
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="switchboard,ceiling,tutorial,socketio")
-    parser.add_argument("--scenarios", default="fanout,rooms,idle")
+    parser.add_argument("--scenarios", default="fanout,rooms,multiplex,idle")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200, help="burst messages in the fanout scenario")

@@ -4,7 +4,8 @@ Started by bench/run.py with a JSON spec as its argument; talks JSON lines over 
 ``{"cmd": "status"}``, ``{"cmd": "report"}``, ``{"cmd": "quit"}``.
 
 Message ``seq`` goes to channel ``channels[seq % len(channels)]``; negative seqs are warm-up
-probes. Each socket records, per phase, which seqs it saw: a missing one is lost, a repeat is a
+probes. ``channel_of[n]`` is socket n's channel index, or a list of them (``/ws``: one socket in
+many channels). Each socket records, per phase, which seqs it saw: a missing one is lost, a repeat is a
 duplicate, and in latency phases every delivery's ``now - sent_at`` is kept.
 """
 
@@ -23,8 +24,8 @@ from bench.wsclient import Client, connect
 
 
 class Tracker:
-    def __init__(self, channel_index: int, channels: int, phases: list[dict[str, Any]]) -> None:
-        self.ci, self.nch, self.phases = channel_index, channels, phases
+    def __init__(self, channel_indices: set[int], channels: int, phases: list[dict[str, Any]]) -> None:
+        self.cis, self.nch, self.phases = channel_indices, channels, phases
         self.seen = [bytearray(p["end"] - p["start"]) for p in phases]
         self.dups = [0] * len(phases)
         self.warm = False
@@ -48,7 +49,7 @@ class Tracker:
 
     def expected(self, i: int) -> int:
         phase = self.phases[i]
-        return sum(1 for seq in range(phase["start"], phase["end"]) if seq % self.nch == self.ci)
+        return sum(1 for seq in range(phase["start"], phase["end"]) if seq % self.nch in self.cis)
 
 
 async def main(spec: dict[str, Any]) -> None:
@@ -62,11 +63,13 @@ async def main(spec: dict[str, Any]) -> None:
     semaphore = asyncio.Semaphore(spec.get("concurrency", 50))
 
     async def open_one(n: int) -> None:
-        ci = spec["channel_of"][n]
+        of = spec["channel_of"][n]
+        cis = of if isinstance(of, list) else [of]
         host, port = targets[spec["target_of"][n]]
-        tracker = Tracker(ci, len(channels), phases)
+        tracker = Tracker(set(cis), len(channels), phases)
         async with semaphore:
-            clients.append(await connect(host, port, channels[ci], spec["flavor"], tracker.on_payload))
+            names = [channels[ci] for ci in cis]
+            clients.append(await connect(host, port, names, spec["flavor"], tracker.on_payload))
         trackers.append(tracker)
 
     started = time.perf_counter()

@@ -2,7 +2,8 @@
 
 The same client drives every server (Switchboard, the websockets ceiling, the tutorial pattern,
 python-socketio), so the load generator costs the same whatever it measures. It speaks plain
-WebSocket text frames and, for python-socketio, Engine.IO v4 / Socket.IO v5 over a WebSocket.
+WebSocket text frames; for python-socketio, Engine.IO v4 / Socket.IO v5 over a WebSocket; and
+for Switchboard's ``/ws`` protocol (flavor ``ws``), ``connect`` and one ``subscribe`` per channel.
 
 Payloads look like ``{"s": seq, "t": sent_at, "p": padding}``; the server wraps them in its own
 frame. ``on_payload(seq, sent_at)`` is called for every one received.
@@ -35,8 +36,13 @@ def text_frame(data: bytes) -> bytes:
 
 
 class Client(asyncio.Protocol):
-    def __init__(self, host: str, path: str, flavor: str, room: str, on_payload: Callable[[int, float], None]) -> None:
-        self.host, self.path, self.flavor, self.room = host, path, flavor, room
+    def __init__(
+        self, host: str, path: str, flavor: str, rooms: list[str], on_payload: Callable[[int, float], None]
+    ) -> None:
+        self.host, self.path, self.flavor, self.room = host, path, flavor, rooms[0]
+        self.rooms = rooms
+        self.commands = 0  # /ws: ids sent
+        self.pending = 0  # /ws: subscribe replies still awaited
         self.on_payload = on_payload
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -75,6 +81,11 @@ class Client(asyncio.Protocol):
             self.upgraded = True
             if self.flavor == "plain":
                 self.ready.set_result(None)
+            elif self.flavor == "ws":
+                self.command({"op": "connect"})
+                for channel in self.rooms:
+                    self.command({"op": "subscribe", "channel": channel})
+                self.pending = len(self.rooms)
         # Frames from a server are never masked.
         while len(buf) >= 2:
             opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
@@ -103,6 +114,8 @@ class Client(asyncio.Protocol):
         if opcode == 0x1:
             if self.flavor == "plain":
                 self.on_plain(payload)
+            elif self.flavor == "ws":
+                self.on_ws(payload)
             else:
                 self.on_socketio(payload)
         elif opcode == 0x9:  # ping: answer with the same payload
@@ -118,6 +131,26 @@ class Client(asyncio.Protocol):
         content = frame.get("content") if isinstance(frame, dict) else None
         if isinstance(content, dict) and "s" in content:
             self.on_payload(content["s"], content["t"])
+
+    def command(self, fields: dict[str, Any]) -> None:
+        self.commands += 1
+        self.send_text(orjson.dumps({"id": self.commands, **fields}))
+
+    def on_ws(self, payload: bytes) -> None:
+        frame = orjson.loads(payload)
+        op = frame.get("op")
+        if op == "pub":
+            data = frame.get("data")
+            if isinstance(data, dict) and "s" in data:
+                self.on_payload(data["s"], data["t"])
+        elif op == "ping":
+            self.send_text(b'{"op":"pong"}')
+        elif frame.get("id", 1) > 1:  # a subscribe reply (or, for a publisher, a publish's)
+            if not frame.get("ok"):
+                raise RuntimeError(f"/ws command failed: {frame}")
+            self.pending -= 1
+            if self.pending == 0 and not self.ready.done():
+                self.ready.set_result(None)
 
     def on_socketio(self, payload: bytes) -> None:
         kind = payload[:1]
@@ -139,6 +172,8 @@ class Client(asyncio.Protocol):
     def publish(self, channel: str, content: dict[str, Any]) -> None:
         if self.flavor == "plain":
             self.send_text(orjson.dumps({"content": content}))
+        elif self.flavor == "ws":
+            self.command({"op": "publish", "channel": channel, "data": content})
         else:
             self.send_text(b'42["publish",' + orjson.dumps({"channel": channel, "content": content}) + b"]")
 
@@ -150,13 +185,19 @@ class Client(asyncio.Protocol):
 def path_for(flavor: str, channel: str) -> str:
     if flavor == "socketio":
         return "/socket.io/?EIO=4&transport=websocket"
+    if flavor == "ws":
+        return "/ws"
     return f"/ws/global/{channel}"
 
 
-async def connect(host: str, port: int, channel: str, flavor: str, on_payload: Callable[[int, float], None]) -> Client:
+async def connect(
+    host: str, port: int, channel: str | list[str], flavor: str, on_payload: Callable[[int, float], None]
+) -> Client:
+    """A connected client; ``channel`` may be several for the ``ws`` flavor (one socket, many channels)."""
     loop = asyncio.get_running_loop()
+    rooms = [channel] if isinstance(channel, str) else channel
     _, client = await loop.create_connection(
-        lambda: Client(f"{host}:{port}", path_for(flavor, channel), flavor, channel, on_payload), host, port
+        lambda: Client(f"{host}:{port}", path_for(flavor, rooms[0]), flavor, rooms, on_payload), host, port
     )
     await asyncio.wait_for(client.ready, 30)
     return client

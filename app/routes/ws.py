@@ -1,10 +1,12 @@
 """``/ws``: the Switchboard protocol (../shared/PROTOCOL.md, docs/protocol.md), an adapter over Session.
 
 Frames in are commands ``{"id":N,"op":...}``; frames out are replies with the same ``id`` or
-pushes with an ``op``. The reader never waits on a command: each runs as a task chained behind the
-previous one, so commands take effect in the order sent (a publish after a subscribe sees it),
-while the socket keeps being read (``pong`` and rate limits apply at once). At most
-``MAX_IN_FLIGHT`` commands wait; an ``id`` may not repeat while its command is in flight.
+pushes with an ``op``. The reader does not wait on a command: each runs as a task chained behind
+the previous one, so commands take effect in the order sent (a publish after a subscribe sees it)
+while the socket keeps being read (``pong`` and rate limits apply at once). With
+``MAX_IN_FLIGHT`` commands waiting, reading pauses until the oldest is done, so a client that
+pipelines faster than its commands complete is held back by TCP and its memory stays bounded.
+An ``id`` may not repeat while its command is in flight.
 """
 
 from __future__ import annotations
@@ -182,13 +184,11 @@ class WsClient:
                 self.send(error_bytes(cmd_id, ErrorCode.BAD_REQUEST, "already connected"))
             elif not isinstance(op, str) or (op not in COMMANDS and op != "refresh"):
                 self.send(error_bytes(cmd_id, ErrorCode.UNKNOWN_OP, "unknown op"))
-            elif len(self._in_flight) >= MAX_IN_FLIGHT:
-                self.send(
-                    error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, f"at most {MAX_IN_FLIGHT} commands in flight")
-                )
             else:
                 task = asyncio.create_task(self._run(cmd_id, op, frame, self._last))
                 self._in_flight[cmd_id] = self._last = task
+                if len(self._in_flight) >= MAX_IN_FLIGHT:
+                    await asyncio.wait([next(iter(self._in_flight.values()))])
 
     async def _run(self, cmd_id: int, op: str, frame: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
         try:

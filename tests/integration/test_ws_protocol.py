@@ -54,6 +54,8 @@ def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
         "SWITCHBOARD_TOKEN_EXPIRY_GRACE": "1",
         "SWITCHBOARD_AUTH_TIMEOUT": "1",
+        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "20",
+        "SWITCHBOARD_RATE_LIMIT_BURST": "60",
     }
 
 
@@ -357,6 +359,19 @@ async def test_ids_must_be_positive_integers_and_unique_while_in_flight(cluster:
         duplicate = await proto.reply(40)
         assert duplicate["error"] == {"code": 107, "message": "duplicate id: that command is in flight"}
         assert (await proto.reply(40))["error"]["code"] == 100
+        await proto.ok("subscribe", channel=unique("x:after"))
+
+
+async def test_commands_over_the_rate_limit_get_111_with_their_id(cluster: Cluster) -> None:
+    async with connected(cluster.a.ws("/ws")) as proto:
+        ids = [proto.next_id() for _ in range(90)]
+        for cmd_id in ids:  # one write each, as fast as the socket takes them
+            await proto.send({"id": cmd_id, "op": "unsubscribe", "channel": "x:none"})
+        codes = [(await proto.reply(cmd_id))["error"]["code"] for cmd_id in ids]
+        assert set(codes) == {110, 111}
+        assert codes.count(110) >= 59  # the burst (60, less what connect took), then the limit
+        assert codes.count(111) >= 25
+        await asyncio.sleep(1)  # the bucket refills: usable again
         await proto.ok("subscribe", channel=unique("x:after"))
 
 
