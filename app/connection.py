@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -35,8 +35,6 @@ from app.errors import CloseCode, error_frame, reason_for
 from app.protocol import FAST_WRITE, BadFrame, Outgoing, parse_object
 
 log = logging.getLogger("switchboard.connection")
-
-Handler = Callable[["Connection"], Awaitable[None]]
 
 # How long a closing connection may take to flush its close frame before we stop waiting.
 CLOSE_FLUSH_TIMEOUT = 5.0
@@ -274,7 +272,7 @@ class Connection:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    async def serve(self, handler: Handler) -> None:
+    async def serve(self, handler: Awaitable[None]) -> None:
         """Run the endpoint's handler; always leaves the socket closed and the tasks stopped."""
         task = self._task = asyncio.current_task()
         assert task is not None
@@ -282,7 +280,7 @@ class Connection:
         gauge = metrics.CONNECTIONS.labels(self.endpoint)
         gauge.inc()
         try:
-            await handler(self)
+            await handler
         except asyncio.CancelledError:
             # Our own abort() cancels the handler; anything else cancelling us must propagate.
             if not self._aborted or task.cancelling() > 1:

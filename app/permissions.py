@@ -28,9 +28,10 @@ from app.namespaces import ChannelOptions
 
 log = logging.getLogger("switchboard.hooks")
 
-# Today's tutorial rule (letters, digits and ``_.:@~-``), plus ``#`` and ``,`` for user-limited
-# channels. fullmatch: ``$`` alone would let a trailing newline through.
-CHANNEL_NAME = re.compile(r"[\w.:@~#,-]{1,128}")
+# Today's tutorial rule (letters, digits and ``_.:@~-``, 1-128 of them), plus ``#`` and ``,`` for
+# user-limited channels; the 128 count after the namespace, so ``room:{id}`` takes any tutorial id.
+# fullmatch: ``$`` alone would let a trailing newline through.
+CHANNEL_NAME = re.compile(r"(?:[A-Za-z0-9_.\-]{1,64}:)?[\w.:@~#,-]{1,128}")
 TUTORIAL_CHANNEL_PART = re.compile(r"[\w.:@~-]{1,128}")
 
 

@@ -50,6 +50,8 @@ def resume_from(since: object, epoch: object) -> Position | None:
 
 
 class Session:
+    __slots__ = ("_grants", "_member", "_who", "conn", "identity", "permissions", "services", "subscriptions", "ws")
+
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
         self.services = services
@@ -58,8 +60,9 @@ class Session:
         self.identity = ANONYMOUS
         self.subscriptions: dict[str, ChannelOptions] = {}
         self._grants: re.Pattern[str] | None = None
-        self._who = client_info(conn.id, ANONYMOUS)
-        self._member = member_id(conn.id, "", None)
+        # Built on first use: most tutorial sockets never need them (idle memory per socket).
+        self._who: ClientInfo | None = None
+        self._member: str | None = None
 
     @property
     def client(self) -> str:
@@ -67,7 +70,16 @@ class Session:
 
     @property
     def who(self) -> ClientInfo:
+        if self._who is None:
+            self._who = client_info(self.conn.id, self.identity)
         return self._who
+
+    @property
+    def member(self) -> str:
+        """This connection in presence: fixed once made, so a refresh cannot orphan an entry."""
+        if self._member is None:
+            self._member = member_id(self.conn.id, self.identity.user_id, self.identity.info)
+        return self._member
 
     @property
     def grants(self) -> re.Pattern[str] | None:
@@ -77,9 +89,7 @@ class Session:
     def set_identity(self, identity: Identity) -> None:
         self.identity = identity
         self._grants = compile_grants(identity.channels)
-        self._who = client_info(self.conn.id, identity)
-        if not self.subscriptions:  # presence entries already made keep the name they were made with
-            self._member = member_id(self.conn.id, identity.user_id, identity.info)
+        self._who = None
 
     # -- channels ---------------------------------------------------------------------------------
 
@@ -99,14 +109,14 @@ class Session:
         limit = self.services.settings.max_channels_per_connection
         if len(self.subscriptions) >= limit:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
-        await self.permissions.check_subscribe(self._who, self._grants, channel, opts, token)
+        await self.permissions.check_subscribe(self.who, self._grants, channel, opts, token)
         await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
         self.subscriptions[channel] = opts
         return opts
 
     async def enter_presence(self, channel: str) -> int:
         """Register in the channel's presence; the cluster-wide count. Raises BrokerUnavailable."""
-        return await self.services.presence.join(channel, self._member)
+        return await self.services.presence.join(channel, self.member)
 
     async def announce_join(self, channel: str, opts: ChannelOptions) -> None:
         """``/ws``: presence and the join announcement, best effort (the subscription stands)."""
@@ -127,7 +137,7 @@ class Session:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
         await self.services.hub.leave(self.conn, channel)
         try:
-            remaining = await self.services.presence.leave(channel, self._member)
+            remaining = await self.services.presence.leave(channel, self.member)
             if self.ws:
                 await self._announce(channel, opts, remaining, joined=False)
         except BrokerUnavailable:
@@ -141,7 +151,7 @@ class Session:
             # sees the other come and go, in the frames it already knows.
             await self.notice(channel, display_name(channel, self.identity), count, joined=joined)
         elif opts.join_leave:
-            info = {"client": self.client, "user": self._who.user, "info": self._who.info}
+            info = {"client": self.client, "user": self.who.user, "info": self.who.info}
             push = orjson.dumps({"op": "join" if joined else "leave", "channel": channel, "info": info})
             await self.services.hub.publish(channel, push, ephemeral=True)
 
@@ -172,7 +182,7 @@ class Session:
         assert isinstance(channel, str)
         if check:
             data = await self.permissions.check_publish(
-                self._who, self._grants, channel, opts, data, channel in self.subscriptions
+                self.who, self._grants, channel, opts, data, channel in self.subscriptions
             )
         frame = build(data) if build is not None else self._frame(channel, data)
         try:
@@ -188,4 +198,4 @@ class Session:
         tutorial = frame_for(channel, data, self.identity)
         if tutorial is not None:
             return tutorial
-        return {"op": "pub", "channel": channel, "data": data, "info": {"user": self._who.user, "client": self.client}}
+        return {"op": "pub", "channel": channel, "data": data, "info": {"user": self.who.user, "client": self.client}}

@@ -32,8 +32,9 @@ async def instance(request: Request) -> dict[str, str]:
     return {"instance": services(request).settings.instance_id, "version": __version__}
 
 
+@router.api_route("/ws", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 @router.api_route("/ws/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-async def upgrade_required(path: str) -> JSONResponse:
+async def upgrade_required(path: str = "") -> JSONResponse:
     """A plain HTTP request on a WebSocket path (a proxy dropped the Upgrade header, say)."""
     return JSONResponse({"error": "WebSocket upgrade required"}, status_code=426, headers={"Upgrade": "websocket"})
 

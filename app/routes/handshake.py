@@ -59,16 +59,10 @@ async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandl
     await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
     metrics.CONNECTS.labels("accepted").inc()
     s.hub.attach(conn)
-
-    async def serve(_: Connection) -> None:
-        try:
-            await handler(session)
-        finally:
-            await session.close()
-
     try:
-        await conn.serve(serve)
+        await conn.serve(handler(session))
     finally:
+        await session.close()
         await s.hub.drop(conn)
 
 

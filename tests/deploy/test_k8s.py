@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from app.broker import HistoryOptions
 from app.config import Settings
 from app.main import create_app
+from app.namespaces import load_namespaces
 from tests.support import ROOT, TEST_SECRET
 
 OVERLAYS = ["dev", "prod"]
@@ -159,3 +162,21 @@ def test_prod_uses_external_redis_and_no_secret_is_committed() -> None:
     assert "redis://redis:" not in one(docs, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_BROKER_URL"]
     assert not find(docs, "Secret")
     assert one(docs, "Deployment")["spec"]["replicas"] >= 3
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_namespaces_file_is_mounted_where_switchboard_config_points(overlay: str) -> None:
+    docs = render(overlay)
+    path = Path(one(docs, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_CONFIG"])
+    generated = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("switchboard-namespaces")
+    ]
+    assert len(generated) == 1
+    assert generated[0]["data"][path.name] == (ROOT / "deploy" / "switchboard.toml").read_text()
+    pod = one(docs, "Deployment", "switchboard")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name") == generated[0]["metadata"]["name"])
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    assert Path(mount["mountPath"]) == path.parent
+    assert mount["readOnly"] is True
+    # The shipped file loads: a pod would not crash-loop on it.
+    load_namespaces(ROOT / "k8s" / "base" / "switchboard.toml", HistoryOptions())

@@ -113,8 +113,9 @@ async def test_http_publish_reaches_subscribers(prod_app: AppProcess) -> None:
         assert positioned(await recv_json(ws)) == {"content": {"headline": "hi"}, "channel": "news"}
 
 
-def test_plain_http_on_a_websocket_path_gets_426(prod_app: AppProcess) -> None:
-    response = httpx.get(prod_app.http + "/ws/chat")
+@pytest.mark.parametrize("path", ["/ws/chat", "/ws"])
+def test_plain_http_on_a_websocket_path_gets_426(prod_app: AppProcess, path: str) -> None:
+    response = httpx.get(prod_app.http + path)
     assert response.status_code == 426
     assert response.headers["upgrade"] == "websocket"
     assert response.json() == {"error": "WebSocket upgrade required"}

@@ -325,7 +325,7 @@ async def test_the_hook_allows_denies_replaces_and_fails_closed(cluster: Cluster
     [
         ({"op": "nope"}, 104),
         ({"op": "subscribe", "channel": ""}, 107),
-        ({"op": "subscribe", "channel": "x:" + "a" * 127}, 107),
+        ({"op": "subscribe", "channel": "x:" + "a" * 129}, 107),
         ({"op": "subscribe", "channel": "x:a\x01b"}, 107),
         ({"op": "subscribe", "channel": "x:ab\n"}, 107),
         ({"op": "subscribe", "channel": 5}, 107),
@@ -443,6 +443,19 @@ async def test_room_clients_and_ws_clients_see_each_other(cluster: Cluster) -> N
                 "content": "from /ws",
                 "from": "Ann",
             }
+
+
+async def test_a_ws_member_is_announced_to_tutorial_clients_in_their_frames(cluster: Cluster) -> None:
+    room = unique("r")
+    async with ws_connect(cluster.a.ws(f"/ws/room/{room}")) as tutorial:
+        cluster.wait_presence(f"room:{room}", 1)
+        async with connected(cluster.b.ws("/ws"), user_token("ann")) as ann:
+            await ann.ok("subscribe", channel=f"room:{room}")
+            joined = await _recv_where(tutorial, lambda f: f.get("type") == "user_joined")
+            assert (joined["user"], joined["members"]) == ("Ann", 2)
+            await ann.ok("unsubscribe", channel=f"room:{room}")
+            left = await _recv_where(tutorial, lambda f: f.get("type") == "user_left")
+            assert (left["user"], left["members"]) == ("Ann", 1)
 
 
 async def test_chat_interop_in_the_chat_frame_shape(cluster: Cluster) -> None:

@@ -7,12 +7,14 @@ import pytest
 from app.permissions import allowed_users, compile_grants, valid_channel
 
 
-@pytest.mark.parametrize("name", ["chat", "room:42", "dm:#alice,bob", "a.b@c~d-e_f", "x:" + "a" * 126, "ns:ünï"])
+@pytest.mark.parametrize(
+    "name", ["chat", "room:42", "dm:#alice,bob", "a.b@c~d-e_f", "x:" + "a" * 128, "room:" + "r" * 128, "ns:ünï"]
+)
 def test_valid_channel_names(name: str) -> None:
     assert valid_channel(name)
 
 
-@pytest.mark.parametrize("name", ["", "x:" + "a" * 127, "a b", "a\nb", "ab\n", "a\x00b", "a/b", 5, None])
+@pytest.mark.parametrize("name", ["", "x:" + "a" * 129, "a" * 129, "a b", "a\nb", "ab\n", "a\x00b", "a/b", 5, None])
 def test_invalid_channel_names(name: object) -> None:
     assert not valid_channel(name)
 
