@@ -50,7 +50,7 @@ def resume_from(since: object, epoch: object) -> Position | None:
 
 
 class Session:
-    __slots__ = ("_grants", "_member", "_who", "conn", "identity", "permissions", "services", "subscriptions", "ws")
+    __slots__ = ("_grants", "_member", "conn", "identity", "permissions", "services", "ws")
 
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
@@ -58,21 +58,22 @@ class Session:
         self.permissions = services.permissions
         self.ws = ws  # speaks the /ws protocol: gets pub pushes and /ws recovered notices
         self.identity = ANONYMOUS
-        self.subscriptions: dict[str, ChannelOptions] = {}
         self._grants: re.Pattern[str] | None = None
-        # Built on first use: most tutorial sockets never need them (idle memory per socket).
-        self._who: ClientInfo | None = None
-        self._member: str | None = None
+        self._member: str | None = None  # built on first use (idle memory per socket)
 
     @property
     def client(self) -> str:
         return self.conn.id
 
     @property
+    def subscriptions(self) -> set[str]:
+        """The channels this connection is in: the Hub keeps the set, on the connection."""
+        return self.conn.channels
+
+    @property
     def who(self) -> ClientInfo:
-        if self._who is None:
-            self._who = client_info(self.conn.id, self.identity)
-        return self._who
+        """What a hook is told about this client (made per call: it is not kept per socket)."""
+        return client_info(self.conn.id, self.identity)
 
     @property
     def member(self) -> str:
@@ -89,7 +90,6 @@ class Session:
     def set_identity(self, identity: Identity) -> None:
         self.identity = identity
         self._grants = compile_grants(identity.channels)
-        self._who = None
 
     # -- channels ---------------------------------------------------------------------------------
 
@@ -111,7 +111,6 @@ class Session:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
         await self.permissions.check_subscribe(self.who, self._grants, channel, opts, token)
         await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
-        self.subscriptions[channel] = opts
         return opts
 
     async def enter_presence(self, channel: str) -> int:
@@ -132,9 +131,9 @@ class Session:
 
         A ``/ws`` session announces it; the tutorial endpoints announce in their own words.
         """
-        opts = self.subscriptions.pop(channel, None)
-        if opts is None:
+        if channel not in self.subscriptions:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
+        opts = self.services.hub.namespaces.for_channel(channel)
         await self.services.hub.leave(self.conn, channel)
         try:
             remaining = await self.services.presence.leave(channel, self.member)
@@ -151,7 +150,7 @@ class Session:
             # sees the other come and go, in the frames it already knows.
             await self.notice(channel, display_name(channel, self.identity), count, joined=joined)
         elif opts.join_leave:
-            info = {"client": self.client, "user": self.who.user, "info": self.who.info}
+            info = {"client": self.client, "user": self.identity.user_id, "info": self.identity.info}
             push = orjson.dumps({"op": "join" if joined else "leave", "channel": channel, "info": info})
             await self.services.hub.publish(channel, push, ephemeral=True)
 
@@ -198,4 +197,9 @@ class Session:
         tutorial = frame_for(channel, data, self.identity)
         if tutorial is not None:
             return tutorial
-        return {"op": "pub", "channel": channel, "data": data, "info": {"user": self.who.user, "client": self.client}}
+        return {
+            "op": "pub",
+            "channel": channel,
+            "data": data,
+            "info": {"user": self.identity.user_id, "client": self.client},
+        }

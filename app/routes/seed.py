@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from functools import partial
 from typing import Any
 
 from starlette.routing import WebSocketRoute
@@ -149,7 +150,7 @@ async def chat(websocket: WebSocket) -> None:
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
-                    build = lambda c: tutorial.chat_message(name, c)  # noqa: E731
+                    build = partial(tutorial.chat_message, name)
                     await publish(session, tutorial.CHAT, content, build, exclude_self=True)
         finally:
             remaining = await leave(session, tutorial.CHAT)
@@ -189,7 +190,7 @@ async def room(websocket: WebSocket) -> None:
             while (data := await conn.receive_object()) is not None:
                 content = content_of(conn, data)
                 if content is not MISSING:
-                    build = lambda c: tutorial.room_message(room_id, c, name)  # noqa: E731
+                    build = partial(tutorial.room_message, room_id, name=name)
                     await publish(session, channel, content, build, exclude_self=True)
         finally:
             remaining = await leave(session, channel)
@@ -212,11 +213,10 @@ async def global_channel(websocket: WebSocket) -> None:
             session.set_identity(opened.identity)
         if await join(session, channel, opened.resume) is None:
             return
-        build = lambda c: tutorial.global_message(name, c)  # noqa: E731
         while (data := await conn.receive_object()) is not None:
             content = content_of(conn, data)
             if content is not MISSING:
-                await publish(session, channel, content, build)
+                await publish(session, channel, content, partial(tutorial.global_message, name))
 
     await run_session(websocket, "global", handler)
 
