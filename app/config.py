@@ -5,6 +5,7 @@ Every field is documented in the README's settings table; keep the two in step.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import socket
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
+    # Server API credentials (docs/server-api.md): comma-separated, each at least 32 bytes.
+    api_keys: Annotated[list[SecretStr], NoDecode] = []
+    # /docs and /openapi.json; unset means on in dev mode only.
+    docs: bool | None = None
+    idempotency_ttl: float = 300.0
+    # One user's connections across the cluster (0 = no limit); beyond it, close 4004.
+    user_connection_limit: int = 0
+
     # Empty means same-origin only; requests without an Origin header (non-browser clients) pass.
     allowed_origins: Annotated[list[str], NoDecode] = []
 
@@ -76,7 +85,7 @@ class Settings(BaseSettings):
     allow_anonymous: bool = True
     max_channels_per_connection: int = 128
     ping_interval: float = 25.0
-    token_expiry_grace: float = 15.0
+    refresh_grace: float = 25.0
     # When set, /metrics is served on this port only (not on the app port).
     metrics_port: int | None = None
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
@@ -85,12 +94,21 @@ class Settings(BaseSettings):
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
+    _generated_api_key: bool = PrivateAttr(default=False)
     _hooks: object | None = PrivateAttr(default=None)
 
     @property
     def namespaces(self) -> Namespaces:
         assert self._namespaces is not None
         return self._namespaces
+
+    @property
+    def generated_api_key(self) -> bool:
+        return self._generated_api_key
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.dev_mode if self.docs is None else self.docs
 
     @property
     def hook_object(self) -> object | None:
@@ -104,7 +122,7 @@ class Settings(BaseSettings):
     def generated_secret(self) -> bool:
         return self._generated_secret
 
-    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -140,7 +158,25 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1 second")
         return value
 
-    @field_validator("hook_timeout", "token_expiry_grace")
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for n, key in enumerate(value, start=1):
+            if len(key.get_secret_value().encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"key {n} is shorter than {MIN_SECRET_BYTES} bytes; generate one with: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        return value
+
+    @field_validator("user_connection_limit")
+    @classmethod
+    def _limit_or_off(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (off) or more")
+        return value
+
+    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
@@ -161,8 +197,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _dev_api_key(self) -> Settings:
+        if self.dev_mode and not self.api_keys:
+            # Printed once at start-up (app/main.py); never valid on another instance.
+            self.api_keys = [SecretStr(secrets.token_urlsafe(32))]
+            self._generated_api_key = True
+        return self
+
+    @model_validator(mode="after")
     def _secret_policy(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()
+        if any(hmac.compare_digest(key.get_secret_value(), secret) for key in self.api_keys if secret):
+            raise ValueError("an API key must not equal SWITCHBOARD_JWT_SECRET: a user's token is never a credential")
         if self.dev_mode:
             if not secret:
                 # Random per process: fine for one dev instance, and tokens minted by /dev/token work.

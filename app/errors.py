@@ -114,5 +114,10 @@ AUTH_REQUIRED = "Auth required"
 INVALID_TOKEN = "Invalid token"
 PUBLISH_FAILED = "Broker unavailable: message not delivered"
 PERMISSION_DENIED = "Permission denied"
+# A publish whose broker reply never came may have been stored and delivered, or not.
+OUTCOME_UNKNOWN = (
+    "broker unavailable: the publication may or may not have been stored; "
+    "retrying with the same idempotency_key is safe"
+)
 TOO_DEEP = "Message nested too deeply to encode"
 INVALID_CHANNEL = "Invalid channel name"

@@ -151,16 +151,23 @@ class Hub:
             self._idle.set()
 
     async def publish(
-        self, channel: str, frame: bytes, exclude: Connection | None = None, *, ephemeral: bool = False
+        self,
+        channel: str,
+        frame: bytes,
+        exclude: Connection | None = None,
+        *,
+        ephemeral: bool = False,
+        idempotency_key: str | None = None,
     ) -> Position | None:
         """Send ``frame`` to every member of ``channel`` on every instance, except ``exclude``.
 
         The channel's namespace decides its history; ``ephemeral`` frames (join/leave pushes) skip
-        it: no offset, not recoverable.
+        it: no offset, not recoverable. ``idempotency_key``: see ``Broker.publish``.
         """
         history = NO_HISTORY if ephemeral else self.namespaces.for_channel(channel).history
+        head = header(exclude.id if exclude else None)
         try:
-            return await self.broker.publish(channel, header(exclude.id if exclude else None), frame, history)
+            return await self.broker.publish(channel, head, frame, history, idempotency_key)
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.inc()
             raise

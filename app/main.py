@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_connections=settings.redis_max_connections,
             name=settings.instance_id,
             history=settings.history,
+            idempotency_ttl=settings.idempotency_ttl,
         )
         hub = Hub(broker, settings.namespaces)
         presence = create_presence(broker, settings.presence_ttl)

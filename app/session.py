@@ -49,6 +49,29 @@ def resume_from(since: object, epoch: object) -> Position | None:
     return Position(int(since), epoch)
 
 
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def idempotency_key_of(value: object) -> str | None:
+    """A publish's optional idempotency key: 1-128 printable ASCII characters. Raises ProtocolError."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not IDEMPOTENCY_KEY.fullmatch(value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "idempotency_key must be 1-128 printable ASCII characters")
+    return value
+
+
+def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
+    """Encode once for every subscriber; refuses what the encoder cannot write or what is too big."""
+    try:
+        encoded = orjson.dumps(frame)
+    except orjson.JSONEncodeError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
+    if len(encoded) > limit:
+        raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"publication over {limit} bytes")
+    return encoded
+
+
 class Session:
     __slots__ = ("_grants", "_member", "conn", "identity", "permissions", "services", "ws")
 
@@ -169,7 +192,14 @@ class Session:
             await self.publish(channel, None, build=lambda _: frame, exclude_self=exclude_self, check=False)
 
     async def publish(
-        self, channel: object, data: Any, *, build: Build | None = None, exclude_self: bool = False, check: bool = True
+        self,
+        channel: object,
+        data: Any,
+        *,
+        build: Build | None = None,
+        exclude_self: bool = False,
+        check: bool = True,
+        idempotency_key: str | None = None,
     ) -> Position | None:
         """Publish ``data`` on ``channel`` after the permission checks (``check=False``: a server notice).
 
@@ -184,14 +214,9 @@ class Session:
                 self.who, self._grants, channel, opts, data, channel in self.subscriptions
             )
         frame = build(data) if build is not None else self._frame(channel, data)
-        try:
-            encoded = orjson.dumps(frame)
-        except orjson.JSONEncodeError:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
-        limit = self.services.settings.max_message_bytes
-        if len(encoded) > limit:
-            raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"publication over {limit} bytes")
-        return await self.services.hub.publish(channel, encoded, self.conn if exclude_self else None)
+        encoded = encode_publication(frame, self.services.settings.max_message_bytes)
+        exclude = self.conn if exclude_self else None
+        return await self.services.hub.publish(channel, encoded, exclude, idempotency_key=idempotency_key)
 
     def _frame(self, channel: str, data: Any) -> dict[str, Any]:
         tutorial = frame_for(channel, data, self.identity)

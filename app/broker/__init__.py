@@ -11,13 +11,20 @@ __all__ = ["Broker", "BrokerUnavailable", "History", "HistoryOptions", "Position
 
 
 def create_broker(
-    url: str, *, max_connections: int = 16, name: str = "switchboard", history: HistoryOptions | None = None
+    url: str,
+    *,
+    max_connections: int = 16,
+    name: str = "switchboard",
+    history: HistoryOptions | None = None,
+    idempotency_ttl: float = 300.0,
 ) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryBroker(history)
+        return MemoryBroker(history, idempotency_ttl=idempotency_ttl)
     if scheme in ("redis", "rediss", "unix"):
         from app.broker.redis import RedisBroker
 
-        return RedisBroker(url, max_connections=max_connections, name=name, history=history)
+        return RedisBroker(
+            url, max_connections=max_connections, name=name, history=history, idempotency_ttl=idempotency_ttl
+        )
     raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory:// or redis://")

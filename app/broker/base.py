@@ -125,12 +125,21 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
     async def publish(
-        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions | None = None
+        self,
+        channel: str,
+        head: bytes,
+        frame: bytes,
+        history: HistoryOptions | None = None,
+        idempotency_key: str | None = None,
     ) -> Position | None:
         """Publish ``frame`` (a JSON object) with envelope header ``head`` (``protocol.header``).
 
         ``history`` is the channel's own (from its namespace); None means ``history_options``.
         Returns the position assigned, or None when the channel keeps no history.
+
+        With ``idempotency_key``, a publish with the same key on the same channel within the
+        broker's idempotency TTL publishes nothing and returns the first one's position, on any
+        instance: the check, the publish and the record are one atomic step.
         """
         ...
 

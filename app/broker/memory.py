@@ -30,8 +30,16 @@ class _Channel:
 class MemoryBroker:
     """Delivers synchronously inside ``publish``, so ordering is exactly publish order."""
 
-    def __init__(self, history: HistoryOptions | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        history: HistoryOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        idempotency_ttl: float = 300.0,
+    ) -> None:
         self.history_options = history or HistoryOptions()
+        self._idempotency_ttl = idempotency_ttl
+        # (channel, key) -> (the first publish's position, when the record expires)
+        self._published: dict[tuple[str, str], tuple[Position | None, float]] = {}
         self._clock = clock
         self._on_message: OnMessage | None = None
         self._channels: set[str] = set()
@@ -52,10 +60,25 @@ class MemoryBroker:
         self._channels.discard(channel)
 
     async def publish(
-        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions | None = None
+        self,
+        channel: str,
+        head: bytes,
+        frame: bytes,
+        history: HistoryOptions | None = None,
+        idempotency_key: str | None = None,
     ) -> Position | None:
+        if idempotency_key is not None:
+            self._sweep(self._clock())
+            found = self._published.get((channel, idempotency_key))
+            if found is not None and found[1] > self._clock():
+                return found[0]
+        position = self._publish(channel, head, frame, history or self.history_options)
+        if idempotency_key is not None:
+            self._published[(channel, idempotency_key)] = (position, self._clock() + self._idempotency_ttl)
+        return position
+
+    def _publish(self, channel: str, head: bytes, frame: bytes, opts: HistoryOptions) -> Position | None:
         position = None
-        opts = history or self.history_options
         if opts.enabled:
             ch = self._channel(channel, opts)
             ch.offset += 1
@@ -82,12 +105,19 @@ class MemoryBroker:
     def healthy(self) -> bool:
         return self._on_message is not None
 
+    def _sweep(self, now: float) -> None:
+        """Drop expired histories and idempotency records, at most every SWEEP_INTERVAL."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        for key in [k for k, c in self._history.items() if now >= c.meta_expires]:
+            del self._history[key]
+        for published in [k for k, (_, expires) in self._published.items() if now >= expires]:
+            del self._published[published]
+
     def _channel(self, name: str, opts: HistoryOptions) -> _Channel:
         now = self._clock()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_INTERVAL
-            for key in [k for k, c in self._history.items() if now >= c.meta_expires]:
-                del self._history[key]
+        self._sweep(now)
         ch = self._history.get(name)
         if ch is None or now >= ch.meta_expires:
             # A lost history gets a new epoch, exactly as when Redis's meta key expires.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import defaultdict, deque
@@ -28,7 +27,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from app import metrics
 from app.broker.base import (
@@ -41,8 +40,9 @@ from app.broker.base import (
     OnReconnect,
     Position,
 )
-from app.broker.scripts import HISTORY_SCRIPT, PUBLISH_SCRIPT, history_keys
-from app.protocol import pack, unpack
+from app.broker.publisher import Publisher, whole_seconds
+from app.broker.scripts import HISTORY_SCRIPT, history_keys
+from app.protocol import unpack
 
 log = logging.getLogger("switchboard.broker")
 
@@ -64,11 +64,11 @@ class RedisBroker:
         max_connections: int = 16,
         name: str = "switchboard",
         history: HistoryOptions | None = None,
+        idempotency_ttl: float = 300.0,
     ) -> None:
         self._url = url
         self.history_options = history or HistoryOptions()
-        opts = self.history_options
-        self._ttls = _whole_seconds(opts)
+        self._meta_ttl = whole_seconds(self.history_options)[1]
         self._epochs = EpochSource()
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
@@ -91,11 +91,13 @@ class RedisBroker:
         self._pending: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._listener: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._outbox: list[_Publish] = []
-        self._outbox_ready = asyncio.Event()
-        self._publish_pool = BlockingConnectionPool.from_url(url, max_connections=1, **common)
+        self._publisher = Publisher(
+            BlockingConnectionPool.from_url(url, max_connections=1, **common),
+            self.history_options,
+            self._epochs,
+            idempotency_ttl,
+        )
         self._history_script = self.client.register_script(HISTORY_SCRIPT)
-        self._publish_sha = self.client.register_script(PUBLISH_SCRIPT).sha
         self._connected = asyncio.Event()
         self._ever_connected = False
         self._last_seen = 0.0
@@ -105,7 +107,7 @@ class RedisBroker:
         self._channels = channels
         self._on_reconnect = on_reconnect
         self._listener = asyncio.create_task(self._listen(), name="switchboard-redis-listener")
-        self._flusher = asyncio.create_task(self._flush_publishes(), name="switchboard-redis-publisher")
+        self._flusher = asyncio.create_task(self._publisher.run(), name="switchboard-redis-publisher")
         # Start-up waits briefly for Redis but never fails: readiness reports the state instead.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._connected.wait(), timeout=SUBSCRIBE_TIMEOUT)
@@ -117,8 +119,7 @@ class RedisBroker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._listener = self._flusher = None
-        self._fail(self._outbox, "broker closed")
-        await self._publish_pool.aclose()
+        await self._publisher.close()
         await self._drop_pubsub()
         await self.client.aclose()
         await self._sub_client.aclose()
@@ -153,88 +154,25 @@ class RedisBroker:
                 await self._pubsub.unsubscribe(channel)
 
     async def publish(
-        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions | None = None
+        self,
+        channel: str,
+        head: bytes,
+        frame: bytes,
+        history: HistoryOptions | None = None,
+        idempotency_key: str | None = None,
     ) -> Position | None:
         """Queue the publish for the flusher and wait for Redis's reply (order is FIFO)."""
-        opts = history or self.history_options
-        if opts.enabled and (frame[:1] != b"{" or frame[-1:] != b"}"):
-            raise ValueError("channel frames must be JSON objects")
-        done: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
-        self._outbox.append(_Publish(channel, head, frame, done, opts))
-        self._outbox_ready.set()
-        return await done
+        return await self._publisher.publish(channel, head, frame, history or self.history_options, idempotency_key)
 
     async def history(self, channel: str, since: int, limit: int | None = None) -> History:
         try:
             epoch, top, entries = await self._history_script(
-                keys=history_keys(channel), args=[self._epochs(), self._ttls[1], since, limit or 0]
+                keys=history_keys(channel), args=[self._epochs(), self._meta_ttl, since, limit or 0]
             )
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
         envelopes = [unpack(fields[1]) for _, fields in entries]
         return History(Position(int(top), epoch.decode()), envelopes)
-
-    def _command(self, item: _Publish) -> tuple[Any, ...]:
-        opts = item.history
-        if not opts.enabled:
-            return ("PUBLISH", item.channel, pack(item.head, item.frame))
-        meta, stream = history_keys(item.channel)
-        ttl, meta_ttl = self._ttls if opts is self.history_options else _whole_seconds(opts)
-        args = (self._epochs(), meta_ttl, item.channel, item.head, item.frame, opts.size, ttl)
-        return ("EVALSHA", self._publish_sha, 2, meta, stream, *args)
-
-    async def _flush_publishes(self) -> None:
-        """Send every waiting publish in one write on a dedicated connection, then read the replies.
-
-        A PUBLISH through redis-py's pool costs about 160 us of CPU; batched on one connection it
-        costs about 10 us. With many publishers at once (many rooms) a batch holds many commands.
-        """
-        conn = None
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if not batch:
-                continue
-            try:
-                if conn is None:
-                    conn = self._publish_pool.make_connection()  # type: ignore[no-untyped-call]
-                    await conn.connect()
-                    # A new connection may be to a restarted Redis with an empty script cache.
-                    await conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
-                    await conn.read_response()
-                packed = conn.pack_commands([self._command(item) for item in batch])
-                await conn.send_packed_command(packed, check_health=False)
-                reload = False
-                for item in batch:
-                    try:
-                        reply = await conn.read_response()
-                    except ResponseError as exc:
-                        # The script did not run (NOSCRIPT after SCRIPT FLUSH, OOM...): refuse it.
-                        reload = reload or isinstance(exc, NoScriptError)
-                        item.fail(str(exc))
-                        continue
-                    if not item.done.done():
-                        position = Position(int(reply[0]), reply[1].decode()) if isinstance(reply, list) else None
-                        item.done.set_result(position)
-                if reload:
-                    await conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
-                    await conn.read_response()
-            except asyncio.CancelledError:
-                self._fail(batch, "broker closing")
-                raise
-            except Exception as exc:
-                # Replies not read are unknown: fail them (never silently) and use a fresh connection.
-                self._fail(batch, str(exc))
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.disconnect()
-                conn = None
-
-    @staticmethod
-    def _fail(batch: list[_Publish], reason: str) -> None:
-        for item in batch:
-            item.fail(reason)
 
     # -- listener -------------------------------------------------------------------------------
 
@@ -336,21 +274,3 @@ class RedisBroker:
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
-def _whole_seconds(opts: HistoryOptions) -> tuple[str, str]:
-    """EXPIRE takes whole seconds; rounding up never shortens a promise."""
-    return str(math.ceil(opts.ttl)), str(math.ceil(opts.meta_ttl))
-
-
-class _Publish:
-    __slots__ = ("channel", "done", "frame", "head", "history")
-
-    def __init__(
-        self, channel: str, head: bytes, frame: bytes, done: asyncio.Future[Position | None], history: HistoryOptions
-    ) -> None:
-        self.channel, self.head, self.frame, self.done, self.history = channel, head, frame, done, history
-
-    def fail(self, reason: str) -> None:
-        if not self.done.done():
-            self.done.set_exception(BrokerUnavailable(reason))

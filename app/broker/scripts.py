@@ -22,10 +22,19 @@ if not epoch then
   redis.call('DEL', KEYS[2])
 end
 """
-# KEYS: meta, stream. ARGV: epoch if new, meta ttl, channel, header, frame, size, ttl.
+# KEYS: meta, stream[, idempotency]. ARGV: epoch if new, meta ttl, channel, header, frame, size,
+# ttl[, idempotency ttl in ms]. With an idempotency key already set, nothing is published: the
+# first attempt's position is returned. Checked and set in the same atomic step as the publish.
 PUBLISH_SCRIPT = (
     _ENSURE_META
     + """
+if KEYS[3] then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then
+    local space = string.find(prev, ' ', 1, true)
+    return {tonumber(string.sub(prev, 1, space - 1)), string.sub(prev, space + 1)}
+  end
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local frame = ARGV[5]
 local sep = ','
@@ -36,9 +45,19 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], offset .. '-0', 'e', envelope)
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], envelope)
+if KEYS[3] then redis.call('SET', KEYS[3], offset .. ' ' .. epoch, 'PX', ARGV[8]) end
 return {offset, epoch}
 """
 )
+# A channel without history, with an idempotency key. KEYS: idempotency. ARGV: channel, envelope,
+# idempotency ttl in ms.
+PUBLISH_ONCE_SCRIPT = """
+if not redis.call('GET', KEYS[1]) then
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('SET', KEYS[1], '0 ', 'PX', ARGV[3])
+end
+return {0, ''}
+"""
 # KEYS: meta, stream. ARGV: epoch if new, meta ttl, since, count (0 = all).
 HISTORY_SCRIPT = (
     _ENSURE_META
@@ -61,3 +80,8 @@ return {epoch, top, entries}
 
 def history_keys(channel: str) -> tuple[str, str]:
     return f"sb:{{{channel}}}:meta", f"sb:{{{channel}}}:history"
+
+
+def idempotency_key(channel: str, key: str) -> str:
+    """Beside the channel's history keys (same hash tag), so one script sees all three."""
+    return f"sb:{{{channel}}}:idem:{key}"

@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.auth import AuthError, Identity, verify_token
 from app.broker import BrokerUnavailable
-from app.errors import AUTH_FAILED, AUTH_TIMEOUT, CloseCode, ErrorCode, ProtocolError
+from app.errors import AUTH_FAILED, AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.routes.handshake import run_session
 from app.routes.ws_commands import COMMANDS, Reply, reply_bytes
 from app.session import Session
@@ -137,7 +137,7 @@ class WsClient:
         if self._expiry is not None:
             self._expiry.cancel()
         if identity.expires is not None:
-            delay = identity.expires - time.time() + self.settings.token_expiry_grace
+            delay = identity.expires - time.time() + self.settings.refresh_grace
             self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), self._expired)
 
     def _expired(self) -> None:
@@ -202,7 +202,8 @@ class WsClient:
             except ProtocolError as exc:
                 self.send(error_bytes(cmd_id, exc.code, exc.message))
             except BrokerUnavailable:
-                self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
+                message = OUTCOME_UNKNOWN if op == "publish" else "broker unavailable: try again"
+                self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, message))
             except Exception:
                 log.exception("/ws command %s failed", op)
                 self.send(error_bytes(cmd_id, ErrorCode.INTERNAL, "internal error"))

@@ -18,7 +18,7 @@ from app.namespaces import ChannelOptions
 from app.presence import parse_member, stats
 from app.protocol import wrap_pub
 from app.recovery import Joined, Subscription
-from app.session import EPOCH, Session
+from app.session import EPOCH, Session, idempotency_key_of
 from app.tutorial import is_tutorial
 
 Reply = dict[str, Any] | bytes | None
@@ -80,7 +80,8 @@ async def unsubscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> R
 async def publish(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
     if "data" not in frame:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "data is required")
-    position = await session.publish(frame.get("channel"), frame["data"])
+    key = idempotency_key_of(frame.get("idempotency_key"))
+    position = await session.publish(frame.get("channel"), frame["data"], idempotency_key=key)
     return {"offset": position.offset, "epoch": position.epoch} if position else {"offset": 0, "epoch": ""}
 
 

@@ -64,7 +64,7 @@ async def test_each_channel_is_resumed_from_its_own_offset_after_failover(tmp_pa
 
 
 async def test_the_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
-    redis_server, a, _ = start_cluster(tmp_path, {"SWITCHBOARD_TOKEN_EXPIRY_GRACE": "1"})
+    redis_server, a, _ = start_cluster(tmp_path, {"SWITCHBOARD_REFRESH_GRACE": "1"})
     minted: list[str] = []
 
     def fresh() -> str:

@@ -52,7 +52,7 @@ def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "SWITCHBOARD_MAX_MESSAGE_BYTES": "4096",
         "SWITCHBOARD_PING_INTERVAL": "1",
         "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
-        "SWITCHBOARD_TOKEN_EXPIRY_GRACE": "1",
+        "SWITCHBOARD_REFRESH_GRACE": "1",
         "SWITCHBOARD_AUTH_TIMEOUT": "1",
         "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "20",
         "SWITCHBOARD_RATE_LIMIT_BURST": "60",
@@ -148,6 +148,36 @@ async def test_publish_reaches_every_subscriber_on_both_instances_in_order(clust
             assert [p["offset"] for p in pubs] == offsets
             assert {p["info"]["user"] for p in pubs} == {""}
             assert {p["info"]["client"] for p in pubs} == {pubs[0]["info"]["client"]}
+
+
+async def test_a_retry_with_the_same_idempotency_key_on_another_instance_publishes_nothing(cluster: Cluster) -> None:
+    channel = unique("x:idem")
+    async with connected(cluster.a.ws("/ws")) as one, connected(cluster.b.ws("/ws")) as two:
+        for proto in (one, two):
+            await proto.ok("subscribe", channel=channel)
+        first = await one.ok("publish", channel=channel, data="once", idempotency_key="order-17")
+        retry = await two.ok("publish", channel=channel, data="once", idempotency_key="order-17")
+        assert (retry["offset"], retry["epoch"]) == (first["offset"], first["epoch"])
+        other = await two.ok("publish", channel=channel, data="twice", idempotency_key="order-18")
+        assert other["offset"] == first["offset"] + 1
+        for proto in (one, two):
+            assert [p["data"] for p in await proto.pubs(channel, 2)] == ["once", "twice"]
+            assert [p for p in await proto.quiet(0.3) if is_pub(channel)(p)] == []
+        assert await one.error("publish", channel=channel, data=1, idempotency_key="") == 107
+        assert await one.error("publish", channel=channel, data=1, idempotency_key="a b") == 107
+
+
+async def test_idempotency_holds_in_a_namespace_without_history(cluster: Cluster) -> None:
+    channel = unique("nohist:")
+    async with connected(cluster.a.ws("/ws")) as one, connected(cluster.b.ws("/ws")) as two:
+        for proto in (one, two):
+            await proto.ok("subscribe", channel=channel)
+        for proto in (one, two, one):
+            reply = await proto.ok("publish", channel=channel, data="once", idempotency_key="k1")
+            assert (reply["offset"], reply["epoch"]) == (0, "")
+        await two.ok("publish", channel=channel, data="end", idempotency_key="k2")
+        for proto in (one, two):
+            assert [p["data"] for p in await proto.pubs(channel, 2)] == ["once", "end"]
 
 
 async def test_many_channels_on_one_socket_and_unsubscribe_stops_pushes(cluster: Cluster) -> None:

@@ -363,3 +363,20 @@ async def test_ephemeral_publishes_skip_history_and_offsets() -> None:
     assert a.frames[1]["offset"] == 1  # the ephemeral frame took no offset
     history = await hub.broker.history("x", 0)
     assert [e.offset for e in history.entries] == [1]
+
+
+async def test_an_idempotency_key_publishes_once_until_it_expires() -> None:
+    clock = [0.0]
+    broker = MemoryBroker(HistoryOptions(size=10, ttl=500, meta_ttl=1000), clock=lambda: clock[0], idempotency_ttl=60)
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    first = await hub.publish("x", orjson.dumps({"n": 1}), idempotency_key="k")
+    again = await hub.publish("x", orjson.dumps({"n": 1}), idempotency_key="k")
+    assert again == first
+    assert a.contents() == [1]
+    clock[0] = 61.0  # past the idempotency TTL: the same key publishes again
+    later = await hub.publish("x", orjson.dumps({"n": 1}), idempotency_key="k")
+    assert later is not None
+    assert first is not None
+    assert later.offset == first.offset + 1
+    assert a.contents() == [1, 1]

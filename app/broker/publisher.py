@@ -1,0 +1,156 @@
+"""The Redis broker's publisher: ONE connection, ONE flusher task, publishes sent in batches.
+
+``publish()`` queues the command and awaits its reply; the flusher sends every waiting command in
+one write and reads the replies in order (FIFO, so per-publisher order holds). Through redis-py's
+pool a PUBLISH cost about 160 us of CPU; batched on one connection, about 10 us.
+
+With history on, a publish is an EVALSHA of ``PUBLISH_SCRIPT`` (offset, history, PUBLISH in one
+atomic step); with an idempotency key it is checked and recorded in that same step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import NoScriptError, ResponseError
+
+from app.broker.base import BrokerUnavailable, EpochSource, HistoryOptions, Position
+from app.broker.scripts import PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, history_keys, idempotency_key
+from app.protocol import pack
+
+
+class Publisher:
+    def __init__(
+        self, pool: BlockingConnectionPool, default: HistoryOptions, epochs: EpochSource, idempotency_ttl: float
+    ) -> None:
+        self._pool = pool
+        self._default = default
+        self._ttls = whole_seconds(default)
+        self._epochs = epochs
+        self._idempotency_ms = str(math.ceil(idempotency_ttl * 1000))
+        self._outbox: list[_Publish] = []
+        self._outbox_ready = asyncio.Event()
+        # The shas EVALSHA names: the same for every connection, as SCRIPT LOAD computes them.
+        self._publish_sha, self._publish_once_sha = (_sha(script) for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT))
+
+    async def publish(
+        self, channel: str, head: bytes, frame: bytes, history: HistoryOptions, key: str | None
+    ) -> Position | None:
+        if history.enabled and (frame[:1] != b"{" or frame[-1:] != b"}"):
+            raise ValueError("channel frames must be JSON objects")
+        done: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
+        self._outbox.append(_Publish(channel, head, frame, done, history, key))
+        self._outbox_ready.set()
+        return await done
+
+    async def close(self) -> None:
+        """After the flusher task is cancelled: nothing waits forever."""
+        self._fail(self._outbox, "broker closed")
+        await self._pool.aclose()
+
+    def _command(self, item: _Publish) -> tuple[Any, ...]:
+        opts, key = item.history, item.idempotency_key
+        if not opts.enabled:
+            envelope = pack(item.head, item.frame)
+            if key is None:
+                return ("PUBLISH", item.channel, envelope)
+            once = idempotency_key(item.channel, key)
+            return ("EVALSHA", self._publish_once_sha, 1, once, item.channel, envelope, self._idempotency_ms)
+        meta, stream = history_keys(item.channel)
+        ttl, meta_ttl = self._ttls if opts is self._default else whole_seconds(opts)
+        args = (self._epochs(), meta_ttl, item.channel, item.head, item.frame, opts.size, ttl)
+        if key is None:
+            return ("EVALSHA", self._publish_sha, 2, meta, stream, *args)
+        keys = (meta, stream, idempotency_key(item.channel, key))
+        return ("EVALSHA", self._publish_sha, 3, *keys, *args, self._idempotency_ms)
+
+    async def run(self) -> None:
+        """Send every waiting publish in one write on a dedicated connection, then read the replies.
+
+        A PUBLISH through redis-py's pool costs about 160 us of CPU; batched on one connection it
+        costs about 10 us. With many publishers at once (many rooms) a batch holds many commands.
+        """
+        conn = None
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            if not batch:
+                continue
+            try:
+                if conn is None:
+                    conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+                    await conn.connect()
+                    # A new connection may be to a restarted Redis with an empty script cache.
+                    await self._load_scripts(conn)
+                packed = conn.pack_commands([self._command(item) for item in batch])
+                await conn.send_packed_command(packed, check_health=False)
+                reload = False
+                for item in batch:
+                    try:
+                        reply = await conn.read_response()
+                    except ResponseError as exc:
+                        # The script did not run (NOSCRIPT after SCRIPT FLUSH, OOM...): refuse it.
+                        reload = reload or isinstance(exc, NoScriptError)
+                        item.fail(str(exc))
+                        continue
+                    if not item.done.done():
+                        offset = int(reply[0]) if isinstance(reply, list) else 0
+                        item.done.set_result(Position(offset, reply[1].decode()) if offset else None)
+                if reload:
+                    await self._load_scripts(conn)
+            except asyncio.CancelledError:
+                self._fail(batch, "broker closing")
+                raise
+            except Exception as exc:
+                # Replies not read are unknown: fail them (never silently) and use a fresh connection.
+                self._fail(batch, str(exc))
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect()
+                conn = None
+
+    @staticmethod
+    async def _load_scripts(conn: Any) -> None:
+        for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT):
+            await conn.send_command("SCRIPT", "LOAD", script)
+            await conn.read_response()
+
+    @staticmethod
+    def _fail(batch: list[_Publish], reason: str) -> None:
+        for item in batch:
+            item.fail(reason)
+
+
+def whole_seconds(opts: HistoryOptions) -> tuple[str, str]:
+    """EXPIRE takes whole seconds; rounding up never shortens a promise."""
+    return str(math.ceil(opts.ttl)), str(math.ceil(opts.meta_ttl))
+
+
+class _Publish:
+    __slots__ = ("channel", "done", "frame", "head", "history", "idempotency_key")
+
+    def __init__(
+        self,
+        channel: str,
+        head: bytes,
+        frame: bytes,
+        done: asyncio.Future[Position | None],
+        history: HistoryOptions,
+        idempotency_key: str | None,
+    ) -> None:
+        self.channel, self.head, self.frame, self.done = channel, head, frame, done
+        self.history, self.idempotency_key = history, idempotency_key
+
+    def fail(self, reason: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(BrokerUnavailable(reason))
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
