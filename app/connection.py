@@ -30,8 +30,8 @@ from starlette.websockets import WebSocket
 
 from app import metrics
 from app.config import Settings
+from app.errors import CLOSE_REASONS, CloseCode, error_frame, reason_for
 from app.errors import RATE_LIMITED as RATE_LIMITED_REASON
-from app.errors import CloseCode, error_frame, reason_for
 from app.protocol import FAST_WRITE, BadFrame, Outgoing, parse_object
 
 log = logging.getLogger("switchboard.connection")
@@ -130,13 +130,13 @@ class Connection:
     def send_error(self, message: str) -> None:
         self.offer(Outgoing(error_frame(message)))
 
-    def close(self, code: CloseCode, reason: str | None = None) -> None:
+    def close(self, code: int, reason: str | None = None) -> None:
         """Close after the frames already queued: an error frame reaches the client first."""
         if self._closing:
             return
         self._closing = True
         self.close_code = int(code)
-        self._queue.append(Close(int(code), reason or reason_for(code)))
+        self._queue.append(Close(int(code), reason or CLOSE_REASONS.get(code, "")))  # type: ignore[call-overload]
         self._wake_writer()
 
     def abort(self, code: CloseCode) -> None:

@@ -28,6 +28,10 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 4001
     # /ws: the connection token expired and no `refresh` came within the grace period.
     TOKEN_EXPIRED = 4002
+    # The server API disconnected this user (its `disconnect` may name another 4xxx code).
+    DISCONNECTED = 4003
+    # This user already holds SWITCHBOARD_USER_CONNECTION_LIMIT connections across the cluster.
+    USER_LIMIT = 4004
 
 
 CLOSE_REASONS: dict[CloseCode, str] = {
@@ -41,6 +45,8 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.SLOW_CONSUMER: "Slow consumer: send queue full",
     CloseCode.HEARTBEAT_TIMEOUT: "Heartbeat timeout: no pong received",
     CloseCode.TOKEN_EXPIRED: "Token expired",
+    CloseCode.DISCONNECTED: "Disconnected by the server",
+    CloseCode.USER_LIMIT: "Too many connections for this user",
 }
 
 # Reasons for the POLICY_VIOLATION code, which covers several causes.

@@ -57,10 +57,21 @@ class Hub:
         self._idle = asyncio.Event()
         self._idle.set()
         self._catch_up = CatchUp(self)
+        # Control channels (user-targeted commands): subscribed for the process's whole life.
+        self._control: dict[str, Callable[[bytes], None]] = {}
 
     def channels(self) -> Collection[str]:
-        """The channels with local members: what to resubscribe after a broker reconnect."""
-        return tuple(self._channels)
+        """The channels this process needs: what to resubscribe after a broker reconnect."""
+        return (*self._channels, *self._control)
+
+    async def add_control(self, channel: str, handler: Callable[[bytes], None]) -> None:
+        """Hand every frame published on ``channel`` to ``handler``, from now until shutdown.
+
+        If the broker is down now, the reconnect subscribes it (``channels`` lists it).
+        """
+        self._control[channel] = handler
+        with contextlib.suppress(BrokerUnavailable):
+            await self.broker.subscribe(channel)
 
     def channel(self, name: str) -> Channel | None:
         return self._channels.get(name)
@@ -175,6 +186,9 @@ class Hub:
     def dispatch(self, channel: str, envelope: bytes) -> None:
         ch = self._channels.get(channel)
         if ch is None:
+            control = self._control.get(channel)
+            if control is not None:
+                control(envelope[envelope.index(b"\n") + 1 :])
             return
         try:
             env = unpack(envelope)

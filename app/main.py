@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import platform
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,12 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, drain, metrics
-from app.broker import create_broker
 from app.config import Settings
-from app.hub import Hub
 from app.logs import install_redaction
-from app.permissions import Hooks, Permissions
-from app.presence import create_presence
 from app.routes import api, health, seed, ws
 from app.services import Services
 
@@ -56,23 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "
                 "tokens will not validate on other instances"
             )
-        broker = create_broker(
-            settings.broker_url,
-            max_connections=settings.redis_max_connections,
-            name=settings.instance_id,
-            history=settings.history,
-            idempotency_ttl=settings.idempotency_ttl,
-        )
-        hub = Hub(broker, settings.namespaces)
-        presence = create_presence(broker, settings.presence_ttl)
-        permissions = Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout))
-        services = Services(settings=settings, broker=broker, hub=hub, presence=presence, permissions=permissions)
-        app.state.services = services
-        metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
-        await broker.start(hub.dispatch, hub.channels, hub.on_reconnect)
-        await presence.start()
-        sampler = metrics.Sampler(ready=services.ready, broker_up=broker.healthy)
-        sampling = asyncio.create_task(sampler.run(), name="switchboard-metrics-sampler")
+        if settings.generated_api_key:
+            # Printed, not logged: log lines are shipped and kept; this key is for this terminal.
+            key = settings.api_keys[0].get_secret_value()
+            print(f"switchboard: dev mode: server API key for this process: {key}", file=sys.stderr, flush=True)
+        services = app.state.services = Services.build(settings)
+        await services.start()
         metrics_server = None
         if settings.metrics_port:
             metrics_server = await metrics.serve_on_port(settings.host, settings.metrics_port)
@@ -82,15 +65,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             unregister()
-            sampling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampling  # its last flush hands over the final second of metrics
             if metrics_server is not None:
                 metrics_server.close()
                 await metrics_server.wait_closed()
-            await presence.close()
-            await hub.close()
-            await broker.close()
+            await services.close()
 
     app = Switchboard(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(ws.routes + seed.routes)

@@ -61,6 +61,9 @@ for _scope in ("client", "channel"):
 HOOK_FAILURES = Counter(
     "switchboard_hook_failures", "Permission hook calls that raised or timed out (the request was refused)", ["hook"]
 )
+PRESENCE_EXPIRED = Counter(
+    "switchboard_presence_expired", "Members of dead instances found expired and announced as leaving"
+)
 COMMAND_ERRORS = Counter(
     "switchboard_command_errors", "/ws commands answered with an error, by protocol error code", ["code"]
 )

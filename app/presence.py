@@ -1,53 +1,30 @@
-"""Cluster-wide presence: who is in a channel, counted across every instance.
+"""Cluster-wide presence: who is in a channel, across every instance.
 
-Redis keeps one sorted set per channel, member -> expiry time (Redis's own clock, so instances
-need not agree on the time). Each instance refreshes its local members every TTL/3; a crashed
-instance stops refreshing and its members fall out of every count within the TTL.
+Guarantees (both implementations):
+
+* A member is what ``member_id`` encodes: ``[client, user, info, name]``, unique per connection,
+  so counts, distinct users and lists all come from one set per channel.
+* ``join`` and ``leave`` return the cluster-wide count after them.
+* A member whose instance stops refreshing it (the instance died) stops counting within the TTL,
+  and ``sweep`` hands it, once cluster-wide, to whoever announces its leaving (``app/sweeper.py``).
+* ``page`` lists a channel in pages of at most ``limit`` members: a member present for the whole
+  listing is returned at least once (members joining or leaving meanwhile may be missed or repeat).
+
+Redis: ``app/presence_redis.py``. In one process (the memory broker) no instance can die alone, so
+``MemoryPresence.sweep`` finds nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections import defaultdict
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from app import metrics
-from app.broker import Broker, BrokerUnavailable
-from app.broker.redis import RedisBroker
+from app.broker import Broker
 
-log = logging.getLogger("switchboard.presence")
-
-KEY_PREFIX = "switchboard:presence:"
-REFRESH_BATCH = 500
-
-# KEYS[1] = set, ARGV[1] = ttl seconds, ARGV[2..] = members to add (none for a plain count).
-_TOUCH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 2000)) end
-return redis.call('ZCARD', KEYS[1])
-"""
-# KEYS[1] = set: the members whose expiry is still ahead, by Redis's clock.
-_LIST = """
-local t = redis.call('TIME')
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (tonumber(t[1]) + tonumber(t[2]) / 1e6), '+inf')
-"""
-# KEYS[1] = set, ARGV[1] = member to remove.
-_REMOVE = """
-local t = redis.call('TIME')
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1e6)
-return redis.call('ZCARD', KEYS[1])
-"""
+PAGE_LIMIT = 1000
+# A page cursor is ours: "z" and a position. Anything else is refused (107).
+CURSOR_START = "z0"
 
 
 class Presence(Protocol):
@@ -69,20 +46,42 @@ class Presence(Protocol):
         """Every live member, across instances (``member`` strings as joined)."""
         ...
 
+    async def page(self, channel: str, cursor: int, limit: int) -> tuple[list[str], int]:
+        """Up to about ``limit`` live members from ``cursor`` (0: the start); 0 as the next cursor: done."""
+        ...
 
-def member_id(client: str, user: str, info: dict[str, Any] | None) -> str:
-    """A presence member: who is there, as ``presence`` lists them. Unique per connection."""
-    return orjson.dumps([client, user, info]).decode()
+    async def channels(self, prefix: str, limit: int) -> list[tuple[str, int]]:
+        """Channels with live members anywhere, and how many: at most ``limit`` of them."""
+        ...
+
+    async def sweep(self) -> list[tuple[str, list[str], int]]:
+        """Remove expired members: (channel, members removed, members left) per channel touched."""
+        ...
+
+
+def member_id(client: str, user: str, info: dict[str, Any] | None, name: str | None = None) -> str:
+    """A presence member: who is there, as ``presence`` lists them, and the name its leave shows."""
+    return orjson.dumps([client, user, info, name]).decode()
 
 
 def parse_member(member: str | bytes) -> dict[str, Any]:
     """``{"client","user","info"}`` from a member string; members from older versions are bare ids."""
     try:
-        client, user, info = orjson.loads(member)
+        client, user, info, *_ = orjson.loads(member)
     except (orjson.JSONDecodeError, ValueError, TypeError):
         client = member.decode() if isinstance(member, bytes) else member
         user, info = "", None
     return {"client": client, "user": user, "info": info}
+
+
+def member_name(member: str) -> str | None:
+    """The name a member's join showed (tutorial chat and rooms), for the leave notice."""
+    try:
+        found = orjson.loads(member)
+    except orjson.JSONDecodeError:
+        return None
+    name = found[3] if isinstance(found, list) and len(found) > 3 else None
+    return name if isinstance(name, str) else None
 
 
 def stats(members: list[str]) -> dict[str, int]:
@@ -91,9 +90,22 @@ def stats(members: list[str]) -> dict[str, int]:
     return {"clients": len(members), "users": len(users)}
 
 
+def parse_cursor(cursor: object) -> int:
+    """A page cursor from a client; raises ValueError if it is not one of ours."""
+    if cursor is None:
+        return 0
+    if not isinstance(cursor, str) or cursor[:1] != "z" or not cursor[1:].isdigit() or len(cursor) > 21:
+        raise ValueError("cursor is not one this server gave")
+    return int(cursor[1:])
+
+
+def format_cursor(position: int) -> str | None:
+    return f"z{position}" if position else None
+
+
 class MemoryPresence:
     def __init__(self) -> None:
-        self._members: defaultdict[str, set[str]] = defaultdict(set)
+        self._members: dict[str, set[str]] = {}
 
     async def start(self) -> None:
         pass
@@ -102,14 +114,27 @@ class MemoryPresence:
         self._members.clear()
 
     async def join(self, channel: str, member: str) -> int:
-        self._members[channel].add(member)
-        return len(self._members[channel])
+        members = self._members.setdefault(channel, set())
+        members.add(member)
+        return len(members)
 
     async def count(self, channel: str) -> int:
         return len(self._members.get(channel, ()))
 
     async def members(self, channel: str) -> list[str]:
         return list(self._members.get(channel, ()))
+
+    async def page(self, channel: str, cursor: int, limit: int) -> tuple[list[str], int]:
+        found = sorted(self._members.get(channel, ()))
+        end = cursor + limit
+        return found[cursor:end], end if end < len(found) else 0
+
+    async def channels(self, prefix: str, limit: int) -> list[tuple[str, int]]:
+        found = sorted((name, len(m)) for name, m in self._members.items() if name.startswith(prefix))
+        return found[:limit]
+
+    async def sweep(self) -> list[tuple[str, list[str], int]]:
+        return []
 
     async def leave(self, channel: str, member: str) -> int:
         members = self._members.get(channel)
@@ -121,80 +146,10 @@ class MemoryPresence:
         return len(members)
 
 
-class RedisPresence:
-    def __init__(self, client: Redis, ttl: float) -> None:
-        self._client = client
-        self._ttl = ttl
-        self._touch = client.register_script(_TOUCH)
-        self._remove = client.register_script(_REMOVE)
-        self._list = client.register_script(_LIST)
-        self._local: defaultdict[str, set[str]] = defaultdict(set)
-        self._refresher: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._refresher = asyncio.create_task(self._refresh_loop(), name="switchboard-presence")
-
-    async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-        # Best effort: remove our members now rather than leaving them to the TTL.
-        with contextlib.suppress(RedisError, OSError):
-            for channel, members in self._local.items():
-                await self._client.zrem(KEY_PREFIX + channel, *members)
-        self._local.clear()
-
-    async def join(self, channel: str, member: str) -> int:
-        try:
-            count = int(await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl, member]))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-        # Only after Redis has it: a failed join must not be resurrected by the refresher.
-        self._local[channel].add(member)
-        return count
-
-    async def leave(self, channel: str, member: str) -> int:
-        members = self._local.get(channel)
-        if members is not None:
-            members.discard(member)
-            if not members:
-                del self._local[channel]
-        try:
-            return int(await self._remove(keys=[KEY_PREFIX + channel], args=[member]))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-
-    async def count(self, channel: str) -> int:
-        try:
-            return int(await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl]))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-
-    async def members(self, channel: str) -> list[str]:
-        try:
-            found = await self._list(keys=[KEY_PREFIX + channel])
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-        return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            try:
-                for channel, members in tuple(self._local.items()):
-                    batch = tuple(members)
-                    for i in range(0, len(batch), REFRESH_BATCH):
-                        await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl, *batch[i : i + REFRESH_BATCH]])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Redis down: counts go stale until it returns; the next round re-adds everyone.
-                metrics.LISTENER_ERRORS.inc()
-                log.warning("presence refresh failed: %s", exc)
-
-
 def create_presence(broker: Broker, ttl: float) -> Presence:
+    from app.broker.redis import RedisBroker
+    from app.presence_redis import RedisPresence
+
     if isinstance(broker, RedisBroker):
         return RedisPresence(broker.client, ttl)
     return MemoryPresence()

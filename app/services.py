@@ -1,17 +1,25 @@
-"""The per-app objects the routes share, built in the lifespan and kept on ``app.state``."""
+"""The per-app objects the routes share: built, started and stopped by the lifespan (app/main.py),
+and kept on ``app.state``. ``build`` wires them; importing this module starts nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import platform
 from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
-from app import drain, metrics
-from app.broker import Broker
+from app import __version__, drain, metrics
+from app.broker import Broker, create_broker
+from app.broker.redis import RedisBroker
 from app.config import Settings
 from app.hub import Hub
-from app.permissions import Permissions
-from app.presence import Presence
+from app.instances import Instances
+from app.permissions import Hooks, Permissions
+from app.presence import Presence, create_presence
+from app.sweeper import Sweeper
+from app.users import Users, create_slots
 
 
 @dataclass(slots=True)
@@ -21,7 +29,54 @@ class Services:
     hub: Hub
     presence: Presence
     permissions: Permissions
+    users: Users
+    instances: Instances
     draining: bool = field(default=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        broker = create_broker(
+            settings.broker_url,
+            max_connections=settings.redis_max_connections,
+            name=settings.instance_id,
+            history=settings.history,
+            idempotency_ttl=settings.idempotency_ttl,
+        )
+        hub = Hub(broker, settings.namespaces)
+        ttl = settings.presence_ttl
+        client = broker.client if isinstance(broker, RedisBroker) else None
+        return cls(
+            settings=settings,
+            broker=broker,
+            hub=hub,
+            presence=create_presence(broker, ttl),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout)),
+            users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
+            instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
+        )
+
+    async def start(self) -> None:
+        metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+        await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
+        await self.users.start()
+        await self.presence.start()
+        client = self.broker.client if isinstance(self.broker, RedisBroker) else None
+        sweeper = Sweeper(self.presence, self.hub, client, self.settings.instance_id)
+        sampler = metrics.Sampler(ready=self.ready, broker_up=self.broker.healthy)
+        for name, work in (("sweeper", sweeper.run()), ("instances", self.instances.run()), ("sampler", sampler.run())):
+            self._tasks.append(asyncio.create_task(work, name=f"switchboard-{name}"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # the sampler's last flush hands over the final second of metrics
+        await self.presence.close()
+        await self.users.close()
+        await self.hub.close()
+        await self.broker.close()
 
     def ready(self) -> bool:
         """What /readyz and the switchboard_ready gauge report."""

@@ -26,10 +26,14 @@ from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.permissions import client_info, compile_grants
 from app.presence import member_id
+from app.recovery import Joined, Subscription
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
 log = logging.getLogger("switchboard.session")
+
+# The `code` of an `unsub` push when the server API unsubscribed the connection.
+UNSUBSCRIBED = 2000
 
 EPOCH = re.compile(r"[0-9a-f]{1,32}")
 OFFSET = re.compile(r"[0-9]{1,18}")
@@ -73,7 +77,7 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
 
 
 class Session:
-    __slots__ = ("_grants", "_member", "conn", "identity", "permissions", "services", "ws")
+    __slots__ = ("_grants", "_member", "conn", "display_name", "identity", "permissions", "services", "ws")
 
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
@@ -83,6 +87,8 @@ class Session:
         self.identity = ANONYMOUS
         self._grants: re.Pattern[str] | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
+        # The name the tutorial's chat and rooms show for this connection (its leave notice too).
+        self.display_name: str | None = None
 
     @property
     def client(self) -> str:
@@ -102,13 +108,22 @@ class Session:
     def member(self) -> str:
         """This connection in presence: fixed once made, so a refresh cannot orphan an entry."""
         if self._member is None:
-            self._member = member_id(self.conn.id, self.identity.user_id, self.identity.info)
+            name = self.display_name or (self.identity.name if self.identity.user_id else None)
+            self._member = member_id(self.conn.id, self.identity.user_id, self.identity.info, name)
         return self._member
 
     @property
     def grants(self) -> re.Pattern[str] | None:
         """The identity's ``channels`` claim, compiled once per token."""
         return self._grants
+
+    async def sign_in(self, identity: Identity) -> bool:
+        """Take ``identity``; a signed-in user is reachable by the server API from now on.
+
+        False if the user already holds ``SWITCHBOARD_USER_CONNECTION_LIMIT`` connections.
+        """
+        self.set_identity(identity)
+        return not identity.user_id or await self.services.users.admit(self)
 
     def set_identity(self, identity: Identity) -> None:
         self.identity = identity
@@ -178,9 +193,33 @@ class Session:
             await self.services.hub.publish(channel, push, ephemeral=True)
 
     async def close(self) -> None:
-        """Leave every channel: called once when the connection ends."""
+        """Leave every channel and the user index: called once when the connection ends."""
         for channel in tuple(self.subscriptions):
             await self.unsubscribe(channel)
+        if self.identity.user_id:
+            await self.services.users.remove(self)
+
+    # -- server-side subscriptions (the server API, through app/users.py) ----------------------
+
+    async def server_subscribe(self, channel: str) -> None:
+        """Subscribe without the client asking or the permission checks; it is told with ``sub``."""
+        if channel in self.subscriptions:
+            return
+        opts = self.services.hub.namespaces.for_channel(channel)
+
+        def announce(sub: Subscription, joined: Joined) -> None:
+            p = joined.position
+            push = {"op": "sub", "channel": channel, "offset": p.offset, "epoch": p.epoch}
+            self.conn.send_text(orjson.dumps(push))
+
+        await self.services.hub.join(self.conn, channel, ws=self.ws, announce=announce)
+        await self.announce_join(channel, opts)
+
+    async def server_unsubscribe(self, channel: str) -> None:
+        if channel in self.subscriptions:
+            await self.unsubscribe(channel)
+            push = {"op": "unsub", "channel": channel, "code": UNSUBSCRIBED, "reason": "unsubscribed by the server"}
+            self.conn.send_text(orjson.dumps(push))
 
     # -- publishing -------------------------------------------------------------------------------
 

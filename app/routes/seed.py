@@ -19,7 +19,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import metrics, tutorial
-from app.auth import AuthError, verify_token
+from app.auth import AuthError, Identity, verify_token
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection
 from app.errors import (
@@ -41,6 +41,18 @@ from app.session import Build, Session
 
 MAX_USERNAME = 64
 MISSING = object()
+
+
+async def sign_in(session: Session, identity: Identity) -> bool:
+    """A signed-in user, reachable by the server API; False after closing (4004 over the user's
+    cluster-wide connection limit, 1013 while Redis cannot say)."""
+    try:
+        if await session.sign_in(identity):
+            return True
+        session.conn.close(CloseCode.USER_LIMIT)
+    except BrokerUnavailable:
+        session.conn.close(CloseCode.TRY_AGAIN_LATER)
+    return False
 
 
 async def join(session: Session, channel: str, resume: Position | None) -> int | None:
@@ -138,9 +150,9 @@ async def chat(websocket: WebSocket) -> None:
         conn = session.conn
         if (opened := await opening(conn, s)) is None:
             return
-        if opened.identity:
-            session.set_identity(opened.identity)
-        name = opened.identity.name if opened.identity else username(websocket)
+        if opened.identity and not await sign_in(session, opened.identity):
+            return
+        name = session.display_name = opened.identity.name if opened.identity else username(websocket)
         online = await join(session, tutorial.CHAT, opened.resume)
         if online is None:
             return
@@ -179,9 +191,9 @@ async def room(websocket: WebSocket) -> None:
         if not valid_part(conn, room_id) or (opened := await opening(conn, s)) is None:
             return
         identity = opened.identity or token_identity
-        if identity is not None:
-            session.set_identity(identity)
-        name = identity.name if identity else None
+        if identity is not None and not await sign_in(session, identity):
+            return
+        name = session.display_name = identity.name if identity else None
         members = await join(session, channel, opened.resume)
         if members is None:
             return
@@ -209,8 +221,8 @@ async def global_channel(websocket: WebSocket) -> None:
         conn = session.conn
         if not valid_part(conn, name) or (opened := await opening(conn, s)) is None:
             return
-        if opened.identity:
-            session.set_identity(opened.identity)
+        if opened.identity and not await sign_in(session, opened.identity):
+            return
         if await join(session, channel, opened.resume) is None:
             return
         while (data := await conn.receive_object()) is not None:
@@ -232,6 +244,8 @@ async def secure(websocket: WebSocket) -> None:
 
     async def handler(session: Session) -> None:
         conn = session.conn
+        if not await sign_in(session, identity):
+            return
         conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
         while (data := await conn.receive_object()) is not None:
             content = content_of(conn, data)
@@ -249,6 +263,8 @@ async def auth_first(websocket: WebSocket) -> None:
         if (found := await authenticate_first(conn, s)) is None:
             return
         identity, _ = found
+        if not await sign_in(session, identity):
+            return
         ack = {"type": "ack", "user": identity.name}
         while await conn.receive_object() is not None:
             conn.send_json(ack)

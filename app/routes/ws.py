@@ -89,9 +89,17 @@ class WsClient:
             identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session.who)
+            if not await self.session.sign_in(identity):
+                self.send(error_bytes(cmd_id, ErrorCode.LIMIT_EXCEEDED, "this user has too many connections"))
+                self.conn.close(CloseCode.USER_LIMIT)
+                return False
         except ProtocolError as exc:
             self.send(error_bytes(cmd_id, exc.code, exc.message))
             self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
+            return False
+        except BrokerUnavailable:
+            self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
+            self.conn.close(CloseCode.TRY_AGAIN_LATER)
             return False
         self._watch_expiry(identity)
         self.send(

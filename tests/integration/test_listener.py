@@ -11,6 +11,9 @@ from tests.integration.conftest import Cluster
 from tests.support import RedisServer, wait_until, ws_connect
 
 
+FIXED = 2  # switchboard:control (the listener's probe) and switchboard:users (user commands)
+
+
 def pubsub_clients(c: Cluster, instance: str) -> list[dict[str, Any]]:
     clients: list[dict[str, Any]] = c.redis.client().client_list()
     return [cl for cl in clients if cl["name"] == f"sb-sub:{instance}"]
@@ -28,18 +31,20 @@ async def test_fifty_sockets_in_ten_channels_share_one_pubsub_connection(cluster
             sockets.append((i % 10, await ws_connect(app.ws(f"/ws/global/load-{i % 10}"))))
         for ch in range(10):
             cluster.wait_presence(f"global:load-{ch}", 5)
-        # Each instance: exactly one pub/sub connection, holding the control channel plus its channels.
-        assert subscriptions(cluster) == {"a": [11], "b": [1 + len({i % 10 for i in range(30, 50)})]}
+        # Each instance: exactly one pub/sub connection, holding the broker's probe channel and the
+        # users' command channel (FIXED), plus its channels.
+        assert subscriptions(cluster) == {"a": [FIXED + 10], "b": [FIXED + len({i % 10 for i in range(30, 50)})]}
         for cl in cluster.redis.client().client_list():
             if cl["name"].startswith("sb-pub:"):
                 assert cl["sub"] == "0"
 
         # Channels 0-4 lose every member: both instances unsubscribe from them, nothing else.
         await asyncio.gather(*(ws.close() for ch, ws in sockets if ch < 5))
-        wait_until(lambda: subscriptions(cluster) == {"a": [6], "b": [6]}, 5, "unsubscribe of emptied channels")
+        expected = {"a": [FIXED + 5], "b": [FIXED + 5]}
+        wait_until(lambda: subscriptions(cluster) == expected, 5, "unsubscribe of emptied channels")
     finally:
         await asyncio.gather(*(ws.close() for _, ws in sockets))
-    wait_until(lambda: subscriptions(cluster) == {"a": [1], "b": [1]}, 5, "only the control channel left")
+    wait_until(lambda: subscriptions(cluster) == {"a": [FIXED], "b": [FIXED]}, 5, "only the fixed channels left")
 
 
 async def test_the_broker_runs_exactly_one_listener_task(tmp_path: Any) -> None:
