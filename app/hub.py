@@ -24,6 +24,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 
+import orjson
+
 from app import metrics
 from app.broker import Broker, BrokerUnavailable, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
@@ -31,6 +33,7 @@ from app.connection import Connection
 from app.namespaces import Namespaces
 from app.protocol import Envelope, Outgoing, header, unpack, wrap_pub
 from app.recovery import CatchUp, Channel, Joined, Subscription
+from app.tutorial import is_tutorial
 
 Announce = Callable[[Subscription, Joined], None]
 """Called once by ``Hub.join``, at the moment the joiner's reply belongs in its stream."""
@@ -182,6 +185,18 @@ class Hub:
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.inc()
             raise
+
+    async def history_page(self, channel: str, since: int | None, limit: int) -> tuple[list[bytes], Position]:
+        """Publications as pushed (oldest first): the first ``limit`` after ``since``, or the latest
+        ``limit`` without it; and where the channel stands. Raises BrokerUnavailable."""
+        if since is None:  # the latest `limit`: find the top first
+            top = (await self.broker.history(channel, 1 << 62)).position.offset
+            since = max(0, top - limit)
+        found = await self.broker.history(channel, since, limit)
+        if is_tutorial(channel):
+            name = orjson.dumps(channel)
+            return [wrap_pub(name, env) for env in found.entries], found.position
+        return [env.frame for env in found.entries], found.position
 
     def dispatch(self, channel: str, envelope: bytes) -> None:
         ch = self._channels.get(channel)

@@ -13,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, drain, metrics
+from app.api_methods import ApiError
 from app.config import Settings
 from app.logs import install_redaction
-from app.routes import api, health, seed, ws
+from app.routes import api, health, seed, server_api, ws
 from app.services import Services
 
 log = logging.getLogger("switchboard")
@@ -70,7 +71,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await metrics_server.wait_closed()
             await services.close()
 
-    app = Switchboard(title="Switchboard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    docs = settings.docs_enabled
+    app = Switchboard(
+        title="Switchboard",
+        version=__version__,
+        description="Real-time fan-out over WebSockets. The server API needs a key from SWITCHBOARD_API_KEYS.",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        redoc_url=None,
+    )
+    app.add_exception_handler(ApiError, server_api.api_error_handler)
     app.router.routes.extend(ws.routes + seed.routes)
     app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
     # Browser pages on another allowed origin (a second instance, say) may call /api/*.
@@ -78,8 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", "X-API-Key"],
     )
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(server_api.router)
+    if settings.dev_mode:
+        app.include_router(api.dev_router)
     return app

@@ -35,18 +35,17 @@ import matplotlib
 import orjson
 import redis.asyncio as aioredis
 
-from app.auth import mint_token
 from app.broker import HistoryOptions
 from app.broker.redis import RedisBroker
 from app.broker.scripts import history_keys
 from app.client import SwitchboardClient
-from app.config import Settings
 from app.protocol import header
 from bench.run import BIN, ROOT, SECRET, cpu_seconds, free_port, start_redis, wait_port
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+API_KEY = "bench-api-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 DOCS = ROOT / "docs"
 
@@ -127,6 +126,7 @@ async def bench_memory(workdir: Path) -> dict[str, float]:
 def start_app(port: int, redis_url: str, workdir: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "PROMETHEUS_"))}
     env.update(SWITCHBOARD_JWT_SECRET=SECRET, SWITCHBOARD_BROKER_URL=redis_url, SWITCHBOARD_LOG_LEVEL="warning")
+    env.update(SWITCHBOARD_API_KEYS=API_KEY)
     env.update(SWITCHBOARD_INSTANCE_ID=f"bench-{port}", SWITCHBOARD_DRAIN_SECONDS="1")
     cmd = [str(BIN / "python"), "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     with (workdir / f"delivery-{port}.log").open("wb") as log:
@@ -158,16 +158,13 @@ async def crash_round(workdir: Path, subscribers: int) -> list[float]:
         for client in clients:
             client.start()
         await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 60)
-        token = mint_token(Settings(jwt_secret=SECRET), "bench", None, 600)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[1]}", timeout=5) as http:
 
             async def stream(seconds: float, rate: float = 200) -> None:
                 start = time.monotonic()
                 for n in range(int(seconds * rate)):
                     await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
-                    await http.post(
-                        "/api/global/crash", json={"content": n}, headers={"Authorization": f"Bearer {token}"}
-                    )
+                    await http.post("/api/global/crash", json={"content": n}, headers={"X-API-Key": API_KEY})
 
             await stream(2)
             killed_at = time.monotonic()

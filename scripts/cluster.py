@@ -109,6 +109,7 @@ def up(args: argparse.Namespace) -> None:
     save()
     # One secret for every instance, so a token minted by any of them works on all.
     secret = secrets.token_urlsafe(48)
+    api_key = secrets.token_urlsafe(32)
     backends = []
     print(f"[2/3] {args.instances} app instances (gunicorn, dev mode)", flush=True)
     for i in range(1, args.instances + 1):
@@ -120,6 +121,7 @@ def up(args: argparse.Namespace) -> None:
             "SWITCHBOARD_INSTANCE_ID": f"app{i}",
             "SWITCHBOARD_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
             "SWITCHBOARD_JWT_SECRET": secret,
+            "SWITCHBOARD_API_KEYS": api_key,
             "SWITCHBOARD_DEV_MODE": os.environ.get("SWITCHBOARD_DEV_MODE", "true"),
             "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "1"),
             "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "metrics" / f"app{i}"),
@@ -144,6 +146,7 @@ def up(args: argparse.Namespace) -> None:
     save()
     wait_http(f"http://127.0.0.1:{args.port}/healthz", 15, "nginx")
     (state_dir / "secret").write_text(secret)
+    (state_dir / "api-key").write_text(api_key)
     print(f"\ncluster up: {state['url']}  (logs in {state_dir}/logs, stop with `make cluster-down`)")
 
 

@@ -21,8 +21,7 @@ import httpx
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.integration.conftest import token
-from tests.support import ROOT, TEST_SECRET, wait_until
+from tests.support import API_HEADERS, ROOT, TEST_API_KEY, TEST_SECRET, wait_until
 
 HOSTS = {"app1": "127.0.0.2", "app2": "127.0.0.3", "app3": "127.0.0.5", "redis": "127.0.0.4"}
 NGINX = "/usr/sbin/nginx"
@@ -90,6 +89,7 @@ class Stack:
             "SWITCHBOARD_INSTANCE_ID": name,
             "SWITCHBOARD_BROKER_URL": "redis://redis:6379/0",
             "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+            "SWITCHBOARD_API_KEYS": TEST_API_KEY,
             "WEB_CONCURRENCY": "2",
             "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / f"metrics-{name}"),
             **self.app_env,
@@ -148,7 +148,6 @@ def instance(sock: ClientConnection) -> str:
 
 async def wait_presence(channel: str, expected: int, timeout: float = 10) -> None:
     """Poll the cluster-wide member count through nginx without blocking the clients' event loop."""
-    headers = {"Authorization": f"Bearer {token('observer')}"}
-    async with httpx.AsyncClient(base_url=PROXY_HTTP, headers=headers) as http, asyncio.timeout(timeout):
+    async with httpx.AsyncClient(base_url=PROXY_HTTP, headers=API_HEADERS) as http, asyncio.timeout(timeout):
         while (await http.get(f"/api/presence/{channel}")).json()["members"] != expected:  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a remote count: there is no event to wait on

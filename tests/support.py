@@ -23,6 +23,8 @@ from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+TEST_API_KEY = "test-api-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+API_HEADERS = {"X-API-Key": TEST_API_KEY}
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -86,6 +88,7 @@ class AppProcess:
         self.env = {
             **os.environ,
             "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+            "SWITCHBOARD_API_KEYS": TEST_API_KEY,
             "SWITCHBOARD_INSTANCE_ID": name,
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

@@ -1,21 +1,24 @@
-"""HTTP side: the demo page, server-side publishing, and dev-mode token minting."""
+"""HTTP side: the demo page, the tutorial's publish and presence calls (API key), dev tokens."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from app import __version__, metrics
-from app.auth import AuthError, mint_token, verify_token
+from app import __version__
+from app.api_methods import STATUS, ApiError
+from app.auth import mint_token
 from app.broker import BrokerUnavailable
-from app.errors import AUTH_FAILED, INVALID_CHANNEL, PUBLISH_FAILED
+from app.errors import INVALID_CHANNEL, MISSING_CONTENT, PUBLISH_FAILED, ErrorCode, ProtocolError
 from app.permissions import TUTORIAL_CHANNEL_PART
-from app.protocol import encode
-from app.services import services
+from app.routes.server_api import BODY_ALLOWANCE, read_object, require_key
+from app.services import Services, services
+from app.session import encode_publication
+from app.tutorial import global_message
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter()
@@ -39,50 +42,38 @@ async def upgrade_required(path: str = "") -> JSONResponse:
     return JSONResponse({"error": "WebSocket upgrade required"}, status_code=426, headers={"Upgrade": "websocket"})
 
 
-class PublishBody(BaseModel):
-    content: Any = Field(description="Delivered to subscribers as the frame's `content`")
-
-
-def require_bearer(request: Request, authorization: str | None) -> None:
-    token = authorization.removeprefix("Bearer ").strip() if authorization else None
-    try:
-        verify_token(token, services(request).settings)
-    except AuthError as exc:
-        metrics.AUTH_FAILURES.labels(exc.reason).inc()
-        raise HTTPException(401, detail={"error": AUTH_FAILED, "reason": exc.reason}) from None
-
-
-@router.post("/api/global/{channel}", status_code=202)
-async def publish_global(
-    channel: str, body: PublishBody, request: Request, authorization: str | None = Header(default=None)
-) -> dict[str, Any]:
-    """Publish to ``/ws/global/{channel}`` subscribers from a backend, with a bearer JWT."""
-    require_bearer(request, authorization)
-    s = services(request)
+@router.post("/api/global/{channel}", status_code=202, tags=["server API"])
+async def publish_global(channel: str, request: Request, s: Services = Security(require_key)) -> dict[str, Any]:
+    """Publish `{"content":C}` to `/ws/global/{channel}` subscribers (API key, like `/api/v1/*`)."""
     if not TUTORIAL_CHANNEL_PART.fullmatch(channel):
-        raise HTTPException(422, detail={"error": INVALID_CHANNEL})
-    frame = encode({"content": body.content, "channel": channel})
-    if len(frame) > s.settings.max_message_bytes:
-        # The same cap as a client's frame: subscribers never get more than that from one message.
-        raise HTTPException(413, detail={"error": "Message too big", "limit": s.settings.max_message_bytes})
+        raise ApiError(422, ErrorCode.BAD_REQUEST, INVALID_CHANNEL)
+    body = await read_object(request, s.settings.max_message_bytes + BODY_ALLOWANCE)
+    if "content" not in body:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, MISSING_CONTENT)
+    try:
+        frame = encode_publication(global_message(channel, body["content"]), s.settings.max_message_bytes)
+    except ProtocolError as exc:
+        raise ApiError(STATUS.get(exc.code, 400), exc.code, exc.message) from None
     try:
         position = await s.hub.publish(f"global:{channel}", frame)
     except BrokerUnavailable:
-        raise HTTPException(503, detail={"error": PUBLISH_FAILED}) from None
+        raise ApiError(503, ErrorCode.NOT_AVAILABLE, PUBLISH_FAILED) from None
     if position is None:
         return {"status": "published"}
     return {"status": "published", "offset": position.offset, "epoch": position.epoch}
 
 
-@router.get("/api/presence/{channel:path}")
-async def presence(channel: str, request: Request, authorization: str | None = Header(default=None)) -> dict[str, Any]:
-    """Cluster-wide member count of a Hub channel: ``chat``, ``room:{id}`` or ``global:{ch}``."""
-    require_bearer(request, authorization)
+@router.get("/api/presence/{channel:path}", tags=["server API"])
+async def presence(channel: str, s: Services = Security(require_key)) -> dict[str, Any]:
+    """Cluster-wide member count of a channel: `chat`, `room:{id}`, `global:{ch}`, any /ws channel."""
     try:
-        members = await services(request).presence.count(channel)
+        members = await s.presence.count(channel)
     except BrokerUnavailable:
-        raise HTTPException(503, detail={"error": "Broker unavailable"}) from None
+        raise ApiError(503, ErrorCode.NOT_AVAILABLE, "Broker unavailable") from None
     return {"channel": channel, "members": members}
+
+
+dev_router = APIRouter()
 
 
 class TokenRequest(BaseModel):
@@ -91,11 +82,9 @@ class TokenRequest(BaseModel):
     ttl: int = Field(default=3600, ge=1, le=86400)
 
 
-@router.post("/dev/token")
+@dev_router.post("/dev/token")
 async def dev_token(request: Request, body: TokenRequest | None = None) -> dict[str, str]:
-    """Dev mode only: mint a demo token. Absent (404) in production."""
+    """Dev mode only: mint a demo token. Not routed, nor listed in /docs, in production."""
     s = services(request)
-    if not s.settings.dev_mode:
-        raise HTTPException(404, detail={"error": "Not found"})
     req = body or TokenRequest()
     return {"token": mint_token(s.settings, req.sub, req.name, req.ttl), "token_type": "bearer"}

@@ -16,10 +16,8 @@ from app.broker import Position
 from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import parse_member, stats
-from app.protocol import wrap_pub
 from app.recovery import Joined, Subscription
 from app.session import EPOCH, Session, idempotency_key_of
-from app.tutorial import is_tutorial
 
 Reply = dict[str, Any] | bytes | None
 Command = Callable[[Session, int, dict[str, Any]], Awaitable[Reply]]
@@ -102,20 +100,15 @@ async def history(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply
     channel, opts = await _readable(session, frame.get("channel"))
     if not opts.history.enabled:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no history")
-    broker = session.services.broker
-    if since is None:  # the latest `limit`: find the top first
-        top = (await broker.history(channel, 1 << 62)).position.offset
-        since = max(0, top - limit)
-    found = await broker.history(channel, since, limit)
-    if is_tutorial(channel):
-        name = orjson.dumps(channel)
-        pubs = [wrap_pub(name, env) for env in found.entries]
-    else:
-        pubs = [env.frame for env in found.entries]
-    # Stored frames are already encoded: splice them in rather than decode and encode them again.
-    head = b'{"id":%d,"ok":true,"publications":[' % cmd_id
-    tail = b'],"offset":%d,"epoch":%s}' % (found.position.offset, orjson.dumps(found.position.epoch))
-    return head + b",".join(pubs) + tail
+    pubs, position = await session.services.hub.history_page(channel, since, limit)
+    return history_reply(b'{"id":%d,"ok":true,' % cmd_id, pubs, position)
+
+
+def history_reply(head: bytes, pubs: list[bytes], position: Position) -> bytes:
+    """``...,"publications":[...],"offset":N,"epoch":E}``: stored frames are already encoded, so
+    they are spliced in rather than decoded and encoded again."""
+    tail = b'],"offset":%d,"epoch":%s}' % (position.offset, orjson.dumps(position.epoch))
+    return head + b'"publications":[' + b",".join(pubs) + tail
 
 
 async def _present(session: Session, frame: dict[str, Any]) -> list[str]:

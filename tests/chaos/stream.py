@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from app.client import SwitchboardClient
-from tests.integration.conftest import token
+from tests.support import API_HEADERS
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Publisher:
     refused: int = 0
 
     async def run(self, numbers: range, rate: float, patience: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {token('chaos-publisher')}"}
+        headers = API_HEADERS
         loop = asyncio.get_running_loop()
         start = loop.time()
         async with httpx.AsyncClient(timeout=5) as http:

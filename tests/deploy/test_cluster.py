@@ -10,8 +10,6 @@ from pathlib import Path
 
 import httpx
 
-from app.auth import mint_token
-from app.config import Settings
 from tests.support import ROOT, free_port, recv_json, send_json, wait_until, ws_connect
 
 SCRIPT = ROOT / "scripts" / "cluster.py"
@@ -55,8 +53,7 @@ async def test_cluster_up_serves_through_nginx_and_down_stops_everything(tmp_pat
                 break
         assert sorted(by_instance) == ["app1", "app2", "app3"]
         a, b = by_instance["app1"], by_instance["app3"]
-        secret = (state / "secret").read_text()
-        headers = {"Authorization": f"Bearer {mint_token(Settings(jwt_secret=secret), 'test')}"}
+        headers = {"X-API-Key": (state / "api-key").read_text()}
 
         def members() -> int:
             response = httpx.get(f"http://127.0.0.1:{port}/api/presence/room:demo", headers=headers)

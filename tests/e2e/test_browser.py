@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.support import ROOT, AppProcess, RedisServer, running
+from tests.support import ROOT, TEST_API_KEY, AppProcess, RedisServer, running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -223,7 +223,7 @@ CLIENT_UNIT_CHECKS = """async () => {
 }"""
 
 
-RESUME_CHECK = """async ({wsUrl, channel, firstMessage}) => {
+RESUME_CHECK = """async ({wsUrl, channel, firstMessage, apiKey}) => {
   const m = await import("/static/switchboard.js");
   const until = async (check) => {
     for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
@@ -232,7 +232,7 @@ RESUME_CHECK = """async ({wsUrl, channel, firstMessage}) => {
   const {token} = await (await fetch("/dev/token", {method: "POST"})).json();
   const publish = (content) => fetch(`/api/global/${channel}`, {
     method: "POST",
-    headers: {"Content-Type": "application/json", Authorization: `Bearer ${token}`},
+    headers: {"Content-Type": "application/json", "X-API-Key": apiKey},
     body: JSON.stringify({content}),
   });
   let gate = null;  // while set, a reconnect waits: the test publishes in the gap
@@ -281,7 +281,7 @@ async def test_browser_client_resumes_from_its_last_offset(
     ws_url = instances[1].http.replace("http", "ws")
     channel = f"browser-resume-{int(first_message)}"
     result: dict[str, Any] = await page.evaluate(
-        RESUME_CHECK, {"wsUrl": ws_url, "channel": channel, "firstMessage": first_message}
+        RESUME_CHECK, {"wsUrl": ws_url, "channel": channel, "firstMessage": first_message, "apiKey": TEST_API_KEY}
     )
     await page.close()
     # What was published while it was away came first, once each, then the live stream.

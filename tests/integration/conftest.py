@@ -11,7 +11,7 @@ import pytest
 
 from app.auth import mint_token
 from app.config import Settings
-from tests.support import TEST_SECRET, AppProcess, RedisServer, running, wait_until
+from tests.support import API_HEADERS, TEST_SECRET, AppProcess, RedisServer, running, wait_until
 
 
 @dataclass
@@ -22,8 +22,7 @@ class Cluster:
     workdir: Path
 
     def presence(self, channel: str) -> int:
-        headers = {"Authorization": f"Bearer {token('observer')}"}
-        response = httpx.get(f"{self.a.http}/api/presence/{channel}", headers=headers, timeout=5)
+        response = httpx.get(f"{self.a.http}/api/presence/{channel}", headers=API_HEADERS, timeout=5)
         response.raise_for_status()
         members: int = response.json()["members"]
         return members

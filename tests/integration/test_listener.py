@@ -10,7 +10,6 @@ from app.protocol import header
 from tests.integration.conftest import Cluster
 from tests.support import RedisServer, wait_until, ws_connect
 
-
 FIXED = 2  # switchboard:control (the listener's probe) and switchboard:users (user commands)
 
 

@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection
 
 from app.errors import AUTH_FAILED, AUTH_REQUIRED, INVALID_RESUME, INVALID_TOKEN
 from tests.integration.conftest import token
-from tests.support import AppProcess, expect_close, positioned, recv_json, running, send_json, ws_connect
+from tests.support import API_HEADERS, AppProcess, expect_close, positioned, recv_json, running, send_json, ws_connect
 
 QUEUE = 8
 
@@ -25,7 +25,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
 
 
 def publish(app: AppProcess, channel: str, content: object, http: httpx.Client | None = None) -> dict[str, object]:
-    headers = {"Authorization": f"Bearer {token('svc')}"}
+    headers = API_HEADERS
     url = f"{app.http}/api/global/{channel}"
     response = (http or httpx).post(url, json={"content": content}, headers=headers, timeout=5)
     assert response.status_code == 202, response.text

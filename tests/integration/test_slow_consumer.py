@@ -10,8 +10,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.conftest import Cluster, token
-from tests.support import recv_json, wait_until, ws_connect
+from tests.integration.conftest import Cluster
+from tests.support import API_HEADERS, recv_json, wait_until, ws_connect
 
 MESSAGES = 300
 PAYLOAD = "x" * 32_000
@@ -44,7 +44,7 @@ async def test_stalled_reader_is_disconnected_and_delays_nobody(cluster: Cluster
     app = cluster.a
     url = app.ws("/ws/global/firehose")
     stalled = await ws_connect(url, sock=small_buffer_socket(app.port), max_queue=1)
-    headers = {"Authorization": f"Bearer {token('publisher')}"}
+    headers = API_HEADERS
     async with ws_connect(url, max_size=None) as fast, httpx.AsyncClient(base_url=cluster.b.http) as http:
         cluster.wait_presence("global:firehose", 2)
 

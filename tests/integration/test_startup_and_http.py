@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import token
-from tests.support import ROOT, AppProcess, positioned, recv_json, running, ws_connect
+from tests.support import API_HEADERS, ROOT, AppProcess, positioned, recv_json, running, ws_connect
 
 
 def run_app_expecting_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -77,37 +77,36 @@ def test_demo_page_health_and_readiness(prod_app: AppProcess) -> None:
     assert httpx.get(prod_app.http + "/readyz").json() == {"status": "ready", "broker": True, "draining": False}
 
 
-@pytest.mark.parametrize("header", [None, "Bearer nope", "Basic abc"])
-def test_http_publish_needs_a_valid_bearer_token(prod_app: AppProcess, header: str | None) -> None:
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Basic abc", "user-jwt"])
+def test_http_publish_needs_the_api_key(prod_app: AppProcess, header: str | None) -> None:
+    if header == "user-jwt":  # a user's token is never a server credential
+        header = f"Bearer {token('svc')}"
     headers = {"Authorization": header} if header else {}
     response = httpx.post(prod_app.http + "/api/global/news", json={"content": 1}, headers=headers)
     assert response.status_code == 401
-    assert response.json()["detail"]["error"] == "Authentication failed"
+    assert response.json()["error"]["code"] == 101
 
 
 def test_http_publish_validates_its_body(prod_app: AppProcess) -> None:
-    response = httpx.post(
-        prod_app.http + "/api/global/news", json={"wrong": 1}, headers={"Authorization": f"Bearer {token('svc')}"}
-    )
-    assert response.status_code == 422
+    response = httpx.post(prod_app.http + "/api/global/news", json={"wrong": 1}, headers=API_HEADERS)
+    assert response.status_code == 400
+    assert response.json() == {"error": {"code": 107, "message": "Field 'content' is required"}}
 
 
 def test_http_publish_is_capped_like_a_client_frame(prod_app: AppProcess) -> None:
     response = httpx.post(
         prod_app.http + "/api/global/news",
-        json={"content": "x" * 70_000},  # over the default 64 KiB
-        headers={"Authorization": f"Bearer {token('svc')}"},
+        json={"content": "x" * 66_000},  # over the default 64 KiB, within the body allowance
+        headers=API_HEADERS,
     )
     assert response.status_code == 413
-    assert response.json()["detail"] == {"error": "Message too big", "limit": 65536}
+    assert response.json() == {"error": {"code": 106, "message": "publication over 65536 bytes"}}
 
 
 async def test_http_publish_reaches_subscribers(prod_app: AppProcess) -> None:
     async with ws_connect(prod_app.ws("/ws/global/news")) as ws:
         response = httpx.post(
-            prod_app.http + "/api/global/news",
-            json={"content": {"headline": "hi"}},
-            headers={"Authorization": f"Bearer {token('svc')}"},
+            prod_app.http + "/api/global/news", json={"content": {"headline": "hi"}}, headers=API_HEADERS
         )
         assert response.status_code == 202
         assert positioned(await recv_json(ws)) == {"content": {"headline": "hi"}, "channel": "news"}

@@ -24,8 +24,8 @@ import yaml
 from websockets.asyncio.client import ClientConnection
 
 from scripts import observability
-from tests.integration.conftest import token
 from tests.support import (
+    API_HEADERS,
     ROOT,
     TEST_SECRET,
     AppProcess,
@@ -175,7 +175,7 @@ async def traffic(stack: Stack) -> AsyncIterator[Traffic]:
         return ws
 
     def wait_members(channel: str, n: int) -> None:
-        headers = {"Authorization": f"Bearer {token('observer')}"}
+        headers = API_HEADERS
         url = f"{stack.second.http}/api/presence/{channel}"
         wait_until(lambda: httpx.get(url, headers=headers).json()["members"] == n, 5, f"{n} in {channel}")
 
@@ -221,7 +221,7 @@ async def traffic(stack: Stack) -> AsyncIterator[Traffic]:
         assert (await expect_close(flood))[0] == 1008
     received += BURST
     stalled = await stalled_socket(stack.second.port, "/ws/global/firehose")
-    headers = {"Authorization": f"Bearer {token('publisher')}"}
+    headers = API_HEADERS
     async with httpx.AsyncClient(base_url=stack.second.http, headers=headers) as http:
         for n in range(400):
             await http.post("/api/global/firehose", json={"content": [n, "x" * 32_000]})

@@ -1,0 +1,216 @@
+"""The server API's methods (``POST /api/v1/<method>``): request models, then one function each.
+
+The HTTP layer (``app/routes/server_api.py``) checks the key, reads and parses the body, and turns
+``ApiError`` into the contract's error body. Models forbid unknown fields, so a typo is a 400, not
+a silent no-op. Publications from here carry no ``info``: the server is not a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.auth import Identity
+from app.broker import BrokerUnavailable, Position
+from app.errors import OUTCOME_UNKNOWN, ErrorCode, ProtocolError
+from app.namespaces import ChannelOptions
+from app.permissions import valid_channel
+from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member, stats
+from app.services import Services
+from app.session import encode_publication, idempotency_key_of
+from app.tutorial import frame_for
+
+# How tutorial chat frames name the server when it publishes there.
+SERVER = Identity(user_id="server", name="Server")
+CHANNELS_LIMIT = 10_000
+
+
+class ApiError(Exception):
+    """An HTTP status and the protocol's error code: ``{"error":{"code":C,"message":M}}``."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# Protocol errors from shared code, as HTTP statuses.
+STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNKNOWN_CHANNEL: 422,
+    ErrorCode.LIMIT_EXCEEDED: 413,
+    ErrorCode.NOT_AVAILABLE: 400,
+}
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PublishBody(Body):
+    channel: str = Field(examples=["news:eu"])
+    data: Any = Field(examples=[{"headline": "Switchboard 1.0 is out"}])
+    idempotency_key: str | None = Field(
+        default=None, description="A retry with the same key publishes nothing", examples=["order-1729"]
+    )
+
+
+class BroadcastBody(Body):
+    channels: list[str] = Field(min_length=1, max_length=1000, examples=[["news:eu", "news:us"]])
+    data: Any = Field(examples=[{"headline": "Switchboard 1.0 is out"}])
+
+
+class UserBody(Body):
+    user: str = Field(min_length=1, max_length=256, examples=["alice"])
+
+
+class SendBody(UserBody):
+    data: Any = Field(examples=[{"text": "Your export is ready"}])
+
+
+class DisconnectBody(UserBody):
+    code: int = Field(default=4003, ge=4000, le=4999)
+    reason: str = Field(default="", max_length=120, examples=["account suspended"])
+
+
+class UserChannelBody(UserBody):
+    channel: str = Field(examples=["team:42"])
+
+
+class ChannelBody(Body):
+    channel: str = Field(examples=["room:lobby"])
+
+
+class PresenceBody(ChannelBody):
+    cursor: str | None = Field(default=None, description="From the previous page's reply")
+    limit: int = Field(default=PAGE_LIMIT, ge=1, le=PAGE_LIMIT)
+
+
+class HistoryBody(ChannelBody):
+    since: int | None = Field(default=None, ge=0)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ChannelsBody(Body):
+    prefix: str = Field(default="", max_length=128, examples=["room:"])
+
+
+class InfoBody(Body):
+    pass
+
+
+def channel_options(s: Services, channel: str) -> ChannelOptions:
+    if not valid_channel(channel):
+        raise ApiError(422, ErrorCode.BAD_REQUEST, "invalid channel name")
+    found = s.permissions.namespaces.known(channel)
+    if found is None:
+        raise ApiError(422, ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+    return found
+
+
+async def _publish(s: Services, channel: str, data: Any, key: str | None) -> Position | None:
+    channel_options(s, channel)
+    frame = frame_for(channel, data, SERVER) or {"op": "pub", "channel": channel, "data": data}
+    encoded = encode_publication(frame, s.settings.max_message_bytes)
+    return await s.hub.publish(channel, encoded, idempotency_key=key)
+
+
+def _position(position: Position | None) -> dict[str, Any]:
+    return {"offset": position.offset, "epoch": position.epoch} if position else {"offset": 0, "epoch": ""}
+
+
+async def publish(s: Services, body: PublishBody) -> dict[str, Any]:
+    key = idempotency_key_of(body.idempotency_key)
+    try:
+        return _position(await _publish(s, body.channel, body.data, key))
+    except BrokerUnavailable:
+        raise ApiError(503, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN) from None
+
+
+async def broadcast(s: Services, body: BroadcastBody) -> dict[str, Any]:
+    async def one(channel: str) -> dict[str, Any]:
+        try:
+            return {"channel": channel, **_position(await _publish(s, channel, body.data, None))}
+        except ApiError as exc:
+            return {"channel": channel, "error": {"code": int(exc.code), "message": exc.message}}
+        except ProtocolError as exc:
+            return {"channel": channel, "error": {"code": int(exc.code), "message": exc.message}}
+        except BrokerUnavailable:
+            return {"channel": channel, "error": {"code": int(ErrorCode.NOT_AVAILABLE), "message": OUTCOME_UNKNOWN}}
+
+    return {"results": list(await asyncio.gather(*(one(c) for c in body.channels)))}
+
+
+async def send(s: Services, body: SendBody) -> dict[str, Any]:
+    await s.users.command("send", body.user, data=body.data)
+    return {}
+
+
+async def disconnect(s: Services, body: DisconnectBody) -> dict[str, Any]:
+    await s.users.command("disconnect", body.user, code=body.code, reason=body.reason)
+    return {}
+
+
+async def subscribe(s: Services, body: UserChannelBody) -> dict[str, Any]:
+    channel_options(s, body.channel)
+    await s.users.command("subscribe", body.user, channel=body.channel)
+    return {}
+
+
+async def unsubscribe(s: Services, body: UserChannelBody) -> dict[str, Any]:
+    channel_options(s, body.channel)
+    await s.users.command("unsubscribe", body.user, channel=body.channel)
+    return {}
+
+
+def _with_presence(s: Services, channel: str) -> None:
+    if not channel_options(s, channel).presence:
+        raise ApiError(400, ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
+
+
+async def presence(s: Services, body: PresenceBody) -> dict[str, Any]:
+    _with_presence(s, body.channel)
+    try:
+        cursor = parse_cursor(body.cursor)
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, str(exc)) from None
+    members, following = await s.presence.page(body.channel, cursor, body.limit)
+    return {"clients": [parse_member(m) for m in members], "cursor": format_cursor(following)}
+
+
+async def presence_stats(s: Services, body: ChannelBody) -> dict[str, Any]:
+    _with_presence(s, body.channel)
+    return stats(await s.presence.members(body.channel))
+
+
+async def history(s: Services, body: HistoryBody) -> tuple[list[bytes], Position]:
+    if not channel_options(s, body.channel).history.enabled:
+        raise ApiError(400, ErrorCode.NOT_AVAILABLE, "this namespace keeps no history")
+    return await s.hub.history_page(body.channel, body.since, body.limit)
+
+
+async def channels(s: Services, body: ChannelsBody) -> dict[str, Any]:
+    found = await s.presence.channels(body.prefix, CHANNELS_LIMIT)
+    return {"channels": [{"channel": name, "clients": count} for name, count in found]}
+
+
+async def info(s: Services, body: InfoBody) -> dict[str, Any]:
+    return {"instances": await s.instances.list()}
+
+
+Method = Callable[[Services, Any], Awaitable[Any]]
+METHODS: dict[str, tuple[type[Body], Method, str]] = {
+    "publish": (PublishBody, publish, "Publish `data` to a channel; returns its offset once stored."),
+    "broadcast": (BroadcastBody, broadcast, "Publish the same `data` to many channels; a result per channel."),
+    "send": (SendBody, send, 'Push `{"op":"message","data":...}` to every /ws connection of a user.'),
+    "disconnect": (DisconnectBody, disconnect, "Close every connection of a user, on every instance (4003)."),
+    "subscribe": (UserChannelBody, subscribe, "Subscribe every /ws connection of a user to a channel."),
+    "unsubscribe": (UserChannelBody, unsubscribe, "Unsubscribe every /ws connection of a user from a channel."),
+    "presence": (PresenceBody, presence, "Who is in a channel, cluster-wide, a page at a time."),
+    "presence_stats": (ChannelBody, presence_stats, "How many connections and distinct users are in a channel."),
+    "history": (HistoryBody, history, "A channel's publications, oldest first, and its position."),
+    "channels": (ChannelsBody, channels, "Channels with members anywhere in the cluster."),
+    "info": (InfoBody, info, "Live instances with their connection counts."),
+}
