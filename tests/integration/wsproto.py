@@ -24,6 +24,7 @@ class Proto:
         self.answer_pings = answer_pings
         self.pushes: list[dict[str, Any]] = []
         self.replies: dict[int, dict[str, Any]] = {}
+        self.client_id = ""  # from the connect reply
         self._next = 0
 
     def next_id(self) -> int:
@@ -99,4 +100,12 @@ async def connected(url: str, token: str | None = None, **connect: Any) -> Async
         proto = Proto(ws)
         reply = await proto.call("connect", **({"token": token} if token else {}))
         assert reply["ok"] is True, reply
+        proto.client_id = reply["client"]
         yield proto
+
+
+@contextlib.asynccontextmanager
+async def all_connected(*clients: tuple[str, str | None]) -> AsyncIterator[list[Proto]]:
+    """Several connected clients, ``(url, token)`` each; all closed at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(connected(url, token)) for url, token in clients]
