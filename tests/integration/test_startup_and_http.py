@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,9 +40,8 @@ def test_refuses_to_start_without_a_strong_secret(secret: str) -> None:
 
 @pytest.fixture(scope="module")
 def dev_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    app = AppProcess(
-        "dev", tmp_path_factory.mktemp("dev"), {"SWITCHBOARD_DEV_MODE": "true", "SWITCHBOARD_JWT_SECRET": ""}
-    )
+    env = {"SWITCHBOARD_DEV_MODE": "true", "SWITCHBOARD_JWT_SECRET": "", "SWITCHBOARD_API_KEYS": ""}
+    app = AppProcess("dev", tmp_path_factory.mktemp("dev"), env)
     with running(app):
         yield app
 
@@ -67,6 +67,37 @@ async def test_dev_token_authenticates_on_the_same_instance(dev_app: AppProcess)
 
 def test_dev_token_is_absent_in_production(prod_app: AppProcess) -> None:
     assert httpx.post(prod_app.http + "/dev/token", json={}).status_code == 404
+
+
+def test_dev_mode_prints_a_working_api_key_once(dev_app: AppProcess) -> None:
+    lines = [line for line in dev_app.log_text().splitlines() if "server API key for this process" in line]
+    assert len(lines) == 1
+    key = lines[0].rsplit(" ", 1)[1]
+    assert len(key) >= 32
+    assert httpx.post(dev_app.http + "/api/v1/info", headers={"X-API-Key": key}).status_code == 200
+    assert httpx.post(dev_app.http + "/api/v1/info", headers={"X-API-Key": key + "x"}).status_code == 401
+
+
+def test_docs_are_off_outside_dev_mode(prod_app: AppProcess) -> None:
+    assert httpx.get(prod_app.http + "/docs").status_code == 404
+    assert httpx.get(prod_app.http + "/openapi.json").status_code == 404
+
+
+def test_the_schema_lists_the_server_api_with_examples_and_no_dev_token(tmp_path: Path) -> None:
+    with running(AppProcess("docs", tmp_path, {"SWITCHBOARD_DOCS": "true"})) as (app,):
+        assert httpx.get(app.http + "/docs").status_code == 200
+        schema = httpx.get(app.http + "/openapi.json").json()
+    paths = schema["paths"]
+    for method in ("publish", "broadcast", "send", "disconnect", "subscribe", "unsubscribe"):
+        assert f"/api/v1/{method}" in paths
+    for method in ("presence", "presence_stats", "history", "channels", "info"):
+        assert f"/api/v1/{method}" in paths
+    publish = paths["/api/v1/publish"]["post"]
+    body = publish["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["channel"]["examples"] == ["news:eu"]
+    assert publish["security"]  # the API key, in either header
+    assert "/dev/token" not in paths
+    assert not any("{method}" in path for path in paths)
 
 
 def test_demo_page_health_and_readiness(prod_app: AppProcess) -> None:
