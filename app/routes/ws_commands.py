@@ -15,7 +15,7 @@ import orjson
 from app.broker import Position
 from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
-from app.presence import parse_member, stats
+from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member, stats
 from app.recovery import Joined, Subscription
 from app.session import EPOCH, Session, idempotency_key_of
 
@@ -111,7 +111,8 @@ def history_reply(head: bytes, pubs: list[bytes], position: Position) -> bytes:
     return head + b'"publications":[' + b",".join(pubs) + tail
 
 
-async def _present(session: Session, frame: dict[str, Any]) -> list[str]:
+def _present(session: Session, frame: dict[str, Any]) -> str:
+    """The channel, if its presence may be read: a namespace with presence, by a subscriber."""
     channel = frame.get("channel")
     opts = session.permissions.options(channel)
     assert isinstance(channel, str)
@@ -119,15 +120,25 @@ async def _present(session: Session, frame: dict[str, Any]) -> list[str]:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
     if channel not in session.subscriptions:
         raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "presence is for subscribers")
-    return await session.services.presence.members(channel)
+    return channel
 
 
 async def presence(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
-    return {"clients": [parse_member(m) for m in await _present(session, frame)]}
+    """A page of at most ``limit`` (1000) members; ``cursor`` in the reply fetches the next."""
+    limit = _offset(frame, "limit") or PAGE_LIMIT
+    if not 1 <= limit <= PAGE_LIMIT:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {PAGE_LIMIT}")
+    try:
+        cursor = parse_cursor(frame.get("cursor"))
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
+    channel = _present(session, frame)
+    members, following = await session.services.presence.page(channel, cursor, limit)
+    return {"clients": [parse_member(m) for m in members], "cursor": format_cursor(following)}
 
 
 async def presence_stats(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
-    return stats(await _present(session, frame))
+    return stats(await session.services.presence.members(_present(session, frame)))
 
 
 COMMANDS: dict[str, Command] = {

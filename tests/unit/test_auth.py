@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -69,3 +70,26 @@ def test_audience_and_issuer_are_checked() -> None:
     assert verify_token(mint_token(settings, "u"), settings).user_id == "u"
     other = jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "aud": "else"}, SECRET, algorithm="HS256")
     assert reason(other, settings) == "bad_claims"
+
+
+def test_claims_channels_info_and_expiry_are_read(settings: Settings) -> None:
+    token = mint_token(settings, "u1", "Ann", channels=["team:*"], info={"color": "red"})
+    identity = verify_token(token, settings)
+    assert identity.channels == ("team:*",)
+    assert identity.info == {"color": "red"}
+    assert identity.expires is not None
+    assert identity.expires > time.time()
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"channels": "team:*"},  # not a list
+        {"channels": [1]},
+        {"info": "red"},  # not an object
+        {"info": {"pad": "x" * 3000}},  # over MAX_INFO_BYTES: presence pages stay bounded
+        {"channel": "team:x"},  # a subscription token is never a connection token
+    ],
+)
+def test_malformed_claims_are_refused(settings: Settings, claims: dict[str, Any]) -> None:
+    assert reason(mint_token(settings, "u1", "Ann", **claims), settings) == "bad_claims"
