@@ -16,6 +16,7 @@ Redis: ``app/presence_redis.py``. In one process (the memory broker) no instance
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 import orjson
@@ -23,8 +24,8 @@ import orjson
 from app.broker import Broker
 
 PAGE_LIMIT = 1000
-# A page cursor is ours: "z" and a position. Anything else is refused (107).
-CURSOR_START = "z0"
+Cursor = tuple[int, int]
+"""Where a page starts: a scan position, and how many of that batch were already returned."""
 
 
 class Presence(Protocol):
@@ -46,8 +47,9 @@ class Presence(Protocol):
         """Every live member, across instances (``member`` strings as joined)."""
         ...
 
-    async def page(self, channel: str, cursor: int, limit: int) -> tuple[list[str], int]:
-        """Up to about ``limit`` live members from ``cursor`` (0: the start); 0 as the next cursor: done."""
+    async def page(self, channel: str, cursor: Cursor, limit: int) -> tuple[list[str], Cursor | None]:
+        """At most ``limit`` live members from ``cursor`` ((0, 0): the start), and the next cursor
+        (None: that was the last page)."""
         ...
 
     async def channels(self, prefix: str, limit: int) -> list[tuple[str, int]]:
@@ -90,17 +92,33 @@ def stats(members: list[str]) -> dict[str, int]:
     return {"clients": len(members), "users": len(users)}
 
 
-def parse_cursor(cursor: object) -> int:
-    """A page cursor from a client; raises ValueError if it is not one of ours."""
+CURSOR = re.compile(r"z([0-9]{1,20})(?:\.([0-9]{1,6}))?")
+
+
+def parse_cursor(cursor: object) -> Cursor:
+    """A page cursor from a client (``z<scan>[.<skip>]``); raises ValueError if it is not one of ours."""
     if cursor is None:
-        return 0
-    if not isinstance(cursor, str) or cursor[:1] != "z" or not cursor[1:].isdigit() or len(cursor) > 21:
+        return 0, 0
+    found = CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None
+    if found is None:
         raise ValueError("cursor is not one this server gave")
-    return int(cursor[1:])
+    return int(found.group(1)), int(found.group(2) or 0)
 
 
-def format_cursor(position: int) -> str | None:
-    return f"z{position}" if position else None
+def format_cursor(cursor: Cursor | None) -> str | None:
+    if cursor is None:
+        return None
+    scan, skip = cursor
+    return f"z{scan}.{skip}" if skip else f"z{scan}"
+
+
+def cut(batch: list[str], skip: int, limit: int, scan: int, following: int) -> tuple[list[str], Cursor | None]:
+    """A page of a scan batch: sorted, so that its order holds however members' expiries move."""
+    ordered = sorted(batch)
+    page = ordered[skip : skip + limit]
+    if skip + limit < len(ordered):
+        return page, (scan, skip + limit)
+    return page, (following, 0) if following else None
 
 
 class MemoryPresence:
@@ -124,10 +142,8 @@ class MemoryPresence:
     async def members(self, channel: str) -> list[str]:
         return list(self._members.get(channel, ()))
 
-    async def page(self, channel: str, cursor: int, limit: int) -> tuple[list[str], int]:
-        found = sorted(self._members.get(channel, ()))
-        end = cursor + limit
-        return found[cursor:end], end if end < len(found) else 0
+    async def page(self, channel: str, cursor: Cursor, limit: int) -> tuple[list[str], Cursor | None]:
+        return cut(list(self._members.get(channel, ())), cursor[1], limit, 0, 0)
 
     async def channels(self, prefix: str, limit: int) -> list[tuple[str, int]]:
         found = sorted((name, len(m)) for name, m in self._members.items() if name.startswith(prefix))

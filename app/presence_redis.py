@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.broker import BrokerUnavailable
+from app.presence import Cursor, cut
 
 log = logging.getLogger("switchboard.presence")
 
@@ -126,12 +127,15 @@ class RedisPresence:
             raise BrokerUnavailable(str(exc)) from exc
         return [_text(m) for m in found]
 
-    async def page(self, channel: str, cursor: int, limit: int) -> tuple[list[str], int]:
+    async def page(self, channel: str, cursor: Cursor, limit: int) -> tuple[list[str], Cursor | None]:
+        scan, skip = cursor
         try:
-            following, found = await self._page(keys=[KEY_PREFIX + channel], args=[cursor, limit])
+            following, found = await self._page(keys=[KEY_PREFIX + channel], args=[scan, limit])
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        return [_text(m) for m in found], int(following)
+        # ZSCAN may return more than asked (a small set comes whole): cut it, and come back for
+        # the rest of this batch before moving on.
+        return cut([_text(m) for m in found], skip, limit, scan, int(following))
 
     async def channels(self, prefix: str, limit: int) -> list[tuple[str, int]]:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"

@@ -209,11 +209,13 @@ async def test_history_presence_channels_and_info(three: Three) -> None:
         seen, cursor, pages = [], None, 0
         while True:
             page = three.ok("presence", {"channel": "x:crowd", "limit": 5, **({"cursor": cursor} if cursor else {})})
+            assert len(page["clients"]) <= 5
             seen += page["clients"]
             pages += 1
             cursor = page["cursor"]
             if cursor is None:
                 break
+        assert pages >= 3
         assert {c["client"] for c in seen} == {p.client_id for p in protos}
         assert sorted(c["info"]["n"] for c in {c["client"]: c for c in seen}.values()) == list(range(12))
         channels = three.ok("channels", {"prefix": "x:cr"})["channels"]

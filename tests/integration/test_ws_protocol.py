@@ -227,6 +227,11 @@ async def test_presence_and_stats_count_clients_and_distinct_users_across_instan
         assert (stats["clients"], stats["users"]) == (3, 1)
         clients = (await one.ok("presence", channel=channel))["clients"]
         assert sorted(c["user"] for c in clients) == ["", "ann", "ann"]
+        first = await one.ok("presence", channel=channel, limit=2)
+        rest = await one.ok("presence", channel=channel, limit=2, cursor=first["cursor"])
+        assert (len(first["clients"]), len(rest["clients"]), rest["cursor"]) == (2, 1, None)
+        assert {c["client"] for c in first["clients"] + rest["clients"]} == {c["client"] for c in clients}
+        assert await one.error("presence", channel=channel, cursor="nope") == 107
         assert {"color": "red"} in [c["info"] for c in clients]
         assert await one.error("presence_stats", channel=unique("x:not-in")) == 110
         nohist = unique("nohist:")
