@@ -6,7 +6,8 @@
 """
 
 from app.client.channel import SwitchboardClient, backoff_delay, with_position
-from app.client.protocol import Client, CommandError, Publication, Subscription
+from app.client.protocol import Client
+from app.client.subscription import CommandError, Publication, Subscription
 
 __all__ = [
     "Client",

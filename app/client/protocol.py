@@ -17,6 +17,8 @@
 * ``publish`` waits for the server's acknowledgement and returns the offset. While disconnected it
   waits (bounded by ``queue_limit`` commands) for the next connection. A publish whose connection
   died before its reply raises ``ConnectionError``: it may or may not have been published.
+* The server API reaches this client too: ``send`` lands in ``client.messages``, and a server-side
+  ``subscribe`` adds a subscription (``client.subscriptions[channel]``), resumed like the others.
 * Publications wait in a bounded buffer per subscription; a consumer that stops reading stops the
   socket being read, so the server, not this process, decides when it is too slow.
 """
@@ -26,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -35,65 +36,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from app.client.channel import TERMINAL_CODES, backoff_delay
+from app.client.subscription import CommandError, Publication, Subscription
 
 TokenSource = str | Callable[[], str | Awaitable[str]] | None
 UrlSource = str | Callable[[], str | Awaitable[str]]
 # Refresh this long before the token expires (a short-lived token: at 80% of its life).
 REFRESH_MARGIN = 30.0
-
-
-class CommandError(Exception):
-    """The server answered a command with an error (``code`` from the protocol's table)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    channel: str
-    data: Any
-    offset: int
-    epoch: str
-    info: dict[str, Any] | None
-
-
-class Subscription:
-    """One channel: iterate it for publications; ``position`` is where a reconnect resumes."""
-
-    def __init__(self, client: Client, channel: str, buffer: int) -> None:
-        self.client = client
-        self.channel = channel
-        self.position: tuple[int, str] | None = None
-        self.lost: str | None = None  # the reason, when a resume could not recover everything
-        self.active = False  # the server confirmed it at least once: reconnects resume it
-        self._queue: asyncio.Queue[Publication | BaseException] = asyncio.Queue(maxsize=buffer)
-
-    async def _put(self, item: Publication | BaseException) -> None:
-        await self._queue.put(item)  # a full buffer stops reading: backpressure to the socket
-
-    def _moved(self, offset: int, epoch: str) -> None:
-        if offset:
-            self.position = (offset, epoch)
-
-    async def get(self, timeout: float | None = None) -> Publication:
-        async with asyncio.timeout(timeout):
-            item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def __aiter__(self) -> AsyncIterator[Publication]:
-        while True:
-            try:
-                yield await self.get()
-            except EOFError:
-                return
-
-    async def unsubscribe(self) -> None:
-        await self.client.unsubscribe(self.channel)
 
 
 class Client:
@@ -127,6 +75,9 @@ class Client:
         self._runner: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._changed = asyncio.Condition()
+        # Messages the server API sent to this user (``send``), in order; bounded like the rest.
+        self.messages: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
 
     async def __aenter__(self) -> Client:
         self.start()
@@ -163,7 +114,15 @@ class Client:
         except BaseException:
             del self.subscriptions[channel]
             raise
+        async with self._changed:
+            self._changed.notify_all()
         return sub
+
+    async def subscribed(self, channel: str) -> Subscription:
+        """Wait until ``channel`` is subscribed: by this client, or by the server API for it."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: channel in self.subscriptions and self.subscriptions[channel].active)
+        return self.subscriptions[channel]
 
     async def unsubscribe(self, channel: str) -> None:
         sub = self.subscriptions.pop(channel, None)
@@ -299,6 +258,24 @@ class Client:
             elif op == "recovered" and (sub := self.subscriptions.get(frame.get("channel", ""))) is not None:
                 sub.lost = str(frame.get("reason"))
                 sub._moved(int(frame.get("offset") or 0), str(frame.get("epoch") or ""))
+            else:
+                await self._server_push(op, frame)
+
+    async def _server_push(self, op: object, frame: dict[str, Any]) -> None:
+        """What the server API sends: a message to this user, subscriptions made or ended for it."""
+        channel = str(frame.get("channel", ""))
+        if op == "message":
+            await self.messages.put(frame.get("data"))
+        elif op == "sub" and channel:
+            sub = self.subscriptions.get(channel)
+            if sub is None:
+                sub = self.subscriptions[channel] = Subscription(self, channel, self._buffer)
+            sub.active = True
+            sub._moved(int(frame.get("offset") or 0), str(frame.get("epoch") or ""))
+            async with self._changed:
+                self._changed.notify_all()
+        elif op == "unsub" and (sub := self.subscriptions.pop(channel, None)) is not None:
+            await sub._put(EOFError(f"unsubscribed by the server: {frame.get('reason')}"))
 
     def _schedule_refresh(self, expires: object) -> None:
         if self._refresher is not None:

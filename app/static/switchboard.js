@@ -279,8 +279,11 @@ export class SwitchboardClient extends EventTarget {
 //   room.unsubscribe();
 //
 // Subscription handlers (all optional): publication(pub), join(info), leave(info),
-// subscribed(reply), recovered({ok, count | reason, offset, epoch}), error(error).
-// Client events: state, open, close, reconnecting, message ({data} sent to this user), error.
+// subscribed(reply), recovered({ok, count | reason, offset, epoch}), unsubscribed({code, reason}),
+// error(error).
+// Client events: state, open, close, reconnecting, message ({data} sent to this user), error,
+// sub ({channel, subscription}: the server subscribed this user; set subscription.handlers),
+// unsub ({channel, code, reason}).
 
 /** An error reply from the server: `code` is from the protocol's table (103 permission denied...). */
 export class CommandError extends Error {
@@ -526,6 +529,22 @@ export class Switchboard extends EventTarget {
         if (!sub) break;
         sub.moveTo(frame.offset, frame.epoch);
         sub.call("recovered", frame);
+        break;
+      case "sub": {
+        // The server API subscribed this user: route its publications; resumed on reconnects.
+        const known = sub || new Subscription(this, frame.channel, {});
+        this.subscriptions.set(frame.channel, known);
+        known.state = "subscribed";
+        known.moveTo(frame.offset, frame.epoch);
+        this.emit("sub", { channel: frame.channel, subscription: known });
+        break;
+      }
+      case "unsub":
+        if (!sub) break;
+        this.subscriptions.delete(frame.channel);
+        sub.state = "unsubscribed";
+        sub.call("unsubscribed", { code: frame.code, reason: frame.reason });
+        this.emit("unsub", { channel: frame.channel, code: frame.code, reason: frame.reason });
         break;
       case "message":
         this.emit("message", { data: frame.data });

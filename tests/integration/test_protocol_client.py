@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from app.api_client import SwitchboardAPI
 from app.auth import mint_token
 from app.client import Client, CommandError
 from app.config import Settings
 from tests.integration.conftest import start_cluster
-from tests.support import TEST_SECRET, running
+from tests.support import TEST_API_KEY, TEST_SECRET, running
 
 
 def user_token(sub: str, ttl: float = 600) -> str:
@@ -93,5 +94,27 @@ async def test_a_refused_connect_stops_the_client(tmp_path: Path) -> None:
             await asyncio.wait_for(client._stopped.wait(), 10)
             assert client.close_codes == [1008]
             await client.close()
+    finally:
+        redis_server.stop()
+
+
+async def test_the_server_api_reaches_the_client(tmp_path: Path) -> None:
+    redis_server, a, b = start_cluster(tmp_path)
+    try:
+        with running(a, b):
+            async with (
+                Client(a.ws("/ws"), token=user_token("ann")) as client,
+                SwitchboardAPI(b.http, TEST_API_KEY) as api,
+            ):
+                await client.subscribe("mine")  # connected and signed in
+                await api.send("ann", {"text": "hello ann"})
+                assert await asyncio.wait_for(client.messages.get(), 5) == {"text": "hello ann"}
+                await api.subscribe("ann", "assigned")
+                assigned = await asyncio.wait_for(client.subscribed("assigned"), 5)
+                await api.publish("assigned", "for you")
+                assert (await assigned.get(5)).data == "for you"
+                await api.unsubscribe("ann", "assigned")
+                with pytest.raises(EOFError):
+                    await assigned.get(5)
     finally:
         redis_server.stop()
