@@ -46,6 +46,7 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppPro
                 "SWITCHBOARD_BROKER_URL": redis_server.url,
                 "SWITCHBOARD_DEV_MODE": "true",
                 "SWITCHBOARD_ALLOWED_ORIGINS": origins,
+                "SWITCHBOARD_REFRESH_GRACE": "1",
             }
         )
     try:
@@ -319,3 +320,71 @@ async def test_client_backoff_and_queue_bounds_in_the_browser(
     assert result["clientQueue"] == ['{"x":"c"}', '{"x":"d"}']
     assert result["clientDropped"] == ['{"x":"a"}', '{"x":"b"}']
     assert result["terminal"] == [1003, 1008]
+
+
+PROTOCOL_CHECK = """async ({apiKey, user}) => {
+  const m = await import("/static/switchboard.js");
+  const until = async (check, what) => {
+    for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+    if (!check()) throw new Error("timed out: " + what);
+  };
+  const api = (method, body) => fetch(`/api/v1/${method}`, {
+    method: "POST", headers: {"Content-Type": "application/json", "X-API-Key": apiKey}, body: JSON.stringify(body),
+  }).then((r) => r.json());
+  const fresh = async () => (await (await fetch("/dev/token", {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({sub: user, ttl: 3}),
+  })).json()).token;
+  const out = {};
+  // 1. A getToken that keeps working: the 3-second token is refreshed before it expires.
+  let tokens = 0;
+  const sb = new m.Switchboard({url: "/ws", getToken: async () => { tokens += 1; return fresh(); }});
+  const messages = [], pubs = [];
+  let assigned = null;
+  sb.addEventListener("message", (e) => messages.push(e.detail.data));
+  sb.addEventListener("sub", (e) => {
+    assigned = e.detail.channel;
+    e.detail.subscription.handlers.publication = (pub) => pubs.push(pub.data);
+  });
+  sb.connect();
+  await until(() => sb.ready, "connected");
+  await api("send", {user, data: "hi from the backend"});
+  await until(() => messages.length === 1, "the message");
+  await api("subscribe", {user, channel: `assigned-${user}`});
+  await until(() => assigned, "the server-side subscription");
+  out.offset = await sb.publish(`assigned-${user}`, "mine too");
+  await api("publish", {channel: `assigned-${user}`, data: "for you"});
+  await until(() => pubs.length === 2, "both publications");
+  await until(() => tokens >= 3, "two refreshes");  // past the first token's expiry and grace
+  Object.assign(out, {messages, pubs, assigned, connections: sb.connections, state: sb.state});
+  sb.close();
+  // 2. A refresh that fails: the server closes 4002; the reconnect fetches a fresh token.
+  let calls = 0;
+  const closes = [];
+  const lapsing = new m.Switchboard({baseDelay: 10, url: "/ws", getToken: async () => {
+    calls += 1;
+    if (calls === 2) throw new Error("refresh refused");
+    return fresh();
+  }});
+  lapsing.addEventListener("close", (e) => closes.push(e.detail.code));
+  lapsing.connect();
+  await until(() => closes.length === 1 && lapsing.ready, "closed 4002, then back");
+  Object.assign(out, {lapsedCloses: closes, lapsedConnections: lapsing.connections});
+  lapsing.close();
+  return out;
+}"""
+
+
+async def test_the_browser_client_refreshes_its_token_and_takes_server_pushes(
+    browser: Browser, instances: tuple[AppProcess, AppProcess]
+) -> None:
+    page, _ = await new_page(browser)
+    await page.goto(instances[1].http + "/static/switchboard.js")
+    result: dict[str, Any] = await page.evaluate(PROTOCOL_CHECK, {"apiKey": TEST_API_KEY, "user": "js-user"})
+    await page.close()
+    assert result["messages"] == ["hi from the backend"]
+    assert result["assigned"] == "assigned-js-user"
+    assert result["pubs"] == ["mine too", "for you"]
+    assert result["offset"] == 1
+    assert (result["connections"], result["state"]) == (1, "open")  # refreshed, never closed
+    assert result["lapsedCloses"] == [4002]
+    assert result["lapsedConnections"] == 2
