@@ -13,7 +13,7 @@ INSTANCES ?= 3
 CLUSTER_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-delivery
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-delivery bench-api
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ loadtest: install deps ## Locust, headless, against `make cluster` (started and 
 
 bench: install deps ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)
 	$(BIN)/python -m bench.run
+
+bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md (~1 min)
+	$(BIN)/python -m bench.server_api
 
 bench-delivery: install deps ## History cost, Redis memory, crash-to-caught-up time -> docs/delivery.md (~2 min)
 	$(BIN)/python -m bench.delivery
