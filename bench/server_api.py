@@ -166,8 +166,8 @@ def write(presence: dict[str, Any], disconnect: dict[str, Any], command: str) ->
         "| measurement | result |",
         "| --- | --- |",
         f"| `presence` of a {presence['members']:,}-member channel, read whole ({presence['pages_per_listing']} "
-        f"pages of at most 1000; median / worst of {presence['runs']} runs) | {presence['listing_seconds_median']:.3f} s / "
-        f"{presence['listing_seconds_max']:.3f} s |",
+        f"pages of at most 1000; median / worst of {presence['runs']} runs) | "
+        f"{presence['listing_seconds_median']:.3f} s / {presence['listing_seconds_max']:.3f} s |",
         f"| largest `presence` reply | {presence['largest_reply_bytes'] / 1024:.0f} KB |",
         f"| `presence_stats` of the same channel | {presence['stats_seconds']:.3f} s |",
         f"| `disconnect` reaching a user's 3 connections on 3 instances ({disconnect['users']} users, after one "
