@@ -194,10 +194,12 @@ class Session:
 
     async def close(self) -> None:
         """Leave every channel and the user index: called once when the connection ends."""
-        for channel in tuple(self.subscriptions):
-            await self.unsubscribe(channel)
-        if self.identity.user_id:
-            await self.services.users.remove(self)
+        try:
+            for channel in tuple(self.subscriptions):
+                await self.unsubscribe(channel)
+        finally:
+            if self.identity.user_id:  # the user's slot must free, whatever happened above
+                await self.services.users.remove(self)
 
     # -- server-side subscriptions (the server API, through app/users.py) ----------------------
 

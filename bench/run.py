@@ -127,6 +127,26 @@ async def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+async def spawn_loaders(spec: dict[str, Any], processes: int) -> list[asyncio.subprocess.Process]:
+    """Load-generator processes (bench/subscribers.py), the spec's sockets dealt out among them."""
+    loaders = []
+    for i in range(processes):
+        part = {**spec, "channel_of": spec["channel_of"][i::processes], "target_of": spec["target_of"][i::processes]}
+        loaders.append(
+            await asyncio.create_subprocess_exec(
+                str(BIN / "python"),
+                "-m",
+                "bench.subscribers",
+                json.dumps(part),
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=2**26,
+            )
+        )
+    return loaders
+
+
 @dataclass
 class Stack:
     server: Server
@@ -154,21 +174,7 @@ class Stack:
             await wait_port(port)
 
     async def start_clients(self, spec: dict[str, Any], processes: int) -> list[dict[str, Any]]:
-        sockets = spec["channel_of"]
-        for i in range(processes):
-            part = {**spec, "channel_of": sockets[i::processes], "target_of": spec["target_of"][i::processes]}
-            self.clients.append(
-                await asyncio.create_subprocess_exec(
-                    str(BIN / "python"),
-                    "-m",
-                    "bench.subscribers",
-                    json.dumps(part),
-                    cwd=ROOT,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    limit=2**26,
-                )
-            )
+        self.clients += await spawn_loaders(spec, processes)
         return [await self.read(c, timeout=180) for c in self.clients]
 
     async def read(self, client: asyncio.subprocess.Process, timeout: float = 60) -> dict[str, Any]:

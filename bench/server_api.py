@@ -33,7 +33,7 @@ from websockets.asyncio.client import connect
 
 from app.auth import mint_token
 from app.config import Settings
-from bench.run import BIN, ROOT, SECRET, free_port, start_redis, wait_port
+from bench.run import BIN, ROOT, SECRET, free_port, spawn_loaders, start_redis, wait_port
 
 API_KEY = "bench-api-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 START, END = "<!-- server-api:start -->", "<!-- server-api:end -->"
@@ -64,20 +64,7 @@ async def presence_timing(port: int, members: int, reps: int) -> dict[str, Any]:
         "channel_of": [0] * members,
         "target_of": [0] * members,
     }
-    loaders = []
-    for i in range(2):
-        part = {**spec, "channel_of": spec["channel_of"][i::2], "target_of": spec["target_of"][i::2]}
-        loaders.append(
-            await asyncio.create_subprocess_exec(
-                str(BIN / "python"),
-                "-m",
-                "bench.subscribers",
-                json.dumps(part),
-                cwd=ROOT,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-        )
+    loaders = await spawn_loaders(spec, 2)
     try:
         for loader in loaders:
             assert loader.stdout is not None

@@ -97,30 +97,63 @@ export function withPosition(url, position) {
   return parsed.toString();
 }
 
-export class SwitchboardClient extends EventTarget {
-  /** @param {ClientOptions} options */
+/**
+ * What both clients share: the state machine, full-jitter retries and terminal close codes.
+ * Subclasses implement open() and call closed(code, reason) when their socket closes.
+ */
+class Reconnecting extends EventTarget {
   constructor(options) {
     super();
-    this.options = {
-      baseDelay: 500,
-      maxDelay: 15000,
-      maxRetries: Infinity,
-      queueLimit: 100,
-      deadAfter: 0,
-      resume: true,
-      ...options,
-    };
+    this.options = { baseDelay: 500, maxDelay: 15000, maxRetries: Infinity, queueLimit: 100, ...options };
+    this.state = "closed";
+    this.attempt = 0;
+    this.connections = 0;
+    this.stopped = false;
+    this.retryTimer = 0;
+  }
+
+  /** After a close: emit `close`, then retry (with backoff) unless stopped or refused for good. */
+  closed(code, reason) {
+    const terminal = TERMINAL_CODES.includes(code);
+    const willReconnect = !this.stopped && !terminal && this.attempt < this.options.maxRetries;
+    this.emit("close", { code, reason, terminal, willReconnect });
+    if (willReconnect) this.retry();
+    else this.setState("closed");
+  }
+
+  retry() {
+    if (this.stopped || this.attempt >= this.options.maxRetries) {
+      this.setState("closed");
+      return;
+    }
+    const delay = backoffDelay(this.attempt, this.options.baseDelay, this.options.maxDelay);
+    this.attempt += 1;
+    this.setState("reconnecting");
+    this.emit("reconnecting", { delay, attempt: this.attempt });
+    this.retryTimer = setTimeout(() => this.open(), delay);
+  }
+
+  setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this.emit("state", { state });
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+export class SwitchboardClient extends Reconnecting {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    super({ deadAfter: 0, resume: true, ...options });
     /** The offset and epoch of the last channel frame: where a reconnect resumes. */
     this.position = this.options.position || null;
     this.queue = new BoundedQueue(this.options.queueLimit);
     /** @type {WebSocket | null} */
     this.socket = null;
-    this.state = "closed";
-    this.attempt = 0;
-    this.connections = 0;
-    this.stopped = false;
     this.ready = false;
-    this.retryTimer = 0;
     this.deadTimer = 0;
   }
 
@@ -228,23 +261,7 @@ export class SwitchboardClient extends EventTarget {
     if (socket !== this.socket) return;
     clearTimeout(this.deadTimer);
     this.ready = false;
-    const terminal = TERMINAL_CODES.includes(code);
-    const willReconnect = !this.stopped && !terminal && this.attempt < this.options.maxRetries;
-    this.emit("close", { code, reason, terminal, willReconnect });
-    if (willReconnect) this.retry();
-    else this.setState("closed");
-  }
-
-  retry() {
-    if (this.stopped || this.attempt >= this.options.maxRetries) {
-      this.setState("closed");
-      return;
-    }
-    const delay = backoffDelay(this.attempt, this.options.baseDelay, this.options.maxDelay);
-    this.attempt += 1;
-    this.setState("reconnecting");
-    this.emit("reconnecting", { delay, attempt: this.attempt });
-    this.retryTimer = setTimeout(() => this.open(), delay);
+    this.closed(code, reason);
   }
 
   /** A socket that goes quiet for deadAfter ms is treated as dead: close it and reconnect. */
@@ -257,15 +274,6 @@ export class SwitchboardClient extends EventTarget {
     }, this.options.deadAfter);
   }
 
-  setState(state) {
-    if (state === this.state) return;
-    this.state = state;
-    this.emit("state", { state });
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,24 +349,19 @@ export class Subscription {
  * @property {typeof WebSocket} [WebSocketImpl]
  */
 
-export class Switchboard extends EventTarget {
+export class Switchboard extends Reconnecting {
   /** @param {SwitchboardOptions} [options] */
   constructor(options = {}) {
-    super();
-    this.options = { url: "/ws", baseDelay: 500, maxDelay: 15000, maxRetries: Infinity, queueLimit: 100, replyTimeout: 10000, ...options };
+    super({ url: "/ws", replyTimeout: 10000, ...options });
     /** @type {Map<string, Subscription>} */
     this.subscriptions = new Map();
     this.queue = new BoundedQueue(this.options.queueLimit);
     this.waiting = new Map();
     this.socket = null;
-    this.state = "closed";
     this.ready = false;
-    this.stopped = false;
-    this.attempt = 0;
-    this.connections = 0;
     this.nextId = 0;
     this.client = null; // this connection's id, from the connect reply
-    this.timers = { retry: 0, refresh: 0, dead: 0 };
+    this.timers = { refresh: 0, dead: 0 };
   }
 
   connect() {
@@ -368,6 +371,7 @@ export class Switchboard extends EventTarget {
 
   close() {
     this.stopped = true;
+    clearTimeout(this.retryTimer);
     Object.values(this.timers).forEach(clearTimeout);
     if (this.socket) this.socket.close(1000, "client closed");
     this.setState("closed");
@@ -563,23 +567,7 @@ export class Switchboard extends EventTarget {
       this.waiting.delete(id);
     }
     for (const sub of this.subscriptions.values()) if (sub.state === "subscribed") sub.state = "subscribing";
-    const terminal = TERMINAL_CODES.includes(code);
-    const willReconnect = !this.stopped && !terminal && this.attempt < this.options.maxRetries;
-    this.emit("close", { code, reason, terminal, willReconnect });
-    if (willReconnect) this.retry();
-    else this.setState("closed");
-  }
-
-  retry() {
-    if (this.stopped || this.attempt >= this.options.maxRetries) {
-      this.setState("closed");
-      return;
-    }
-    const delay = backoffDelay(this.attempt, this.options.baseDelay, this.options.maxDelay);
-    this.attempt += 1;
-    this.setState("reconnecting");
-    this.emit("reconnecting", { delay, attempt: this.attempt });
-    this.timers.retry = setTimeout(() => this.open(), delay);
+    this.closed(code, reason);
   }
 
   /** The server pings every `ping` seconds: a socket silent for much longer than that is dead. */
@@ -608,13 +596,4 @@ export class Switchboard extends EventTarget {
     }, delay);
   }
 
-  setState(state) {
-    if (state === this.state) return;
-    this.state = state;
-    this.emit("state", { state });
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
 }
