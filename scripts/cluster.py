@@ -145,9 +145,11 @@ def up(args: argparse.Namespace) -> None:
     state.update({"url": f"http://127.0.0.1:{args.port}/", "backends": backends, "redis_port": redis_port})
     save()
     wait_http(f"http://127.0.0.1:{args.port}/healthz", 15, "nginx")
-    (state_dir / "secret").write_text(secret)
-    (state_dir / "api-key").write_text(api_key)
+    for name, value in (("secret", secret), ("api-key", api_key)):
+        (state_dir / name).write_text(value)
+        (state_dir / name).chmod(0o600)
     print(f"\ncluster up: {state['url']}  (logs in {state_dir}/logs, stop with `make cluster-down`)")
+    print(f"server API key: in {state_dir}/api-key")
 
 
 def down(args: argparse.Namespace) -> None:
