@@ -1,0 +1,39 @@
+"""The HTTP API driven from its own OpenAPI schema (schemathesis): never a 5xx, whatever it is sent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import API_HEADERS, AppProcess, running
+
+EXAMPLES = 25  # per operation; about 800 requests in all, a few seconds
+
+
+def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
+    with running(AppProcess("fuzz", tmp_path, {"SWITCHBOARD_DOCS": "true"})) as (app,):
+        [(name, value)] = API_HEADERS.items()
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{app.http}/openapi.json",
+                "--header",
+                f"{name}: {value}",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                str(EXAMPLES),
+                "--seed",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    summary = result.stdout[-3000:]
+    print(summary)
+    assert result.returncode == 0, summary
+    assert " passed" in summary
+    assert "Tested: 16" in summary  # every operation, the server API's eleven among them
