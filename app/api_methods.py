@@ -30,11 +30,16 @@ CHANNELS_LIMIT = 10_000
 
 
 class ApiError(Exception):
-    """An HTTP status and the protocol's error code: ``{"error":{"code":C,"message":M}}``."""
+    """An HTTP status and the protocol's error code: ``{"error":{"code":C,"message":M,...}}``."""
 
-    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+    def __init__(self, status: int, code: ErrorCode, message: str, **extra: Any) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def outcome_unknown(message: str = OUTCOME_UNKNOWN) -> ApiError:
+    """A publish Redis never confirmed: it may have happened. A retry with the same key is safe."""
+    return ApiError(503, ErrorCode.NOT_AVAILABLE, message, outcome="unknown")
 
 
 # Protocol errors from shared code, as HTTP statuses.
@@ -135,7 +140,7 @@ async def publish(s: Services, body: PublishBody) -> dict[str, Any]:
     try:
         return _position(await _publish(s, body.channel, body.data, key))
     except BrokerUnavailable:
-        raise ApiError(503, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN) from None
+        raise outcome_unknown() from None
 
 
 async def broadcast(s: Services, body: BroadcastBody) -> dict[str, Any]:
@@ -147,7 +152,8 @@ async def broadcast(s: Services, body: BroadcastBody) -> dict[str, Any]:
         except ProtocolError as exc:
             return {"channel": channel, "error": {"code": int(exc.code), "message": exc.message}}
         except BrokerUnavailable:
-            return {"channel": channel, "error": {"code": int(ErrorCode.NOT_AVAILABLE), "message": OUTCOME_UNKNOWN}}
+            error = {"code": int(ErrorCode.NOT_AVAILABLE), "message": OUTCOME_UNKNOWN, "outcome": "unknown"}
+            return {"channel": channel, "error": error}
 
     return {"results": list(await asyncio.gather(*(one(c) for c in body.channels)))}
 

@@ -118,7 +118,9 @@ MISSING_CONTENT = "Field 'content' is required"
 UNKNOWN_TYPE = "Unknown message type"
 AUTH_REQUIRED = "Auth required"
 INVALID_TOKEN = "Invalid token"
-PUBLISH_FAILED = "Broker unavailable: message not delivered"
+# A publish the broker did not confirm: it may have been stored and delivered, or not (a reply
+# lost in a Redis stall). Sent with "outcome":"unknown"; retrying with an idempotency key is safe.
+PUBLISH_FAILED = "Broker unavailable: the message may or may not have been delivered"
 PERMISSION_DENIED = "Permission denied"
 # A publish whose broker reply never came may have been stored and delivered, or not.
 OUTCOME_UNKNOWN = (

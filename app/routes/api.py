@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from app import __version__
-from app.api_methods import STATUS, ApiError
+from app.api_methods import STATUS, ApiError, outcome_unknown
 from app.auth import mint_token
 from app.broker import BrokerUnavailable
 from app.errors import INVALID_CHANNEL, MISSING_CONTENT, PUBLISH_FAILED, ErrorCode, ProtocolError
@@ -57,7 +57,7 @@ async def publish_global(channel: str, request: Request, s: Services = Security(
     try:
         position = await s.hub.publish(f"global:{channel}", frame)
     except BrokerUnavailable:
-        raise ApiError(503, ErrorCode.NOT_AVAILABLE, PUBLISH_FAILED) from None
+        raise outcome_unknown(PUBLISH_FAILED) from None
     if position is None:
         return {"status": "published"}
     return {"status": "published", "offset": position.offset, "epoch": position.epoch}

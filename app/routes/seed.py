@@ -85,7 +85,7 @@ async def publish(session: Session, channel: str, content: Any, build: Build, *,
     try:
         await session.publish(channel, content, build=build, exclude_self=exclude_self)
     except BrokerUnavailable:
-        session.conn.send_error(PUBLISH_FAILED)
+        session.conn.send_text(error_frame(PUBLISH_FAILED, outcome="unknown"))
     except ProtocolError as exc:
         message = f"{PERMISSION_DENIED}: {exc.message}" if exc.code == ErrorCode.PERMISSION_DENIED else exc.message
         session.conn.send_text(error_frame(message, code=int(exc.code)))

@@ -37,13 +37,10 @@ _authorization = APIKeyHeader(name="Authorization", auto_error=False, descriptio
 router = APIRouter(tags=["server API"])
 
 
-def error_response(status: int, code: ErrorCode, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": int(code), "message": message}}, status_code=status)
-
-
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    body = {"error": {"code": int(exc.code), "message": exc.message, **exc.extra}}
+    return JSONResponse(body, status_code=exc.status)
 
 
 def require_key(

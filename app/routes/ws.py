@@ -34,9 +34,9 @@ MAX_IN_FLIGHT = 32
 PING_PUSH = b'{"op":"ping"}'
 
 
-def error_bytes(cmd_id: object, code: ErrorCode, message: str) -> bytes:
+def error_bytes(cmd_id: object, code: ErrorCode, message: str, **extra: str) -> bytes:
     metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
-    return orjson.dumps({"id": cmd_id, "ok": False, "error": {"code": int(code), "message": message}})
+    return orjson.dumps({"id": cmd_id, "ok": False, "error": {"code": int(code), "message": message, **extra}})
 
 
 def command_id(frame: dict[str, Any]) -> int | None:
@@ -210,8 +210,10 @@ class WsClient:
             except ProtocolError as exc:
                 self.send(error_bytes(cmd_id, exc.code, exc.message))
             except BrokerUnavailable:
-                message = OUTCOME_UNKNOWN if op == "publish" else "broker unavailable: try again"
-                self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, message))
+                if op == "publish":  # Redis never confirmed it: it may have happened
+                    self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN, outcome="unknown"))
+                else:
+                    self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
             except Exception:
                 log.exception("/ws command %s failed", op)
                 self.send(error_bytes(cmd_id, ErrorCode.INTERNAL, "internal error"))

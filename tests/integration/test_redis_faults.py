@@ -85,7 +85,7 @@ async def test_full_redis_restart(fresh: Cluster) -> None:
     await send_json(sa, {"content": "into the void"})
     # (sa also hears its own earlier probes: the global channel includes the sender.)
     error = await recv_until(sa, lambda f: f.get("type") == "error")
-    assert error == {"type": "error", "message": PUBLISH_FAILED}
+    assert error == {"type": "error", "message": PUBLISH_FAILED, "outcome": "unknown"}
     wait_until(lambda: httpx.get(a.http + "/readyz").status_code == 503, 10, "readyz to turn 503")
     assert httpx.get(a.http + "/healthz").status_code == 200  # liveness does not follow Redis
     fresh.redis.start()  # same port, empty data

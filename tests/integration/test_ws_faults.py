@@ -52,6 +52,7 @@ async def test_redis_down_is_108_and_a_lost_history_is_a_recovered_push(fresh: C
         fresh.redis.stop()
         refused = await writer.call("publish", channel="x:1", data="while down")
         assert refused["error"]["code"] == 108  # refused, never dropped silently
+        assert refused["error"]["outcome"] == "unknown"  # and honest that Redis never confirmed it
         assert await writer.error("subscribe", channel="x:2") == 108
         fresh.redis.start()  # no persistence: every channel's history and epoch are gone
         after = await until_ok(writer, "publish", channel="x:1", data="after")
