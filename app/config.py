@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     send_queue_size: int = 256
+    # Open WebSockets per instance; beyond it handshakes get HTTP 503, so a proxy tries another.
+    max_connections: int = 20000
     presence_ttl: float = 30.0
     # Channel history for recovery (docs/delivery.md): messages kept per channel (0 = off), how
     # long they live after the channel's last publish, and how long its epoch and offset live.
@@ -137,7 +139,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("max_message_bytes", "send_queue_size", "rate_limit_burst", "max_channels_per_connection")
+    @field_validator(
+        "max_message_bytes", "send_queue_size", "rate_limit_burst", "max_channels_per_connection", "max_connections"
+    )
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value <= 0:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import __version__, drain, metrics
 from app.api_methods import ApiError
 from app.config import Settings
+from app.fd_limit import raise_open_files_limit
 from app.logs import install_redaction
 from app.routes import api, health, seed, server_api, ws
 from app.services import Services
@@ -46,6 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_redaction()
+        _, open_files = raise_open_files_limit()
+        if settings.max_connections > open_files:
+            log.warning(
+                "SWITCHBOARD_MAX_CONNECTIONS=%d is above the open-files limit (%d): raise nofile",
+                settings.max_connections,
+                open_files,
+            )
         if settings.generated_secret:
             log.warning(
                 "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "

@@ -30,6 +30,8 @@ log = logging.getLogger("switchboard.metrics")
 
 CONNECTIONS = Gauge("switchboard_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
 CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["result"])
+for _result in ("accepted", "refused_draining", "refused_full"):
+    CONNECTS.labels(_result)  # exported from the start, so dashboards show zeros
 DISCONNECTS = Counter("switchboard_disconnects", "Disconnects by close code", ["code"])
 MESSAGES_RECEIVED = Counter("switchboard_messages_received", "Client frames received", ["endpoint"])
 MESSAGES_DELIVERED = Counter("switchboard_messages_delivered", "Frames queued to local sockets by broadcasts")

@@ -29,6 +29,7 @@ from app.services import Services, services
 from app.session import Session, resume_from
 
 SessionHandler = Callable[[Session], Awaitable[None]]
+FULL = "Instance full: SWITCHBOARD_MAX_CONNECTIONS reached, try another"
 
 
 async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
@@ -44,10 +45,11 @@ async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
 
 async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False) -> None:
     s = services(websocket)
-    if s.draining:
+    full = len(s.hub.connections) >= s.settings.max_connections
+    if s.draining or full:
         # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
-        metrics.CONNECTS.labels("refused_draining").inc()
-        body = {"error": reason_for(CloseCode.SERVICE_RESTART)}
+        metrics.CONNECTS.labels("refused_full" if full and not s.draining else "refused_draining").inc()
+        body = {"error": FULL if full and not s.draining else reason_for(CloseCode.SERVICE_RESTART)}
         await websocket.send_denial_response(JSONResponse(body, status_code=503))
         return
     if not origin_allowed(websocket, s.settings.allowed_origins):

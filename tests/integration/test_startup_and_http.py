@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.integration.conftest import token
 from tests.support import API_HEADERS, ROOT, AppProcess, positioned, recv_json, running, ws_connect
@@ -149,3 +151,26 @@ def test_plain_http_on_a_websocket_path_gets_426(prod_app: AppProcess, path: str
     assert response.status_code == 426
     assert response.headers["upgrade"] == "websocket"
     assert response.json() == {"error": "WebSocket upgrade required"}
+
+
+async def test_an_instance_at_max_connections_answers_503_and_counts_it(tmp_path: Path) -> None:
+    with running(AppProcess("full", tmp_path, {"SWITCHBOARD_MAX_CONNECTIONS": "2"})) as (app,):
+        assert "open-files limit: soft" in app.log_text()
+        async with ws_connect(app.ws("/ws/echo")), ws_connect(app.ws("/ws/echo")):
+            with pytest.raises(InvalidStatus) as refused:
+                async with ws_connect(app.ws("/ws/echo")):
+                    pass
+            assert refused.value.response.status_code == 503
+            assert b"SWITCHBOARD_MAX_CONNECTIONS" in refused.value.response.body
+            metrics = httpx.get(app.http + "/metrics").text
+            assert 'switchboard_connects_total{result="refused_full"} 1.0' in metrics
+        # Below the cap again (once the server has let the two go): a new socket is welcome.
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    async with ws_connect(app.ws("/ws/echo")) as ws:
+                        await ws.send("back")
+                        assert await ws.recv() == "Echo: back"
+                        break
+                except InvalidStatus:
+                    await asyncio.sleep(0.05)  # the server's clean-up has no event we can wait on
