@@ -36,6 +36,7 @@ from app.protocol import FAST_WRITE, BadFrame, Outgoing, parse_object
 
 log = logging.getLogger("switchboard.connection")
 
+KNOWN_CODES = frozenset(int(code) for code in CloseCode)
 # How long a closing connection may take to flush its close frame before we stop waiting.
 CLOSE_FLUSH_TIMEOUT = 5.0
 PING = Outgoing(b'{"type":"ping"}')
@@ -313,4 +314,4 @@ class Connection:
                 await asyncio.wait_for(asyncio.shield(writer), CLOSE_FLUSH_TIMEOUT)
         if writer is not None:
             writer.cancel()
-        metrics.DISCONNECTS.labels(str(self.close_code or 1005)).inc()
+        metrics.DISCONNECTS.labels(metrics.close_code_label(self.close_code or 1005, KNOWN_CODES)).inc()

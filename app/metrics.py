@@ -33,6 +33,21 @@ CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["re
 for _result in ("accepted", "refused_draining", "refused_full"):
     CONNECTS.labels(_result)  # exported from the start, so dashboards show zeros
 DISCONNECTS = Counter("switchboard_disconnects", "Disconnects by close code", ["code"])
+# Close codes a client may choose freely (RFC 6455 7.4.2): one series per range, not per code.
+_CLIENT_CODE_RANGES = ((3000, 3999, "3xxx"), (4000, 4999, "4xxx"))
+
+
+def close_code_label(code: int, known: frozenset[int]) -> str:
+    """A close code as a metrics label: the server's own codes and RFC 6455's by number; any other
+    code a client picked, bucketed, so that no client can mint new series."""
+    if code in known or 1000 <= code <= 1015:
+        return str(code)
+    for low, high, label in _CLIENT_CODE_RANGES:
+        if low <= code <= high:
+            return label
+    return "other"
+
+
 MESSAGES_RECEIVED = Counter("switchboard_messages_received", "Client frames received", ["endpoint"])
 MESSAGES_DELIVERED = Counter("switchboard_messages_delivered", "Frames queued to local sockets by broadcasts")
 BROADCASTS = Counter("switchboard_broadcasts", "Broadcasts dispatched to local sockets")

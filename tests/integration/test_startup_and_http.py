@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.integration.conftest import token
-from tests.support import API_HEADERS, ROOT, AppProcess, positioned, recv_json, running, ws_connect
+from tests.support import API_HEADERS, ROOT, AppProcess, positioned, recv_json, running, wait_until, ws_connect
 
 
 def run_app_expecting_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -174,3 +174,16 @@ async def test_an_instance_at_max_connections_answers_503_and_counts_it(tmp_path
                         break
                 except InvalidStatus:
                     await asyncio.sleep(0.05)  # the server's clean-up has no event we can wait on
+
+
+async def test_a_client_chosen_close_code_does_not_mint_a_metric_series(prod_app: AppProcess) -> None:
+    for code in (3456, 3457, 4321):
+        async with ws_connect(prod_app.ws("/ws/echo")) as ws:
+            await ws.close(code=code, reason="client's own")
+
+    def counted() -> bool:
+        text = httpx.get(prod_app.http + "/metrics").text
+        return 'switchboard_disconnects_total{code="3xxx"} 2.0' in text and 'code="4xxx"} 1.0' in text
+
+    wait_until(counted, 5, "bucketed close codes")
+    assert 'code="3456"' not in httpx.get(prod_app.http + "/metrics").text

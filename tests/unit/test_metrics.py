@@ -57,3 +57,14 @@ def test_nothing_is_visible_before_a_flush() -> None:
     assert registry.get_sample_value("switchboard_pending_total") == 0
     batched.flush()
     assert registry.get_sample_value("switchboard_pending_total") == 5
+
+
+def test_client_chosen_close_codes_are_bucketed_not_new_series() -> None:
+    from app.connection import KNOWN_CODES
+    from app.metrics import close_code_label
+
+    assert close_code_label(4000, KNOWN_CODES) == "4000"  # ours: slow consumer
+    assert close_code_label(1001, KNOWN_CODES) == "1001"  # RFC 6455's
+    labels = {close_code_label(code, KNOWN_CODES) for code in range(3000, 5000) if code not in KNOWN_CODES}
+    assert labels == {"3xxx", "4xxx"}
+    assert close_code_label(65535, KNOWN_CODES) == "other"
