@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     send_queue_size: int = 256
+    # A socket that has not drained its backlog in this many seconds is aborted as stalled.
+    write_timeout: float = 30.0
     # Open WebSockets per instance; beyond it handshakes get HTTP 503, so a proxy tries another.
     max_connections: int = 20000
     presence_ttl: float = 30.0
@@ -180,7 +182,7 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or more")
         return value
 
-    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl")
+    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:

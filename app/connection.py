@@ -47,6 +47,8 @@ class FastWriter(Protocol):
 
     async def wait_writable(self) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 class Close:
     """A queued close: sent after the frames before it, through ASGI."""
@@ -87,6 +89,7 @@ class Connection:
         self._heartbeat: asyncio.Task[None] | None = None
         self._pong: asyncio.Event | None = None
         self._max_bytes = settings.max_message_bytes
+        self._write_timeout = settings.write_timeout
         self._rate = settings.rate_limit_per_second
         self._burst = float(settings.rate_limit_burst)
         self._tokens = self._burst
@@ -177,7 +180,15 @@ class Connection:
                     if isinstance(head, Close):
                         return
                     continue
-                await fast.wait_writable()
+                try:
+                    # A socket that has not drained in WRITE_TIMEOUT is stalled: its peer is gone
+                    # or has stopped reading. Abort it rather than hold its backlog forever.
+                    await asyncio.wait_for(fast.wait_writable(), self._write_timeout)
+                except TimeoutError:
+                    metrics.SLOW_CONSUMERS.inc()
+                    fast.abort()  # the transport and its unsent bytes: nothing more will drain
+                    self.abort(CloseCode.SLOW_CONSUMER)
+                    return
                 frames = []
                 while queue and not isinstance(queue[0], Close):
                     frames.append(queue.popleft().frame)  # type: ignore[union-attr]

@@ -23,6 +23,10 @@ from app import drain
 from app.config import Settings, settings_error_line
 from app.protocol import FAST_WRITE
 
+# Bytes a socket may owe its peer in control replies (pongs) before it counts as a slow consumer.
+# Data frames are bounded before the transport (Connection's queue); pongs are written by uvicorn.
+MAX_WRITE_BUFFER = 1 << 20
+
 
 class _EventQueue:
     """What uvicorn's protocol needs of its per-socket asyncio.Queue: put_nowait, get, empty.
@@ -82,6 +86,21 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def wait_writable(self) -> None:
         await self.writable.wait()
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes and all: for a peer that stopped reading."""
+        self.transport.abort()
+
+    def handle_ping(self) -> None:
+        """Pongs count against the write bound too: a peer that pings without reading is a slow
+        consumer, not a way to make this process buffer without limit."""
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            from app import metrics  # not at import: gunicorn's master imports this module first
+
+            metrics.SLOW_CONSUMERS.inc()
+            self.transport.abort()
+            return
+        super().handle_ping()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,0 +1,124 @@
+"""Hostile clients cannot make an instance hold unbounded memory: ping floods and stalled readers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import API_HEADERS, AppProcess, running, wait_until, ws_connect
+
+RSS_BOUND = 32 * 1024 * 1024
+
+
+def rss(app: AppProcess) -> int:
+    assert app.proc is not None
+    with open(f"/proc/{app.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def metric(app: AppProcess, line_start: str) -> float:
+    for line in httpx.get(app.http + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[AppProcess]:
+    env = {"SWITCHBOARD_WRITE_TIMEOUT": "1", "SWITCHBOARD_RATE_LIMIT_BURST": "100000"}
+    with running(AppProcess("hostile", tmp_path, env)) as (process,):
+        yield process
+
+
+def raw_websocket(port: int, path: str) -> socket.socket:
+    """A client that completes the handshake, then never reads: a tiny receive window."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1024)
+    assert b" 101 " in response.split(b"\r\n", 1)[0]
+    return sock
+
+
+def ping_frame(payload: bytes) -> bytes:
+    return bytes((0x89, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload  # masked, zero key
+
+
+async def echo_p50(app: AppProcess, rounds: int = 50) -> float:
+    async with ws_connect(app.ws("/ws/echo")) as ws:
+        times = []
+        for n in range(rounds):
+            started = time.perf_counter()
+            await ws.send(str(n))
+            assert await ws.recv() == f"Echo: {n}"
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+async def test_a_ping_flood_without_reading_is_cut_off_and_bounded(app: AppProcess) -> None:
+    before = rss(app)
+    flooder = raw_websocket(app.port, "/ws/echo")
+    flooder.setblocking(False)
+    frame = ping_frame(b"x" * 125) * 64
+    sent, peak, cut = 0, before, False
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.wait_for(loop.sock_sendall(flooder, frame), 2)
+            sent += len(frame)
+        except (ConnectionError, OSError, TimeoutError):
+            cut = True  # reset by the server, or it stopped reading us: either way, bounded
+            break
+        peak = max(peak, rss(app))
+        if sent > 50 * 1024 * 1024:
+            break
+    echo = await echo_p50(app)  # another client, meanwhile
+    flooder.close()
+    peak = max(peak, rss(app))
+    grew = (peak - before) / 1e6
+    print(f"ping flood: {sent / 1e6:.1f} MB of pings sent, RSS +{grew:.1f} MB, echo p50 {echo * 1000:.2f} ms")
+    assert cut or metric(app, "switchboard_slow_consumer_disconnects_total") >= 1
+    assert peak - before < RSS_BOUND
+    assert echo < 0.010
+
+
+async def test_a_stalled_reader_is_aborted_after_the_write_timeout(app: AppProcess) -> None:
+    stalled = raw_websocket(app.port, "/ws/global/stall")
+    wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 1, 5, "subscribed")
+    wait_until(
+        lambda: httpx.get(app.http + "/api/presence/global:stall", headers=API_HEADERS).json()["members"] == 1,
+        5,
+        "joined",
+    )
+    # Fewer frames than the send queue holds (256), but more bytes than the kernel's socket
+    # buffers take, so a backlog forms that the peer never drains.
+    for n in range(150):
+        response = httpx.post(
+            app.http + "/api/global/stall", json={"content": [n, "x" * 60_000]}, headers=API_HEADERS, timeout=5
+        )
+        assert response.status_code == 202
+    started = time.monotonic()
+    wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 0, 10, "the stalled socket gone")
+    assert time.monotonic() - started < 5  # WRITE_TIMEOUT is 1 s here
+    assert metric(app, "switchboard_slow_consumer_disconnects_total") >= 1
+    stalled.close()
