@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     send_queue_size: int = 256
+    # Seconds a connection has to send its complete request line and headers (slowloris).
+    handshake_timeout: float = 10.0
     # A socket that has not drained its backlog in this many seconds is aborted as stalled.
     write_timeout: float = 30.0
     # Open WebSockets per instance; beyond it handshakes get HTTP 503, so a proxy tries another.
@@ -182,7 +184,7 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or more")
         return value
 
-    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout")
+    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
 
@@ -23,6 +24,10 @@ from app import drain
 from app.config import Settings, settings_error_line
 from app.protocol import FAST_WRITE
 
+# A request's head before it is complete: the target, and the header fields (count and bytes).
+MAX_URL = 8192
+MAX_HEADERS = 128
+MAX_HEAD = 16384
 # Bytes a socket may owe its peer in control replies (pongs) before it counts as a slow consumer.
 # Data frames are bounded before the transport (Connection's queue); pongs are written by uvicorn.
 MAX_WRITE_BUFFER = 1 << 20
@@ -55,6 +60,73 @@ class _EventQueue:
 
     def empty(self) -> bool:
         return not self._items
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with bounds on a request that has not finished its head.
+
+    uvicorn keeps a connection that never completes its request line and headers for ever, and
+    buffers what it sends: silent or one-byte-a-second clients (slowloris) and endless headers
+    would hold sockets and memory. Here the head must arrive within ``handshake_timeout`` (else
+    the connection is closed), and may hold at most ``MAX_URL`` bytes of request target (else
+    414) and ``MAX_HEADERS`` headers of ``MAX_HEAD`` bytes in all (else 431).
+    """
+
+    handshake_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._refused = False
+        self._deadline: asyncio.TimerHandle | None = self.loop.call_later(self.handshake_timeout, self._too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        if self._deadline is None:  # the next request on a kept-alive connection
+            self._deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > MAX_URL:
+            self._refuse(414, "URI Too Long")
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD or len(self.headers) >= MAX_HEADERS:
+            self._refuse(431, "Request Header Fields Too Large")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_deadline()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # our own refusal already answered
+            super().send_400_response(msg)
+
+    def _refuse(self, status: int, phrase: str) -> None:
+        """Answer and close; raising stops the parser (uvicorn then skips its own 400)."""
+        self._refused = True
+        body = f"{phrase}\n".encode()
+        head = f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+        self.transport.write(head.encode() + b"connection: close\r\n\r\n" + body)
+        self.transport.close()
+        raise ValueError(phrase)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -119,9 +191,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
+    http = type("HttpProtocol", (HttpProtocol,), {"handshake_timeout": settings.handshake_timeout})
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": http,
         "ws": WebSocketProtocol,
         # The protocol layer enforces the size limit with 1009 before the app sees the frame.
         "ws_max_size": settings.max_message_bytes,

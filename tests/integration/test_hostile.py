@@ -37,7 +37,11 @@ def metric(app: AppProcess, line_start: str) -> float:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[AppProcess]:
-    env = {"SWITCHBOARD_WRITE_TIMEOUT": "1", "SWITCHBOARD_RATE_LIMIT_BURST": "100000"}
+    env = {
+        "SWITCHBOARD_WRITE_TIMEOUT": "1",
+        "SWITCHBOARD_HANDSHAKE_TIMEOUT": "1",
+        "SWITCHBOARD_RATE_LIMIT_BURST": "100000",
+    }
     with running(AppProcess("hostile", tmp_path, env)) as (process,):
         yield process
 
@@ -122,3 +126,64 @@ async def test_a_stalled_reader_is_aborted_after_the_write_timeout(app: AppProce
     assert time.monotonic() - started < 5  # WRITE_TIMEOUT is 1 s here
     assert metric(app, "switchboard_slow_consumer_disconnects_total") >= 1
     stalled.close()
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends until it closes the connection; fails if it does not in time."""
+    sock.settimeout(seconds)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"still open after {seconds}s") from None
+    except ConnectionResetError:
+        pass
+    return received
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "one-byte-at-a-time"])
+def test_a_request_head_that_never_completes_is_closed(app: AppProcess, trickle: bool) -> None:
+    with socket.create_connection(("127.0.0.1", app.port)) as sock:
+        started = time.monotonic()
+        if trickle:
+            sock.sendall(b"GET /ws/echo HTTP/1.1\r\n")
+            for _ in range(10):
+                time.sleep(0.2)  # the attack itself: a byte at a time, never the end of the head
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    break
+        closed_within(sock, 5)
+        assert time.monotonic() - started < 4  # HANDSHAKE_TIMEOUT is 1 s here
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /ws/echo?token=" + b"t" * 60_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(200)) + b"\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"y" * 40_000 + b"\r\n\r\n", b"431"),
+    ],
+    ids=["60 KB token in the URL", "200 header fields", "40 KB header"],
+)
+def test_oversized_request_heads_get_an_answer_and_a_close(app: AppProcess, head: bytes, status: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", app.port)) as sock:
+        sock.sendall(head)
+        response = closed_within(sock, 5)
+    assert response.split(b" ", 2)[1] == status, response[:200]
+
+
+def test_endless_headers_are_not_buffered(app: AppProcess) -> None:
+    before = rss(app)
+    with socket.create_connection(("127.0.0.1", app.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nX-Endless: ")
+        sent = 0
+        try:
+            while sent < 60_000_000:
+                sock.sendall(b"y" * 65536)
+                sent += 65536
+        except OSError:
+            pass  # answered and closed long before 60 MB
+    assert sent < 60_000_000
+    assert rss(app) - before < RSS_BOUND
