@@ -99,7 +99,8 @@ export function withPosition(url, position) {
 
 /**
  * What both clients share: the state machine, full-jitter retries and terminal close codes.
- * Subclasses implement open() and call closed(code, reason) when their socket closes.
+ * Subclasses implement open() and stopTimers(), keep their socket in this.socket, and call
+ * closed(code, reason) when it closes.
  */
 class Reconnecting extends EventTarget {
   constructor(options) {
@@ -110,6 +111,21 @@ class Reconnecting extends EventTarget {
     this.connections = 0;
     this.stopped = false;
     this.retryTimer = 0;
+  }
+
+  /** Start connecting; reconnects by itself until close() or a terminal close code. */
+  connect() {
+    this.stopped = false;
+    this.open();
+  }
+
+  /** Stop for good: closes the socket with 1000 and cancels any pending retry. */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.stopTimers();
+    if (this.socket) this.socket.close(1000, "client closed");
+    this.setState("closed");
   }
 
   /** After a close: emit `close`, then retry (with backoff) unless stopped or refused for good. */
@@ -157,19 +173,8 @@ export class SwitchboardClient extends Reconnecting {
     this.deadTimer = 0;
   }
 
-  /** Start connecting; reconnects by itself until close() or a terminal close code. */
-  connect() {
-    this.stopped = false;
-    this.open();
-  }
-
-  /** Stop for good: closes the socket with 1000 and cancels any pending retry. */
-  close() {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
+  stopTimers() {
     clearTimeout(this.deadTimer);
-    if (this.socket) this.socket.close(1000, "client closed");
-    this.setState("closed");
   }
 
   /**
@@ -364,17 +369,8 @@ export class Switchboard extends Reconnecting {
     this.timers = { refresh: 0, dead: 0 };
   }
 
-  connect() {
-    this.stopped = false;
-    this.open();
-  }
-
-  close() {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
+  stopTimers() {
     Object.values(this.timers).forEach(clearTimeout);
-    if (this.socket) this.socket.close(1000, "client closed");
-    this.setState("closed");
   }
 
   /**
