@@ -4,7 +4,6 @@ and kept on ``app.state``. ``build`` wires them; importing this module starts no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import platform
 from dataclasses import dataclass, field
 
@@ -70,9 +69,8 @@ class Services:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # the sampler's last flush hands over the final second of metrics
+        # Waited for, not just cancelled: the sampler's last flush hands over the final second.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.presence.close()
         await self.users.close()
         await self.hub.close()
