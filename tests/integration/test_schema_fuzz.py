@@ -31,6 +31,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=tmp_path,  # it keeps a cache of its own in the working directory
         )
     summary = result.stdout[-3000:]
     print(summary)
