@@ -1,7 +1,9 @@
 """Logging config shared by ``python -m app`` and gunicorn, with secrets redacted.
 
 uvicorn logs every WebSocket handshake with its full query string, and tokens travel there
-(``/ws/secure?token=...``). The filter rewrites such values before any handler formats them.
+(``/ws/secure?token=...``). The filter rewrites such values before any handler formats them, at
+every level (uvicorn's ``trace`` logs whole ASGI scopes), in any spelling of the parameter's name
+(percent-encoded, upper-case), and wherever something that looks like a JWT appears.
 """
 
 from __future__ import annotations
@@ -10,17 +12,42 @@ import copy
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 from uvicorn.config import LOGGING_CONFIG
 
-_SECRET_PARAM = re.compile(r"\b((?:access_)?token|jwt|password|secret|api_key)=[^&\s\"']*", re.IGNORECASE)
 REDACTED = "[redacted]"
+# Parameter names whose values are secrets, compared after percent-decoding and lower-casing:
+# `?%74oken=` and `?TOKEN=` reach the app as `token` too.
+SECRET_NAMES = frozenset({"token", "access_token", "jwt", "password", "secret", "api_key", "apikey", "key", "auth"})
+_PARAM = re.compile(r"([A-Za-z0-9_.~%+\-]+)=([^&\s\"',;]*)")
+# A JWT anywhere (three base64url parts, the first one a JSON object), decoded or not.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 # Loggers that print request lines; filters on a logger see only records logged to it directly.
 REQUEST_LOGGERS = ("uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
 
 
+def _param(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    decoded = unquote_plus(unquote_plus(name)).lower()
+    if decoded in SECRET_NAMES or _JWT.search(unquote_plus(unquote_plus(value))):
+        return f"{name}={REDACTED}"
+    return match.group(0)
+
+
 def redact(text: str) -> str:
-    return _SECRET_PARAM.sub(rf"\1={REDACTED}", text)
+    """Secret query parameters in any spelling, and anything that looks like a JWT."""
+    return _JWT.sub(REDACTED, _PARAM.sub(_param, text))
+
+
+def _redact_arg(arg: object) -> object:
+    if isinstance(arg, str):
+        return redact(arg)
+    if isinstance(arg, bytes | bytearray | dict | list | tuple):
+        # uvicorn's trace level logs ASGI scopes and messages (query strings as bytes): format
+        # them as %s would, then redact. Numbers keep their type for %d.
+        return redact(str(arg))
+    return arg
 
 
 class RedactSecrets(logging.Filter):
@@ -29,9 +56,9 @@ class RedactSecrets(logging.Filter):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             # uvicorn's access formatter unpacks args positionally: keep the tuple's shape.
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_redact_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
         return True
 
 

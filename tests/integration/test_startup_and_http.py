@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -187,3 +188,22 @@ async def test_a_client_chosen_close_code_does_not_mint_a_metric_series(prod_app
 
     wait_until(counted, 5, "bucketed close codes")
     assert 'code="3456"' not in httpx.get(prod_app.http + "/metrics").text
+
+
+async def test_tokens_are_redacted_at_trace_level_in_every_spelling(tmp_path: Path) -> None:
+    jwt = token("trace-user")
+    with running(AppProcess("trace", tmp_path, {"SWITCHBOARD_LOG_LEVEL": "trace"})) as (app,):
+        for query in (f"token={jwt}", f"%74oken={jwt}", f"TOKEN={jwt}", f"x={jwt}"):
+            async with ws_connect(app.ws(f"/ws/secure?{query}")) as ws:
+                with contextlib.suppress(Exception):
+                    await recv_json(ws, timeout=2)
+        log = app.log_text()
+    assert "ASGI [" in log  # trace level really was on: scopes were logged
+    assert jwt.split(".")[2] not in log
+    assert jwt.split(".")[1] not in log
+
+
+def test_an_unknown_log_level_is_refused_with_one_line() -> None:
+    result = run_app_expecting_exit({"SWITCHBOARD_DEV_MODE": "true", "SWITCHBOARD_LOG_LEVEL": "verbose"})
+    assert result.returncode == 2
+    assert "log_level" in result.stderr

@@ -35,3 +35,37 @@ def test_filter_keeps_access_log_args_positional() -> None:
     assert isinstance(record.args, tuple)
     assert "secret-value" not in record.getMessage()
     assert record.getMessage().startswith("1.2.3.4:5")
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"/ws/secure?%74oken={JWT}",  # a percent-encoded name reaches the app as `token`
+        f"/ws/secure?TOKEN={JWT}",
+        f"/ws/secure?to%6Ben={JWT}",
+        f"/ws/secure?%2574oken={JWT}",  # encoded twice
+        f"/ws/room/x?since=1&whatever={JWT}",  # a JWT under any name
+        "/ws/room/x?t=%65%79%4A" + JWT[3:],  # a JWT spelled in percent-escapes
+        f"no query at all, just {JWT} in a message",
+    ],
+)
+def test_every_spelling_of_a_token_is_redacted(line: str) -> None:
+    out = redact(line)
+    assert "c2lnbmF0dXJl" not in out  # the signature
+    assert REDACTED in out
+
+
+def test_ordinary_parameters_are_kept() -> None:
+    assert redact("/ws/room/x?since=12&epoch=ab12&username=ann") == "/ws/room/x?since=12&epoch=ab12&username=ann"
+
+
+def test_trace_records_with_scopes_and_bytes_are_redacted() -> None:
+    scope = {"type": "websocket", "path": "/ws/secure", "query_string": f"token={JWT}".encode()}
+    record = logging.LogRecord("uvicorn.error", 5, __file__, 1, "%sASGI [%d] Started scope=%s", ("", 1, scope), None)
+    RedactSecrets().filter(record)
+    message = record.getMessage()
+    assert "c2lnbmF0dXJl" not in message
+    assert "ASGI [1] Started" in message
