@@ -81,6 +81,10 @@ HOOK_FAILURES = Counter(
 PRESENCE_EXPIRED = Counter(
     "switchboard_presence_expired", "Members of dead instances found expired and announced as leaving"
 )
+PROTOCOL_ERRORS = Counter(
+    "switchboard_protocol_errors", "WebSocket frames a client got wrong (invalid UTF-8), each closed 1007", ["kind"]
+)
+PROTOCOL_ERRORS.labels("client_frame")
 COMMAND_ERRORS = Counter(
     "switchboard_command_errors", "/ws commands answered with an error, by protocol error code", ["code"]
 )

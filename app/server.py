@@ -62,6 +62,34 @@ class _EventQueue:
         return not self._items
 
 
+class _ProtocolLogger(logging.Logger):
+    """uvicorn's WebSocket protocol logger, minus one flood: it logs a client's invalid UTF-8 as an
+    error with a traceback. Here it is a one-line warning (the socket is closed 1007 right after,
+    so once per connection), and every occurrence is counted. Otherwise it is ``uvicorn.error``:
+    same level, same handlers (it propagates to them)."""
+
+    def __init__(self) -> None:
+        super().__init__("uvicorn.error.websockets")
+        self.parent = logging.getLogger("uvicorn.error")
+
+    @property
+    def level(self) -> int:  # uvicorn reads it to decide whether to trace
+        return self.parent.level if self.parent is not None else logging.NOTSET
+
+    @level.setter
+    def level(self, value: int) -> None:
+        pass  # always the parent's
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        from app import metrics  # not at import: gunicorn's master imports this module first
+
+        metrics.PROTOCOL_ERRORS.labels("client_frame").inc()
+        self.warning("%s Closed with 1007.", msg)
+
+
+PROTOCOL_LOG = _ProtocolLogger()
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with bounds on a request that has not finished its head.
 
@@ -180,6 +208,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn hands the websockets state machine its own logger, which then prints
         # "connection open" per socket at INFO; uvicorn already logs each handshake.
         self.conn.logger = logging.getLogger("websockets.server")
+        self.logger = PROTOCOL_LOG
 
     async def send(self, message: Any) -> None:
         await super().send(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import statistics
@@ -187,3 +188,19 @@ def test_endless_headers_are_not_buffered(app: AppProcess) -> None:
             pass  # answered and closed long before 60 MB
     assert sent < 60_000_000
     assert rss(app) - before < RSS_BOUND
+
+
+def test_invalid_utf8_is_closed_1007_logged_in_one_line_and_counted(app: AppProcess) -> None:
+    for _ in range(3):
+        sock = raw_websocket(app.port, "/ws/echo")
+        payload = b"\xff\xfe"
+        for _ in range(5):  # repeats on the same connection are not logged again
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes((0x81, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload)
+        close = closed_within(sock, 5)
+        assert close[:4] == b"\x88\x02\x03\xef"  # a close frame with code 1007
+        sock.close()
+    wait_until(lambda: metric(app, 'switchboard_protocol_errors_total{kind="client_frame"}') == 3, 5, "counted")
+    log = app.log_text()
+    assert log.count("Invalid UTF-8 sequence received from client.") == 3
+    assert "Traceback" not in log
