@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import time
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool
@@ -22,6 +23,9 @@ from redis.exceptions import NoScriptError, ResponseError
 from app.broker.base import BrokerUnavailable, EpochSource, HistoryOptions, Position
 from app.broker.scripts import PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, history_keys, idempotency_key
 from app.protocol import pack
+
+# A connection idle for longer than this is PINGed before the next batch goes out on it.
+IDLE_CHECK = 1.0
 
 
 class Publisher:
@@ -34,6 +38,7 @@ class Publisher:
         self._epochs = epochs
         self._idempotency_ms = str(math.ceil(idempotency_ttl * 1000))
         self._outbox: list[_Publish] = []
+        self._suspect = False  # the listener lost Redis meanwhile: check the connection first
         self._outbox_ready = asyncio.Event()
         # The shas EVALSHA names: the same for every connection, as SCRIPT LOAD computes them.
         self._publish_sha, self._publish_once_sha = (_sha(script) for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT))
@@ -47,6 +52,10 @@ class Publisher:
         self._outbox.append(_Publish(channel, head, frame, done, history, key))
         self._outbox_ready.set()
         return await done
+
+    def suspect(self) -> None:
+        """Redis was lost (and maybe restarted): check the connection before the next batch."""
+        self._suspect = True
 
     async def close(self) -> None:
         """After the flusher task is cancelled: nothing waits forever."""
@@ -76,6 +85,7 @@ class Publisher:
         costs about 10 us. With many publishers at once (many rooms) a batch holds many commands.
         """
         conn = None
+        last_used = 0.0
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
@@ -83,11 +93,15 @@ class Publisher:
             if not batch:
                 continue
             try:
+                if conn is not None and (self._suspect or time.monotonic() - last_used > IDLE_CHECK):
+                    self._suspect = False
+                    conn = await self._alive(conn)  # before sending: nothing is lost if it is not
                 if conn is None:
                     conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
                     await conn.connect()
                     # A new connection may be to a restarted Redis with an empty script cache.
                     await self._load_scripts(conn)
+                last_used = time.monotonic()
                 packed = conn.pack_commands([self._command(item) for item in batch])
                 await conn.send_packed_command(packed, check_health=False)
                 reload = False
@@ -114,6 +128,22 @@ class Publisher:
                     with contextlib.suppress(Exception):
                         await conn.disconnect()
                 conn = None
+
+    @staticmethod
+    async def _alive(conn: Any) -> Any:
+        """The connection if a PING still goes through, else None (after a Redis restart, say).
+
+        Checked before a batch is sent, never after: a batch whose replies were lost has an
+        unknown outcome and is failed, not resent.
+        """
+        try:
+            await conn.send_command("PING", check_health=False)
+            await conn.read_response()
+            return conn
+        except Exception:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+            return None
 
     @staticmethod
     async def _load_scripts(conn: Any) -> None:

@@ -73,11 +73,14 @@ class RedisBroker:
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
         # A BlockingConnectionPool waits for a free connection instead of failing when exhausted.
+        # One retry on a fresh connection: after a Redis restart every pooled connection is stale,
+        # and a join must not fail while readiness says the broker is up. Everything sent through
+        # this pool (history reads, presence, user slots) may safely run twice.
         self.client = Redis(
             connection_pool=BlockingConnectionPool.from_url(
                 url, max_connections=max_connections, timeout=5.0, **common
             ),
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),
         )
         # socket_timeout=None: the listener reads with its own timeout; a blocked read is not an error.
         self._sub_client = Redis.from_url(
@@ -262,6 +265,7 @@ class RedisBroker:
 
     def _mark_down(self) -> None:
         self._connected.clear()
+        self._publisher.suspect()
         metrics.BROKER_UP.set(0)
         for waiters in self._pending.values():
             for waiter in waiters:

@@ -6,11 +6,14 @@ import asyncio
 import itertools
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from app.errors import PUBLISH_FAILED
 from tests.integration.conftest import Cluster, start_cluster
@@ -101,3 +104,31 @@ async def test_joining_while_redis_is_down_is_refused_with_1013(fresh: Cluster) 
     async with ws_connect(fresh.a.ws("/ws/room/r1")) as ws:
         code, _ = await expect_close(ws)
     assert code == 1013
+
+
+def ready(app: Any) -> bool:
+    return httpx.get(app.http + "/readyz").status_code == 200
+
+
+async def test_joins_succeed_once_ready_after_a_redis_restart(fresh: Cluster) -> None:
+    """Pooled connections go stale with a restart: a join must not fail while /readyz says ready."""
+
+    async def joins(app: Any, n: int) -> list[int | None]:
+        async def one(i: int) -> int | None:
+            async with ws_connect(app.ws(f"/ws/global/pool-{i}")) as ws:
+                await send_json(ws, {"content": "hello"})
+                try:
+                    await recv_until(ws, lambda f: f.get("content") == "hello", timeout=5)
+                    return None
+                except ConnectionClosed:
+                    return ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else -1
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+    for app in (fresh.a, fresh.b):
+        assert await joins(app, 12) == [None] * 12  # fills each instance's connection pool
+    fresh.redis.restart()
+    for app in (fresh.a, fresh.b):
+        wait_until(partial(ready, app), 10, "ready again")
+    for app in (fresh.a, fresh.b):
+        assert await joins(app, 12) == [None] * 12  # no 1013 once ready
