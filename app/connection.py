@@ -140,7 +140,9 @@ class Connection:
             return
         self._closing = True
         self.close_code = int(code)
-        self._queue.append(Close(int(code), reason or CLOSE_REASONS.get(code, "")))  # type: ignore[call-overload]
+        text = reason or CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
+        # RFC 6455: a close reason fits in 123 bytes of UTF-8 (the server API's may not).
+        self._queue.append(Close(int(code), text.encode()[:123].decode(errors="ignore")))
         self._wake_writer()
 
     def abort(self, code: CloseCode) -> None:

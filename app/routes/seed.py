@@ -66,7 +66,7 @@ async def join(session: Session, channel: str, resume: Position | None) -> int |
         return await session.enter_presence(channel)
     except ProtocolError as exc:
         reason = INVALID_CHANNEL if exc.code == ErrorCode.BAD_REQUEST else f"{PERMISSION_DENIED}: {exc.message}"
-        session.conn.close(CloseCode.POLICY_VIOLATION, reason[:120])  # a close reason fits 123 bytes
+        session.conn.close(CloseCode.POLICY_VIOLATION, reason)  # Connection.close fits it in 123 bytes
     except BrokerUnavailable:
         session.conn.close(CloseCode.TRY_AGAIN_LATER)
     return None

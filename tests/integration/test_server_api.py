@@ -259,6 +259,11 @@ async def test_disconnect_closes_every_connection_of_the_user_everywhere(three: 
     async with connected(three.apps[0].ws("/ws"), user_token("dan")) as again:
         three.ok("disconnect", {"user": "dan"})
         assert (await expect_close(again.ws, timeout=1))[0] == 4003
+    async with connected(three.apps[1].ws("/ws"), user_token("dan")) as long_reason:
+        three.ok("disconnect", {"user": "dan", "reason": "é" * 120})  # 240 bytes of UTF-8
+        code, reason = await expect_close(long_reason.ws, timeout=1)
+        assert code == 4003
+        assert reason == "é" * 61  # cut to fit a close frame's 123 bytes, on a character boundary
 
 
 async def test_server_side_subscribe_and_unsubscribe_on_every_instance(three: Three) -> None:
