@@ -125,10 +125,10 @@ def channel_options(s: Services, channel: str) -> ChannelOptions:
 
 
 async def _publish(s: Services, channel: str, data: Any, key: str | None) -> Position | None:
-    channel_options(s, channel)
+    opts = channel_options(s, channel)
     frame = frame_for(channel, data, SERVER) or {"op": "pub", "channel": channel, "data": data}
     encoded = encode_publication(frame, s.settings.max_message_bytes)
-    return await s.hub.publish(channel, encoded, idempotency_key=key)
+    return await s.hub.publish(channel, encoded, history=opts.history, idempotency_key=key)
 
 
 def _position(position: Position | None) -> dict[str, Any]:
@@ -147,9 +147,7 @@ async def broadcast(s: Services, body: BroadcastBody) -> dict[str, Any]:
     async def one(channel: str) -> dict[str, Any]:
         try:
             return {"channel": channel, **_position(await _publish(s, channel, body.data, None))}
-        except ApiError as exc:
-            return {"channel": channel, "error": {"code": int(exc.code), "message": exc.message}}
-        except ProtocolError as exc:
+        except (ApiError, ProtocolError) as exc:
             return {"channel": channel, "error": {"code": int(exc.code), "message": exc.message}}
         except BrokerUnavailable:
             error = {"code": int(ErrorCode.NOT_AVAILABLE), "message": OUTCOME_UNKNOWN, "outcome": "unknown"}

@@ -171,14 +171,19 @@ class Hub:
         exclude: Connection | None = None,
         *,
         ephemeral: bool = False,
+        history: HistoryOptions | None = None,
         idempotency_key: str | None = None,
     ) -> Position | None:
         """Send ``frame`` to every member of ``channel`` on every instance, except ``exclude``.
 
-        The channel's namespace decides its history; ``ephemeral`` frames (join/leave pushes) skip
-        it: no offset, not recoverable. ``idempotency_key``: see ``Broker.publish``.
+        The channel's namespace decides its history (``history``, when the caller has looked it
+        up already); ``ephemeral`` frames (join/leave pushes) skip it: no offset, not recoverable.
+        ``idempotency_key``: see ``Broker.publish``.
         """
-        history = NO_HISTORY if ephemeral else self.namespaces.for_channel(channel).history
+        if ephemeral:
+            history = NO_HISTORY
+        elif history is None:
+            history = self.namespaces.for_channel(channel).history
         head = header(exclude.id if exclude else None)
         try:
             return await self.broker.publish(channel, head, frame, history, idempotency_key)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from app import metrics
 from app.auth import AuthError, Identity, verify_subscription_token
@@ -97,6 +97,21 @@ class Hooks:
         raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed")
 
 
+class Caller(Protocol):
+    """Who asks: a Session, as the checks see it."""
+
+    @property
+    def client(self) -> str: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def grants(self) -> re.Pattern[str] | None:
+        """The identity's ``channels`` claim, compiled."""
+        ...
+
+
 class Permissions:
     def __init__(self, settings: Settings, hooks: Hooks) -> None:
         self._settings = settings
@@ -113,54 +128,53 @@ class Permissions:
             raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
         return found
 
-    async def check_subscribe(
-        self, who: ClientInfo, grants: re.Pattern[str] | None, channel: str, opts: ChannelOptions, token: str | None
-    ) -> None:
-        self._check_user_limited(who, channel)
+    async def check_subscribe(self, caller: Caller, channel: str, opts: ChannelOptions, token: str | None) -> None:
+        user = caller.identity.user_id
+        self._check_user_limited(user, channel)
         granted = False
         if token is not None:
-            self._check_subscription_token(token, who.user, channel)
+            self._check_subscription_token(token, user, channel)
             granted = True
-        allowed = await self.hooks.ask("on_subscribe", who, channel)
-        granted = granted or allowed is not None or _matches(grants, channel)
+        allowed = await self._ask("on_subscribe", caller, channel)
+        granted = granted or allowed is not None or _matches(caller.grants, channel)
         mode = opts.subscribe
-        if mode == "authenticated" and not who.user:
+        if mode == "authenticated" and not user:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to subscribe here")
         if mode == "granted" and not granted:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
 
     async def check_publish(
-        self,
-        who: ClientInfo,
-        grants: re.Pattern[str] | None,
-        channel: str,
-        opts: ChannelOptions,
-        data: Any,
-        subscribed: bool,
+        self, caller: Caller, channel: str, opts: ChannelOptions, data: Any, subscribed: bool
     ) -> Any:
         """Returns the data to publish: the client's, or the hook's replacement."""
-        mode = opts.publish
+        mode, user = opts.publish, caller.identity.user_id
         if mode == "server":
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "only the server publishes here")
-        self._check_user_limited(who, channel)
-        allowed = await self.hooks.ask("on_publish", who, channel, data)
+        self._check_user_limited(user, channel)
+        allowed = await self._ask("on_publish", caller, channel, data)
         if mode == "subscribers" and not subscribed:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "subscribe before publishing here")
-        if mode == "authenticated" and not who.user:
+        if mode == "authenticated" and not user:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to publish here")
-        if mode == "granted" and allowed is None and not _matches(grants, channel):
+        if mode == "granted" and allowed is None and not _matches(caller.grants, channel):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
         if allowed is not None and allowed.data is not UNCHANGED:
             return allowed.data
         return data
 
-    async def check_connect(self, who: ClientInfo) -> None:
-        await self.hooks.ask("on_connect", who)
+    async def check_connect(self, caller: Caller) -> None:
+        await self._ask("on_connect", caller)
+
+    async def _ask(self, name: str, caller: Caller, *args: Any) -> Allow | None:
+        """The hook's verdict; what it is told about the caller is built only if it is called."""
+        if not self.hooks.has(name):
+            return None
+        return await self.hooks.ask(name, client_info(caller.client, caller.identity), *args)
 
     @staticmethod
-    def _check_user_limited(who: ClientInfo, channel: str) -> None:
+    def _check_user_limited(user: str, channel: str) -> None:
         users = allowed_users(channel)
-        if users is not None and (not who.user or who.user not in users):
+        if users is not None and (not user or user not in users):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "this channel is limited to the users it names")
 
     def _check_subscription_token(self, token: object, user: str, channel: str) -> None:

@@ -21,10 +21,9 @@ from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection
 from app.errors import INVALID_RESUME, TOO_DEEP, ErrorCode, ProtocolError
-from app.hooks import ClientInfo
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
-from app.permissions import client_info, compile_grants
+from app.permissions import compile_grants
 from app.presence import member_id
 from app.recovery import Joined, Subscription
 from app.services import Services
@@ -100,11 +99,6 @@ class Session:
         return self.conn.channels
 
     @property
-    def who(self) -> ClientInfo:
-        """What a hook is told about this client (made per call: it is not kept per socket)."""
-        return client_info(self.conn.id, self.identity)
-
-    @property
     def member(self) -> str:
         """This connection in presence: fixed once made, so a refresh cannot orphan an entry."""
         if self._member is None:
@@ -147,7 +141,7 @@ class Session:
         limit = self.services.settings.max_channels_per_connection
         if len(self.subscriptions) >= limit:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
-        await self.permissions.check_subscribe(self.who, self._grants, channel, opts, token)
+        await self.permissions.check_subscribe(self, channel, opts, token)
         await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
         return opts
 
@@ -248,16 +242,20 @@ class Session:
         gets its endpoint's frame and any other channel a ``pub`` push. The frame is encoded once
         here, for every subscriber on every instance.
         """
-        opts = self.permissions.options(channel)
+        # A channel this connection is in was checked, and its options looked up, when it was
+        # joined: they are on the Hub's channel. Any other is checked now.
+        subscribed = isinstance(channel, str) and channel in self.subscriptions
+        joined = self.services.hub.channel(channel) if isinstance(channel, str) and subscribed else None
+        opts = joined.options if joined is not None else self.permissions.options(channel)
         assert isinstance(channel, str)
         if check:
-            data = await self.permissions.check_publish(
-                self.who, self._grants, channel, opts, data, channel in self.subscriptions
-            )
+            data = await self.permissions.check_publish(self, channel, opts, data, subscribed)
         frame = build(data) if build is not None else self._frame(channel, data)
         encoded = encode_publication(frame, self.services.settings.max_message_bytes)
         exclude = self.conn if exclude_self else None
-        return await self.services.hub.publish(channel, encoded, exclude, idempotency_key=idempotency_key)
+        return await self.services.hub.publish(
+            channel, encoded, exclude, history=opts.history, idempotency_key=idempotency_key
+        )
 
     def _frame(self, channel: str, data: Any) -> dict[str, Any]:
         tutorial = frame_for(channel, data, self.identity)

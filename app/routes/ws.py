@@ -88,7 +88,7 @@ class WsClient:
         try:
             identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
             self.session.set_identity(identity)
-            await self.session.permissions.check_connect(self.session.who)
+            await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
                 self.send(error_bytes(cmd_id, ErrorCode.LIMIT_EXCEEDED, "this user has too many connections"))
                 self.conn.close(CloseCode.USER_LIMIT)

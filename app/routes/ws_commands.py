@@ -88,7 +88,7 @@ async def _readable(session: Session, channel: object) -> tuple[str, ChannelOpti
     opts = session.permissions.options(channel)
     assert isinstance(channel, str)
     if channel not in session.subscriptions:
-        await session.permissions.check_subscribe(session.who, session.grants, channel, opts, None)
+        await session.permissions.check_subscribe(session, channel, opts, None)
     return channel, opts
 
 

@@ -99,8 +99,8 @@ export function withPosition(url, position) {
 
 /**
  * What both clients share: the state machine, full-jitter retries and terminal close codes.
- * Subclasses implement open() and stopTimers(), keep their socket in this.socket, and call
- * closed(code, reason) when it closes.
+ * Subclasses implement onOpen(socket), onFrame(socket, data), onClose(socket, code, reason) and
+ * stopTimers(), may refine socketUrl(), and call closed(code, reason) when their socket closes.
  */
 class Reconnecting extends EventTarget {
   constructor(options) {
@@ -111,6 +111,32 @@ class Reconnecting extends EventTarget {
     this.connections = 0;
     this.stopped = false;
     this.retryTimer = 0;
+  }
+
+  /** The URL of the next connection: options.url, called if it is a function. */
+  async socketUrl() {
+    return typeof this.options.url === "function" ? await this.options.url() : this.options.url;
+  }
+
+  async open() {
+    if (this.stopped) return;
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    let url;
+    try {
+      url = await this.socketUrl();
+    } catch (error) {
+      this.emit("error", { error });
+      this.retry();
+      return;
+    }
+    const socket = new (this.options.WebSocketImpl || WebSocket)(url);
+    this.socket = socket;
+    this.ready = false;
+    this.connections += 1;
+    socket.onopen = () => this.onOpen(socket);
+    socket.onmessage = (event) => this.onFrame(socket, event.data);
+    socket.onerror = () => this.emit("error", { error: new Error("WebSocket error") });
+    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
   }
 
   /** Start connecting; reconnects by itself until close() or a terminal close code. */
@@ -191,31 +217,15 @@ export class SwitchboardClient extends Reconnecting {
     if (dropped !== undefined) this.emit("dropped", { message: dropped });
   }
 
-  async open() {
-    if (this.stopped) return;
-    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
-    let url;
-    try {
-      url = typeof this.options.url === "function" ? await this.options.url() : this.options.url;
-      // With first-message auth the position travels in the auth message instead.
-      if (this.options.resume && this.position && !this.options.getToken) url = withPosition(url, this.position);
-    } catch (error) {
-      this.emit("error", { error });
-      this.retry();
-      return;
-    }
-    const Impl = this.options.WebSocketImpl || WebSocket;
-    const socket = new Impl(url);
-    this.socket = socket;
-    this.ready = false;
-    this.connections += 1;
-    socket.onopen = () => {
-      this.watchdog();
-      if (!this.options.getToken) this.onReady();
-    };
-    socket.onmessage = (event) => this.onFrame(socket, event.data);
-    socket.onerror = () => this.emit("error", { error: new Error("WebSocket error") });
-    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
+  async socketUrl() {
+    const url = await super.socketUrl();
+    // With first-message auth the position travels in the auth message instead.
+    return this.options.resume && this.position && !this.options.getToken ? withPosition(url, this.position) : url;
+  }
+
+  onOpen() {
+    this.watchdog();
+    if (!this.options.getToken) this.onReady();
   }
 
   async onFrame(socket, data) {
@@ -442,27 +452,11 @@ export class Switchboard extends Reconnecting {
     );
   }
 
-  async open() {
-    if (this.stopped) return;
-    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
-    let url;
-    try {
-      url = typeof this.options.url === "function" ? await this.options.url() : this.options.url;
-      url = new URL(url, globalThis.location?.href);
-      if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    } catch (error) {
-      this.emit("error", { error });
-      this.retry();
-      return;
-    }
-    const socket = new (this.options.WebSocketImpl || WebSocket)(url.toString());
-    this.socket = socket;
-    this.ready = false;
-    this.connections += 1;
-    socket.onopen = () => this.onOpen(socket);
-    socket.onmessage = (event) => this.onFrame(socket, event.data);
-    socket.onerror = () => this.emit("error", { error: new Error("WebSocket error") });
-    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
+  /** Relative URLs (the default "/ws") resolve against the page, http(s) becoming ws(s). */
+  async socketUrl() {
+    const url = new URL(await super.socketUrl(), globalThis.location?.href);
+    if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.toString();
   }
 
   async onOpen(socket) {

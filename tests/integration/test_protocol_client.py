@@ -67,16 +67,19 @@ async def test_each_channel_is_resumed_from_its_own_offset_after_failover(tmp_pa
 async def test_the_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
     redis_server, a, _ = start_cluster(tmp_path, {"SWITCHBOARD_REFRESH_GRACE": "1"})
     minted: list[str] = []
+    third = asyncio.Event()  # the second refresh: by then the first token is past expiry and grace
 
     def fresh() -> str:
         minted.append(user_token("ann", ttl=3))
+        if len(minted) >= 3:
+            third.set()
         return minted[-1]
 
     try:
         with running(a):
             async with Client(a.ws("/ws"), token=fresh) as client:
                 sub = await client.subscribe("x")
-                await asyncio.sleep(6)  # two token lifetimes and the grace: refreshed, never closed
+                await asyncio.wait_for(third.wait(), 10)  # refreshed twice, never closed
                 assert client.connections == 1
                 assert len(minted) >= 3
                 await client.publish("x", "still here")
