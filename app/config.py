@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     history_size: int = 1000
     history_ttl: float = 300.0
     history_meta_ttl: float = 86400.0
+    # The most one history read holds, in bytes: a replay is sent a page this size at a time,
+    # each once the client has taken the last; a history reply is cut to it.
+    history_read_bytes: int = 1048576
     # The /ws protocol (docs/protocol.md): namespaces file, permission hook, limits, keepalive.
     config: Path | None = None
     hooks: str | None = None
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
 
     @property
     def history(self) -> HistoryOptions:
-        return HistoryOptions(self.history_size, self.history_ttl, self.history_meta_ttl)
+        return HistoryOptions(self.history_size, self.history_ttl, self.history_meta_ttl, self.history_read_bytes)
 
     @property
     def generated_secret(self) -> bool:
@@ -144,7 +147,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "max_message_bytes", "send_queue_size", "rate_limit_burst", "max_channels_per_connection", "max_connections"
+        "max_message_bytes",
+        "send_queue_size",
+        "rate_limit_burst",
+        "max_channels_per_connection",
+        "max_connections",
+        "history_read_bytes",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:

@@ -50,6 +50,10 @@ class FastWriter(Protocol):
     def abort(self) -> None: ...
 
 
+class ConnectionGone(Exception):
+    """The connection closed while a paced sender waited for it to drain: stop sending to it."""
+
+
 class Close:
     """A queued close: sent after the frames before it, through ASGI."""
 
@@ -81,6 +85,7 @@ class Connection:
         self._queue_limit = self._base_limit = settings.send_queue_size
         # Created on first need: most sockets never queue a frame or run a heartbeat.
         self._wakeup: asyncio.Event | None = None
+        self._emptied: asyncio.Future[None] | None = None  # drained(): resolved once the queue empties
         self._closing = False
         self._aborted = False
         self._peer_gone = False
@@ -152,9 +157,11 @@ class Connection:
         self._closing = self._aborted = True
         self.close_code = int(code)
         self._queue.clear()
+        self._resolve_emptied()
         if self._writer is not None:
             self._writer.cancel()
-        if self._task is not None:
+        # The handler stops at its next await; if it is the caller (drained()), it is told instead.
+        if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
 
     def _wake_writer(self) -> None:
@@ -172,6 +179,7 @@ class Connection:
             while True:
                 if not queue:
                     self._queue_limit = self._base_limit
+                    self._resolve_emptied()
                     wakeup.clear()
                     await wakeup.wait()
                     continue
@@ -187,9 +195,7 @@ class Connection:
                     # or has stopped reading. Abort it rather than hold its backlog forever.
                     await asyncio.wait_for(fast.wait_writable(), self._write_timeout)
                 except TimeoutError:
-                    metrics.SLOW_CONSUMERS.inc()
-                    fast.abort()  # the transport and its unsent bytes: nothing more will drain
-                    self.abort(CloseCode.SLOW_CONSUMER)
+                    self._stalled(fast)
                     return
                 frames = []
                 while queue and not isinstance(queue[0], Close):
@@ -202,6 +208,38 @@ class Connection:
             # The client went away mid-send; the receive side sees the disconnect and ends.
             self._closing = self._peer_gone = True
             queue.clear()
+            self._resolve_emptied()
+
+    def _stalled(self, fast: FastWriter) -> None:
+        metrics.SLOW_CONSUMERS.inc()
+        fast.abort()  # the transport and its unsent bytes: nothing more will drain
+        self.abort(CloseCode.SLOW_CONSUMER)
+
+    def _resolve_emptied(self) -> None:
+        if self._emptied is not None:
+            if not self._emptied.done():
+                self._emptied.set_result(None)
+            self._emptied = None
+
+    async def drained(self) -> None:
+        """Wait until every queued frame is written and the socket takes more.
+
+        A paced sender (a replay, page by page) waits here between pages, so it holds at most one
+        page per client; a socket that does not drain within WRITE_TIMEOUT is aborted as a slow
+        consumer. Raises ConnectionGone once the connection is closing.
+        """
+        if self._queue and not self._closing:
+            if self._emptied is None:
+                self._emptied = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._emptied)  # the writer itself aborts a stalled socket
+        fast = self._fast
+        if fast is not None and not self._closing:
+            try:
+                await asyncio.wait_for(fast.wait_writable(), self._write_timeout)
+            except TimeoutError:
+                self._stalled(fast)
+        if self._closing:
+            raise ConnectionGone
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -300,6 +338,8 @@ class Connection:
             if not self._aborted or task.cancelling() > 1:
                 raise
             task.uncancel()
+        except ConnectionGone:
+            pass  # the socket closed while the handler waited for it to drain: nothing to say
         except Exception:
             log.exception("handler for %s failed", self.endpoint)
             self.close(CloseCode.INTERNAL_ERROR)

@@ -121,25 +121,14 @@ class Hub:
         sub.pending = []  # live messages wait here while the history is read
         ch.recovering[conn.id] = sub
         try:
-            history = await self.broker.history(channel, resume.offset)
-        except BaseException:  # BrokerUnavailable, or the session was cancelled meanwhile
+            joined = await self._replay(channel, ch, sub, resume)
+        except BaseException:  # BrokerUnavailable, ConnectionGone, or the session was cancelled
             del ch.recovering[conn.id]
             await self._release(channel, ch)
             raise
         del ch.recovering[conn.id]
         # From here to the end nothing awaits, so no live message can slip in between.
-        conn.make_room(len(history.entries) + len(sub.pending) + 1)
-        if history.covers(resume.offset, resume.epoch):
-            sub.offset = resume.offset
-            for env in history.entries:
-                self._offer(ch, sub, env)
-            joined = Joined(Position(sub.offset, history.position.epoch), ok=True, count=sub.offset - resume.offset)
-            metrics.RECOVERIES.labels("client", "ok").inc()
-        else:
-            sub.offset, sub.epoch = history.position.offset, history.position.epoch
-            reason = history.lost_reason(resume.offset, resume.epoch)
-            joined = Joined(Position(sub.offset, sub.epoch), ok=False, reason=reason)
-            metrics.RECOVERIES.labels("client", "lost").inc()
+        conn.make_room(len(sub.pending) + 1)
         announce(sub, joined)
         for env in sub.pending:
             if env.epoch != sub.epoch:
@@ -149,6 +138,33 @@ class Hub:
         ch.members[conn.id] = sub
         conn.channels.add(channel)
         return sub
+
+    async def _replay(self, channel: str, ch: Channel, sub: Subscription, resume: Position) -> Joined:
+        """Deliver what ``sub`` missed after ``resume``, if history still holds all of it.
+
+        A page at a time (``HistoryOptions.read_bytes``): the next page is read once the client
+        has taken the last (``Connection.drained``), so a replay holds one page per client, and a
+        client that stops reading ends as a slow consumer. Meanwhile live messages wait in
+        ``sub.pending``; if too many arrive they are dropped there and read from history instead.
+        """
+        conn, since, epoch = sub.conn, resume.offset, resume.epoch
+        history = await self.broker.history(channel, since)
+        while history.covers(since, epoch):
+            sub.offset, sub.epoch = max(sub.offset, since), history.position.epoch
+            conn.make_room(len(history.entries))
+            for env in history.entries:
+                self._offer(ch, sub, env)
+            if not (history.more or sub.overflowed):
+                metrics.RECOVERIES.labels("client", "ok").inc()
+                return Joined(Position(sub.offset, sub.epoch), ok=True, count=sub.offset - resume.offset)
+            since, epoch, sub.overflowed = sub.offset, sub.epoch, False
+            await conn.drained()
+            history = await self.broker.history(channel, since)
+        # History does not cover the gap (or stopped covering it halfway through a long replay).
+        reason = history.lost_reason(since, epoch)
+        sub.offset, sub.epoch = history.position.offset, history.position.epoch
+        metrics.RECOVERIES.labels("client", "lost").inc()
+        return Joined(Position(sub.offset, sub.epoch), ok=False, reason=reason)
 
     async def leave(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)
@@ -231,8 +247,11 @@ class Hub:
                 # Offsets restarted: the history these members were following is gone. They are
                 # told, then follow the new epoch from its start.
                 self._catch_up.tell_lost(ch, Position(0, env.epoch), EPOCH_CHANGED)
-            else:  # the channel's position was not known yet: follow it from here
-                ch.offset, ch.epoch = env.offset - 1, env.epoch
+            else:
+                if not ch.known:  # never learnt where the channel stood: follow it from here
+                    ch.offset, ch.known = env.offset - 1, True
+                # else it had no epoch yet: this is its first, read from offset 1 (a gap is fetched)
+                ch.epoch = env.epoch
                 for sub in ch.members.values():
                     sub.epoch = sub.epoch or env.epoch
         if env.offset > ch.offset + 1:
@@ -263,9 +282,9 @@ class Hub:
             elif sub.conn.offer(out):
                 delivered += 1
         if offset:
+            limit = max(1, ch.options.history.size)
             for sub in ch.recovering.values():
-                assert sub.pending is not None
-                sub.pending.append(env)
+                sub.hold(env, limit)
         finished = time.perf_counter()
         metrics.HOT_BROADCASTS.inc()
         metrics.HOT_DELIVERED.inc(delivered)
@@ -317,8 +336,8 @@ class Hub:
                     with contextlib.suppress(BrokerUnavailable):
                         await self.broker.unsubscribe(channel)
                     raise
-                if position is not None and not ch.epoch:
-                    ch.offset, ch.epoch = position.offset, position.epoch
+                if position is not None and not ch.known:
+                    ch.offset, ch.epoch, ch.known = position.offset, position.epoch, True
             ch.subscribed = True
             return ch
 

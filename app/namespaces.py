@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -95,7 +95,7 @@ class Namespaces:
         size = self.history.size if ns.history_size is None else ns.history_size
         ttl = self.history.ttl if ns.history_ttl is None else ns.history_ttl
         # The epoch must outlive the messages, or a channel could pass a gap off as "nothing missed".
-        history = HistoryOptions(size=size, ttl=ttl, meta_ttl=max(self.history.meta_ttl, ttl))
+        history = replace(self.history, size=size, ttl=ttl, meta_ttl=max(self.history.meta_ttl, ttl))
         return ChannelOptions(name, ns.subscribe, ns.publish, history, ns.presence, ns.join_leave)
 
     def for_channel(self, channel: str) -> ChannelOptions:

@@ -41,7 +41,7 @@ class Subscription:
     tutorial channel, whose frames it gets wrapped in ``pub`` pushes.
     """
 
-    __slots__ = ("conn", "epoch", "offset", "pending", "wrap", "ws")
+    __slots__ = ("conn", "epoch", "offset", "overflowed", "pending", "wrap", "ws")
 
     def __init__(self, conn: Connection, offset: int, epoch: str, ws: bool = False, wrap: bool = False) -> None:
         self.conn = conn
@@ -49,8 +49,17 @@ class Subscription:
         self.epoch = epoch
         self.ws = ws
         self.wrap = wrap
-        # Live messages held back while this subscription's own history is read (Hub.join).
+        # Live messages held back while this subscription's own history is read (Hub.join),
+        # bounded like a channel's backlog: ``overflowed`` means some were dropped (read them again).
         self.pending: list[Envelope] | None = None
+        self.overflowed = False
+
+    def hold(self, env: Envelope, limit: int) -> None:
+        assert self.pending is not None
+        if len(self.pending) >= limit:
+            self.pending.clear()
+            self.overflowed = True
+        self.pending.append(env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,7 @@ class Channel:
         "backlog",
         "epoch",
         "history",
+        "known",
         "members",
         "name_json",
         "offset",
@@ -96,9 +106,11 @@ class Channel:
         self.members: dict[str, Subscription] = {}
         self.recovering: dict[str, Subscription] = {}
         self.subscribed = False
-        # The last position this process received (0 and "" until known).
+        # The last position this process received; ``known`` once it has read or been told it
+        # (a channel never published to is known at (0, "")).
         self.offset = 0
         self.epoch = ""
+        self.known = False
         # Live messages held back while the Hub catches up; None when it is not catching up.
         self.backlog: list[Envelope] | None = None
         self.overflowed = False
@@ -191,22 +203,25 @@ class CatchUp:
             if hub.channel(channel) is not ch:
                 return
             entries = history.entries
-            if not epoch:
+            if not ch.known:
                 # This process never learnt where the channel stood, so it cannot tell what its
-                # members missed: say so, and follow the channel from its head.
-                self.tell_lost(ch, history.position, POSITION_UNKNOWN)
-                entries = []
+                # members missed: say so (unless nothing was ever published), and follow the
+                # channel from its head.
+                if history.position.epoch:
+                    self.tell_lost(ch, history.position, POSITION_UNKNOWN)
+                ch.known, entries = True, []
             elif history.covers(since, epoch):
                 metrics.RECOVERIES.labels("channel", "ok").inc()
-            elif history.position.epoch != epoch:
+            elif not history.same_epoch(since, epoch):
                 # Tell the members, then read the new epoch from its start.
                 self.tell_lost(ch, Position(0, history.position.epoch), history.lost_reason(since, epoch))
                 continue
             else:
                 # Too short: tell the members, then deliver what history still holds.
                 start = entries[0].offset - 1 if entries else history.position.offset
-                self.tell_lost(ch, Position(start, epoch), history.lost_reason(since, epoch))
+                self.tell_lost(ch, Position(start, history.position.epoch), history.lost_reason(since, epoch))
             if entries:
+                ch.epoch = history.position.epoch  # from "" if the channel had none when joined
                 for sub in ch.members.values():
                     sub.conn.make_room(len(entries))
             for env in entries:
@@ -216,6 +231,8 @@ class CatchUp:
                 ch.overflowed = False
                 assert ch.backlog is not None
                 ch.backlog.clear()
+                continue
+            if entries and history.more:  # a long gap is read a page at a time
                 continue
             backlog, ch.backlog = ch.backlog or [], None
             for env in backlog:

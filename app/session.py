@@ -34,7 +34,7 @@ log = logging.getLogger("switchboard.session")
 # The `code` of an `unsub` push when the server API unsubscribed the connection.
 UNSUBSCRIBED = 2000
 
-EPOCH = re.compile(r"[0-9a-f]{1,32}")
+EPOCH = re.compile(r"[0-9a-f]{0,32}")
 OFFSET = re.compile(r"[0-9]{1,18}")
 Build = Callable[[Any], dict[str, Any]]
 
@@ -47,9 +47,14 @@ def resume_from(since: object, epoch: object) -> Position | None:
         since = str(since)
     if not isinstance(since, str) or not isinstance(epoch, str) or not OFFSET.fullmatch(since):
         raise ValueError(INVALID_RESUME)
-    if not EPOCH.fullmatch(epoch):
+    if not valid_position(int(since), epoch):
         raise ValueError(INVALID_RESUME)
     return Position(int(since), epoch)
+
+
+def valid_position(since: int, epoch: str) -> bool:
+    """An epoch is hex; empty only at the very start (a channel with no epoch yet is at (0, ""))."""
+    return EPOCH.fullmatch(epoch) is not None and (bool(epoch) or since == 0)
 
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")

@@ -34,6 +34,9 @@ class HistoryOptions:
     size: int = 1000
     ttl: float = 300.0  # seconds a channel's messages live after its last publish
     meta_ttl: float = 86400.0  # seconds its epoch and offset counter live after its last publish
+    # The most one history read returns, in bytes of messages (always at least one message): a
+    # replay or a ``history`` call is read in pages this size, never all at once.
+    read_bytes: int = 1 << 20
 
     @property
     def enabled(self) -> bool:
@@ -51,7 +54,12 @@ class History:
     """A channel's history after an offset, read atomically with its current position.
 
     ``entries`` are envelopes in offset order. If ``since`` was older than the oldest message kept,
-    the first entry's offset is above ``since + 1``: that is a gap, which ``covers`` reports.
+    the first entry's offset is above ``since + 1``: that is a gap, which ``covers`` reports. A read
+    is bounded (a count, ``HistoryOptions.read_bytes``): ``more`` says the channel goes on after it.
+
+    A channel never published to (or whose history expired) has no epoch: position ``(0, "")``.
+    Reading does not create one, so a join leaves no key behind; the first publish does. A reader
+    at ``(0, "")`` has seen nothing of any epoch, so it is covered by any epoch read from its start.
     """
 
     position: Position
@@ -59,7 +67,7 @@ class History:
 
     def covers(self, since: int, epoch: str) -> bool:
         """True if these entries are exactly everything published after ``since`` in ``epoch``."""
-        if epoch != self.position.epoch or since > self.position.offset:
+        if not self.same_epoch(since, epoch) or since > self.position.offset:
             return False
         if since == self.position.offset:
             return True
@@ -67,9 +75,18 @@ class History:
 
     def lost_reason(self, since: int, epoch: str) -> str:
         """Why ``covers`` is false, in the words a client is told."""
-        if epoch != self.position.epoch:
+        if not self.same_epoch(since, epoch):
             return EPOCH_CHANGED
         return "offset ahead of channel" if since > self.position.offset else "history too short"
+
+    @property
+    def more(self) -> bool:
+        """True if the read stopped short of the channel's last message: read on from the last entry."""
+        return bool(self.entries) and self.entries[-1].offset < self.position.offset
+
+    def same_epoch(self, since: int, epoch: str) -> bool:
+        """``epoch`` is the channel's, or the reader is at the very start (``(0, "")``)."""
+        return epoch == self.position.epoch or (not epoch and since == 0)
 
 
 def new_epoch() -> str:
@@ -144,9 +161,11 @@ class Broker(Protocol):
         ...
 
     async def history(self, channel: str, since: int, limit: int | None = None) -> History:
-        """Messages after offset ``since`` (the first ``limit`` of them) and the current position.
+        """Messages after offset ``since`` and the current position, ``(0, "")`` if it has none.
 
-        Creates the channel's epoch if it has none.
+        At most ``limit`` messages, and at most ``history_options.read_bytes`` of them (but always
+        one, if there is one): ``History.more`` says there is more. Never creates a channel's epoch
+        or any other state: only a publish does.
         """
         ...
 

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from app.broker.base import ChannelSource, History, HistoryOptions, OnMessage, OnReconnect, Position, new_epoch
-from app.protocol import pack, splice, unpack
+from app.protocol import Envelope, pack, splice, unpack
 
 # How often expired channel histories are swept away, in seconds.
 SWEEP_INTERVAL = 60.0
@@ -95,11 +95,19 @@ class MemoryBroker:
         return position
 
     async def history(self, channel: str, since: int, limit: int | None = None) -> History:
-        ch = self._channel(channel, self.history_options)
+        ch = self._existing(channel)
+        if ch is None:
+            return History(Position(0, ""), [])  # no epoch yet, and reading does not make one
         first = ch.offset - len(ch.entries) + 1  # offset of ch.entries[0]
-        skip = max(0, since + 1 - first)
+        skip = max(0, since + 1 - first) if since < ch.offset else len(ch.entries)
         stop = len(ch.entries) if limit is None else min(len(ch.entries), skip + limit)
-        entries = [unpack(ch.entries[i]) for i in range(skip, stop)] if since < ch.offset else []
+        entries: list[Envelope] = []
+        budget = self.history_options.read_bytes
+        for i in range(skip, stop):
+            budget -= len(ch.entries[i])
+            if entries and budget < 0:
+                break
+            entries.append(unpack(ch.entries[i]))
         return History(Position(ch.offset, ch.epoch), entries)
 
     def healthy(self) -> bool:
@@ -115,16 +123,22 @@ class MemoryBroker:
         for published in [k for k, (_, expires) in self._published.items() if now >= expires]:
             del self._published[published]
 
-    def _channel(self, name: str, opts: HistoryOptions) -> _Channel:
+    def _existing(self, name: str) -> _Channel | None:
+        """The channel's history as Redis would hold it now: None once its meta key has expired."""
         now = self._clock()
         self._sweep(now)
         ch = self._history.get(name)
         if ch is None or now >= ch.meta_expires:
+            return None
+        if now >= ch.history_expires:
+            ch.entries.clear()
+        return ch
+
+    def _channel(self, name: str, opts: HistoryOptions) -> _Channel:
+        ch = self._existing(name)
+        if ch is None:
             # A lost history gets a new epoch, exactly as when Redis's meta key expires.
             ch = self._history[name] = _Channel(max(1, opts.size))
-            ch.meta_expires = now + opts.meta_ttl
-        elif now >= ch.history_expires:
-            ch.entries.clear()
         if opts.size and ch.entries.maxlen != opts.size:  # the namespace's size, as Redis's MAXLEN
             ch.entries = deque(ch.entries, maxlen=opts.size)
         return ch

@@ -40,7 +40,7 @@ from app.broker.base import (
     OnReconnect,
     Position,
 )
-from app.broker.publisher import Publisher, whole_seconds
+from app.broker.publisher import Publisher
 from app.broker.scripts import HISTORY_SCRIPT, history_keys
 from app.protocol import unpack
 
@@ -68,7 +68,6 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self.history_options = history or HistoryOptions()
-        self._meta_ttl = whole_seconds(self.history_options)[1]
         self._epochs = EpochSource()
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
@@ -170,7 +169,7 @@ class RedisBroker:
     async def history(self, channel: str, since: int, limit: int | None = None) -> History:
         try:
             epoch, top, entries = await self._history_script(
-                keys=history_keys(channel), args=[self._epochs(), self._meta_ttl, since, limit or 0]
+                keys=history_keys(channel), args=[since, limit or 0, self.history_options.read_bytes]
             )
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc

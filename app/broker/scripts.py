@@ -58,24 +58,35 @@ if not redis.call('GET', KEYS[1]) then
 end
 return {0, ''}
 """
-# KEYS: meta, stream. ARGV: epoch if new, meta ttl, since, count (0 = all).
-HISTORY_SCRIPT = (
-    _ENSURE_META
-    + """
+# KEYS: meta, stream. ARGV: since, count (0 = no limit), byte budget. Read-only: a channel with no
+# meta hash has no epoch yet, and reading it must not create one (a join leaves no key behind). The
+# stream is read in slices so that a long history is never copied whole to stop at the budget; the
+# first entry is always returned, so a reader makes progress whatever the budget.
+HISTORY_SCRIPT = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then return {'', 0, {}} end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
-local since = tonumber(ARGV[3])
+local since = tonumber(ARGV[1])
+local count = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
 local entries = {}
-local count = tonumber(ARGV[4])
-if since < top then
-  if count > 0 then
-    entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', count)
-  else
-    entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+local start = (since + 1) .. '-0'
+while since < top do
+  local want = 64
+  if count > 0 then want = math.min(want, count - #entries) end
+  if want <= 0 then break end
+  local slice = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
+  for _, entry in ipairs(slice) do
+    local size = string.len(entry[2][2])
+    if #entries > 0 and size > budget then return {epoch, top, entries} end
+    budget = budget - size
+    entries[#entries + 1] = entry
   end
+  if #slice < want then break end
+  start = '(' .. slice[#slice][1]
 end
 return {epoch, top, entries}
 """
-)
 
 
 def history_keys(channel: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.auth import AuthError, Identity, verify_token
 from app.broker import BrokerUnavailable
+from app.connection import ConnectionGone
 from app.errors import AUTH_FAILED, AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.routes.handshake import run_session
 from app.routes.ws_commands import COMMANDS, Reply, reply_bytes
@@ -214,6 +215,8 @@ class WsClient:
                     self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN, outcome="unknown"))
                 else:
                     self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
+            except ConnectionGone:
+                pass  # closed while a replay waited for it: nobody to answer
             except Exception:
                 log.exception("/ws command %s failed", op)
                 self.send(error_bytes(cmd_id, ErrorCode.INTERNAL, "internal error"))

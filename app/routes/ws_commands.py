@@ -17,7 +17,7 @@ from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member, stats
 from app.recovery import Joined, Subscription
-from app.session import EPOCH, Session, idempotency_key_of
+from app.session import Session, idempotency_key_of, valid_position
 
 Reply = dict[str, Any] | bytes | None
 Command = Callable[[Session, int, dict[str, Any]], Awaitable[Reply]]
@@ -42,7 +42,7 @@ def _resume(frame: dict[str, Any]) -> Position | None:
     since, epoch = _offset(frame, "since"), frame.get("epoch")
     if since is None and epoch is None:
         return None
-    if since is None or not isinstance(epoch, str) or not EPOCH.fullmatch(epoch):
+    if since is None or not isinstance(epoch, str) or not valid_position(since, epoch):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "resume needs both since (an offset) and epoch")
     return Position(since, epoch)
 

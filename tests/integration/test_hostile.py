@@ -15,7 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import API_HEADERS, AppProcess, running, wait_until, ws_connect
+from app.presence_redis import INDEX
+from app.sweeper import LOCK
+from tests.integration.wsproto import connected
+from tests.support import API_HEADERS, AppProcess, RedisServer, running, wait_until, ws_connect
 
 RSS_BOUND = 32 * 1024 * 1024
 
@@ -45,6 +48,25 @@ def app(tmp_path: Path) -> Iterator[AppProcess]:
     }
     with running(AppProcess("hostile", tmp_path, env)) as (process,):
         yield process
+
+
+@pytest.fixture
+def redis_app(tmp_path: Path) -> Iterator[tuple[AppProcess, RedisServer]]:
+    """One instance on its own redis-server, with short TTLs and limits, as above."""
+    redis_server = RedisServer(tmp_path / "redis").start()
+    env = {
+        "SWITCHBOARD_BROKER_URL": redis_server.url,
+        "SWITCHBOARD_WRITE_TIMEOUT": "1",
+        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "100000",
+        "SWITCHBOARD_RATE_LIMIT_BURST": "100000",
+        "SWITCHBOARD_HISTORY_TTL": "2",
+        "SWITCHBOARD_PRESENCE_TTL": "2",
+    }
+    try:
+        with running(AppProcess("hostile-redis", tmp_path, env)) as (process,):
+            yield process, redis_server
+    finally:
+        redis_server.stop()
 
 
 def raw_websocket(port: int, path: str) -> socket.socket:
@@ -107,25 +129,101 @@ async def test_a_ping_flood_without_reading_is_cut_off_and_bounded(app: AppProce
     assert echo < 0.010
 
 
+class RssWatch:
+    """Samples an instance's RSS in a thread while a hostile client runs: the peak over a baseline."""
+
+    def __init__(self, app: AppProcess) -> None:
+        self.app, self.before = app, rss(app)
+        self.peak, self._stop = self.before, False
+
+    async def __aenter__(self) -> RssWatch:
+        self._task = asyncio.create_task(asyncio.to_thread(self._sample))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop = True
+        await self._task
+
+    def _sample(self) -> None:
+        while not self._stop:
+            with contextlib.suppress(AssertionError, OSError):
+                self.peak = max(self.peak, rss(self.app))
+            time.sleep(0.02)
+
+    @property
+    def grew(self) -> int:
+        return self.peak - self.before
+
+
+async def test_a_resume_from_the_start_that_is_never_read_is_paced_and_cut_off(
+    redis_app: tuple[AppProcess, RedisServer],
+) -> None:
+    app, _ = redis_app
+    # 48 MB of history on one channel: a resume from offset 0 asks for all of it.
+    async with httpx.AsyncClient(base_url=app.http, headers=API_HEADERS, timeout=10) as http:
+        for n in range(1000):
+            response = await http.post("/api/global/big", json={"content": [n, "x" * 48_000]})
+            assert response.status_code == 202
+        epoch = response.json()["epoch"]
+    async with RssWatch(app) as watch:
+        hostile = raw_websocket(app.port, f"/ws/global/big?since=0&epoch={epoch}")
+        echo = await echo_p50(app)  # another client, while the replay is stuck
+        wait_until(lambda: metric(app, "switchboard_slow_consumer_disconnects_total") >= 1, 10, "cut off")
+        await asyncio.sleep(0.5)  # a few more samples after the cut (the bound must hold throughout)
+    hostile.close()
+    print(f"resume of 48 MB never read: RSS +{watch.grew / 1e6:.1f} MB, echo p50 {echo * 1000:.2f} ms")
+    assert watch.grew < RSS_BOUND
+    assert echo < 0.010
+    wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 0, 5, "the socket gone")
+
+
+async def test_joins_without_a_publish_leave_no_key_past_the_documented_ttls(
+    redis_app: tuple[AppProcess, RedisServer],
+) -> None:
+    app, redis_server = redis_app
+    client = redis_server.client()
+    baseline = set(client.keys("*"))
+    async with connected(app.ws("/ws")) as proto:
+        for n in range(2000):  # one-off joins, half of them resuming from the start
+            resume = {"since": 0, "epoch": ""} if n % 2 else {}
+            await proto.ok("subscribe", channel=f"anon:{n}", **resume)
+            await proto.ok("unsubscribe", channel=f"anon:{n}")
+    longest = 2000  # ms: SWITCHBOARD_HISTORY_TTL and SWITCHBOARD_PRESENCE_TTL here
+    # The instance's own keys: the sweeper's short lock, and the index of channels with members,
+    # which the sweeper empties as their presence expires.
+    own = {LOCK.encode(), INDEX.encode()}
+    left = {key: client.pttl(key) for key in set(client.keys("*")) - baseline - own}
+    assert all(0 < ttl <= longest for ttl in left.values()), {k: t for k, t in left.items() if not 0 < t <= longest}
+
+    def nothing_left() -> bool:
+        return not set(client.keys("*")) - baseline - {LOCK.encode()}
+
+    wait_until(nothing_left, 10, "every key the joins made gone")
+
+
 async def test_a_stalled_reader_is_aborted_after_the_write_timeout(app: AppProcess) -> None:
-    stalled = raw_websocket(app.port, "/ws/global/stall")
-    wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 1, 5, "subscribed")
-    wait_until(
-        lambda: httpx.get(app.http + "/api/presence/global:stall", headers=API_HEADERS).json()["members"] == 1,
-        5,
-        "joined",
-    )
-    # Fewer frames than the send queue holds (256), but more bytes than the kernel's socket
-    # buffers take, so a backlog forms that the peer never drains.
-    for n in range(150):
-        response = httpx.post(
-            app.http + "/api/global/stall", json={"content": [n, "x" * 60_000]}, headers=API_HEADERS, timeout=5
+    async with RssWatch(app) as watch:
+        stalled = raw_websocket(app.port, "/ws/global/stall")
+        wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 1, 5, "subscribed")
+        wait_until(
+            lambda: httpx.get(app.http + "/api/presence/global:stall", headers=API_HEADERS).json()["members"] == 1,
+            5,
+            "joined",
         )
-        assert response.status_code == 202
-    started = time.monotonic()
-    wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 0, 10, "the stalled socket gone")
-    assert time.monotonic() - started < 5  # WRITE_TIMEOUT is 1 s here
+        # Fewer frames than the send queue holds (256), but more bytes than the kernel's socket
+        # buffers take, so a backlog forms that the peer never drains.
+        async with httpx.AsyncClient(base_url=app.http, headers=API_HEADERS, timeout=5) as http:
+            for n in range(150):
+                response = await http.post("/api/global/stall", json={"content": [n, "x" * 60_000]})
+                assert response.status_code == 202
+        started = time.monotonic()
+        echo = await echo_p50(app)
+        wait_until(lambda: metric(app, 'switchboard_connections{endpoint="global"}') == 0, 10, "the socket gone")
+        assert time.monotonic() - started < 5  # WRITE_TIMEOUT is 1 s here
+    print(f"stalled reader: RSS +{watch.grew / 1e6:.1f} MB, echo p50 {echo * 1000:.2f} ms")
     assert metric(app, "switchboard_slow_consumer_disconnects_total") >= 1
+    assert watch.grew < RSS_BOUND
+    assert echo < 0.010
     stalled.close()
 
 

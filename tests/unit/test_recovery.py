@@ -23,9 +23,14 @@ class Member:
         self.id = ident
         self.channels: set[str] = set()
         self.frames: list[dict[str, Any]] = []
+        self.drains = 0
 
     def make_room(self, count: int) -> None:
         pass  # nothing is ever queued here
+
+    async def drained(self) -> None:
+        self.drains += 1
+        await asyncio.sleep(0)  # a real socket's drain lets other tasks (publishers) run
 
     def offer(self, out: Any) -> bool:
         self.frames.append(orjson.loads(out.payload))
@@ -289,7 +294,7 @@ async def test_a_catch_up_without_a_known_position_says_so_and_replays_nothing()
     a = await joined(hub, "a", "x")
     channel = hub.channel("x")
     assert channel is not None
-    channel.offset, channel.epoch = 0, ""  # as if the position read at subscribe had failed
+    channel.offset, channel.epoch, channel.known = 0, "", False  # as if the read at subscribe failed
     for sub in channel.members.values():
         sub.epoch = ""
     hub.on_reconnect()
@@ -380,3 +385,102 @@ async def test_an_idempotency_key_publishes_once_until_it_expires() -> None:
     assert first is not None
     assert later.offset == first.offset + 1
     assert a.contents() == [1, 1]
+
+
+class CountingBroker(MemoryBroker):
+    """Counts history reads; ``during_read`` runs (publishes) inside each one."""
+
+    def __init__(self, history: HistoryOptions | None = None) -> None:
+        super().__init__(history)
+        self.reads = 0
+        self.during_read: Any = None
+
+    async def history(self, channel: str, since: int, limit: int | None = None) -> History:
+        self.reads += 1
+        if self.during_read is not None:
+            await self.during_read()
+        return await super().history(channel, since, limit)
+
+
+def sized(n: int) -> bytes:
+    return orjson.dumps({"n": n, "pad": "x" * 1000})
+
+
+async def test_a_long_replay_is_read_in_pages_each_after_the_client_drained() -> None:
+    broker = CountingBroker(HistoryOptions(size=1000, read_bytes=10_000))  # about 9 messages a page
+    hub = await hub_with(broker)
+    await joined(hub, "keeps-the-channel", "x")
+    start = await publish(hub, "x", 0)
+    for n in range(1, 101):
+        await hub.publish("x", sized(n))
+    broker.reads = 0
+    b = await joined(hub, "b", "x", start)
+    assert b.contents() == list(range(1, 101))
+    assert b.recovered() == [{"type": "recovered", "ok": True, "count": 100, "offset": 101, "epoch": start.epoch}]
+    assert broker.reads >= 100 // 10  # no read held more than read_bytes
+    assert b.drains == broker.reads - 1  # and each page waited for the one before to drain
+
+
+async def test_a_replay_outrun_by_live_messages_ends_told_not_holding_them_all() -> None:
+    # Live messages wait while a replay runs, at most history_size of them: more than that means
+    # the replay has fallen further behind than history reaches, and the client is told so.
+    broker = CountingBroker(HistoryOptions(size=20, read_bytes=3_000))  # 2 messages a page
+    hub = await hub_with(broker)
+    await joined(hub, "keeps-the-channel", "x")
+    start = await publish(hub, "x", 0)
+    for n in range(1, 16):
+        await hub.publish("x", sized(n))
+    published = [15]
+
+    async def publish_more() -> None:  # 5 live messages per page read: faster than the replay
+        for _ in range(5):
+            published[0] += 1
+            await hub.publish("x", sized(published[0]))
+
+    broker.during_read = publish_more
+    b = await asyncio.wait_for(joined(hub, "b", "x", start), 5)
+    broker.during_read = None
+    assert b.drains >= 1  # it read a page, then found history had moved past it
+    assert [(f["ok"], f.get("reason")) for f in b.recovered()] == [(False, "history too short")]
+    await publish(hub, "x", 1000)
+    got = b.contents()
+    assert got == sorted(set(got)), "in order, each once"
+    assert got[-1] == 1000
+
+
+async def test_joining_a_channel_never_published_creates_no_history_state() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "fresh", Position(0, ""))
+    assert a.recovered() == [{"type": "recovered", "ok": True, "count": 0, "offset": 0, "epoch": ""}]
+    assert (await broker.history("fresh", 0)).position == Position(0, "")
+    assert broker._history == {}  # a read made nothing: only a publish does
+    await publish(hub, "fresh", 1, 2)
+    assert a.contents() == [1, 2]
+
+
+async def test_a_client_at_the_start_resumes_into_the_first_epoch_from_offset_one() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    position = await publish(hub, "x", 1, 2, 3)
+    b = await joined(hub, "b", "x", Position(0, ""))
+    assert b.contents() == [1, 2, 3]
+    assert b.recovered()[0]["ok"] is True
+    assert b.recovered()[0]["epoch"] == position.epoch
+
+
+async def test_a_gap_after_a_channels_first_epoch_begins_is_fetched_not_skipped() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")  # known: no epoch yet
+    channel = hub.channel("x")
+    assert channel is not None
+    assert channel.known
+    assert channel.epoch == ""
+    # Offsets 1 and 2 are published while this process's feed is down; 3 arrives live.
+    await broker.unsubscribe("x")
+    await publish(hub, "x", 1, 2)
+    await broker.subscribe("x")
+    await publish(hub, "x", 3)
+    await wait_for(lambda: a.contents() == [1, 2, 3])
+    assert a.recovered() == []
