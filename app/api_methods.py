@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from app import api_schemas as schemas
 from app.auth import Identity
 from app.broker import BrokerUnavailable, Position
 from app.errors import OUTCOME_UNKNOWN, ErrorCode, ProtocolError
@@ -214,16 +215,67 @@ async def info(s: Services, body: InfoBody) -> dict[str, Any]:
 
 
 Method = Callable[[Services, Any], Awaitable[Any]]
-METHODS: dict[str, tuple[type[Body], Method, str]] = {
-    "publish": (PublishBody, publish, "Publish `data` to a channel; returns its offset once stored."),
-    "broadcast": (BroadcastBody, broadcast, "Publish the same `data` to many channels; a result per channel."),
-    "send": (SendBody, send, 'Push `{"op":"message","data":...}` to every /ws connection of a user.'),
-    "disconnect": (DisconnectBody, disconnect, "Close every connection of a user, on every instance (4003)."),
-    "subscribe": (UserChannelBody, subscribe, "Subscribe every /ws connection of a user to a channel."),
-    "unsubscribe": (UserChannelBody, unsubscribe, "Unsubscribe every /ws connection of a user from a channel."),
-    "presence": (PresenceBody, presence, "Who is in a channel, cluster-wide, a page at a time."),
-    "presence_stats": (ChannelBody, presence_stats, "How many connections and distinct users are in a channel."),
-    "history": (HistoryBody, history, "A channel's publications, oldest first, and its position."),
-    "channels": (ChannelsBody, channels, "Channels with members anywhere in the cluster."),
-    "info": (InfoBody, info, "Live instances with their connection counts."),
+# name: (request body, method, summary, reply body)
+METHODS: dict[str, tuple[type[Body], Method, str, type[schemas.Reply]]] = {
+    "publish": (
+        PublishBody,
+        publish,
+        "Publish `data` to a channel; returns its offset once stored.",
+        schemas.PositionReply,
+    ),
+    "broadcast": (
+        BroadcastBody,
+        broadcast,
+        "Publish the same `data` to many channels; a result per channel.",
+        schemas.BroadcastReply,
+    ),
+    "send": (
+        SendBody,
+        send,
+        'Push `{"op":"message","data":...}` to every /ws connection of a user.',
+        schemas.Empty,
+    ),
+    "disconnect": (
+        DisconnectBody,
+        disconnect,
+        "Close every connection of a user, on every instance (4003).",
+        schemas.Empty,
+    ),
+    "subscribe": (
+        UserChannelBody,
+        subscribe,
+        "Subscribe every /ws connection of a user to a channel.",
+        schemas.Empty,
+    ),
+    "unsubscribe": (
+        UserChannelBody,
+        unsubscribe,
+        "Unsubscribe every /ws connection of a user from a channel.",
+        schemas.Empty,
+    ),
+    "presence": (
+        PresenceBody,
+        presence,
+        "Who is in a channel, cluster-wide, a page at a time.",
+        schemas.PresenceReply,
+    ),
+    "presence_stats": (
+        ChannelBody,
+        presence_stats,
+        "How many connections and distinct users are in a channel.",
+        schemas.PresenceStatsReply,
+    ),
+    "history": (
+        HistoryBody,
+        history,
+        "A channel's publications, oldest first, and its position.",
+        schemas.HistoryReply,
+    ),
+    "channels": (
+        ChannelsBody,
+        channels,
+        "Channels with members anywhere in the cluster.",
+        schemas.ChannelsReply,
+    ),
+    "info": (InfoBody, info, "Live instances with their connection counts.", schemas.InfoReply),
 }

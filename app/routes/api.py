@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field
 
 from app import __version__
 from app.api_methods import STATUS, ApiError, outcome_unknown
+from app.api_schemas import MembersReply, PublishedReply
 from app.auth import mint_token
 from app.broker import BrokerUnavailable
 from app.errors import INVALID_CHANNEL, MISSING_CONTENT, PUBLISH_FAILED, ErrorCode, ProtocolError
 from app.permissions import TUTORIAL_CHANNEL_PART
-from app.routes.server_api import BODY_ALLOWANCE, read_object, require_key
+from app.routes.server_api import API_ERRORS, BODY_ALLOWANCE, read_object, require_key
 from app.services import Services, services
 from app.session import encode_publication
 from app.tutorial import global_message
@@ -29,7 +30,7 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
-@router.get("/api/instance")
+@router.get("/api/instance", responses={200: {"model": dict[str, str], "description": "this instance"}})
 async def instance(request: Request) -> dict[str, str]:
     """Which instance answered: the demo shows it so a cross-instance conversation is visible."""
     return {"instance": services(request).settings.instance_id, "version": __version__}
@@ -42,7 +43,12 @@ async def upgrade_required(path: str = "") -> JSONResponse:
     return JSONResponse({"error": "WebSocket upgrade required"}, status_code=426, headers={"Upgrade": "websocket"})
 
 
-@router.post("/api/global/{channel}", status_code=202, tags=["server API"])
+@router.post(
+    "/api/global/{channel}",
+    status_code=202,
+    tags=["server API"],
+    responses={202: {"model": PublishedReply, "description": "published"}, **API_ERRORS},
+)
 async def publish_global(channel: str, request: Request, s: Services = Security(require_key)) -> dict[str, Any]:
     """Publish `{"content":C}` to `/ws/global/{channel}` subscribers (API key, like `/api/v1/*`)."""
     if not TUTORIAL_CHANNEL_PART.fullmatch(channel):
@@ -63,7 +69,15 @@ async def publish_global(channel: str, request: Request, s: Services = Security(
     return {"status": "published", "offset": position.offset, "epoch": position.epoch}
 
 
-@router.get("/api/presence/{channel:path}", tags=["server API"])
+@router.get(
+    "/api/presence/{channel:path}",
+    tags=["server API"],
+    responses={
+        200: {"model": MembersReply, "description": "the count"},
+        404: {"description": "not a channel path (a control character, say)"},
+        **API_ERRORS,
+    },
+)
 async def presence(channel: str, s: Services = Security(require_key)) -> dict[str, Any]:
     """Cluster-wide member count of a channel: `chat`, `room:{id}`, `global:{ch}`, any /ws channel."""
     try:

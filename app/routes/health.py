@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import metrics
+from app.api_schemas import ReadyReply
 from app.services import services
 
 router = APIRouter()
@@ -17,7 +18,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": ReadyReply, "description": "ready: the broker is up and the instance is not draining"},
+        503: {"model": ReadyReply, "description": "not ready"},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     s = services(request)
     ready = s.ready()
