@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     write_timeout: float = 30.0
     # Open WebSockets per instance; beyond it handshakes get HTTP 503, so a proxy tries another.
     max_connections: int = 20000
+    # Handshakes per second per instance (a reconnect storm); beyond it, HTTP 503 + Retry-After.
+    max_handshakes_per_second: float = 1000.0
     presence_ttl: float = 30.0
     # Channel history for recovery (docs/delivery.md): messages kept per channel (0 = off), how
     # long they live after the channel's last publish, and how long its epoch and offset live.
@@ -165,6 +167,13 @@ class Settings(BaseSettings):
     def _not_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be 0 (off) or more")
+        return value
+
+    @field_validator("max_handshakes_per_second")
+    @classmethod
+    def _at_least_one(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1 (a bucket under one token never admits)")
         return value
 
     @field_validator("history_ttl", "history_meta_ttl", "ping_interval")

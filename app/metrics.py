@@ -30,7 +30,7 @@ log = logging.getLogger("switchboard.metrics")
 
 CONNECTIONS = Gauge("switchboard_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
 CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["result"])
-for _result in ("accepted", "refused_draining", "refused_full"):
+for _result in ("accepted", "refused_draining", "refused_full", "refused_rate"):
     CONNECTS.labels(_result)  # exported from the start, so dashboards show zeros
 DISCONNECTS = Counter("switchboard_disconnects", "Disconnects by close code", ["code"])
 # Close codes a client may choose freely (RFC 6455 7.4.2): one series per range, not per code.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from app import __version__, drain, metrics
+from app.admission import HandshakeRate
 from app.broker import Broker, create_broker
 from app.broker.redis import RedisBroker
 from app.config import Settings
@@ -30,6 +31,7 @@ class Services:
     permissions: Permissions
     users: Users
     instances: Instances
+    handshakes: HandshakeRate
     draining: bool = field(default=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -53,6 +55,7 @@ class Services:
             permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout)),
             users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
             instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
+            handshakes=HandshakeRate(settings.max_handshakes_per_second),
         )
 
     async def start(self) -> None:

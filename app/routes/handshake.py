@@ -30,6 +30,7 @@ from app.session import Session, resume_from
 
 SessionHandler = Callable[[Session], Awaitable[None]]
 FULL = "Instance full: SWITCHBOARD_MAX_CONNECTIONS reached, try another"
+TOO_MANY_HANDSHAKES = "Too many handshakes: SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND reached, retry"
 
 
 async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
@@ -46,11 +47,16 @@ async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
 async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False) -> None:
     s = services(websocket)
     full = len(s.hub.connections) >= s.settings.max_connections
+    # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
     if s.draining or full:
-        # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
         metrics.CONNECTS.labels("refused_full" if full and not s.draining else "refused_draining").inc()
         body = {"error": FULL if full and not s.draining else reason_for(CloseCode.SERVICE_RESTART)}
         await websocket.send_denial_response(JSONResponse(body, status_code=503))
+        return
+    if not s.handshakes.admit():
+        metrics.CONNECTS.labels("refused_rate").inc()
+        denial = JSONResponse({"error": TOO_MANY_HANDSHAKES}, status_code=503, headers={"Retry-After": "1"})
+        await websocket.send_denial_response(denial)
         return
     if not origin_allowed(websocket, s.settings.allowed_origins):
         await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +208,34 @@ def test_an_unknown_log_level_is_refused_with_one_line() -> None:
     result = run_app_expecting_exit({"SWITCHBOARD_DEV_MODE": "true", "SWITCHBOARD_LOG_LEVEL": "verbose"})
     assert result.returncode == 2
     assert "log_level" in result.stderr
+
+
+async def test_handshakes_beyond_the_rate_get_503_with_retry_after(tmp_path: Path) -> None:
+    with running(AppProcess("storm", tmp_path, {"SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "5"})) as (app,):
+        admitted, refused = 0, []
+        started = time.monotonic()
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(20):  # a storm: one after another, as fast as the server answers
+                try:
+                    await stack.enter_async_context(ws_connect(app.ws("/ws/echo")))
+                    admitted += 1
+                except InvalidStatus as exc:
+                    refused.append(exc.response)
+            elapsed = time.monotonic() - started
+        assert admitted <= 5 + 5 * elapsed + 1  # one second's burst, then 5 a second
+        assert len(refused) == 20 - admitted
+        assert {r.status_code for r in refused} == {503}
+        assert {r.headers["Retry-After"] for r in refused} == {"1"}
+        assert b"SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND" in refused[0].body
+        metrics = httpx.get(app.http + "/metrics").text
+        assert f'switchboard_connects_total{{result="refused_rate"}} {float(len(refused))}' in metrics
+        # The bucket refills at 5 a second: a retry, as the 503 asked, is soon welcome.
+        async with asyncio.timeout(3):
+            while True:
+                try:
+                    async with ws_connect(app.ws("/ws/echo")) as ws:
+                        await ws.send("back")
+                        assert await ws.recv() == "Echo: back"
+                        break
+                except InvalidStatus:
+                    await asyncio.sleep(0.2)
