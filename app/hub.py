@@ -30,6 +30,7 @@ from app import metrics
 from app.broker import Broker, BrokerUnavailable, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
+from app.history_reads import SharedReads
 from app.namespaces import Namespaces
 from app.protocol import Envelope, Outgoing, header, unpack, wrap_pub
 from app.recovery import CatchUp, Channel, Joined, Subscription
@@ -60,6 +61,7 @@ class Hub:
         self._idle = asyncio.Event()
         self._idle.set()
         self._catch_up = CatchUp(self)
+        self._reads = SharedReads(broker)  # one read serves every client resuming from one offset
         # Control channels (user-targeted commands): subscribed for the process's whole life.
         self._control: dict[str, Callable[[bytes], None]] = {}
 
@@ -148,7 +150,7 @@ class Hub:
         ``sub.pending``; if too many arrive they are dropped there and read from history instead.
         """
         conn, since, epoch = sub.conn, resume.offset, resume.epoch
-        history = await self.broker.history(channel, since)
+        history = await self._reads.history(channel, since)
         while history.covers(since, epoch):
             sub.offset, sub.epoch = max(sub.offset, since), history.position.epoch
             conn.make_room(len(history.entries))
@@ -159,7 +161,7 @@ class Hub:
                 return Joined(Position(sub.offset, sub.epoch), ok=True, count=sub.offset - resume.offset)
             since, epoch, sub.overflowed = sub.offset, sub.epoch, False
             await conn.drained()
-            history = await self.broker.history(channel, since)
+            history = await self._reads.history(channel, since)
         # History does not cover the gap (or stopped covering it halfway through a long replay).
         reason = history.lost_reason(since, epoch)
         sub.offset, sub.epoch = history.position.offset, history.position.epoch
