@@ -11,6 +11,8 @@ SPAWN_RATE ?= 50
 DURATION ?= 30s
 INSTANCES ?= 3
 CLUSTER_PORT ?= 8080
+SCENARIO ?= mixed
+LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(SCENARIO).py)
 
 .DEFAULT_GOAL := help
 .PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-delivery bench-api
@@ -63,14 +65,14 @@ down: ## docker compose down
 k8s-validate: install ## Render both overlays and validate them (strict schemas + cross-references)
 	$(BIN)/pytest -q tests/deploy/test_k8s.py
 
-loadtest: install deps ## Locust, headless, against `make cluster` (started and stopped if not running)
+loadtest: install deps ## Locust vs `make cluster` (started if not running); SCENARIO=mixed|churn|storm
 	@mkdir -p loadtest/results
 	@started=0; if [ ! -f .cluster/state.json ]; then $(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT) || exit 1; started=1; fi; \
-	$(BIN)/locust -f loadtest/locustfile.py --headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) \
+	PYTHONPATH=$(CURDIR) $(BIN)/locust -f $(LOCUSTFILE) --headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) \
 	  --host http://127.0.0.1:$(CLUSTER_PORT) --only-summary \
-	  --html loadtest/results/report.html --json-file loadtest/results/summary; rc=$$?; \
+	  --html loadtest/results/$(SCENARIO).html --json-file loadtest/results/$(SCENARIO); rc=$$?; \
 	if [ $$started = 1 ]; then $(BIN)/python scripts/cluster.py down; fi; \
-	echo "report: loadtest/results/report.html, summary: loadtest/results/summary.json"; exit $$rc
+	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
 bench: install deps ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)
 	$(BIN)/python -m bench.run

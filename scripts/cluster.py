@@ -3,6 +3,8 @@
 
     python scripts/cluster.py up [--instances 3] [--port 8080] [--dir .cluster]
     python scripts/cluster.py down [--dir .cluster]
+    python scripts/cluster.py kill app1 [--signal KILL|TERM]   # a crash, or a drain
+    python scripts/cluster.py restart app1                      # start it again, same port
 
 Everything listens on 127.0.0.1. nginx runs the project's nginx.conf with only the upstream
 ``server appN:8000`` lines rewritten to the local instances (the compose hostnames do not resolve
@@ -23,6 +25,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -76,6 +79,57 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     return proc.pid
 
 
+def spawn_app(state_dir: Path, i: int, port: int, redis_port: int) -> int:
+    env = {
+        **os.environ,
+        "SWITCHBOARD_HOST": "127.0.0.1",
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_INSTANCE_ID": f"app{i}",
+        "SWITCHBOARD_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SWITCHBOARD_JWT_SECRET": (state_dir / "secret").read_text(),
+        "SWITCHBOARD_API_KEYS": (state_dir / "api-key").read_text(),
+        "SWITCHBOARD_DEV_MODE": os.environ.get("SWITCHBOARD_DEV_MODE", "true"),
+        "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "1"),
+        "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "metrics" / f"app{i}"),
+    }
+    shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # a restart starts counting anew
+    return spawn([str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"], state_dir / "logs" / f"app{i}.log", env)
+
+
+def load_state(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    state_file = Path(args.dir).resolve() / "state.json"
+    if not state_file.exists():
+        raise SystemExit("cluster: nothing running (make cluster)")
+    return state_file, json.loads(state_file.read_text())
+
+
+def kill(args: argparse.Namespace) -> None:
+    """Signal one instance's process group: KILL is a crash, TERM a drain; waits until it is gone."""
+    _, state = load_state(args)
+    pid = state["pids"][args.name]
+    os.killpg(pid, getattr(signal, f"SIG{args.signal}"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            print(f"{args.name} gone (SIG{args.signal})", flush=True)
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"cluster: {args.name} still running 60 s after SIG{args.signal}")
+
+
+def restart(args: argparse.Namespace) -> None:
+    """Start a stopped instance again on its port, and wait until it is ready."""
+    state_file, state = load_state(args)
+    i = int(args.name.removeprefix("app"))
+    port = state["backends"][i - 1]
+    state["pids"][args.name] = spawn_app(Path(state["dir"]), i, port, state["redis_port"])
+    state_file.write_text(json.dumps(state, indent=2))
+    wait_http(f"http://127.0.0.1:{port}/readyz", 30, args.name)
+    print(f"{args.name} ready on 127.0.0.1:{port}", flush=True)
+
+
 def up(args: argparse.Namespace) -> None:
     state_dir = Path(args.dir).resolve()
     if (state_dir / "state.json").exists():
@@ -107,28 +161,18 @@ def up(args: argparse.Namespace) -> None:
         state_dir / "logs" / "redis.log",
     )
     save()
-    # One secret for every instance, so a token minted by any of them works on all.
-    secret = secrets.token_urlsafe(48)
-    api_key = secrets.token_urlsafe(32)
-    backends = []
+    # One secret for every instance, so a token minted by any of them works on all. Written
+    # first, mode 0600: `restart` reads them back (state.json holds no secret).
+    for name, value in (("secret", secrets.token_urlsafe(48)), ("api-key", secrets.token_urlsafe(32))):
+        fd = os.open(state_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as secret_file:
+            secret_file.write(value)
+    backends: list[int] = []
+    state.update({"backends": backends, "redis_port": redis_port})
     print(f"[2/3] {args.instances} app instances (gunicorn, dev mode)", flush=True)
     for i in range(1, args.instances + 1):
         port = free_port()
-        env = {
-            **os.environ,
-            "SWITCHBOARD_HOST": "127.0.0.1",
-            "SWITCHBOARD_PORT": str(port),
-            "SWITCHBOARD_INSTANCE_ID": f"app{i}",
-            "SWITCHBOARD_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "SWITCHBOARD_JWT_SECRET": secret,
-            "SWITCHBOARD_API_KEYS": api_key,
-            "SWITCHBOARD_DEV_MODE": os.environ.get("SWITCHBOARD_DEV_MODE", "true"),
-            "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "1"),
-            "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "metrics" / f"app{i}"),
-        }
-        pids[f"app{i}"] = spawn(
-            [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"], state_dir / "logs" / f"app{i}.log", env
-        )
+        pids[f"app{i}"] = spawn_app(state_dir, i, port, redis_port)
         backends.append(port)
         save()
     for i, port in enumerate(backends, start=1):
@@ -142,12 +186,9 @@ def up(args: argparse.Namespace) -> None:
     pids["nginx"] = spawn(
         [nginx, "-c", str(conf), "-g", f"pid {state_dir}/nginx.pid; daemon off;"], state_dir / "logs" / "nginx.log"
     )
-    state.update({"url": f"http://127.0.0.1:{args.port}/", "backends": backends, "redis_port": redis_port})
+    state.update({"url": f"http://127.0.0.1:{args.port}/"})
     save()
     wait_http(f"http://127.0.0.1:{args.port}/healthz", 15, "nginx")
-    for name, value in (("secret", secret), ("api-key", api_key)):
-        (state_dir / name).write_text(value)
-        (state_dir / name).chmod(0o600)
     print(f"\ncluster up: {state['url']}  (logs in {state_dir}/logs, stop with `make cluster-down`)")
     print(f"server API key: in {state_dir}/api-key")
 
@@ -180,7 +221,9 @@ def down(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "down", "kill", "restart"])
+    parser.add_argument("name", nargs="?", help="an instance (app1...), for kill and restart")
+    parser.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
     parser.add_argument("--instances", type=int, default=int(os.environ.get("INSTANCES", "3")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLUSTER_PORT", "8080")))
     parser.add_argument("--dir", default=os.environ.get("CLUSTER_DIR", str(ROOT / ".cluster")))
@@ -191,8 +234,12 @@ def main() -> None:
         except BaseException:
             down(args)  # never leave half a cluster behind
             raise
-    else:
+    elif args.command == "down":
         down(args)
+    elif args.name is None:
+        raise SystemExit(f"cluster: {args.command} needs an instance name (app1...)")
+    else:
+        {"kill": kill, "restart": restart}[args.command](args)
 
 
 if __name__ == "__main__":
