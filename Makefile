@@ -80,8 +80,9 @@ bench: install deps ## Fan-out benchmark vs the ceiling and peers -> docs/benchm
 bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md (~1 min)
 	$(BIN)/python -m bench.server_api
 
-bench-delivery: install deps ## History cost, Redis memory, crash-to-caught-up time -> docs/delivery.md (~2 min)
+bench-delivery: install deps ## History cost, crash recovery, churn and storms at scale -> docs/delivery.md (~12 min)
 	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.churn
 
 observability-sync: install ## Regenerate the Grafana dashboard and its k8s copies from scripts/observability.py
 	$(BIN)/python scripts/observability.py

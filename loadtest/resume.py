@@ -21,6 +21,7 @@ CLUSTER_DIR/api-key), LOAD_PROTOCOL (``global`` or ``ws``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -282,6 +283,7 @@ class EchoProbe(User):
             reply = self.ws.recv()
         except Exception as exc:
             fire("echo", (time.perf_counter() - started) * 1000, f"echo failed: {exc}")
-            self.ws = websocket.create_connection(ws_url(os.environ.get("PROBE_URL", self.host or ""), "/ws/echo"))
+            with contextlib.suppress(Exception):  # reconnect now, or on the next round
+                self.ws = websocket.create_connection(ws_url(os.environ.get("PROBE_URL", self.host or ""), "/ws/echo"))
             return
         fire("echo", (time.perf_counter() - started) * 1000, None if reply == f"Echo: {self.n}" else repr(reply))
