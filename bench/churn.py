@@ -130,6 +130,8 @@ def run(scenario: str, users: int, seconds: int, processes: int, env: dict[str, 
             )
             events = [line for line in result.stdout.splitlines() if line.startswith("[storm]")]
             stats = {row["name"]: row for row in json.loads(summary.with_suffix(".json").read_text())}
+            if not stats:
+                raise SystemExit(f"[{scenario}] Locust recorded nothing:\n{result.stderr[-3000:]}")
             history = where / "locust_stats_history.csv"
             done = completions(history, "catch-up" if scenario != "churn" else "replay", sampler.wall_start)
         finally:

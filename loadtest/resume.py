@@ -36,6 +36,8 @@ from urllib.parse import urlencode
 import gevent
 import websocket
 from locust import HttpUser, User, constant, events, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
 
 from loadtest.locustfile import source_socket
 
@@ -45,6 +47,14 @@ RATE = float(os.environ.get("LOAD_RATE", "20"))
 PROTOCOL = os.environ.get("LOAD_PROTOCOL", "global")
 CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", Path(__file__).resolve().parent.parent / ".cluster"))
 _numbers = itertools.count()
+
+
+@events.init.add_listener
+def _one_summary(environment: Environment, **_: Any) -> None:
+    # With --processes, every worker also writes --json-file at exit, after its stats went to the
+    # master and were reset: an empty list that can land after, and over, the master's summary.
+    if isinstance(environment.runner, WorkerRunner) and environment.parsed_options is not None:
+        environment.parsed_options.json_file = None
 
 
 def api_key() -> str:
