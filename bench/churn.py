@@ -7,7 +7,8 @@ Each run starts its own cluster (scripts/cluster.py: redis-server, 3 gunicorn in
 runs ``loadtest/churn.py`` or ``loadtest/storm.py`` under Locust (``--processes`` load processes)
 and samples, every half second, each instance's open connections, deliveries and CPU, and Redis's
 CPU. Runs: churn; storm with SIGKILL of the instance holding every user, with admission control
-at its default and (for the "before" figure) switched off; a rolling SIGTERM drain of all three.
+at its default, switched off (the "before" figure) and set low enough to engage; a rolling
+SIGTERM drain of all three.
 Results: docs/delivery.md (between the churn markers) and docs/delivery-churn.png.
 """
 
@@ -66,7 +67,7 @@ class Sampler(threading.Thread):
     def metrics(self, port: int) -> dict[str, float]:
         found = {"connections": 0.0, "delivered": 0.0, "slow": 0.0}
         try:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=3).text
         except httpx.HTTPError:
             return {}
         for line in text.splitlines():
@@ -205,8 +206,8 @@ def plot(runs: dict[str, dict[str, Any]], target: Path) -> None:
         ax.set_xlabel("seconds")
         ax.set_ylabel("open connections")
         ax.legend(loc="upper left", fontsize=7)
-        # Counters are flushed about once a second: rates over 2 s windows.
-        window = 4
+        # Counters are flushed in batches: rates over 4 s windows.
+        window = 8
         rate_t, rate = [], []
         for a, b in zip(samples, samples[window:], strict=False):
             delivered = sum(
@@ -234,7 +235,8 @@ def plot(runs: dict[str, dict[str, Any]], target: Path) -> None:
 
 
 def write(results: dict[str, dict[str, Any]], args: argparse.Namespace, info: str) -> None:
-    lines = [START, f"Produced by `python -m bench.churn {' '.join(sys.argv[1:])}` on {info}.", ""]
+    command = " ".join(["python -m bench.churn", *sys.argv[1:]])
+    lines = [START, f"Produced by `{command}` on {info}.", ""]
     churn = results.get("churn")
     if churn:
         f = churn["figures"]
@@ -292,6 +294,13 @@ def main(args: argparse.Namespace) -> None:
             args.storm_users,
             60,
             {"STORM_MODE": "kill", "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "1000000"},
+        ),
+        (
+            "storm-kill-250",
+            "SIGKILL, admission 250/s per instance",
+            args.storm_users,
+            60,
+            {"STORM_MODE": "kill", "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "250"},
         ),
         ("storm-rolling", "rolling SIGTERM drain of all 3", args.storm_users, 90, {"STORM_MODE": "rolling"}),
     ]
