@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import uvicorn
-from pydantic import ValidationError
 
-from app.config import Settings, settings_error_line
 from app.logs import log_config
 from app.main import create_app
-from app.server import DrainingServer, server_options
+from app.server import DrainingServer, load_settings, server_options
 
 
 def parse_args(argv: list[str] | None) -> dict[str, object]:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     parser.add_argument("--host", help="bind address (SWITCHBOARD_HOST)")
     parser.add_argument("--port", type=int, help="bind port (SWITCHBOARD_PORT)")
-    parser.add_argument("--broker-url", help="memory:// or redis://host:port/db (SWITCHBOARD_BROKER_URL)")
+    parser.add_argument(
+        "--broker-url", help="memory://, redis://host:port/db or redis+sentinel://... (SWITCHBOARD_BROKER_URL)"
+    )
     parser.add_argument("--log-level", help="debug, info, warning (SWITCHBOARD_LOG_LEVEL)")
     parser.add_argument("--dev", action="store_true", default=None, help="dev mode (SWITCHBOARD_DEV_MODE)")
     args = vars(parser.parse_args(argv))
@@ -29,11 +28,7 @@ def parse_args(argv: list[str] | None) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        settings = Settings(**parse_args(argv))  # type: ignore[arg-type]
-    except ValidationError as exc:
-        print(f"switchboard: {settings_error_line(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = load_settings(parse_args(argv))
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.broker.base import HistoryOptions
+from app.broker.redis_target import check_url
 from app.hooks import load_hooks
 from app.namespaces import Namespaces, load_namespaces
 
@@ -167,6 +168,12 @@ class Settings(BaseSettings):
     def _not_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be 0 (off) or more")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        check_url(value)
         return value
 
     @field_validator("max_handshakes_per_second")

@@ -106,8 +106,8 @@ class Hub:
 
         ``ws`` marks a ``/ws`` session: it gets ``pub`` pushes (tutorial frames wrapped as their
         ``data``). ``announce`` is called once, after any recovered messages and before any live
-        one. Raises BrokerUnavailable if the channel cannot be subscribed or its history read;
-        nothing is changed then.
+        one. Raises BrokerUnavailable if the channel cannot be subscribed or its history read, or
+        ConnectionGone if the connection closed during a replay; nothing is changed then.
         """
         ch = self._channels.get(channel)
         if ch is None or not ch.subscribed:

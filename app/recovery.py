@@ -168,11 +168,19 @@ class CatchUp:
             ch.overflowed = True
         ch.backlog.append(env)
 
-    def tell_lost(self, ch: Channel, position: Position, reason: str) -> None:
-        """History cannot fill the gap: tell the members that missed something, then move on."""
+    def tell_lost(self, ch: Channel, position: Position, reason: str, *, rewound: bool = False) -> None:
+        """History cannot fill the gap: tell the members that missed something, then move on.
+
+        ``rewound``: the channel's head went back (a failover to a replica that had not received
+        the last writes), so members past it are told too: offsets they saw will be reused.
+        """
         out = ws_out = None
         for sub in ch.members.values():
-            if sub.epoch != position.epoch or sub.offset < position.offset:
+            if (
+                sub.epoch != position.epoch
+                or sub.offset < position.offset
+                or (rewound and sub.offset > position.offset)
+            ):
                 if sub.ws:
                     ws_out = ws_out or Outgoing(recovered_push(ch.name_json, position, reason))
                     sub.conn.offer(ws_out)
@@ -216,6 +224,11 @@ class CatchUp:
                 # Tell the members, then read the new epoch from its start.
                 self.tell_lost(ch, Position(0, history.position.epoch), history.lost_reason(since, epoch))
                 continue
+            elif since > history.position.offset:
+                # The head went back within the epoch (Redis failed over and lost the last writes).
+                reason = history.lost_reason(since, epoch)
+                self.tell_lost(ch, history.position, reason, rewound=True)
+                entries = []
             else:
                 # Too short: tell the members, then deliver what history still holds.
                 start = entries[0].offset - 1 if entries else history.position.offset

@@ -21,6 +21,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn_worker import UvicornWorker
 
 from app import drain
+from app.broker.redis_target import check_sentinel_master
 from app.config import Settings, settings_error_line
 from app.protocol import FAST_WRITE
 
@@ -246,13 +247,20 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def load_settings() -> Settings:
-    """Settings, or exit with a one-line explanation (status 2)."""
+def load_settings(overrides: dict[str, Any] | None = None, *, check_broker: bool = True) -> Settings:
+    """Settings, or exit with a one-line explanation (status 2). Also asks the Sentinels, if the
+    broker URL names some, whether they know its master: a typo there would look like an outage."""
     try:
-        return Settings()
+        settings = Settings(**(overrides or {}))
+        if check_broker:
+            check_sentinel_master(settings.broker_url)
     except ValidationError as exc:
         print(f"switchboard: {settings_error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ValueError as exc:
+        print(f"switchboard: SWITCHBOARD_BROKER_URL: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
 
 
 class Worker(UvicornWorker):
@@ -263,7 +271,7 @@ class Worker(UvicornWorker):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.CONFIG_KWARGS = server_options(load_settings())
+        self.CONFIG_KWARGS = server_options(load_settings(check_broker=False))  # the master checked it
         super().__init__(*args, **kwargs)
 
     async def _serve(self) -> None:

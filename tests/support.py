@@ -46,10 +46,11 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool = False, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.dir = workdir
         self.appendonly = appendonly
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,6 +64,7 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)]
         args += ["--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--loglevel", "warning"]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.client().ping(), 10, f"redis-server on {self.port}")
         return self

@@ -1,4 +1,4 @@
-"""``create_broker(url)``: the broker for a URL scheme (``memory://`` or ``redis://``)."""
+"""``create_broker(url)``: the broker for a URL scheme (``memory://``, ``redis://``, ``redis+sentinel://``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from app.broker.base import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.memory import MemoryBroker
+from app.broker.redis_target import SENTINEL_SCHEME, SERVER_SCHEMES, check_url
 
 __all__ = ["Broker", "BrokerUnavailable", "History", "HistoryOptions", "Position", "create_broker"]
 
@@ -21,10 +22,11 @@ def create_broker(
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker(history, idempotency_ttl=idempotency_ttl)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in (*SERVER_SCHEMES, SENTINEL_SCHEME):
         from app.broker.redis import RedisBroker
 
         return RedisBroker(
             url, max_connections=max_connections, name=name, history=history, idempotency_ttl=idempotency_ttl
         )
-    raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory:// or redis://")
+    check_url(url)  # raises, naming the schemes that work
+    raise AssertionError(scheme)

@@ -15,9 +15,10 @@ import contextlib
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
 from app.broker.base import BrokerUnavailable, EpochSource, HistoryOptions, Position
@@ -31,13 +32,10 @@ IDLE_CHECK = 30.0
 
 class Publisher:
     def __init__(
-        self, pool: BlockingConnectionPool, default: HistoryOptions, epochs: EpochSource, idempotency_ttl: float
+        self, pool: ConnectionPool, default: HistoryOptions, epochs: EpochSource, idempotency_ttl: float
     ) -> None:
         self._pool = pool
-        self._default = default
-        self._ttls = whole_seconds(default)
-        self._epochs = epochs
-        self._idempotency_ms = str(math.ceil(idempotency_ttl * 1000))
+        self._args = ScriptArgs(default, epochs, idempotency_ttl)
         self._outbox: list[_Publish] = []
         self._suspect = False  # the listener lost Redis meanwhile: check the connection first
         self._outbox_ready = asyncio.Event()
@@ -64,20 +62,11 @@ class Publisher:
         await self._pool.aclose()
 
     def _command(self, item: _Publish) -> tuple[Any, ...]:
-        opts, key = item.history, item.idempotency_key
-        if not opts.enabled:
-            envelope = pack(item.head, item.frame)
-            if key is None:
-                return ("PUBLISH", item.channel, envelope)
-            once = idempotency_key(item.channel, key)
-            return ("EVALSHA", self._publish_once_sha, 1, once, item.channel, envelope, self._idempotency_ms)
-        meta, stream = history_keys(item.channel)
-        ttl, meta_ttl = self._ttls if opts is self._default else whole_seconds(opts)
-        args = (self._epochs(), meta_ttl, item.channel, item.head, item.frame, opts.size, ttl)
-        if key is None:
-            return ("EVALSHA", self._publish_sha, 2, meta, stream, *args)
-        keys = (meta, stream, idempotency_key(item.channel, key))
-        return ("EVALSHA", self._publish_sha, 3, *keys, *args, self._idempotency_ms)
+        call = script_call(item.channel, item.head, item.frame, item.history, item.idempotency_key, self._args)
+        if call.script is None:
+            return ("PUBLISH", item.channel, call.args[0])
+        sha = self._publish_sha if call.script == PUBLISH_SCRIPT else self._publish_once_sha
+        return ("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
 
     async def run(self) -> None:
         """Send every waiting publish in one write on a dedicated connection, then read the replies.
@@ -156,6 +145,43 @@ class Publisher:
     def _fail(batch: list[_Publish], reason: str) -> None:
         for item in batch:
             item.fail(reason)
+
+
+class ScriptArgs:
+    """What every publish script call shares: the default history, epochs, the idempotency TTL."""
+
+    def __init__(self, default: HistoryOptions, epochs: EpochSource, idempotency_ttl: float) -> None:
+        self.default, self.ttls, self.epochs = default, whole_seconds(default), epochs
+        self.idempotency_ms = str(math.ceil(idempotency_ttl * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """``script`` (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT, or None for a bare publish of args[0])."""
+
+    script: str | None
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+def script_call(
+    channel: str, head: bytes, frame: bytes, opts: HistoryOptions, key: str | None, shared: ScriptArgs
+) -> ScriptCall:
+    """How one publish is sent: which script, with which keys (all in the channel's slot) and args.
+    The Redis Cluster broker sends the same calls through the sharded variants of the scripts."""
+    if not opts.enabled:
+        envelope = pack(head, frame)
+        if key is None:
+            return ScriptCall(None, (), (envelope,))
+        return ScriptCall(
+            PUBLISH_ONCE_SCRIPT, (idempotency_key(channel, key),), (channel, envelope, shared.idempotency_ms)
+        )
+    meta, stream = history_keys(channel)
+    ttl, meta_ttl = shared.ttls if opts is shared.default else whole_seconds(opts)
+    args = (shared.epochs(), meta_ttl, channel, head, frame, opts.size, ttl)
+    if key is None:
+        return ScriptCall(PUBLISH_SCRIPT, (meta, stream), args)
+    return ScriptCall(PUBLISH_SCRIPT, (meta, stream, idempotency_key(channel, key)), (*args, shared.idempotency_ms))
 
 
 def whole_seconds(opts: HistoryOptions) -> tuple[str, str]:

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -41,6 +41,7 @@ from app.broker.base import (
     Position,
 )
 from app.broker.publisher import Publisher
+from app.broker.redis_target import RedisTarget
 from app.broker.scripts import HISTORY_SCRIPT, history_keys
 from app.protocol import unpack
 
@@ -56,6 +57,12 @@ BACKOFF_CAP = 2.0
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, BrokerUnavailable)
 
 
+def brief(exc: BaseException) -> str:
+    """An error for a log line: redis-py's Sentinel errors embed the repr of every client tried."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 class RedisBroker:
     def __init__(
         self,
@@ -66,24 +73,25 @@ class RedisBroker:
         history: HistoryOptions | None = None,
         idempotency_ttl: float = 300.0,
     ) -> None:
-        self._url = url
+        self._target = RedisTarget(url)
         self.history_options = history or HistoryOptions()
         self._epochs = EpochSource()
         # Named connections make CLIENT LIST show which instance holds what.
         common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "client_name": f"sb-pub:{name}"}
-        # A BlockingConnectionPool waits for a free connection instead of failing when exhausted.
+        # A blocking pool waits for a free connection instead of failing when exhausted.
         # One retry on a fresh connection: after a Redis restart every pooled connection is stale,
         # and a join must not fail while readiness says the broker is up. Everything sent through
         # this pool (history reads, presence, user slots) may safely run twice.
         self.client = Redis(
-            connection_pool=BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=5.0, **common
-            ),
+            connection_pool=self._target.pool(max_connections=max_connections, **common),
             retry=Retry(NoBackoff(), 1),
         )
         # socket_timeout=None: the listener reads with its own timeout; a blocked read is not an error.
-        self._sub_client = Redis.from_url(
-            url, socket_connect_timeout=2.0, client_name=f"sb-sub:{name}", retry=Retry(NoBackoff(), 0)
+        self._sub_client = Redis(
+            connection_pool=self._target.pool(
+                max_connections=None, socket_connect_timeout=2.0, client_name=f"sb-sub:{name}"
+            ),
+            retry=Retry(NoBackoff(), 0),
         )
         self._pubsub: PubSub | None = None
         self._on_message: OnMessage | None = None
@@ -94,7 +102,7 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._publisher = Publisher(
-            BlockingConnectionPool.from_url(url, max_connections=1, **common),
+            self._target.pool(max_connections=1, **common),
             self.history_options,
             self._epochs,
             idempotency_ttl,
@@ -125,6 +133,7 @@ class RedisBroker:
         await self._drop_pubsub()
         await self.client.aclose()
         await self._sub_client.aclose()
+        await self._target.aclose()
 
     def healthy(self) -> bool:
         return self._connected.is_set()
@@ -190,9 +199,9 @@ class RedisBroker:
             except Exception as exc:  # The listener must never die: log, count, reconnect.
                 if self._connected.is_set():
                     metrics.BROKER_RECONNECTS.inc()
-                    log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
+                    log.warning("redis pub/sub connection lost (%s); reconnecting", brief(exc))
                 elif attempt == 0:
-                    log.warning("redis unreachable (%s); retrying", exc)
+                    log.warning("redis unreachable (%s); retrying", brief(exc))
                 if not isinstance(exc, _TRANSIENT):
                     log.exception("unexpected error in redis listener")
                 self._mark_down()

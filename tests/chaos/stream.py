@@ -28,6 +28,7 @@ class Subscriber:
     client: SwitchboardClient
     numbers: list[int] = field(default_factory=list)
     recovered: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[int] = field(default_factory=list)  # len(numbers) when each recovered frame came
     arrivals: dict[int, float] = field(default_factory=dict)
     # What happened on each connection, for the failure message: (instance, frame summary).
     events: list[str] = field(default_factory=list)
@@ -39,6 +40,7 @@ class Subscriber:
                 continue
             if frame.get("type") == "recovered":
                 self.recovered.append(frame)
+                self.marks.append(len(self.numbers))
                 last = self.numbers[-1] if self.numbers else None
                 self.events.append(f"{self.client.instance}: {frame} after n={last}")
             elif isinstance(frame.get("content"), dict) and "n" in frame["content"]:

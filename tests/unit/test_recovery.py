@@ -484,3 +484,20 @@ async def test_a_gap_after_a_channels_first_epoch_begins_is_fetched_not_skipped(
     await publish(hub, "x", 3)
     await wait_for(lambda: a.contents() == [1, 2, 3])
     assert a.recovered() == []
+
+
+async def test_a_head_that_went_back_after_a_failover_is_reported_and_then_followed() -> None:
+    broker = MemoryBroker()
+    hub = await hub_with(broker)
+    a = await joined(hub, "a", "x")
+    await publish(hub, "x", 1, 2, 3, 4, 5)
+    # A replica promoted without the last two writes: the same epoch, its head back at 3.
+    lost = broker._history["x"]
+    lost.offset = 3
+    for _ in range(2):
+        lost.entries.pop()
+    hub.on_reconnect()
+    await wait_for(lambda: a.recovered())
+    assert [(r["ok"], r["offset"], r["reason"]) for r in a.recovered()] == [(False, 3, "offset ahead of channel")]
+    await publish(hub, "x", 6)  # offset 4 again: delivered, not taken for a duplicate
+    assert a.contents() == [1, 2, 3, 4, 5, 6]
