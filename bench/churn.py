@@ -252,6 +252,14 @@ def write(results: dict[str, dict[str, Any]], args: argparse.Namespace, info: st
             f"p99 {f['replay_p99']:.0f} ms | p99 <= 1 s |",
             f"| handshakes refused (503, retried) | {f['refused']} | |",
             "",
+            "| setup | delivered | replay p99 |",
+            "| --- | --- | --- |",
+            "| default Socket.IO (public, 10k clients) | 84.55% | – |",
+            "| Socket.IO with connection state recovery (public, 10k clients) | 100% | 4.58 s |",
+            "| AnyCable (public, 10k clients) | 100% | 6.14 s |",
+            f"| Switchboard ({args.users} clients, this 2-core machine) | {f['delivered_pct']:.3f}% | "
+            f"{f['replay_p99'] / 1000:.2f} s |",
+            "",
         ]
     storms = [(name, found) for name, found in results.items() if name.startswith("storm")]
     if storms:
