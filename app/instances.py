@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import __version__, metrics
 from app.broker import BrokerUnavailable
+from app.broker.redis_target import RedisClient
 
 log = logging.getLogger("switchboard.instances")
 
@@ -50,7 +50,9 @@ return live
 
 
 class Instances:
-    def __init__(self, instance_id: str, connections: Callable[[], int], client: Redis | None, ttl: float) -> None:
+    def __init__(
+        self, instance_id: str, connections: Callable[[], int], client: RedisClient | None, ttl: float
+    ) -> None:
         self._id = instance_id
         self._connections = connections
         self._client = client

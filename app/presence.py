@@ -163,9 +163,8 @@ class MemoryPresence:
 
 
 def create_presence(broker: Broker, ttl: float) -> Presence:
-    from app.broker.redis import RedisBroker
+    from app.broker import redis_client
     from app.presence_redis import RedisPresence
 
-    if isinstance(broker, RedisBroker):
-        return RedisPresence(broker.client, ttl)
-    return MemoryPresence()
+    client = redis_client(broker)
+    return RedisPresence(client, ttl) if client is not None else MemoryPresence()

@@ -16,16 +16,24 @@ import asyncio
 import contextlib
 import logging
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics
 from app.broker import BrokerUnavailable
+from app.broker.redis_target import RedisClient
 from app.presence import Cursor, cut
 
 log = logging.getLogger("switchboard.presence")
 
 KEY_PREFIX = "switchboard:presence:"
+
+
+def key(channel: str) -> str:
+    """A channel's presence set, hash-tagged like its history: on Redis Cluster, one shard holds
+    everything about a channel."""
+    return f"{KEY_PREFIX}{{{channel}}}"
+
+
 INDEX = "switchboard:presence-channels"
 REFRESH_BATCH = 500
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
@@ -68,7 +76,7 @@ _TRANSIENT = (RedisError, OSError)
 
 
 class RedisPresence:
-    def __init__(self, client: Redis, ttl: float) -> None:
+    def __init__(self, client: RedisClient, ttl: float) -> None:
         self._client = client
         self._ttl = ttl
         self._touch = client.register_script(_TOUCH)
@@ -90,12 +98,12 @@ class RedisPresence:
         # Best effort: remove our members now rather than leaving them to the TTL.
         with contextlib.suppress(*_TRANSIENT):
             for channel, members in self._local.items():
-                await self._client.zrem(KEY_PREFIX + channel, *members)
+                await self._client.zrem(key(channel), *members)
         self._local.clear()
 
     async def join(self, channel: str, member: str) -> int:
         try:
-            count = int(await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl, member]))
+            count = int(await self._touch(keys=[key(channel)], args=[self._ttl, member]))
             await self._client.sadd(INDEX, channel)
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
@@ -110,19 +118,19 @@ class RedisPresence:
             if not members:
                 del self._local[channel]
         try:
-            return int(await self._remove(keys=[KEY_PREFIX + channel], args=[member]))
+            return int(await self._remove(keys=[key(channel)], args=[member]))
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
     async def count(self, channel: str) -> int:
         try:
-            return int(await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl]))
+            return int(await self._touch(keys=[key(channel)], args=[self._ttl]))
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
     async def members(self, channel: str) -> list[str]:
         try:
-            found = await self._list(keys=[KEY_PREFIX + channel])
+            found = await self._list(keys=[key(channel)])
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
         return [_text(m) for m in found]
@@ -130,7 +138,7 @@ class RedisPresence:
     async def page(self, channel: str, cursor: Cursor, limit: int) -> tuple[list[str], Cursor | None]:
         scan, skip = cursor
         try:
-            following, found = await self._page(keys=[KEY_PREFIX + channel], args=[scan, limit])
+            following, found = await self._page(keys=[key(channel)], args=[scan, limit])
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
         # ZSCAN may return more than asked (a small set comes whole): cut it, and come back for
@@ -143,7 +151,7 @@ class RedisPresence:
         try:
             async for raw in self._client.sscan_iter(INDEX, match=pattern, count=1000):
                 channel = _text(raw)
-                count = int(await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl]))
+                count = int(await self._touch(keys=[key(channel)], args=[self._ttl]))
                 if count:
                     found.append((channel, count))
                     if len(found) >= limit:
@@ -157,7 +165,7 @@ class RedisPresence:
         try:
             async for raw in self._client.sscan_iter(INDEX, count=1000):
                 channel = _text(raw)
-                gone, left = await self._sweep(keys=[KEY_PREFIX + channel])
+                gone, left = await self._sweep(keys=[key(channel)])
                 if gone:
                     swept.append((channel, [_text(m) for m in gone], int(left)))
                 if not int(left):
@@ -173,7 +181,7 @@ class RedisPresence:
                 for channel, members in tuple(self._local.items()):
                     batch = tuple(members)
                     for i in range(0, len(batch), REFRESH_BATCH):
-                        await self._touch(keys=[KEY_PREFIX + channel], args=[self._ttl, *batch[i : i + REFRESH_BATCH]])
+                        await self._touch(keys=[key(channel)], args=[self._ttl, *batch[i : i + REFRESH_BATCH]])
                     await self._client.sadd(INDEX, channel)
             except asyncio.CancelledError:
                 raise

@@ -11,8 +11,7 @@ from starlette.requests import HTTPConnection
 
 from app import __version__, drain, metrics
 from app.admission import HandshakeRate
-from app.broker import Broker, create_broker
-from app.broker.redis import RedisBroker
+from app.broker import Broker, create_broker, redis_client
 from app.config import Settings
 from app.hub import Hub
 from app.instances import Instances
@@ -46,7 +45,7 @@ class Services:
         )
         hub = Hub(broker, settings.namespaces)
         ttl = settings.presence_ttl
-        client = broker.client if isinstance(broker, RedisBroker) else None
+        client = redis_client(broker)
         return cls(
             settings=settings,
             broker=broker,
@@ -63,7 +62,7 @@ class Services:
         await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
         await self.users.start()
         await self.presence.start()
-        client = self.broker.client if isinstance(self.broker, RedisBroker) else None
+        client = redis_client(self.broker)
         sweeper = Sweeper(self.presence, self.hub, client, self.settings.instance_id)
         sampler = metrics.Sampler(ready=self.ready, broker_up=self.broker.healthy)
         for name, work in (("sweeper", sweeper.run()), ("instances", self.instances.run()), ("sampler", sampler.run())):

@@ -14,9 +14,9 @@ import asyncio
 import logging
 
 import orjson
-from redis.asyncio import Redis
 
 from app import metrics
+from app.broker.redis_target import RedisClient
 from app.hub import Hub
 from app.presence import Presence, member_name, parse_member
 from app.tutorial import is_tutorial, membership_notice
@@ -36,7 +36,7 @@ return 1
 
 
 class Sweeper:
-    def __init__(self, presence: Presence, hub: Hub, client: Redis | None, instance: str) -> None:
+    def __init__(self, presence: Presence, hub: Hub, client: RedisClient | None, instance: str) -> None:
         self._presence = presence
         self._hub = hub
         self._instance = instance

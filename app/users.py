@@ -18,11 +18,11 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics
-from app.broker import BrokerUnavailable
+from app.broker import Broker, BrokerUnavailable, redis_client
+from app.broker.redis_target import RedisClient
 from app.hub import NO_HISTORY, Hub
 from app.protocol import Outgoing, header
 
@@ -88,7 +88,7 @@ class MemorySlots:
 
 
 class RedisSlots:
-    def __init__(self, client: Redis, ttl: float) -> None:
+    def __init__(self, client: RedisClient, ttl: float) -> None:
         self._client = client
         self._ttl = ttl
         self._admit = client.register_script(_ADMIT)
@@ -109,12 +109,9 @@ class RedisSlots:
             await self._keep(keys=[SLOTS_PREFIX + user], args=[self._ttl, *clients])
 
 
-def create_slots(broker: object, ttl: float) -> Slots:
-    from app.broker.redis import RedisBroker
-
-    if isinstance(broker, RedisBroker):
-        return RedisSlots(broker.client, ttl)
-    return MemorySlots()
+def create_slots(broker: Broker, ttl: float) -> Slots:
+    client = redis_client(broker)
+    return RedisSlots(client, ttl) if client is not None else MemorySlots()
 
 
 class Users:

@@ -94,7 +94,7 @@ def replication(port: int) -> dict[str, str]:
 class ClusterSet:
     """A Redis Cluster of ``masters`` primaries, each with ``replicas`` replicas, on free ports."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1, extra: list[str] | None = None) -> None:
         self.dir = workdir
         self.masters, self.replicas = masters, replicas
         self.nodes: list[RedisServer] = []
@@ -107,6 +107,7 @@ class ClusterSet:
                 "--cluster-node-timeout", "2000",
                 "--cluster-port", str(bus),
                 "--repl-diskless-sync-delay", "0",
+                *(extra or []),
             ]  # fmt: skip
             self.nodes.append(node)
 

@@ -6,9 +6,15 @@ from urllib.parse import urlsplit
 
 from app.broker.base import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.memory import MemoryBroker
-from app.broker.redis_target import SENTINEL_SCHEME, SERVER_SCHEMES, check_url
+from app.broker.redis_target import CLUSTER_SCHEME, SENTINEL_SCHEME, SERVER_SCHEMES, RedisClient, check_url
 
-__all__ = ["Broker", "BrokerUnavailable", "History", "HistoryOptions", "Position", "create_broker"]
+__all__ = ["Broker", "BrokerUnavailable", "History", "HistoryOptions", "Position", "create_broker", "redis_client"]
+
+
+def redis_client(broker: Broker) -> RedisClient | None:
+    """The broker's Redis command client, if it has one (presence, user slots... live there too)."""
+    client = getattr(broker, "client", None)
+    return client if isinstance(client, RedisClient) else None
 
 
 def create_broker(
@@ -22,6 +28,12 @@ def create_broker(
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker(history, idempotency_ttl=idempotency_ttl)
+    if scheme == CLUSTER_SCHEME:
+        from app.broker.cluster import RedisClusterBroker
+
+        return RedisClusterBroker(
+            url, max_connections=max_connections, name=name, history=history, idempotency_ttl=idempotency_ttl
+        )
     if scheme in (*SERVER_SCHEMES, SENTINEL_SCHEME):
         from app.broker.redis import RedisBroker
 

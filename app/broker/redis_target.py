@@ -18,12 +18,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.asyncio import BlockingConnectionPool, ConnectionPool
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+# What presence, user slots, the instance registry and the sweeper run their scripts on.
+RedisClient = Redis | RedisCluster
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 SERVER_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -67,13 +71,31 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     return SentinelUrl(hosts, unquote(master), int(db or 0), unquote(user) or None, unquote(password) or None)
 
 
+def parse_cluster_url(url: str) -> list[tuple[str, int]]:
+    """``redis+cluster://h1:p1,h2:p2``: the nodes to start from. Raises ValueError."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    nodes = []
+    for part in filter(None, netloc.split(",")):
+        host, colon, port = part.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"cluster node {part!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    if not nodes:
+        raise ValueError("a redis+cluster:// URL needs at least one node host:port")
+    return nodes
+
+
 def check_url(url: str) -> None:
     """The broker URL's form, at start-up: raises ValueError with one readable line."""
     scheme = urlsplit(url).scheme
     if scheme == SENTINEL_SCHEME:
         parse_sentinel_url(url)
+    elif scheme == CLUSTER_SCHEME:
+        parse_cluster_url(url)
     elif scheme not in ("memory", *SERVER_SCHEMES):
-        raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory://, redis:// or redis+sentinel://")
+        raise ValueError(
+            f"unsupported broker URL scheme {scheme!r}; use memory://, redis://, redis+sentinel:// or redis+cluster://"
+        )
 
 
 def check_sentinel_master(url: str, timeout: float = 1.0) -> None:
