@@ -5,7 +5,7 @@
 * Every channel lives on the shard that owns its slot. Its history keys share the ``{channel}``
   hash tag, which hashes like the bare channel name, so the publish script's keys and its
   ``SPUBLISH`` land on that same shard: still one atomic step per message.
-* Each primary gets one ``_Shard``: one pub/sub connection and one reader task, ``SSUBSCRIBE``d to
+* Each primary gets one ``Shard`` (app/broker/shard.py): one pub/sub connection and one reader task, ``SSUBSCRIBE``d to
   the channels this process needs that live there (never one connection per socket or channel).
   A probe channel owned by the shard is ``SPUBLISH``ed every ``PROBE_INTERVAL``; silence for
   ``PROBE_DEADLINE`` means a dead connection, as in the single-server broker.
@@ -22,12 +22,9 @@ import contextlib
 import hashlib
 import logging
 import random
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
@@ -43,9 +40,10 @@ from app.broker.base import (
     Position,
 )
 from app.broker.publisher import ScriptArgs, script_call
-from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, PROBE_DEADLINE, PROBE_INTERVAL, SUBSCRIBE_TIMEOUT, brief
+from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, SUBSCRIBE_TIMEOUT, brief
 from app.broker.redis_target import parse_cluster_url
 from app.broker.scripts import HISTORY_SCRIPT, PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, history_keys
+from app.broker.shard import Shard
 from app.protocol import unpack
 
 log = logging.getLogger("switchboard.broker")
@@ -77,115 +75,6 @@ class _Cluster(RedisCluster):
         return _Script(self, script)
 
 
-class _Shard:
-    """One primary: one pub/sub connection, one reader task, the channels that live there."""
-
-    def __init__(self, broker: RedisClusterBroker, node: ClusterNode, probe: str) -> None:
-        self.broker, self.node, self.probe = broker, node, probe
-        self.channels: set[str] = set()
-        self.up = asyncio.Event()
-        self._pubsub: PubSub | None = None
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-        self.task = asyncio.create_task(self._run(), name=f"switchboard-shard:{node.name}")
-
-    def adopt(self, channel: str) -> None:
-        """Take a channel moved here: subscribed now if connected, or on (re)connect."""
-        self.channels.add(channel)
-        if self._pubsub is not None and self.up.is_set():
-            task = asyncio.create_task(self._pubsub.ssubscribe(channel))
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-    async def subscribe(self, channel: str) -> None:
-        """A join: raises BrokerUnavailable unless the shard confirms the subscription."""
-        if self._pubsub is None or not self.up.is_set():
-            raise BrokerUnavailable(f"shard {self.node.name} is down")
-        self.channels.add(channel)
-        confirmed = self._waiting.setdefault(channel, asyncio.get_running_loop().create_future())
-        try:
-            await self._pubsub.ssubscribe(channel)
-            await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT)
-        except _TRANSIENT as exc:
-            raise BrokerUnavailable(f"no subscribe confirmation for {channel!r}: {brief(exc)}") from None
-
-    async def unsubscribe(self, channel: str) -> None:
-        self.channels.discard(channel)
-        if self._pubsub is not None and self.up.is_set():
-            with contextlib.suppress(*_TRANSIENT):
-                await self._pubsub.sunsubscribe(channel)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            name = f"sb-sub:{self.broker.name}"
-            client = Redis(host=self.node.host, port=int(self.node.port), socket_connect_timeout=2.0, client_name=name)
-            try:
-                self._pubsub = client.pubsub()
-                # SSUBSCRIBE takes several channels only within one slot: one at a time.
-                for channel in (self.probe, *self.channels):
-                    await self._pubsub.ssubscribe(channel)
-                self.up.set()
-                attempt = 0
-                await self._read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # The reader must never die: log, count, re-map, retry.
-                if self.up.is_set():
-                    metrics.BROKER_RECONNECTS.inc()
-                    log.warning("shard %s pub/sub lost (%s); reconnecting", self.node.name, brief(exc))
-                if not isinstance(exc, _TRANSIENT):
-                    log.exception("unexpected error in shard reader %s", self.node.name)
-                self.up.clear()
-                self._fail_waiting(brief(exc))
-                self.broker.remap()
-                attempt += 1
-                await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
-            finally:
-                self.up.clear()
-                with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[union-attr]
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-
-    async def _read(self) -> None:
-        assert self._pubsub is not None
-        last_seen, next_probe = time.monotonic(), 0.0
-        self.broker.shard_connected()
-        while True:
-            message = await self._pubsub.get_message(timeout=PROBE_INTERVAL / 2)
-            now = time.monotonic()
-            if message is not None:
-                last_seen = now
-                self._handle(message)
-            if now >= next_probe:
-                next_probe = now + PROBE_INTERVAL
-                await asyncio.wait_for(self.broker.client.spublish(self.probe, b"probe"), PROBE_INTERVAL)
-            if now - last_seen > PROBE_DEADLINE:
-                raise BrokerUnavailable("shard pub/sub connection silent; probe not received")
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"].decode()
-        if kind == "smessage" and channel != self.probe:
-            self.broker.deliver(channel, message["data"])
-        elif kind == "ssubscribe":
-            waiter = self._waiting.pop(channel, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        elif kind == "sunsubscribe" and channel in self.channels:
-            # Pushed by the server: the slot moved (a failover, a migration). Find its new owner.
-            self.broker.remap()
-
-    def _fail_waiting(self, reason: str) -> None:
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(BrokerUnavailable(reason))
-        self._waiting.clear()
-
-
 class RedisClusterBroker:
     def __init__(
         self,
@@ -212,8 +101,8 @@ class RedisClusterBroker:
         self._scripts = {script: self.client.register_script(text) for script, text in SHARDED.items()}
         self._history = self.client.register_script(HISTORY_SCRIPT)
         self._spublish = self.client.register_script(SPUBLISH_SCRIPT)
-        self._shards: dict[str, _Shard] = {}
-        self._where: dict[str, _Shard] = {}
+        self._shards: dict[str, Shard] = {}
+        self._where: dict[str, Shard] = {}
         self._on_message: OnMessage | None = None
         self._on_reconnect: OnReconnect = lambda: None
         self._channels: ChannelSource = tuple
@@ -285,7 +174,7 @@ class RedisClusterBroker:
             await self._shards.pop(name).stop()
         for name, node in primaries.items():
             if name not in self._shards:
-                self._shards[name] = _Shard(self, node, self._probe_for(node))
+                self._shards[name] = Shard(self, node, self._probe_for(node))
             else:  # its slots may have changed: the next (re)connect uses a probe it owns now
                 self._shards[name].probe = self._probe_for(node)
         moved = False
