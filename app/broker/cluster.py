@@ -88,9 +88,12 @@ class RedisClusterBroker:
         self.name = name
         self.history_options = history or HistoryOptions()
         self._args = ScriptArgs(self.history_options, EpochSource(), idempotency_ttl)
-        nodes = [ClusterNode(host, port) for host, port in parse_cluster_url(url)]
+        target = parse_cluster_url(url)
+        self.credentials = {"username": target.username, "password": target.password}
         self.client = _Cluster(
-            startup_nodes=nodes,
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+            username=target.username,
+            password=target.password,
             max_connections=max_connections,
             socket_connect_timeout=2.0,
             socket_timeout=5.0,

@@ -37,6 +37,33 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 
 @dataclass(frozen=True)
+class Nodes:
+    """``scheme://[user:password@]h1:p1,h2:p2[/path]``, as Sentinel and Cluster URLs have it."""
+
+    hosts: list[tuple[str, int]]
+    path: str
+    username: str | None
+    password: str | None
+
+
+def parse_nodes(url: str, what: str) -> Nodes:
+    """Raises ValueError, naming what is wrong (never echoing a password)."""
+    rest = url.split("://", 1)[1]
+    credentials, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
+    netloc, _, path = rest.partition("/")
+    hosts = []
+    for part in filter(None, netloc.split(",")):
+        host, colon, port = part.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"{what} address {part!r} is not host:port")
+        hosts.append((host.strip("[]"), int(port)))
+    if not hosts:
+        raise ValueError(f"a {url.split('://', 1)[0]}:// URL needs at least one {what} host:port")
+    user, _, password = credentials.partition(":") if at else ("", "", "")
+    return Nodes(hosts, path.strip("/"), unquote(user) or None, unquote(password) or None)
+
+
+@dataclass(frozen=True)
 class SentinelUrl:
     hosts: list[tuple[str, int]]
     master: str
@@ -51,38 +78,18 @@ class SentinelUrl:
 
 def parse_sentinel_url(url: str) -> SentinelUrl:
     """Raises ValueError, naming what is wrong (never echoing a password)."""
-    rest = url.split("://", 1)[1]
-    credentials, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
-    netloc, _, path = rest.partition("/")
-    hosts = []
-    for part in filter(None, netloc.split(",")):
-        host, colon, port = part.rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"Sentinel address {part!r} is not host:port")
-        hosts.append((host.strip("[]"), int(port)))
-    if not hosts:
-        raise ValueError("a redis+sentinel:// URL needs at least one Sentinel host:port")
-    master, _, db = path.strip("/").partition("/")
+    nodes = parse_nodes(url, "Sentinel")
+    master, _, db = nodes.path.partition("/")
     if not master:
         raise ValueError("a redis+sentinel:// URL needs the master's name: redis+sentinel://h:26379/<name>/<db>")
     if db and not db.isdigit():
         raise ValueError(f"database {db!r} is not a number")
-    user, _, password = credentials.partition(":") if at else ("", "", "")
-    return SentinelUrl(hosts, unquote(master), int(db or 0), unquote(user) or None, unquote(password) or None)
+    return SentinelUrl(nodes.hosts, unquote(master), int(db or 0), nodes.username, nodes.password)
 
 
-def parse_cluster_url(url: str) -> list[tuple[str, int]]:
-    """``redis+cluster://h1:p1,h2:p2``: the nodes to start from. Raises ValueError."""
-    netloc = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-    nodes = []
-    for part in filter(None, netloc.split(",")):
-        host, colon, port = part.rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"cluster node {part!r} is not host:port")
-        nodes.append((host.strip("[]"), int(port)))
-    if not nodes:
-        raise ValueError("a redis+cluster:// URL needs at least one node host:port")
-    return nodes
+def parse_cluster_url(url: str) -> Nodes:
+    """``redis+cluster://[user:password@]h1:p1,h2:p2``: the nodes to start from."""
+    return parse_nodes(url, "cluster node")
 
 
 def check_url(url: str) -> None:

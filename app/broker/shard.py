@@ -34,6 +34,7 @@ class ShardOwner(Protocol):
     """What a shard needs from the cluster broker."""
 
     name: str
+    credentials: dict[str, str | None]  # the URL's username and password, for the reader's own connection
 
     @property
     def client(self) -> RedisCluster: ...
@@ -90,7 +91,14 @@ class Shard:
         attempt = 0
         while True:
             name = f"sb-sub:{self.broker.name}"
-            client = Redis(host=self.node.host, port=int(self.node.port), socket_connect_timeout=2.0, client_name=name)
+            client = Redis(
+                host=self.node.host,
+                port=int(self.node.port),
+                socket_connect_timeout=2.0,
+                client_name=name,
+                username=self.broker.credentials["username"],
+                password=self.broker.credentials["password"],
+            )
             try:
                 self._pubsub = client.pubsub()
                 # SSUBSCRIBE takes several channels only within one slot: one at a time.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.broker.redis_target import RedisTarget, check_url, parse_sentinel_url
+from app.broker.redis_target import RedisTarget, check_url, parse_cluster_url, parse_sentinel_url
 
 
 def test_a_sentinel_url_names_its_hosts_master_db_and_credentials() -> None:
@@ -34,3 +34,11 @@ def test_a_bad_broker_url_is_refused_with_a_reason(url: str, says: str) -> None:
 def test_a_password_never_reaches_the_description() -> None:
     assert RedisTarget("redis://:secret@h:6379/0").describe() == "h:6379/0"
     assert "secret" not in RedisTarget("redis+sentinel://:secret@h:1/m/0").describe()
+
+
+def test_a_cluster_url_names_its_nodes_and_credentials() -> None:
+    found = parse_cluster_url("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001")
+    assert found.hosts == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert (found.username, found.password) == (None, "pw")
+    with pytest.raises(ValueError, match="at least one cluster node"):
+        check_url("redis+cluster://")
