@@ -15,7 +15,7 @@ SCENARIO ?= mixed
 LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(SCENARIO).py)
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-delivery bench-api
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-delivery bench-api bench-cluster
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench: install deps ## Fan-out benchmark vs the ceiling and peers -> docs/benchm
 
 bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md (~1 min)
 	$(BIN)/python -m bench.server_api
+
+bench-cluster: install deps ## One Redis vs a 3-shard Redis Cluster: Redis CPU per shard, fan-out -> docs/benchmarks.md (~2 min)
+	$(BIN)/python -m bench.cluster
 
 bench-delivery: install deps ## History cost, crash recovery, churn and storms at scale -> docs/delivery.md (~12 min)
 	$(BIN)/python -m bench.delivery

@@ -25,6 +25,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
@@ -39,18 +40,16 @@ from app.broker.base import (
     OnReconnect,
     Position,
 )
-from app.broker.publisher import ScriptArgs, script_call
+from app.broker.publisher import Publisher, ScriptArgs, script_call
 from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, SUBSCRIBE_TIMEOUT, brief
 from app.broker.redis_target import parse_cluster_url
-from app.broker.scripts import HISTORY_SCRIPT, PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, history_keys
+from app.broker.scripts import HISTORY_SCRIPT, SHARDED_SCRIPTS, history_keys
 from app.broker.shard import Shard
 from app.protocol import unpack
 
 log = logging.getLogger("switchboard.broker")
 
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, BrokerUnavailable)
-# The same scripts, publishing to the channel's shard only (and no bare PUBLISH at all).
-SHARDED = {script: script.replace("'PUBLISH'", "'SPUBLISH'") for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT)}
 SPUBLISH_SCRIPT = "return redis.call('SPUBLISH', KEYS[1], ARGV[1])"  # KEYS[1]: the channel, to route it
 
 
@@ -59,18 +58,27 @@ class _Script:
     NOSCRIPT. (redis-py's own loads it with SCRIPT LOAD on every primary, which fails for all
     shards while one is down, and a promoted replica starts with an empty script cache.)"""
 
-    def __init__(self, client: RedisCluster, text: str) -> None:
+    def __init__(self, client: _Cluster, text: str) -> None:
         self.client, self.text = client, text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.client.eval(self.text, len(keys), *keys, *args)
+        async with self.client.slots:
+            try:
+                return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await self.client.eval(self.text, len(keys), *keys, *args)
 
 
 class _Cluster(RedisCluster):
+    """redis-py's cluster client fails a command when a node's pool is full (it cannot wait, as
+    the single-server BlockingConnectionPool does): scripts wait for one of ``slots`` instead,
+    fewer than any node's pool holds, so a burst of publishes queues rather than fails."""
+
+    def __init__(self, *args: Any, in_flight: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = asyncio.Semaphore(in_flight)
+
     def register_script(self, script: str) -> _Script:  # type: ignore[override]
         return _Script(self, script)
 
@@ -87,21 +95,23 @@ class RedisClusterBroker:
     ) -> None:
         self.name = name
         self.history_options = history or HistoryOptions()
-        self._args = ScriptArgs(self.history_options, EpochSource(), idempotency_ttl)
+        self._epochs, self._idempotency_ttl = EpochSource(), idempotency_ttl
+        self._args = ScriptArgs(self.history_options, self._epochs, idempotency_ttl)
         target = parse_cluster_url(url)
-        self.credentials = {"username": target.username, "password": target.password}
+        self.credentials: dict[str, str | None] = {"username": target.username, "password": target.password}
         self.client = _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
             username=target.username,
             password=target.password,
-            max_connections=max_connections,
+            in_flight=max_connections,
+            max_connections=max_connections + 16,  # per node; the rest for presence, probes...
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             client_name=f"sb-pub:{name}",
             # A shard lost for good must not take the others down: its slots fail, theirs work.
             require_full_coverage=False,
         )
-        self._scripts = {script: self.client.register_script(text) for script, text in SHARDED.items()}
+        self._scripts = {script: self.client.register_script(text) for script, text in SHARDED_SCRIPTS.items()}
         self._history = self.client.register_script(HISTORY_SCRIPT)
         self._spublish = self.client.register_script(SPUBLISH_SCRIPT)
         self._shards: dict[str, Shard] = {}
@@ -177,7 +187,7 @@ class RedisClusterBroker:
             await self._shards.pop(name).stop()
         for name, node in primaries.items():
             if name not in self._shards:
-                self._shards[name] = Shard(self, node, self._probe_for(node))
+                self._shards[name] = Shard(self, node, self._probe_for(node), self._publisher_for(node))
             else:  # its slots may have changed: the next (re)connect uses a probe it owns now
                 self._shards[name].probe = self._probe_for(node)
         moved = False
@@ -192,6 +202,20 @@ class RedisClusterBroker:
                 owner.adopt(channel)
         if moved:  # what was published while a channel moved is in history
             self._safe(self._on_reconnect)
+
+    def _publisher_for(self, node: ClusterNode) -> Publisher:
+        pool = BlockingConnectionPool(
+            host=node.host,
+            port=int(node.port),
+            max_connections=1,
+            timeout=5.0,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            client_name=f"sb-pub:{self.name}",
+            username=self.credentials["username"],
+            password=self.credentials["password"],
+        )
+        return Publisher(pool, self.history_options, self._epochs, self._idempotency_ttl, sharded=True)
 
     def _owner(self, key: str) -> str:
         node = self.client.get_node_from_key(key)
@@ -232,7 +256,16 @@ class RedisClusterBroker:
         history: HistoryOptions | None = None,
         idempotency_key: str | None = None,
     ) -> Position | None:
-        call = script_call(channel, head, frame, history or self.history_options, idempotency_key, self._args)
+        opts = history or self.history_options
+        shard = self._shards.get(self._owner(channel)) if self._mapped.is_set() else None
+        if shard is not None:
+            try:
+                return await shard.publisher.publish(channel, head, frame, opts, idempotency_key)
+            except BrokerUnavailable as exc:
+                if not str(exc).startswith(("MOVED", "ASK")):
+                    raise
+                self.remap()  # the slot moved: the script did not run, so sending it again is safe
+        call = script_call(channel, head, frame, opts, idempotency_key, self._args)
         try:
             if call.script is None:
                 await self._spublish(keys=[channel], args=list(call.args))

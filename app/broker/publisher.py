@@ -22,7 +22,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
 from app.broker.base import BrokerUnavailable, EpochSource, HistoryOptions, Position
-from app.broker.scripts import PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, history_keys, idempotency_key
+from app.broker.scripts import PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, SHARDED_SCRIPTS, history_keys, idempotency_key
 from app.protocol import pack
 
 # A connection idle for longer than this is PINGed before the next batch goes out on it: proxies
@@ -32,15 +32,24 @@ IDLE_CHECK = 30.0
 
 class Publisher:
     def __init__(
-        self, pool: ConnectionPool, default: HistoryOptions, epochs: EpochSource, idempotency_ttl: float
+        self,
+        pool: ConnectionPool,
+        default: HistoryOptions,
+        epochs: EpochSource,
+        idempotency_ttl: float,
+        *,
+        sharded: bool = False,
     ) -> None:
         self._pool = pool
         self._args = ScriptArgs(default, epochs, idempotency_ttl)
         self._outbox: list[_Publish] = []
         self._suspect = False  # the listener lost Redis meanwhile: check the connection first
         self._outbox_ready = asyncio.Event()
+        # Redis Cluster: each shard has its own publisher, which publishes with SPUBLISH.
+        self._bare = "SPUBLISH" if sharded else "PUBLISH"
+        self._texts = SHARDED_SCRIPTS if sharded else {s: s for s in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT)}
         # The shas EVALSHA names: the same for every connection, as SCRIPT LOAD computes them.
-        self._publish_sha, self._publish_once_sha = (_sha(script) for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT))
+        self._shas = {script: _sha(text) for script, text in self._texts.items()}
 
     async def publish(
         self, channel: str, head: bytes, frame: bytes, history: HistoryOptions, key: str | None
@@ -64,9 +73,8 @@ class Publisher:
     def _command(self, item: _Publish) -> tuple[Any, ...]:
         call = script_call(item.channel, item.head, item.frame, item.history, item.idempotency_key, self._args)
         if call.script is None:
-            return ("PUBLISH", item.channel, call.args[0])
-        sha = self._publish_sha if call.script == PUBLISH_SCRIPT else self._publish_once_sha
-        return ("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+            return (self._bare, item.channel, call.args[0])
+        return ("EVALSHA", self._shas[call.script], len(call.keys), *call.keys, *call.args)
 
     async def run(self) -> None:
         """Send every waiting publish in one write on a dedicated connection, then read the replies.
@@ -135,10 +143,9 @@ class Publisher:
                 await conn.disconnect()
             return None
 
-    @staticmethod
-    async def _load_scripts(conn: Any) -> None:
-        for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT):
-            await conn.send_command("SCRIPT", "LOAD", script)
+    async def _load_scripts(self, conn: Any) -> None:
+        for text in self._texts.values():
+            await conn.send_command("SCRIPT", "LOAD", text)
             await conn.read_response()
 
     @staticmethod

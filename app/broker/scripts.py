@@ -89,6 +89,13 @@ return {epoch, top, entries}
 """
 
 
+# Redis Cluster: the same scripts publishing to the channel's shard only (SPUBLISH, Redis 7+); the
+# channel hashes like its keys' {channel} tag, so the script stays within one slot.
+SHARDED_SCRIPTS = {
+    script: script.replace("'PUBLISH'", "'SPUBLISH'") for script in (PUBLISH_SCRIPT, PUBLISH_ONCE_SCRIPT)
+}
+
+
 def history_keys(channel: str) -> tuple[str, str]:
     return f"sb:{{{channel}}}:meta", f"sb:{{{channel}}}:history"
 
