@@ -156,6 +156,29 @@ class ClusterSet:
             client.close()
         raise AssertionError(f"no owner for slot of {channel}")
 
+    def migrate(self, channel: str, target: RedisServer) -> None:
+        """Move ``channel``'s slot, keys and all, to ``target`` (as ``redis-cli --cluster reshard``
+        does, one slot): IMPORTING/MIGRATING, MIGRATE the keys, then SETSLOT NODE everywhere."""
+        source = self.owner(channel)
+        src = redis.Redis(port=source.port, socket_timeout=5)
+        dst = redis.Redis(port=target.port, socket_timeout=5)
+        try:
+            slot = int(src.cluster("KEYSLOT", channel))
+            src_id, dst_id = src.cluster("MYID"), dst.cluster("MYID")
+            dst.cluster("SETSLOT", slot, "IMPORTING", src_id)
+            src.cluster("SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.cluster("GETKEYSINSLOT", slot, 100):
+                src.migrate("127.0.0.1", target.port, keys, 0, 5000)
+            for node in self.primaries():
+                client = redis.Redis(port=node.port, socket_timeout=5)
+                try:
+                    client.cluster("SETSLOT", slot, "NODE", dst_id)
+                finally:
+                    client.close()
+        finally:
+            src.close()
+            dst.close()
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop(signal.SIGKILL)

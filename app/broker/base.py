@@ -27,6 +27,10 @@ class BrokerUnavailable(Exception):
     """The broker cannot take this operation now; the caller tells its client and carries on."""
 
 
+class SlotMoved(BrokerUnavailable):
+    """Redis Cluster answered MOVED or ASK: the command did not run, so it may be sent again."""
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryOptions:
     """How much of each channel the broker keeps for recovery. ``size == 0`` switches history off."""

@@ -39,6 +39,7 @@ from app.broker.base import (
     OnMessage,
     OnReconnect,
     Position,
+    SlotMoved,
 )
 from app.broker.publisher import Publisher, ScriptArgs, script_call
 from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, SUBSCRIBE_TIMEOUT, brief
@@ -261,10 +262,8 @@ class RedisClusterBroker:
         if shard is not None:
             try:
                 return await shard.publisher.publish(channel, head, frame, opts, idempotency_key)
-            except BrokerUnavailable as exc:
-                if not str(exc).startswith(("MOVED", "ASK")):
-                    raise
-                self.remap()  # the slot moved: the script did not run, so sending it again is safe
+            except SlotMoved:
+                self.remap()  # the script did not run, so sending it again is safe
         call = script_call(channel, head, frame, opts, idempotency_key, self._args)
         try:
             if call.script is None:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import ConnectionPool
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
-from app.broker.base import BrokerUnavailable, EpochSource, HistoryOptions, Position
+from app.broker.base import BrokerUnavailable, EpochSource, HistoryOptions, Position, SlotMoved
 from app.broker.scripts import PUBLISH_ONCE_SCRIPT, PUBLISH_SCRIPT, SHARDED_SCRIPTS, history_keys, idempotency_key
 from app.protocol import pack
 
@@ -107,9 +107,11 @@ class Publisher:
                     try:
                         reply = await conn.read_response()
                     except ResponseError as exc:
-                        # The script did not run (NOSCRIPT after SCRIPT FLUSH, OOM...): refuse it.
+                        # The script did not run (NOSCRIPT after SCRIPT FLUSH, OOM, a moved slot):
+                        # refuse it.
                         reload = reload or isinstance(exc, NoScriptError)
-                        item.fail(str(exc))
+                        moved = isinstance(exc, MovedError | AskError)
+                        item.fail(str(exc), SlotMoved if moved else BrokerUnavailable)
                         continue
                     if not item.done.done():
                         offset = int(reply[0]) if isinstance(reply, list) else 0
@@ -211,9 +213,9 @@ class _Publish:
         self.channel, self.head, self.frame, self.done = channel, head, frame, done
         self.history, self.idempotency_key = history, idempotency_key
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, kind: type[BrokerUnavailable] = BrokerUnavailable) -> None:
         if not self.done.done():
-            self.done.set_exception(BrokerUnavailable(reason))
+            self.done.set_exception(kind(reason))
 
 
 def _sha(script: str) -> str:

@@ -19,7 +19,7 @@ from app.broker.scripts import history_keys, idempotency_key
 from app.presence_redis import key as presence_key
 from tests.chaos.stream import Subscriber, all_connected, close_all, eventually, report, subscribe, wait_for_numbers
 from tests.redis_ha import ClusterSet
-from tests.support import API_HEADERS, AppProcess, expect_close, recv_json, running, wait_until, ws_connect
+from tests.support import API_HEADERS, AppProcess, RedisServer, expect_close, recv_json, running, wait_until, ws_connect
 
 
 def channels_on_every_shard(cluster: ClusterSet, per_shard: int) -> dict[int, list[str]]:
@@ -39,6 +39,14 @@ def members(app: AppProcess, channel: str) -> int:
     response = httpx.get(f"{app.http}/api/presence/{channel}", headers=API_HEADERS, timeout=5)
     count: int = response.json()["members"]
     return count
+
+
+def shard_subscribers(node: RedisServer, channel: str) -> int:
+    client = redis.Redis(port=node.port, socket_timeout=2)
+    try:
+        return int(client.pubsub_shardnumsub(channel)[0][1])
+    finally:
+        client.close()
 
 
 def wait_joined(app: AppProcess, names: list[str], expected: int) -> None:
@@ -108,6 +116,37 @@ async def test_delivery_across_instances_on_channels_of_every_shard(plain_cluste
             finally:
                 client.close()
             assert sorted(readers) == ["sb-sub:a", "sb-sub:b"], (node.port, readers)
+
+
+@pytest.mark.timeout(180)
+async def test_a_slot_moved_mid_stream_moves_its_readers_without_loss(
+    plain_cluster: ClusterSet, tmp_path: Path
+) -> None:
+    env = {"SWITCHBOARD_BROKER_URL": plain_cluster.url}
+    apps = [AppProcess("m1", tmp_path, env), AppProcess("m2", tmp_path, env)]
+    name = "moving"
+    with running(*apps):
+        subs = [subscribe(f"{i}", apps[i % 2].ws(f"/ws/global/{name}")) for i in range(10)]
+        try:
+            await all_connected(subs)
+            wait_joined(apps[0], [name], 10)
+            published_at: dict[int, float] = {}
+            publisher = asyncio.create_task(stream(apps, [name], published_at))
+            await eventually(lambda: len(published_at) >= MESSAGES // 3, 60, "a third of the stream")
+            before = plain_cluster.owner(f"global:{name}")
+            target = next(n for n in plain_cluster.primaries() if n.port != before.port)
+            await asyncio.to_thread(plain_cluster.migrate, f"global:{name}", target)
+            refused = await publisher
+            expected = range(1, MESSAGES + 1)
+            await wait_for_numbers(subs, expected, 30)
+            report("a channel's slot migrated mid-stream", subs, expected, refused_publishes=refused)
+            assert plain_cluster.owner(f"global:{name}").port == target.port
+            # Each instance's reader followed the slot: subscribed on the new owner, not the old.
+            assert [shard_subscribers(node, f"global:{name}") for node in (before, target)] == [0, 2]
+        finally:
+            await close_all(subs)
+    for sub in subs:
+        assert sub.numbers == list(expected), sub.explain(expected)
 
 
 def test_an_instance_started_before_its_cluster_is_unready_until_it_appears(tmp_path: Path) -> None:
