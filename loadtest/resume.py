@@ -94,6 +94,7 @@ class ResumingUser(User):
         self.started = 0.0  # when the current connection attempt began
         self.dropped: float | None = None  # when the last connection was lost, until caught up
         self.runner: gevent.Greenlet | None = None
+        self.stopping = False
 
     # -- where to connect -------------------------------------------------------------------------
 
@@ -109,6 +110,8 @@ class ResumingUser(User):
         self.runner = gevent.spawn(self.hold)
 
     def on_stop(self) -> None:
+        # First: the reader must not take our own close for a drop, reconnect, and count it.
+        self.stopping = True
         if self.runner is not None:
             self.runner.kill(block=False)
         if self.ws is not None:
@@ -121,7 +124,7 @@ class ResumingUser(User):
     def hold(self) -> None:
         """Keep a connection: reconnect (resuming) whenever it is lost, until the user stops."""
         attempt, url = 0, self.first_url()
-        while True:
+        while not self.stopping:
             self.away()
             self.started = time.perf_counter()
             try:
@@ -136,6 +139,8 @@ class ResumingUser(User):
                 attempt = 0
                 self.read(self.ws)
                 self.ws = None
+                if self.stopping:
+                    return
                 if self.dropped is None:
                     self.dropped = time.perf_counter()
             url = self.next_url()
@@ -191,6 +196,8 @@ class ResumingUser(User):
         return None
 
     def on_frame(self, frame: dict[str, Any]) -> None:
+        if self.stopping:
+            return
         if frame.get("type") == "recovered":
             now = time.perf_counter()
             fire("replay", (now - self.started) * 1000, None if frame["ok"] else f"history lost: {frame}")
