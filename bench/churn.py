@@ -116,7 +116,8 @@ def run(scenario: str, users: int, seconds: int, processes: int, env: dict[str, 
         try:
             summary = where / "summary"
             command = [str(BIN / "locust"), "-f", str(ROOT / "loadtest" / f"{scenario.split('-')[0]}.py")]
-            command += ["--headless", "-u", str(users), "-r", str(min(users, 1000)), "-t", f"{seconds}s"]
+            rate = env.get("SPAWN_RATE", str(min(users, 1000)))
+            command += ["--headless", "-u", str(users), "-r", rate, "-t", f"{seconds}s"]
             command += ["--host", f"http://127.0.0.1:{port}", "--only-summary", "--json-file", str(summary)]
             command += ["--csv", str(where / "locust"), "--csv-full-history"]
             command += ["--processes", str(processes)] if processes > 1 else []
@@ -304,11 +305,17 @@ def main(args: argparse.Namespace) -> None:
             {"STORM_MODE": "kill", "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "1000000"},
         ),
         (
+            # Spawned at 200/s and settled for 30 s: the limit applies to the first connections too.
             "storm-kill-250",
             "SIGKILL, admission 250/s per instance",
             args.storm_users,
-            60,
-            {"STORM_MODE": "kill", "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "250"},
+            90,
+            {
+                "STORM_MODE": "kill",
+                "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "250",
+                "SPAWN_RATE": "200",
+                "STORM_SETTLE": "30",
+            },
         ),
         ("storm-rolling", "rolling SIGTERM drain of all 3", args.storm_users, 90, {"STORM_MODE": "rolling"}),
     ]

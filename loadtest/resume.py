@@ -123,7 +123,7 @@ class ResumingUser(User):
 
     def hold(self) -> None:
         """Keep a connection: reconnect (resuming) whenever it is lost, until the user stops."""
-        attempt, url = 0, self.first_url()
+        attempt, url, connected = 0, self.first_url(), False
         while not self.stopping:
             self.away()
             self.started = time.perf_counter()
@@ -136,14 +136,15 @@ class ResumingUser(User):
             except Exception:
                 attempt += 1
             else:
-                attempt = 0
+                attempt, connected = 0, True
                 self.read(self.ws)
                 self.ws = None
                 if self.stopping:
                     return
                 if self.dropped is None:
                     self.dropped = time.perf_counter()
-            url = self.next_url()
+            if connected:  # until the first connection, keep trying where the scenario starts
+                url = self.next_url()
             # Full jitter, as the package's clients do: a fleet must not come back in lockstep.
             gevent.sleep(random.uniform(0, min(5.0, 0.25 * 2**attempt)))
 
