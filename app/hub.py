@@ -283,7 +283,7 @@ class Hub:
                 delivered += sub.conn.offer(wrapped)
             elif sub.conn.offer(out):
                 delivered += 1
-        if offset:
+        if offset and ch.recovering:  # almost always empty: nothing to do per message
             limit = max(1, ch.options.history.size)
             for sub in ch.recovering.values():
                 sub.hold(env, limit)

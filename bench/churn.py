@@ -31,6 +31,7 @@ import httpx
 import matplotlib
 
 from bench.run import BIN, ROOT, cpu_seconds, free_port
+from loadtest.stats import percentile
 
 matplotlib.use("Agg")
 import contextlib
@@ -141,18 +142,6 @@ def run(scenario: str, users: int, seconds: int, processes: int, env: dict[str, 
             sampler.join()
             subprocess.run([*CLUSTER, "down", "--dir", str(where)], check=False, capture_output=True)
     return {"stats": stats, "samples": sampler.rows, "events": events, "completions": done}
-
-
-def percentile(row: dict[str, Any] | None, q: float) -> float:
-    if not row or not row["num_requests"]:
-        return float("nan")
-    times = sorted((float(ms), count) for ms, count in row["response_times"].items())
-    wanted, seen = q * row["num_requests"], 0
-    for ms, count in times:
-        seen += count
-        if seen >= wanted:
-            return ms
-    return float(row["max_response_time"])
 
 
 def figures(found: dict[str, Any]) -> dict[str, Any]:

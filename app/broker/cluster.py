@@ -164,8 +164,9 @@ class RedisClusterBroker:
         while True:
             try:
                 self._remap.clear()
-                await self.client.initialize() if not self._mapped.is_set() else None
-                await self.client.nodes_manager.initialize()
+                if not self._mapped.is_set():
+                    await self.client.initialize()  # nodes and command table; a no-op once done
+                await self.client.nodes_manager.initialize()  # the slot map as it is now
                 await self._place()
                 self._mapped.set()
                 attempt = 0

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from app.client import SwitchboardClient
-from tests.support import API_HEADERS
+from tests.support import API_HEADERS, AppProcess
 
 
 @dataclass
@@ -142,8 +142,53 @@ class Publisher:
 
 def catch_up_seconds(subs: list[Subscriber], pub: Publisher, since: float) -> float:
     """From ``since`` until every subscriber had the first message published after it."""
-    first = min(n for n, t in pub.published_at.items() if t > since)
-    return max(s.arrivals[first] for s in subs) - since
+    return max(arrivals_after(subs, pub.published_at, since))
+
+
+def arrivals_after(subs: list[Subscriber], published_at: dict[int, float], since: float) -> list[float]:
+    """Per subscriber that got it: seconds from ``since`` to the first message published after it."""
+    first = min(n for n, t in published_at.items() if t > since)
+    return [s.arrivals[first] - since for s in subs if first in s.arrivals]
+
+
+async def publish_keyed(
+    apps: list[AppProcess], channels: list[str], numbers: range, rate: float, published_at: dict[int, float]
+) -> int:
+    """Each number to every channel by the server API, alternating instances, each with its own
+    idempotency key, so that a retry after a 503 (outcome unknown, in a failover) is safe. Retries
+    for up to 30 s, never longer; returns how many attempts were refused."""
+    refused = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with httpx.AsyncClient(timeout=5, headers=API_HEADERS) as http:
+        for i, n in enumerate(numbers):
+            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))  # pacing, not waiting
+            for channel in channels:
+                body = {"channel": channel, "data": {"n": n}, "idempotency_key": f"{channel}-{n}"}
+                deadline = loop.time() + 30
+                while True:
+                    try:
+                        response = await http.post(f"{apps[n % 2].http}/api/v1/publish", json=body)
+                        if response.status_code == 200:
+                            break
+                        assert response.status_code == 503, response.text  # the usual refusal, never a hang
+                    except httpx.TransportError:
+                        pass
+                    refused += 1
+                    assert loop.time() < deadline, f"{channel} {n} refused for 30 s"
+                    await asyncio.sleep(0.05)
+            published_at[n] = time.monotonic()
+    return refused
+
+
+def assert_whole_or_told(sub: Subscriber, expected: range) -> None:
+    """Every message once and in order; or told (``ok:false``) what was lost, and in order after."""
+    told = [mark for mark, r in zip(sub.marks, sub.recovered, strict=True) if not r["ok"]]
+    if not told:
+        assert sub.numbers == list(expected), sub.explain(expected)
+    else:
+        after = sub.numbers[told[-1] :]
+        assert after == sorted(set(after)), sub.explain(expected)
 
 
 def report(title: str, subs: list[Subscriber], expected: range, **extra: object) -> dict[str, int]:

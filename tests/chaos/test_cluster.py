@@ -17,9 +17,24 @@ import redis
 
 from app.broker.scripts import history_keys, idempotency_key
 from app.presence_redis import key as presence_key
-from tests.chaos.stream import Subscriber, all_connected, close_all, eventually, report, subscribe, wait_for_numbers
+from tests.chaos.stream import (
+    Subscriber,
+    all_connected,
+    arrivals_after,
+    assert_whole_or_told,
+    close_all,
+    eventually,
+    publish_keyed,
+    report,
+    subscribe,
+    wait_for_numbers,
+)
 from tests.redis_ha import ClusterSet
 from tests.support import API_HEADERS, AppProcess, RedisServer, expect_close, recv_json, running, wait_until, ws_connect
+
+MESSAGES = 300
+EXPECTED = range(1, MESSAGES + 1)
+RATE = 30.0  # 10 s of stream; a replica takes over in about 4 s
 
 
 def channels_on_every_shard(cluster: ClusterSet, per_shard: int) -> dict[int, list[str]]:
@@ -131,13 +146,13 @@ async def test_a_slot_moved_mid_stream_moves_its_readers_without_loss(
             await all_connected(subs)
             wait_joined(apps[0], [name], 10)
             published_at: dict[int, float] = {}
-            publisher = asyncio.create_task(stream(apps, [name], published_at))
+            publisher = asyncio.create_task(publish_keyed(apps, [f"global:{name}"], EXPECTED, RATE, published_at))
             await eventually(lambda: len(published_at) >= MESSAGES // 3, 60, "a third of the stream")
             before = plain_cluster.owner(f"global:{name}")
             target = next(n for n in plain_cluster.primaries() if n.port != before.port)
             await asyncio.to_thread(plain_cluster.migrate, f"global:{name}", target)
             refused = await publisher
-            expected = range(1, MESSAGES + 1)
+            expected = EXPECTED
             await wait_for_numbers(subs, expected, 30)
             report("a channel's slot migrated mid-stream", subs, expected, refused_publishes=refused)
             assert plain_cluster.owner(f"global:{name}").port == target.port
@@ -184,37 +199,6 @@ async def test_a_shard_lost_for_good_fails_only_its_own_channels(tmp_path: Path)
         cluster.stop()
 
 
-MESSAGES = 300
-RATE = 30.0  # 10 s of stream; a replica takes over in about 4 s
-
-
-async def stream(apps: list[AppProcess], names: list[str], published_at: dict[int, float]) -> int:
-    """n = 1..MESSAGES, each to every channel, with an idempotency key: retries after the kill are
-    safe. Returns how many attempts were refused."""
-    refused = 0
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    async with httpx.AsyncClient(timeout=5, headers=API_HEADERS) as http:
-        for n in range(1, MESSAGES + 1):
-            await asyncio.sleep(max(0.0, start + n / RATE - loop.time()))  # pacing, not waiting
-            for name in names:
-                body = {"channel": f"global:{name}", "data": {"n": n}, "idempotency_key": f"{name}-{n}"}
-                deadline = loop.time() + 30
-                while True:
-                    try:
-                        response = await http.post(f"{apps[n % 2].http}/api/v1/publish", json=body)
-                        if response.status_code == 200:
-                            break
-                        assert response.status_code == 503, response.text  # refused, never a hang
-                    except httpx.TransportError:
-                        pass
-                    refused += 1
-                    assert loop.time() < deadline, f"{name} {n} refused for 30 s"
-                    await asyncio.sleep(0.05)
-            published_at[n] = time.monotonic()
-    return refused
-
-
 @pytest.mark.timeout(240)
 async def test_a_primary_killed_mid_stream_fails_over_without_silent_loss(tmp_path: Path) -> None:
     cluster = ClusterSet(tmp_path / "ha", replicas=1).start()
@@ -232,17 +216,17 @@ async def test_a_primary_killed_mid_stream_fails_over_without_silent_loss(tmp_pa
                 await all_connected(subs)
                 wait_joined(apps[0], names, 8)
                 published_at: dict[int, float] = {}
-                publisher = asyncio.create_task(stream(apps, names, published_at))
+                channels = [f"global:{name}" for name in names]
+                publisher = asyncio.create_task(publish_keyed(apps, channels, EXPECTED, RATE, published_at))
                 await eventually(lambda: len(published_at) >= MESSAGES // 3, 60, "a third of the stream")
                 victim = next(n for n in cluster.nodes if n.port == victim_port)
                 killed_at = time.monotonic()
                 victim.stop(9)
                 refused = await publisher
-                expected = range(1, MESSAGES + 1)
+                expected = EXPECTED
                 await wait_for_numbers(subs, expected, 30)
-                first_after = min(n for n, t in published_at.items() if t > killed_at)
                 on_victim = [s for s in subs if s.name.endswith(victim_channel)]
-                arrivals = [s.arrivals[first_after] - killed_at for s in on_victim if first_after in s.arrivals]
+                arrivals = arrivals_after(on_victim, published_at, killed_at)
                 counts = report(
                     "Redis Cluster primary SIGKILLed",
                     subs,
@@ -257,10 +241,5 @@ async def test_a_primary_killed_mid_stream_fails_over_without_silent_loss(tmp_pa
     finally:
         cluster.stop()
     for sub in subs:
-        told = [mark for mark, r in zip(sub.marks, sub.recovered, strict=True) if not r["ok"]]
-        if not told:
-            assert sub.numbers == list(expected), sub.explain(expected)
-        else:  # told what was lost; what followed the last notice is in order, each once
-            after = sub.numbers[told[-1] :]
-            assert after == sorted(set(after)), sub.explain(expected)
+        assert_whole_or_told(sub, expected)
     assert counts["subscribers"] == len(subs)

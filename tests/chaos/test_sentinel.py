@@ -14,44 +14,28 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.chaos.stream import all_connected, close_all, eventually, report, subscribe, wait_for_numbers
+from tests.chaos.stream import (
+    all_connected,
+    arrivals_after,
+    assert_whole_or_told,
+    close_all,
+    eventually,
+    publish_keyed,
+    report,
+    subscribe,
+    wait_for_numbers,
+)
 from tests.redis_ha import MASTER_NAME, SentinelSet
 from tests.support import API_HEADERS, TEST_SECRET, AppProcess, running, wait_until
 
 SUBSCRIBERS = 40
 MESSAGES = 400
 RATE = 40.0  # 10 s of stream; the failover takes 3-5 s of it
-
-
-async def publish(apps: list[AppProcess], numbers: range, published_at: dict[int, float]) -> int:
-    """Each message until acknowledged, alternating instances; returns how many attempts failed."""
-    failed = 0
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    async with httpx.AsyncClient(timeout=5, headers=API_HEADERS) as http:
-        for i, n in enumerate(numbers):
-            await asyncio.sleep(max(0.0, start + i / RATE - loop.time()))  # pacing, not waiting
-            body = {"channel": "global:ha", "data": {"n": n}, "idempotency_key": f"n{n}"}
-            deadline = loop.time() + 30
-            while True:
-                try:
-                    response = await http.post(f"{apps[n % 2].http}/api/v1/publish", json=body)
-                    if response.status_code == 200:
-                        break
-                    assert response.status_code == 503, response.text  # the usual refusal, never a hang
-                except httpx.TransportError:
-                    pass
-                failed += 1
-                assert loop.time() < deadline, f"message {n} refused for 30 s"
-                await asyncio.sleep(0.05)
-            published_at[n] = time.monotonic()
-    return failed
 
 
 def test_an_unknown_master_name_is_refused_at_start_with_one_line(tmp_path: Path) -> None:
@@ -93,7 +77,7 @@ async def test_a_master_killed_mid_stream_fails_over_without_silent_loss(tmp_pat
                 )
                 expected = range(1, MESSAGES + 1)
                 published_at: dict[int, float] = {}
-                stream = asyncio.create_task(publish(apps, expected, published_at))
+                stream = asyncio.create_task(publish_keyed(apps, ["global:ha"], expected, RATE, published_at))
                 await eventually(lambda: len(published_at) >= MESSAGES // 3, 60, "a third of the stream")
                 old_master = ha.master_port()
                 killed_at = ha.kill_master()
@@ -104,8 +88,7 @@ async def test_a_master_killed_mid_stream_fails_over_without_silent_loss(tmp_pat
                     await asyncio.sleep(0.1)
                 refused = await stream
                 await wait_for_numbers(subs, expected, 30)
-                first_after = min(n for n, t in published_at.items() if t > killed_at)
-                delivered = [s.arrivals[first_after] - killed_at for s in subs if first_after in s.arrivals]
+                delivered = arrivals_after(subs, published_at, killed_at)
                 counts = report(
                     "Sentinel failover (master SIGKILLed)",
                     subs,
@@ -123,12 +106,7 @@ async def test_a_master_killed_mid_stream_fails_over_without_silent_loss(tmp_pat
     finally:
         ha.stop()
     for sub in subs:
-        told = [mark for mark, r in zip(sub.marks, sub.recovered, strict=True) if not r["ok"]]
-        if not told:
-            assert sub.numbers == list(expected), sub.explain(expected)
-        else:  # told what was lost; what followed the last notice is in order, each once
-            after = sub.numbers[told[-1] :]
-            assert after == sorted(set(after)), sub.explain(expected)
+        assert_whole_or_told(sub, expected)
     assert counts["subscribers"] == SUBSCRIBERS
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtest.stats import percentile
 from tests.support import ROOT, free_port
 
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -49,17 +50,6 @@ def locust(scenario: str, cluster: tuple[Path, int], users: int, seconds: int, *
     stats = {row["name"]: row for row in json.loads(summary.with_suffix(".json").read_text())}
     assert stats, result.stderr[-3000:]
     return stats
-
-
-def percentile(row: dict[str, Any], q: float) -> float:
-    """From Locust's response-time histogram (milliseconds, rounded as Locust rounds them)."""
-    times = sorted((float(ms), count) for ms, count in row["response_times"].items())
-    wanted, seen = q * row["num_requests"], 0
-    for ms, count in times:
-        seen += count
-        if seen >= wanted:
-            return ms
-    return float(row["max_response_time"])
 
 
 def summary(title: str, stats: dict[str, Any], *names: str) -> None:
