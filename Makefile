@@ -15,7 +15,7 @@ SCENARIO ?= mixed
 LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(SCENARIO).py)
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-delivery bench-api bench-cluster
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -74,8 +74,13 @@ loadtest: install deps ## Locust vs `make cluster` (started if not running); SCE
 	if [ $$started = 1 ]; then $(BIN)/python scripts/cluster.py down; fi; \
 	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
-bench: install deps ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)
+bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)
 	$(BIN)/python -m bench.run
+
+bench-peers: ## npm ci the Node peers from bench/peers/package-lock.json (skipped with a note without npm)
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error; \
+	else echo "note: npm not found; make bench will skip the Node peers"; fi
 
 bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md (~1 min)
 	$(BIN)/python -m bench.server_api

@@ -17,12 +17,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["switchboard", "ceiling", "tutorial", "socketio"]
+ORDER = ["switchboard", "ceiling", "node-ws", "node-socketio", "tutorial", "socketio"]
 LABELS = {
     "switchboard": "Switchboard",
     "ceiling": "websockets broadcast()",
+    "node-ws": "Node ws + Redis",
+    "node-socketio": "Node socket.io + redis-adapter",
     "tutorial": "tutorial pattern",
     "socketio": "python-socketio",
+}
+
+COLORS = {
+    "switchboard": "#2563eb",
+    "ceiling": "#64748b",
+    "node-ws": "#16a34a",
+    "node-socketio": "#86efac",
+    "tutorial": "#94a3b8",
+    "socketio": "#cbd5e1",
 }
 
 
@@ -156,7 +167,7 @@ def charts(grouped: dict[str, dict[str, list[dict[str, Any]]]], docs: Path) -> l
         for ax, scenario in zip(axes[0], scenarios, strict=True):
             servers = [s for s in ORDER if s in grouped[scenario]]
             values = [mean(grouped[scenario][s], "per_cpu_second") for s in servers]
-            bars = ax.bar([LABELS[s] for s in servers], values, color=["#2563eb", "#64748b", "#94a3b8", "#cbd5e1"])
+            bars = ax.bar([LABELS[s] for s in servers], values, color=[COLORS[s] for s in servers])
             ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
             ax.set_title({"fanout": "1 channel x 1000 subscribers", "rooms": "100 rooms x 10 subscribers"}[scenario])
             ax.set_ylabel("deliveries per server CPU-second")

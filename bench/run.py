@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from bench.wsclient import Client, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+PEERS = ROOT / "bench" / "peers"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 PAD = "x" * 60  # with seq and timestamp: about 100 bytes of content
@@ -67,6 +69,9 @@ class Server:
             return [*cmd, "--broker-url", redis_url], env
         if self.name == "ceiling":
             return [str(BIN / "python"), "-m", "bench.servers.ceiling", "--port", str(port)], {}
+        if self.name.startswith("node-"):
+            script = PEERS / {"node-ws": "ws_server.js", "node-socketio": "socketio_server.js"}[self.name]
+            return ["node", str(script), "--port", str(port)], {"REDIS_URL": redis_url}
         module = {"tutorial": "bench.servers.tutorial:app", "socketio": "bench.servers.socketio_server:app"}[self.name]
         cmd = [str(BIN / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         return cmd, {"REDIS_URL": redis_url}
@@ -77,7 +82,20 @@ SERVERS = {
     "ceiling": Server("ceiling", "websockets broadcast() (1 process, no Redis)", "plain", 1, False),
     "tutorial": Server("tutorial", "tutorial pattern (2 instances + Redis)", "plain", 2, True),
     "socketio": Server("socketio", "python-socketio + AsyncRedisManager (2 instances)", "socketio", 2, True),
+    "node-ws": Server("node-ws", "Node ws + Redis, one subscriber per process (2 instances)", "plain", 2, True),
+    "node-socketio": Server(
+        "node-socketio", "Node socket.io 4 + @socket.io/redis-adapter (2 instances)", "socketio", 2, True
+    ),
 }
+
+
+def node_missing() -> str | None:
+    """Why the Node peers cannot run here, or None: they need ``node`` and ``npm ci`` in bench/peers."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (PEERS / "node_modules").is_dir():
+        return "bench/peers/node_modules is missing (make bench runs npm ci there)"
+    return None
 
 
 def free_port() -> int:
@@ -388,6 +406,9 @@ async def main(args: argparse.Namespace) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     servers = [SERVERS[name] for name in args.servers.split(",")]
+    if (why := node_missing()) and any(s.name.startswith("node-") for s in servers):
+        print(f"note: skipping the Node peers: {why}", flush=True)
+        servers = [s for s in servers if not s.name.startswith("node-")]
     plan = [
         (s, sc, rep)
         for sc in args.scenarios.split(",")
@@ -429,7 +450,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="switchboard,ceiling,tutorial,socketio")
+    parser.add_argument("--servers", default="switchboard,ceiling,node-ws,node-socketio,tutorial,socketio")
     parser.add_argument("--scenarios", default="fanout,rooms,multiplex,idle")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--subscribers", type=int, default=1000)
