@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # Handshakes per second per instance (a reconnect storm); beyond it, HTTP 503 + Retry-After.
     max_handshakes_per_second: float = 1000.0
     presence_ttl: float = 30.0
+    # Allocations between young garbage collections (CPython: 700; 0 keeps CPython's). app/gc_tuning.py
+    gc_threshold: int = Field(default=20000, ge=0)
     # Channel history for recovery (docs/delivery.md): messages kept per channel (0 = off), how
     # long they live after the channel's last publish, and how long its epoch and offset live.
     history_size: int = 1000

@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -72,16 +71,52 @@ def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
 
 
 class Connection:
+    # Slots: one of these per open socket, and a dict of this many attributes is about 1 KB.
+    __slots__ = (
+        "_aborted",
+        "_base_limit",
+        "_burst",
+        "_closing",
+        "_emptied",
+        "_fast",
+        "_heartbeat",
+        "_last_refill",
+        "_max_bytes",
+        "_peer_gone",
+        "_pong",
+        "_queue",
+        "_queue_limit",
+        "_rate",
+        "_receive",
+        "_received",
+        "_send",
+        "_strikes",
+        "_task",
+        "_tokens",
+        "_wakeup",
+        "_write_timeout",
+        "_writer",
+        "channels",
+        "close_code",
+        "endpoint",
+        "id",
+        "on_limited",
+        "websocket",
+    )
+
     def __init__(self, websocket: WebSocket, endpoint: str, settings: Settings) -> None:
         self.id = secrets.token_hex(8)
         self.endpoint = endpoint
         self.websocket = websocket
         self.channels: set[str] = set()
         self.close_code: int | None = None
+        # How a frame dropped by the rate limiter is answered; the default is an error frame.
+        self.on_limited: Callable[[str], None] = self._tell_limited
         self._send = websocket._send
         self._receive = websocket._receive
         self._fast: FastWriter | None = websocket.scope.get("extensions", {}).get(FAST_WRITE)
-        self._queue: deque[Outgoing | Close] = deque()
+        # A list, not a deque: an empty deque is 760 bytes, and most sockets never queue a frame.
+        self._queue: list[Outgoing | Close] = []
         self._queue_limit = self._base_limit = settings.send_queue_size
         # Created on first need: most sockets never queue a frame or run a heartbeat.
         self._wakeup: asyncio.Event | None = None
@@ -185,7 +220,7 @@ class Connection:
                     continue
                 head = queue[0]
                 if isinstance(head, Close) or fast is None:
-                    queue.popleft()
+                    del queue[0]
                     await self._send(head.message)
                     if isinstance(head, Close):
                         return
@@ -197,10 +232,12 @@ class Connection:
                 except TimeoutError:
                     self._stalled(fast)
                     return
-                frames = []
-                while queue and not isinstance(queue[0], Close):
-                    frames.append(queue.popleft().frame)  # type: ignore[union-attr]
-                if not fast.try_write(b"".join(frames)):
+                count = 0
+                while count < len(queue) and not isinstance(queue[count], Close):
+                    count += 1
+                frames = b"".join(out.frame for out in queue[:count])  # type: ignore[union-attr]
+                del queue[:count]
+                if not fast.try_write(frames):
                     raise ConnectionError("socket closed while frames were queued")
         except asyncio.CancelledError:
             raise
@@ -269,7 +306,7 @@ class Connection:
             self._received.inc()
             if self._allow():
                 return text
-            self.limited(text)
+            self.on_limited(text)
         return None
 
     async def receive_object(self) -> dict[str, Any] | None:
@@ -281,8 +318,8 @@ class Connection:
                 self.send_error(str(exc))
         return None
 
-    def limited(self, text: str) -> None:
-        """Tell the client this frame was dropped by the rate limiter (``/ws`` replaces this)."""
+    def _tell_limited(self, text: str) -> None:
+        """Tell the client this frame was dropped by the rate limiter (``/ws`` answers its own way)."""
         if not self._closing:
             self.send_error(RATE_LIMITED_REASON)
 

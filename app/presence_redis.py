@@ -85,16 +85,22 @@ class RedisPresence:
         self._page = client.register_script(_PAGE)
         self._sweep = client.register_script(_SWEEP)
         self._local: dict[str, set[str]] = {}
+        self._joining: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}  # this tick's joins
+        self._batches: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_loop(), name="switchboard-presence")
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, *self._batches):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for batch in self._joining.values():
+            for _, joined in batch:
+                joined.cancel()
         # Best effort: remove our members now rather than leaving them to the TTL.
         with contextlib.suppress(*_TRANSIENT):
             for channel, members in self._local.items():
@@ -102,14 +108,52 @@ class RedisPresence:
         self._local.clear()
 
     async def join(self, channel: str, member: str) -> int:
+        """Joins to a channel are batched: those that arrive while its previous batch is in Redis
+        share the next script call and SADD. A handshake storm then costs one round trip per
+        channel per batch rather than two per socket. Each joiner is told the count with its whole
+        batch in."""
+        joining = self._joining.get(channel)
+        if joining is None:
+            joining = self._joining[channel] = []
+            task = asyncio.create_task(self._join_loop(channel))  # runs after this tick's joins
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        joined: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        joining.append((member, joined))
+        return await joined
+
+    async def _join_loop(self, channel: str) -> None:
+        while batch := self._joining[channel]:
+            self._joining[channel] = []
+            await self._join_batch(channel, batch)
+        del self._joining[channel]
+
+    async def _join_batch(self, channel: str, batch: list[tuple[str, asyncio.Future[int]]]) -> None:
+        members = [member for member, _ in batch]
         try:
-            count = int(await self._touch(keys=[key(channel)], args=[self._ttl, member]))
+            count = int(await self._touch(keys=[key(channel)], args=[self._ttl, *members]))
             await self._client.sadd(INDEX, channel)
-        except _TRANSIENT as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-        # Only after Redis has it: a failed join must not be resurrected by the refresher.
-        self._local.setdefault(channel, set()).add(member)
-        return count
+        except asyncio.CancelledError:
+            for _, joined in batch:
+                joined.cancel()
+            raise
+        except Exception as exc:
+            error = BrokerUnavailable(str(exc)) if isinstance(exc, _TRANSIENT) else exc
+            for _, joined in batch:
+                if not joined.done():
+                    joined.set_exception(error)
+            return
+        gone = []
+        for member, joined in batch:
+            if joined.done():  # its joiner was cancelled: it must not stay, nor be refreshed
+                gone.append(member)
+                continue
+            # Only after Redis has it: a failed join must not be resurrected by the refresher.
+            self._local.setdefault(channel, set()).add(member)
+            joined.set_result(count)
+        for member in gone:
+            with contextlib.suppress(*_TRANSIENT):
+                await self._remove(keys=[key(channel)], args=[member])
 
     async def leave(self, channel: str, member: str) -> int:
         members = self._local.get(channel)

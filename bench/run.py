@@ -62,6 +62,8 @@ class Server:
                 "SWITCHBOARD_JWT_SECRET": SECRET,
                 "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "1000000",
                 "SWITCHBOARD_RATE_LIMIT_BURST": "1000000",
+                # Admission control guards against reconnect storms; here handshakes are the load.
+                "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": "1000000",
                 "SWITCHBOARD_LOG_LEVEL": "warning",
                 "SWITCHBOARD_INSTANCE_ID": f"bench-{port}",
             }

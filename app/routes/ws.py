@@ -59,7 +59,7 @@ class WsClient:
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._expiry: asyncio.TimerHandle | None = None
-        self.conn.limited = self._limited  # type: ignore[method-assign]
+        self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
         self.conn.send_text(payload)
