@@ -12,6 +12,8 @@ Scenarios (same client, same machine, each run ``--reps`` times):
            subscribers per channel); M messages round-robin over the channels. Compared with
            Switchboard's own rooms figure from the same run: multiplexing must not cost throughput.
   idle     5000 idle sockets on one instance: resident memory per connection.
+  scale    one instance, one channel: 1000 sockets, then 18,000 (the fd limit here is 20,000), the
+           same number of deliveries each: deliveries per CPU-second and memory per socket.
 Connect rate (handshakes/s) is measured while each fanout run connects its subscribers.
 
 Server CPU is read from /proc for the server processes only; Redis and the load generator (its
@@ -403,6 +405,53 @@ async def run_idle(server: Server, args: argparse.Namespace, workdir: Path) -> d
         await stack.stop()
 
 
+async def run_scale(server: Server, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One instance, one channel, one publisher: 1000 sockets, then ``--scale`` sockets.
+
+    Each size gets the same number of deliveries (``--scale-deliveries``), so the two
+    deliveries-per-CPU-second figures and the two memory-per-socket figures compare like for like.
+    """
+    result: dict[str, Any] = {"server": server.name, "scenario": "scale"}
+    for size in (1000, args.scale):
+        burst = max(1, round(args.scale_deliveries / size))
+        stack = Stack(server)
+        try:
+            await stack.start(1, workdir)
+            await asyncio.sleep(1)  # let imports and start-up allocations settle
+            pid = stack.procs[0].pid
+            before = rss_bytes(pid)
+            spec = {
+                "targets": [["127.0.0.1", stack.ports[0]]],
+                "channels": ["scale"],
+                "flavor": server.flavor,
+                "phases": [{"start": 0, "end": burst}],
+                "channel_of": [0] * size,
+                "target_of": [0] * size,
+            }
+            ready = await stack.start_clients(spec, args.client_processes)
+            sockets = sum(r["connected"] for r in ready)
+            publisher = await connect("127.0.0.1", stack.ports[0], "scale", server.flavor, lambda s, t: None)
+            await warm_up(stack, {"scale": publisher}, ["scale"], sockets)
+            rss = rss_bytes(pid)
+            cpu_start = cpu_seconds([pid])
+            for seq in range(burst):
+                publisher.publish("scale", {"s": seq, "t": time.time(), "p": PAD})
+                await asyncio.sleep(0)
+            await wait_phase(stack, 0, burst * sockets, stall=10)
+            cpu = cpu_seconds([pid]) - cpu_start
+            final = await stack.ask("report")
+            delivered = sum(r["phases"][0]["unique"] for r in final)
+            result[f"sockets_{size}"] = sockets
+            result[f"per_cpu_second_{size}"] = delivered / cpu if cpu else float("nan")
+            result[f"bytes_per_socket_{size}"] = (rss - before) / sockets
+            result[f"lost_{size}"] = sum(r["phases"][0]["lost"] for r in final)
+            publisher.close()
+        finally:
+            await stack.stop()
+    result["large"] = args.scale
+    return result
+
+
 async def main(args: argparse.Namespace) -> None:
     workdir = ROOT / "bench" / "results"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -416,7 +465,8 @@ async def main(args: argparse.Namespace) -> None:
         for sc in args.scenarios.split(",")
         for rep in range(args.reps)
         for s in servers
-        if sc != "multiplex" or s.name == "switchboard"  # only Switchboard speaks /ws
+        # only Switchboard speaks /ws; the scale scenario is Switchboard's own
+        if sc not in ("multiplex", "scale") or s.name == "switchboard"
     ]
     started = time.monotonic()
     for i, (server, scenario, rep) in enumerate(plan, start=1):
@@ -425,6 +475,14 @@ async def main(args: argparse.Namespace) -> None:
         if scenario == "idle":
             result = await run_idle(server, args, workdir)
             summary = f"{result['bytes_per_connection'] / 1024:.1f} KB/conn"
+        elif scenario == "scale":
+            result = await run_scale(server, args, workdir)
+            big = args.scale
+            summary = (
+                f"{result['per_cpu_second_1000']:,.0f} -> {result[f'per_cpu_second_{big}']:,.0f} deliveries/CPU-s, "
+                f"{result['bytes_per_socket_1000'] / 1024:.1f} -> "
+                f"{result[f'bytes_per_socket_{big}'] / 1024:.1f} KB/socket"
+            )
         else:
             result = await run_fanout(server, scenario, args, workdir)
             summary = (
@@ -453,15 +511,17 @@ async def main(args: argparse.Namespace) -> None:
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="switchboard,ceiling,node-ws,node-socketio,tutorial,socketio")
-    parser.add_argument("--scenarios", default="fanout,rooms,multiplex,idle")
+    parser.add_argument("--scenarios", default="fanout,rooms,multiplex,idle,scale")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200, help="burst messages in the fanout scenario")
-    parser.add_argument("--room-messages", type=int, default=2000, help="burst messages in the rooms scenario")
+    parser.add_argument("--room-messages", type=int, default=6000, help="burst messages in the rooms scenario")
     parser.add_argument("--rate", type=float, default=20000, help="deliveries/s in the latency phase")
     parser.add_argument("--rate-seconds", type=float, default=5)
     parser.add_argument("--idle", type=int, default=5000, help="idle connections for the memory scenario")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--scale", type=int, default=18000, help="sockets on one instance in the scale scenario")
+    parser.add_argument("--scale-deliveries", type=int, default=900_000, help="deliveries per size in it")
     args = parser.parse_args()
     args.default_run = len(sys.argv) == 1
     return args
