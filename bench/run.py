@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -258,6 +259,33 @@ async def wait_phase(stack: Stack, phase: int, expected: int, stall: float = 5.0
         await asyncio.sleep(0.02)
 
 
+async def start_profilers(
+    pids: list[int], scenario: str, server: str, outdir: Path
+) -> list[asyncio.subprocess.Process]:
+    """py-spy on every server process for the burst alone (``--profile DIR``); see bench/profile.py."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for pid in pids:
+        out = outdir / f"{scenario}-{server}-{pid}.txt"
+        spies.append(
+            await asyncio.create_subprocess_exec(
+                str(BIN / "py-spy"),
+                *("record", "--pid", str(pid), "--rate", "400", "--format", "raw", "--output", str(out)),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    await asyncio.sleep(1)  # attached before the first message
+    return spies
+
+
+async def stop_profilers(spies: list[asyncio.subprocess.Process]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+    for spy in spies:
+        await asyncio.wait_for(spy.wait(), 30)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -320,6 +348,7 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
             cpu_seconds(redis_pids),
             cpu_seconds(stack.client_pids),
         )
+        spies = await start_profilers(pids, scenario, server.name, args.profile) if args.profile else []
         wall_start = time.perf_counter()
         for seq in range(burst):
             channel = channels[seq % len(channels)]
@@ -328,6 +357,7 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
                 await asyncio.sleep(0)  # let the publisher's transport flush
         await wait_phase(stack, 0, burst * per_channel)
         wall = time.perf_counter() - wall_start
+        await stop_profilers(spies)
         server_cpu = cpu_seconds(pids) - cpu_start
         redis_cpu = cpu_seconds(redis_pids) - redis_start
         client_cpu = cpu_seconds(stack.client_pids) - client_start
@@ -504,6 +534,9 @@ async def main(args: argparse.Namespace) -> None:
     (workdir / "latest.json").write_text(
         json.dumps({"machine": machine, "results": results, "args": vars(args)}, indent=2)
     )
+    if args.profile:  # sampling slows the servers: these results are not for the docs
+        print(f"done in {machine['seconds']}s: profiles in {args.profile}; summarise with python -m bench.profile")
+        return
     report.write(results, machine, command, ROOT / "docs")
     print(f"done in {machine['seconds']}s: docs/benchmarks.md, docs/bench-*.png")
 
@@ -520,6 +553,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rate-seconds", type=float, default=5)
     parser.add_argument("--idle", type=int, default=5000, help="idle connections for the memory scenario")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy each server process during each burst into this folder (docs untouched)"
+    )
     parser.add_argument("--scale", type=int, default=18000, help="sockets on one instance in the scale scenario")
     parser.add_argument("--scale-deliveries", type=int, default=900_000, help="deliveries per size in it")
     args = parser.parse_args()

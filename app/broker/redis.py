@@ -24,7 +24,6 @@ from collections import defaultdict, deque
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -41,6 +40,7 @@ from app.broker.base import (
     Position,
 )
 from app.broker.publisher import Publisher
+from app.broker.pubsub_reader import PubSubReader
 from app.broker.redis_target import RedisTarget
 from app.broker.scripts import HISTORY_SCRIPT, history_keys
 from app.protocol import unpack
@@ -88,14 +88,11 @@ class RedisBroker:
         self.client = Redis(
             connection_pool=self._target.pool(max_connections=max_connections, retry=Retry(NoBackoff(), 1), **common)
         )
-        # socket_timeout=None: the listener reads with its own timeout; a blocked read is not an error.
-        self._sub_client = Redis(
-            connection_pool=self._target.pool(
-                max_connections=None, socket_connect_timeout=2.0, client_name=f"sb-sub:{name}"
-            ),
-            retry=Retry(NoBackoff(), 0),
+        # Only ever used to open the pub/sub connection, which PubSubReader then reads.
+        self._sub_pool = self._target.pool(
+            max_connections=None, socket_connect_timeout=2.0, client_name=f"sb-sub:{name}", retry=Retry(NoBackoff(), 0)
         )
-        self._pubsub: PubSub | None = None
+        self._reader: PubSubReader | None = None
         self._on_message: OnMessage | None = None
         self._on_reconnect: OnReconnect = lambda: None
         self._channels: ChannelSource = tuple
@@ -112,7 +109,6 @@ class RedisBroker:
         self._history_script = self.client.register_script(HISTORY_SCRIPT)
         self._connected = asyncio.Event()
         self._ever_connected = False
-        self._last_seen = 0.0
 
     async def start(self, on_message: OnMessage, channels: ChannelSource, on_reconnect: OnReconnect) -> None:
         self._on_message = on_message
@@ -134,7 +130,7 @@ class RedisBroker:
         await self._publisher.close()
         await self._drop_pubsub()
         await self.client.aclose()
-        await self._sub_client.aclose()
+        await self._sub_pool.aclose()
         await self._target.aclose()
 
     def healthy(self) -> bool:
@@ -144,11 +140,11 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         confirmed: asyncio.Future[None] = loop.create_future()
         async with self._lock:
-            if self._pubsub is None or not self._connected.is_set():
+            if self._reader is None or not self._connected.is_set():
                 raise BrokerUnavailable("not connected to Redis")
             self._pending[channel].append(confirmed)
             try:
-                await self._pubsub.subscribe(channel)
+                self._reader.send("SUBSCRIBE", channel)
             except _TRANSIENT as exc:
                 self._forget(channel, confirmed)
                 raise BrokerUnavailable(str(exc)) from exc
@@ -161,10 +157,10 @@ class RedisBroker:
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
-            if self._pubsub is None or not self._connected.is_set():
+            if self._reader is None or not self._connected.is_set():
                 return  # A reconnect resubscribes from the Hub, which no longer has it.
             with contextlib.suppress(*_TRANSIENT):
-                await self._pubsub.unsubscribe(channel)
+                self._reader.send("UNSUBSCRIBE", channel)
 
     async def publish(
         self,
@@ -214,11 +210,12 @@ class RedisBroker:
 
     async def _connect(self) -> None:
         async with self._lock:
-            pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
-            self._pubsub = pubsub
+            # redis-py connects (TLS, AUTH, Sentinel, CLIENT SETNAME); our reader takes it from there.
+            connection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
+            await connection.connect()
+            reader = self._reader = PubSubReader.take_over(connection, self._handle)
             # The control channel keeps the connection subscribed and carries our liveness probe.
-            await pubsub.subscribe(CONTROL_CHANNEL, *self._channels())
-            self._last_seen = time.monotonic()
+            reader.send("SUBSCRIBE", CONTROL_CHANNEL, *self._channels())
             self._connected.set()
             metrics.BROKER_UP.set(1)
         log.info("redis pub/sub connected")
@@ -232,32 +229,37 @@ class RedisBroker:
         self._ever_connected = True
 
     async def _read_until_error(self) -> None:
-        pubsub = self._pubsub
-        assert pubsub is not None
+        """Messages arrive through the reader's callbacks; this loop only probes and watches."""
+        reader = self._reader
+        assert reader is not None
         next_probe = time.monotonic() + PROBE_INTERVAL
         while True:
-            message = await pubsub.get_message(timeout=PROBE_INTERVAL / 2)
+            done, _ = await asyncio.wait([reader.lost], timeout=PROBE_INTERVAL / 2)
+            if done:
+                reader.lost.result()  # raises why
             now = time.monotonic()
-            if message is not None:
-                self._last_seen = now
-                self._handle(message)
             if now >= next_probe:
                 next_probe = now + PROBE_INTERVAL
                 await asyncio.wait_for(self.client.publish(CONTROL_CHANNEL, b"probe"), PROBE_INTERVAL)
-            if now - self._last_seen > PROBE_DEADLINE:
+            if now - reader.last_seen > PROBE_DEADLINE:
                 raise BrokerUnavailable("pub/sub connection silent; probe not received")
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel = message["channel"].decode()
-        if kind == "message":
+    def _handle(self, reply: Any) -> None:
+        """One reply off the pub/sub connection: ``[kind, channel, data or count]``."""
+        if not isinstance(reply, list) or len(reply) != 3:
+            if isinstance(reply, Exception):  # an error reply (a command we sent was refused)
+                log.warning("redis refused a pub/sub command: %s", reply)
+            return
+        kind, raw_channel, data = reply
+        channel = raw_channel.decode()
+        if kind == b"message":
             if channel != CONTROL_CHANNEL and self._on_message is not None:
                 try:
-                    self._on_message(channel, message["data"])
+                    self._on_message(channel, data)
                 except Exception:
                     metrics.LISTENER_ERRORS.inc()
                     log.exception("dispatch failed on channel message")
-        elif kind == "subscribe":
+        elif kind == b"subscribe":
             waiters = self._pending.get(channel)
             if waiters:
                 waiter = waiters.popleft()
@@ -284,7 +286,6 @@ class RedisBroker:
         self._pending.clear()
 
     async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
