@@ -348,7 +348,8 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
             cpu_seconds(redis_pids),
             cpu_seconds(stack.client_pids),
         )
-        spies = await start_profilers(pids, scenario, server.name, args.profile) if args.profile else []
+        profiled = args.profile and not server.name.startswith("node-")  # py-spy samples Python only
+        spies = await start_profilers(pids, scenario, server.name, args.profile) if profiled else []
         wall_start = time.perf_counter()
         for seq in range(burst):
             channel = channels[seq % len(channels)]
