@@ -206,7 +206,7 @@ def charts(grouped: dict[str, dict[str, list[dict[str, Any]]]], docs: Path) -> l
     made = []
     scenarios = [s for s in ("fanout", "rooms") if s in grouped]
     if scenarios:
-        fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4.5), squeeze=False)
         for ax, scenario in zip(axes[0], scenarios, strict=True):
             servers = [s for s in ORDER if s in grouped[scenario]]
             values = [mean(grouped[scenario][s], "per_cpu_second") for s in servers]
@@ -214,7 +214,8 @@ def charts(grouped: dict[str, dict[str, list[dict[str, Any]]]], docs: Path) -> l
             ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
             ax.set_title({"fanout": "1 channel x 1000 subscribers", "rooms": "100 rooms x 10 subscribers"}[scenario])
             ax.set_ylabel("deliveries per server CPU-second")
-            ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+            ax.tick_params(axis="x", labelsize=8)
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
         fig.tight_layout()
         fig.savefig(docs / "bench-throughput.png", dpi=110)
         plt.close(fig)
