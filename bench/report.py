@@ -202,6 +202,21 @@ def scale_table(by_server: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def target_chart(values: dict[str, float], fmt: str, target: float, xlabel: str, path: Path) -> str:
+    """Horizontal bars, one per server, with the target as a dashed line; returns the image link."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bars = ax.barh([LABELS[s] for s in values], list(values.values()), color=[COLORS[s] for s in values])
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values.values()], fontsize=8)
+    unit = fmt.rsplit(" ", 1)[-1]
+    ax.axvline(target, color="#dc2626", linestyle="--", linewidth=1, label=f"target: {target:g} {unit}")
+    ax.set_xlabel(xlabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"![{xlabel.split(',')[0]}]({path.name})"
+
+
 def charts(grouped: dict[str, dict[str, list[dict[str, Any]]]], docs: Path) -> list[str]:
     made = []
     scenarios = [s for s in ("fanout", "rooms") if s in grouped]
@@ -238,31 +253,17 @@ def charts(grouped: dict[str, dict[str, list[dict[str, Any]]]], docs: Path) -> l
         made.append("![latency percentiles](bench-latency.png)")
     idle = grouped.get("idle", {})
     if idle:
-        servers = [s for s in ORDER if s in idle]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        values = [mean(idle[s], "bytes_per_connection") / 1024 for s in servers]
-        bars = ax.barh([LABELS[s] for s in servers], values, color=[COLORS[s] for s in servers])
-        ax.bar_label(bars, labels=[f"{v:.1f} KB" for v in values], fontsize=8)
-        ax.axvline(15, color="#dc2626", linestyle="--", linewidth=1, label="target: 15 KB")
-        ax.set_xlabel("resident memory per idle connection, KB")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(docs / "bench-memory.png", dpi=110)
-        plt.close(fig)
-        made.append("![memory per idle connection](bench-memory.png)")
+        memory = {s: mean(idle[s], "bytes_per_connection") / 1024 for s in ORDER if s in idle}
+        made.append(
+            target_chart(memory, "{:.1f} KB", 15, "resident memory per idle connection, KB", docs / "bench-memory.png")
+        )
     if fan and any("connect_cpu_ms" in r for rs in fan.values() for r in rs):
-        servers = [s for s in ORDER if s in fan]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        values = [mean(fan[s], "connect_cpu_ms") for s in servers]
-        bars = ax.barh([LABELS[s] for s in servers], values, color=[COLORS[s] for s in servers])
-        ax.bar_label(bars, labels=[f"{v:.2f} ms" for v in values], fontsize=8)
-        ax.axvline(0.25, color="#dc2626", linestyle="--", linewidth=1, label="target: 0.25 ms")
-        ax.set_xlabel("server CPU per WebSocket handshake, ms")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(docs / "bench-handshake.png", dpi=110)
-        plt.close(fig)
-        made.append("![server CPU per handshake](bench-handshake.png)")
+        handshake = {s: mean(fan[s], "connect_cpu_ms") for s in ORDER if s in fan}
+        made.append(
+            target_chart(
+                handshake, "{:.2f} ms", 0.25, "server CPU per WebSocket handshake, ms", docs / "bench-handshake.png"
+            )
+        )
     return made
 
 

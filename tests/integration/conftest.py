@@ -41,6 +41,16 @@ def start_cluster(workdir: Path, env: dict[str, str] | None = None) -> tuple[Red
     return redis_server, AppProcess("a", workdir, env), AppProcess("b", workdir, env)
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server for one test, stopped after it."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster_env() -> dict[str, str]:
     """Override in a test module to configure its cluster."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,17 +15,8 @@ from tests.support import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    redis_server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield redis_server
-    finally:
-        redis_server.stop()
-
-
-async def open_reader(server: RedisServer, replies: list[Any]) -> PubSubReader:
-    connection = Connection(host="127.0.0.1", port=server.port, client_name="reader-test")
+async def open_reader(redis_server: RedisServer, replies: list[Any]) -> PubSubReader:
+    connection = Connection(host="127.0.0.1", port=redis_server.port, client_name="reader-test")
     await connection.connect()  # type: ignore[no-untyped-call]
     return PubSubReader.take_over(connection, replies.append)
 
@@ -43,13 +32,13 @@ def test_commands_are_resp_arrays_of_bulk_strings() -> None:
     assert pack("SUBSCRIBE", "a", b"\xff") == b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\n\xff\r\n"
 
 
-async def test_every_message_arrives_once_and_in_order(server: RedisServer) -> None:
+async def test_every_message_arrives_once_and_in_order(redis_server: RedisServer) -> None:
     replies: list[Any] = []
-    reader = await open_reader(server, replies)
+    reader = await open_reader(redis_server, replies)
     reader.send("SUBSCRIBE", "news", "sport")
     await wait_for_count(replies, 2)
     assert replies == [[b"subscribe", b"news", 1], [b"subscribe", b"sport", 2]]
-    publisher = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+    publisher = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)
     async with publisher.pipeline(transaction=False) as pipe:
         for n in range(2000):
             pipe.publish("news" if n % 2 else "sport", b"x" * (n % 300) + str(n).encode())
@@ -57,7 +46,7 @@ async def test_every_message_arrives_once_and_in_order(server: RedisServer) -> N
     await wait_for_count(replies, 2002)
     got = [(r[1], int(r[2].lstrip(b"x"))) for r in replies[2:]]
     assert got == [(b"news" if n % 2 else b"sport", n) for n in range(2000)]
-    assert server.client().client_list(_type="pubsub")[0]["name"] == "reader-test"
+    assert redis_server.client().client_list(_type="pubsub")[0]["name"] == "reader-test"
     reader.close()
     await publisher.aclose()
 
@@ -84,12 +73,12 @@ async def test_a_handler_error_does_not_stop_the_next_reply() -> None:
     assert [r[2] for r in seen] == [b"1", b"2"]
 
 
-async def test_a_killed_connection_resolves_lost(server: RedisServer) -> None:
+async def test_a_killed_connection_resolves_lost(redis_server: RedisServer) -> None:
     replies: list[Any] = []
-    reader = await open_reader(server, replies)
+    reader = await open_reader(redis_server, replies)
     reader.send("SUBSCRIBE", "news")
     await wait_for_count(replies, 1)
-    server.client().client_kill_filter(_type="pubsub")
+    redis_server.client().client_kill_filter(_type="pubsub")
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(reader.lost, 5)
     with pytest.raises(ConnectionError):
