@@ -85,7 +85,9 @@ class RedisPresence:
         self._page = client.register_script(_PAGE)
         self._sweep = client.register_script(_SWEEP)
         self._local: dict[str, set[str]] = {}
-        self._joining: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}  # this tick's joins
+        self._joining: dict[
+            str, list[tuple[str, asyncio.Future[int]]]
+        ] = {}  # per channel: joins waiting for its next batch
         self._batches: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
 

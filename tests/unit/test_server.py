@@ -22,6 +22,10 @@ async def test_event_queue_hands_out_events_in_order_and_wakes_its_reader() -> N
     assert await reader == "a"
     assert await queue.get() == "b"
     assert queue.empty()
+    for n in range(10_000):  # one chunk from the peer can hold thousands of frames
+        queue.put_nowait(n)
+    assert [await queue.get() for _ in range(10_000)] == list(range(10_000))
+    assert queue.empty()
 
 
 async def test_writable_wakes_every_waiter_and_one_timing_out_leaves_the_others_waiting() -> None:
