@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     max_handshakes_per_second: float = 1000.0
     presence_ttl: float = 30.0
     # Allocations between young garbage collections (CPython: 700; 0 keeps CPython's). app/gc_tuning.py
-    gc_threshold: int = Field(default=20000, ge=0)
+    gc_threshold: int = 20000
     # Channel history for recovery (docs/delivery.md): messages kept per channel (0 = off), how
     # long they live after the channel's last publish, and how long its epoch and offset live.
     history_size: int = 1000
@@ -165,7 +165,7 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
-    @field_validator("history_size")
+    @field_validator("history_size", "gc_threshold")
     @classmethod
     def _not_negative(cls, value: int) -> int:
         if value < 0:

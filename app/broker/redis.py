@@ -81,10 +81,8 @@ class RedisBroker:
         # A blocking pool waits for a free connection instead of failing when exhausted.
         # One retry on a fresh connection: after a Redis restart every pooled connection is stale,
         # and a join must not fail while readiness says the broker is up. Everything sent through
-        # this pool (history reads, presence, user slots) may safely run twice.
-        # The retry goes on the pool's connections: redis-py ignores a client's ``retry`` when it
-        # is given a pool, and then a stale connection failed a join whenever the pool's check on
-        # checkout had not yet seen the connection close (found by batching presence joins).
+        # this pool (history reads, presence, user slots) may safely run twice. It is set on the
+        # pool's connections: redis-py ignores a client's ``retry`` when it is given a pool.
         self.client = Redis(
             connection_pool=self._target.pool(max_connections=max_connections, retry=Retry(NoBackoff(), 1), **common)
         )
