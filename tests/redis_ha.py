@@ -1,6 +1,6 @@
 """Redis Sentinel for tests: a master, a replica and three sentinels on free loopback ports.
 
-The recipe of ../shared/TOOLING.md: each sentinel is ``redis-server <its own config> --sentinel``,
+Each sentinel is ``redis-server <its own config> --sentinel``,
 monitoring ``mymaster`` with a quorum of 2, down after 1 s. Every process is stopped by PID.
 """
 

@@ -1,4 +1,4 @@
-"""``/ws``: the Switchboard protocol (../shared/PROTOCOL.md, docs/protocol.md), an adapter over Session.
+"""``/ws``: the Switchboard protocol (docs/protocol.md), an adapter over Session.
 
 Frames in are commands ``{"id":N,"op":...}``; frames out are replies with the same ``id`` or
 pushes with an ``op``. The reader does not wait on a command: each runs as a task chained behind

@@ -1,4 +1,4 @@
-"""The /ws protocol, row by row of ../shared/PROTOCOL.md, on two instances sharing a real Redis."""
+"""The /ws protocol, row by row of docs/protocol.md, on two instances sharing a real Redis."""
 
 from __future__ import annotations
 
