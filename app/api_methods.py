@@ -121,7 +121,7 @@ def channel_options(s: Services, channel: str) -> ChannelOptions:
         raise ApiError(422, ErrorCode.BAD_REQUEST, "invalid channel name")
     found = s.permissions.namespaces.known(channel)
     if found is None:
-        raise ApiError(422, ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+        raise ApiError(422, ErrorCode.UNKNOWN_CHANNEL, s.permissions.namespaces.unknown(channel))
     return found
 
 

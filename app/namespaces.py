@@ -83,9 +83,12 @@ class ChannelOptions:
 class Namespaces:
     """The options of every namespace; ``for_channel`` is a string split and a dict lookup."""
 
-    def __init__(self, config: ConfigFile | None = None, history: HistoryOptions | None = None) -> None:
+    def __init__(
+        self, config: ConfigFile | None = None, history: HistoryOptions | None = None, source: str = ""
+    ) -> None:
         # With a file, only the namespaces it declares exist (plus the tutorial's and the default).
         self.strict = config is not None
+        self.source = source  # the file's name, for refusals that say where to declare a namespace
         config = config or ConfigFile()
         self.history = history or HistoryOptions()
         self._default = self._resolve("", config.default)
@@ -113,6 +116,14 @@ class Namespaces:
         if found is None and (not self.strict or name in TUTORIAL_NAMESPACES):
             return self._default
         return found
+
+    def unknown(self, channel: str) -> str:
+        """The refusal of a channel whose namespace ``known`` did not find: what to declare, where.
+
+        Only the file's name, not its directory: clients read this, and the layout of the server's
+        disk is none of their business."""
+        name = channel.partition(":")[0]
+        return f"unknown namespace {name!r}: {self.source or 'the namespaces file'} (SWITCHBOARD_CONFIG) does not declare it"
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
@@ -142,4 +153,4 @@ def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
             raise ConfigError(
                 f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"
             )
-    return Namespaces(config, history)
+    return Namespaces(config, history, path.name)

@@ -125,7 +125,7 @@ class Permissions:
         assert isinstance(channel, str)
         found = self.namespaces.known(channel)
         if found is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+            raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, self.namespaces.unknown(channel))
         return found
 
     async def check_subscribe(self, caller: Caller, channel: str, opts: ChannelOptions, token: str | None) -> None:

@@ -44,6 +44,15 @@ def test_with_a_file_undeclared_namespaces_are_unknown_but_the_tutorials_follow_
     assert namespaces.known("chat") is room
 
 
+def test_the_refusal_names_the_namespace_and_the_file_but_not_its_directory(tmp_path: Path) -> None:
+    namespaces = load(tmp_path, "[namespaces.news]\n")
+    message = namespaces.unknown("orders:#42")
+    assert "'orders'" in message
+    assert "switchboard.toml" in message
+    assert "SWITCHBOARD_CONFIG" in message
+    assert str(tmp_path) not in message
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -73,5 +82,5 @@ def test_the_shipped_example_loads() -> None:
     from tests.support import ROOT
 
     namespaces = load_namespaces(ROOT / "deploy" / "switchboard.toml", GLOBAL)
-    assert namespaces.names() == ["dm", "metrics", "news", "team"]
+    assert namespaces.names() == ["chat", "dm", "metrics", "news", "orders", "team"]
     assert namespaces.for_channel("metrics:cpu").history.enabled is False
