@@ -123,7 +123,8 @@ class Namespaces:
         Only the file's name, not its directory: clients read this, and the layout of the server's
         disk is none of their business."""
         name = channel.partition(":")[0]
-        return f"unknown namespace {name!r}: {self.source or 'the namespaces file'} (SWITCHBOARD_CONFIG) does not declare it"
+        source = self.source or "the namespaces file"
+        return f"unknown namespace {name!r}: {source} (SWITCHBOARD_CONFIG) does not declare it"
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

@@ -46,3 +46,44 @@ def example(page: str, name: str) -> str:
     found = examples(page)
     assert name in found, f"{page} has no example marked {name!r} (have: {sorted(found)})"
     return found[name].code
+
+
+_FENCE = re.compile(r"^(`{3,}|~{3,})([\w+-]*)")
+_MARKER = re.compile(r"^<!-- (example|not-run): (.+?) -->$")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced block of a page, with the marker on the line before it (if any)."""
+
+    page: str
+    line: int
+    language: str
+    marker: str | None  # "example" or "not-run"
+    label: str | None  # the example's name, or why it is not run
+
+
+def blocks(page: str) -> list[Block]:
+    """Every fenced block of ``page``, in order."""
+    lines = (ROOT / page).read_text().splitlines()
+    found: list[Block] = []
+    fence: str | None = None
+    for number, line in enumerate(lines, 1):
+        if fence is not None:
+            if line.strip() == fence:
+                fence = None
+            continue
+        opening = _FENCE.match(line)
+        if opening:
+            fence = opening.group(1)
+            marked = _MARKER.match(lines[number - 2]) if number > 1 else None
+            found.append(
+                Block(
+                    page,
+                    number,
+                    opening.group(2),
+                    marked.group(1) if marked else None,
+                    marked.group(2) if marked else None,
+                )
+            )
+    return found

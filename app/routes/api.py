@@ -30,6 +30,12 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """Browsers ask every page's origin for this; without it each page load logs a 404."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.get("/api/instance", responses={200: {"model": dict[str, str], "description": "this instance"}})
 async def instance(request: Request) -> dict[str, str]:
     """Which instance answered: the demo shows it so a cross-instance conversation is visible."""

@@ -8,6 +8,7 @@ import pytest
 
 from app.broker import HistoryOptions
 from app.namespaces import ConfigError, Namespaces, load_namespaces
+from tests.docs_examples import example
 
 GLOBAL = HistoryOptions(size=1000, ttl=300, meta_ttl=86400)
 
@@ -84,3 +85,13 @@ def test_the_shipped_example_loads() -> None:
     namespaces = load_namespaces(ROOT / "deploy" / "switchboard.toml", GLOBAL)
     assert namespaces.names() == ["chat", "dm", "metrics", "news", "orders", "team"]
     assert namespaces.for_channel("metrics:cpu").history.enabled is False
+
+
+def test_the_namespaces_example_loads_as_its_comments_say(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.toml"
+    path.write_text(example("docs/protocol.md", "namespaces-toml"))
+    namespaces = load_namespaces(path, HistoryOptions())
+    news = namespaces.for_channel("news:eu")
+    assert (news.subscribe, news.publish, news.presence, news.join_leave) == ("public", "server", True, False)
+    assert (news.history.size, news.history.ttl) == (100, 600)
+    assert namespaces.for_channel("chat").publish == "subscribers"
