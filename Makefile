@@ -72,6 +72,7 @@ loadtest: install deps ## Locust vs `make cluster` (started if not running); SCE
 	  --host http://127.0.0.1:$(CLUSTER_PORT) --only-summary \
 	  --html loadtest/results/$(SCENARIO).html --json-file loadtest/results/$(SCENARIO); rc=$$?; \
 	if [ $$started = 1 ]; then $(BIN)/python scripts/cluster.py down; fi; \
+	$(BIN)/python -m loadtest.summary loadtest/results/$(SCENARIO).json --users $(USERS) || rc=1; \
 	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
 bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)

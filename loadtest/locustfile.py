@@ -5,8 +5,8 @@
 
 Plain WebSocket users on websocket-client, which gevent makes cooperative. Every message carries
 ``{"pub", "seq", "ts"}``: receivers report publish-to-receive latency as a Locust request
-("deliver <endpoint>"), and a gap in a publisher's sequence ("lost") or a repeat ("duplicate")
-as a failure. Connect time is reported as "connect <endpoint>".
+("deliver <endpoint>"); a gap in a publisher's sequence is a failure row "lost" (one per missing
+message), a repeat or step back one "duplicate". Connect time is reported as "connect <endpoint>".
 
 Environment: LOAD_ROOMS (rooms for room members, default 10), LOAD_CHANNEL (global channel,
 default "load"), PUBLISH_RATE (publisher messages per second, default 10).
@@ -57,14 +57,15 @@ class SequenceTracker:
     def __init__(self) -> None:
         self.last: dict[str, int] = {}
 
-    def check(self, pub: str, seq: int) -> str | None:
+    def check(self, pub: str, seq: int) -> tuple[str, int, str] | None:
+        """None, or the failure row to report (``lost`` or ``duplicate``), how many, and why."""
         last = self.last.get(pub)
         self.last[pub] = max(seq, last if last is not None else seq)
         if last is None or seq == last + 1:
             return None  # the first message from a publisher is the baseline
         if seq <= last:
-            return f"duplicate or reordered: seq {seq} after {last}"
-        return f"lost {seq - last - 1} message(s) before seq {seq}"
+            return "duplicate", 1, f"duplicate or reordered: seq {seq} after {last}"
+        return "lost", seq - last - 1, f"lost {seq - last - 1} message(s) before seq {seq}"
 
 
 class WebSocketUser(User):
@@ -126,15 +127,26 @@ class WebSocketUser(User):
         if not isinstance(content, dict) or "seq" not in content:
             return  # join/leave notices and other frames carry no sequence
         latency_ms = max(0.0, (time.time() - content["ts"]) * 1000)
-        problem = self.tracker.check(content["pub"], content["seq"])
         events.request.fire(
             request_type="WS",
             name=f"deliver {self.endpoint}",
             response_time=latency_ms,
             response_length=length,
-            exception=AssertionError(problem) if problem else None,
+            exception=None,
             context={},
         )
+        problem = self.tracker.check(content["pub"], content["seq"])
+        if problem is not None:  # one failure per missing message, so the summary counts messages
+            name, count, why = problem
+            for _ in range(count):
+                events.request.fire(
+                    request_type="WS",
+                    name=name,
+                    response_time=0,
+                    response_length=0,
+                    exception=AssertionError(why),
+                    context={},
+                )
 
     def send_numbered(self) -> None:
         assert self.ws is not None

@@ -51,3 +51,15 @@ def test_locust_run_has_requests_and_no_failures(tmp_path: Path) -> None:
         assert stats[name]["num_requests"] > 0, name
     # The publisher's stream reached its subscribers: at least a few messages each.
     assert stats["deliver global"]["num_requests"] > stats["send global"]["num_requests"]
+    # And the table `make loadtest` prints at the end says so.
+    printed = subprocess.run(
+        [sys.executable, "-m", "loadtest.summary", str(tmp_path / "summary.json"), "--users", "24"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    table = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in printed.splitlines()}
+    delivered = sum(row["num_requests"] for name, row in stats.items() if name.startswith("deliver"))
+    assert (table["users"], table["deliveries"], table["lost"], table["duplicates"]) == ("24", str(delivered), "0", "0")
+    assert table["latency p99"].endswith(" ms"), table
