@@ -100,6 +100,8 @@ class TokenRequest(BaseModel):
     sub: str = Field(default="demo", min_length=1, max_length=128)
     name: str | None = Field(default=None, max_length=64)
     ttl: int = Field(default=3600, ge=1, le=86400)
+    # Shown to others in presence and join/leave (the demo's member list): a few short strings.
+    info: dict[str, str] | None = Field(default=None, max_length=8)
 
 
 @dev_router.post("/dev/token")
@@ -107,4 +109,5 @@ async def dev_token(request: Request, body: TokenRequest | None = None) -> dict[
     """Dev mode only: mint a demo token. Not routed, nor listed in /docs, in production."""
     s = services(request)
     req = body or TokenRequest()
-    return {"token": mint_token(s.settings, req.sub, req.name, req.ttl), "token_type": "bearer"}
+    extra = {"info": req.info} if req.info else {}
+    return {"token": mint_token(s.settings, req.sub, req.name, req.ttl, **extra), "token_type": "bearer"}

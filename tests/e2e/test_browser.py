@@ -6,6 +6,7 @@ other (``?servers=``). Screenshots land in test-artifacts/.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -141,6 +142,78 @@ async def test_two_pages_on_two_instances_share_several_rooms_on_one_socket(
     assert sockets[0].endswith("/ws")
     await screenshot(alice, "demo-alice.png")
     await screenshot(bob, "demo-bob.png")
+
+
+async def joined_page(browser: Browser, home: AppProcess, other: AppProcess, name: str, **viewport: int) -> Page:
+    """A demo page that joined ``demo``, recording every HTTP error and the console's errors."""
+    page = await browser.new_page(viewport={"width": 900, "height": 640, **viewport})
+    page.set_default_timeout(TIMEOUT)
+    problems: list[str] = []
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.problems = problems  # type: ignore[attr-defined]
+    await page.goto(demo_url(home, other, name=name, rooms="demo"))
+    await expect(page.locator("#status-text")).to_have_text("connected")
+    return page
+
+
+async def test_a_late_joiner_sees_recent_messages_the_members_and_when_each_was_said(
+    browser: Browser, pages: tuple[Page, Page, list[str]], instances: tuple[AppProcess, AppProcess]
+) -> None:
+    a, b = instances
+    carol = await joined_page(browser, b, a, "carol")
+    log = carol.locator('.log[data-room="demo"]')
+    # The room's history, up to the moment she joined, then the line that says she is in.
+    await expect(log.locator(".recent")).to_contain_text("alice: hello from instance a")
+    await expect(log.locator(".recent")).to_contain_text("bob: hi alice, this is b")
+    await expect(log.locator(".you")).to_have_text(re.compile(r"^\d\d:\d\d\s*you joined #demo$"))
+    order = await log.evaluate("(el) => [...el.children].map((c) => c.className)")
+    assert order[:2] == ["recent", "you"], order
+    # Every message says when it was said: the sender's time, which travels with the message.
+    times = await log.locator(".msg time").all_inner_texts()
+    assert times, "no timestamps"
+    assert all(re.fullmatch(r"\d\d:\d\d", t) for t in times), times
+    # The member list comes from `presence`, cluster-wide: the two on instance a, and her.
+    members = carol.locator("#members li")
+    await expect(members).to_have_count(3)
+    assert sorted(await members.all_inner_texts()) == ["alice", "bob", "carol (you)"]
+    await expect(carol.locator("#members li.me")).to_have_text("carol (you)")
+    # Her message shows with its time on the others' pages too.
+    alice = pages[0]
+    await say(carol, "hello, I am late", alice, "carol: hello, I am late")
+    assert re.fullmatch(r"\d\d:\d\d", await alice.locator('.log[data-room="demo"] .msg time').last.inner_text())
+    await screenshot(carol, "demo-desktop.png")
+    assert carol.problems == [], carol.problems  # type: ignore[attr-defined]
+    await carol.close()
+
+
+async def test_the_demo_fits_a_phone_and_folds_its_sidebar(
+    browser: Browser, instances: tuple[AppProcess, AppProcess]
+) -> None:
+    a, b = instances
+    phone = await joined_page(browser, b, a, "dana", width=390, height=844)
+    # Nothing is cut off: no sideways scrolling, and the input and its button are on screen.
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+    for selector in ("form.say input", "form.say button", "#room-title", "#toggle"):
+        box = await phone.locator(selector).bounding_box()
+        assert box is not None, selector
+        assert box["x"] >= 0, (selector, box)
+        assert box["x"] + box["width"] <= 390, (selector, box)
+    # The sidebar is folded away until asked for, and folds again once a room is picked.
+    await expect(phone.locator("#rooms")).to_be_hidden()
+    await phone.click("#toggle")
+    await expect(phone.locator("#rooms")).to_be_visible()
+    await expect(phone.locator("#members li.me")).to_have_text("dana (you)")
+    await room_button(phone, "demo").click()
+    await expect(phone.locator("#rooms")).to_be_hidden()
+    await expect(phone.locator('.log[data-room="demo"] .recent')).to_contain_text("alice: hello from instance a")
+    await expect(phone.locator('.log[data-room="demo"] .you')).to_contain_text("you joined #demo")
+    await say(phone, "typed on a phone", phone, "dana: typed on a phone")
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+    await screenshot(phone, "demo-phone.png")
+    # The favicon is served: no 404 (or any other error) in the console.
+    assert phone.problems == [], phone.problems  # type: ignore[attr-defined]
+    await phone.close()
 
 
 async def test_killed_instance_page_reconnects_elsewhere_and_each_room_catches_up(
