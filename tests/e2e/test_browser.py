@@ -144,24 +144,25 @@ async def test_two_pages_on_two_instances_share_several_rooms_on_one_socket(
     await screenshot(bob, "demo-bob.png")
 
 
-async def joined_page(browser: Browser, home: AppProcess, other: AppProcess, name: str, **viewport: int) -> Page:
-    """A demo page that joined ``demo``, recording every HTTP error and the console's errors."""
-    page = await browser.new_page(viewport={"width": 900, "height": 640, **viewport})
+async def joined_page(
+    browser: Browser, home: AppProcess, other: AppProcess, name: str, width: int = 900, height: int = 640
+) -> tuple[Page, list[str]]:
+    """A demo page that joined ``demo``, and the HTTP errors and console errors it has had."""
+    page = await browser.new_page(viewport={"width": width, "height": height})
     page.set_default_timeout(TIMEOUT)
     problems: list[str] = []
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.problems = problems  # type: ignore[attr-defined]
     await page.goto(demo_url(home, other, name=name, rooms="demo"))
     await expect(page.locator("#status-text")).to_have_text("connected")
-    return page
+    return page, problems
 
 
 async def test_a_late_joiner_sees_recent_messages_the_members_and_when_each_was_said(
     browser: Browser, pages: tuple[Page, Page, list[str]], instances: tuple[AppProcess, AppProcess]
 ) -> None:
     a, b = instances
-    carol = await joined_page(browser, b, a, "carol")
+    carol, problems = await joined_page(browser, b, a, "carol")
     log = carol.locator('.log[data-room="demo"]')
     # The room's history, up to the moment she joined, then the line that says she is in.
     await expect(log.locator(".recent")).to_contain_text("alice: hello from instance a")
@@ -183,7 +184,7 @@ async def test_a_late_joiner_sees_recent_messages_the_members_and_when_each_was_
     await say(carol, "hello, I am late", alice, "carol: hello, I am late")
     assert re.fullmatch(r"\d\d:\d\d", await alice.locator('.log[data-room="demo"] .msg time').last.inner_text())
     await screenshot(carol, "demo-desktop.png")
-    assert carol.problems == [], carol.problems  # type: ignore[attr-defined]
+    assert problems == []
     await carol.close()
 
 
@@ -191,7 +192,7 @@ async def test_the_demo_fits_a_phone_and_folds_its_sidebar(
     browser: Browser, instances: tuple[AppProcess, AppProcess]
 ) -> None:
     a, b = instances
-    phone = await joined_page(browser, b, a, "dana", width=390, height=844)
+    phone, problems = await joined_page(browser, b, a, "dana", width=390, height=844)
     # Nothing is cut off: no sideways scrolling, and the input and its button are on screen.
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
     for selector in ("form.say input", "form.say button", "#room-title", "#toggle"):
@@ -212,7 +213,7 @@ async def test_the_demo_fits_a_phone_and_folds_its_sidebar(
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
     await screenshot(phone, "demo-phone.png")
     # The favicon is served: no 404 (or any other error) in the console.
-    assert phone.problems == [], phone.problems  # type: ignore[attr-defined]
+    assert problems == []
     await phone.close()
 
 
