@@ -75,6 +75,8 @@ class ErrorCode(IntEnum):
     TOKEN_EXPIRED = 109
     NOT_SUBSCRIBED = 110
     TOO_MANY_REQUESTS = 111
+    # The connection's history byte budget is spent (SWITCHBOARD_HISTORY_BYTES_*): retry later.
+    OVER_BUDGET = 112
 
 
 ERROR_MESSAGES: dict[ErrorCode, str] = {
@@ -90,6 +92,7 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.TOKEN_EXPIRED: "token expired",
     ErrorCode.NOT_SUBSCRIBED: "not subscribed",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
+    ErrorCode.OVER_BUDGET: "history byte budget spent",
 }
 
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 import orjson
 
 from app import metrics
-from app.broker import Broker, BrokerUnavailable, HistoryOptions, Position
+from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
 from app.history_reads import SharedReads
@@ -150,7 +150,7 @@ class Hub:
         ``sub.pending``; if too many arrive they are dropped there and read from history instead.
         """
         conn, since, epoch = sub.conn, resume.offset, resume.epoch
-        history = await self._reads.history(channel, since)
+        history = await self._paced_read(conn, channel, since)
         while history.covers(since, epoch):
             sub.offset, sub.epoch = max(sub.offset, since), history.position.epoch
             conn.make_room(len(history.entries))
@@ -161,12 +161,20 @@ class Hub:
                 return Joined(Position(sub.offset, sub.epoch), ok=True, count=sub.offset - resume.offset)
             since, epoch, sub.overflowed = sub.offset, sub.epoch, False
             await conn.drained()
-            history = await self._reads.history(channel, since)
+            history = await self._paced_read(conn, channel, since)
         # History does not cover the gap (or stopped covering it halfway through a long replay).
         reason = history.lost_reason(since, epoch)
         sub.offset, sub.epoch = history.position.offset, history.position.epoch
         metrics.RECOVERIES.labels("client", "lost").inc()
         return Joined(Position(sub.offset, sub.epoch), ok=False, reason=reason)
+
+    async def _paced_read(self, conn: Connection, channel: str, since: int) -> History:
+        """A replay's next page, once the connection's history budget allows (app/budgets.py):
+        a replay is paced, not refused, so a client that resumes a long gap still gets all of it."""
+        await conn.history_turn()
+        history = await self._reads.history(channel, since)
+        conn.spend_history(sum(len(env.frame) for env in history.entries))
+        return history
 
     async def leave(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 from app import metrics
 from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
+from app.budgets import JoinLeave
 from app.connection import Connection
 from app.errors import INVALID_RESUME, TOO_DEEP, ErrorCode, ProtocolError
 from app.hub import Announce, tutorial_announce
@@ -81,7 +83,17 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
 
 
 class Session:
-    __slots__ = ("_grants", "_member", "conn", "display_name", "identity", "permissions", "services", "ws")
+    __slots__ = (
+        "_grants",
+        "_join_leave",
+        "_member",
+        "conn",
+        "display_name",
+        "identity",
+        "permissions",
+        "services",
+        "ws",
+    )
 
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
@@ -91,6 +103,7 @@ class Session:
         self.identity = ANONYMOUS
         self._grants: re.Pattern[str] | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
+        self._join_leave: JoinLeave | None = None  # likewise: made on the first announcement
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
 
@@ -180,8 +193,25 @@ class Session:
             return None
         return remaining
 
+    def _may_announce(self, channel: str, joined: bool) -> bool:
+        """The join/leave budget (app/budgets.py): a subscribe/unsubscribe loop cannot make every
+        watcher of the channel take a push (with this client's ``info``) per cycle. A leave is
+        announced exactly when its join was."""
+        budget = self._join_leave
+        if budget is None:
+            s = self.services.settings
+            budget = self._join_leave = JoinLeave(
+                s.join_leave_per_second, s.join_leave_burst, 2 * s.max_channels_per_connection
+            )
+        allowed = budget.join(channel, time.monotonic()) if joined else budget.leave(channel)
+        if not allowed:
+            metrics.JOIN_LEAVE_SKIPPED.inc()
+        return allowed
+
     async def _announce(self, channel: str, opts: ChannelOptions, count: int, *, joined: bool) -> None:
         """A ``join``/``leave`` push where the namespace asks; a tutorial channel's own notice there."""
+        if (is_tutorial(channel) or opts.join_leave) and not self._may_announce(channel, joined):
+            return
         if is_tutorial(channel):
             # So that a team can move clients from /ws/room/42 to /ws one at a time: each side
             # sees the other come and go, in the frames it already knows.

@@ -4,15 +4,20 @@ Frames in are commands ``{"id":N,"op":...}``; frames out are replies with the sa
 pushes with an ``op``. The reader does not wait on a command: each runs as a task chained behind
 the previous one, so commands take effect in the order sent (a publish after a subscribe sees it)
 while the socket keeps being read (``pong`` and rate limits apply at once). With
-``MAX_IN_FLIGHT`` commands waiting, reading pauses until the oldest is done, so a client that
-pipelines faster than its commands complete is held back by TCP and its memory stays bounded.
-An ``id`` may not repeat while its command is in flight.
+``MAX_IN_FLIGHT`` commands, or ``SWITCHBOARD_MAX_IN_FLIGHT_BYTES`` of them, waiting, reading
+pauses until the oldest is done, so a client that pipelines faster than its commands complete is
+held back by TCP and its memory stays bounded. A command that has to wait for an earlier one (a
+resume's replay paced by a client that stopped reading) waits as its frame's text, parsed again
+at its turn: parsed JSON can take 25 times the bytes of its text (``[{},{},...]``), so holding the
+parsed form would make the byte bound 25 times weaker. An ``id`` may not repeat while its command
+is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -23,6 +28,7 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.auth import AuthError, Identity, verify_token
 from app.broker import BrokerUnavailable
+from app.budgets import InFlight
 from app.connection import ConnectionGone
 from app.errors import AUTH_FAILED, AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.routes.handshake import run_session
@@ -56,6 +62,7 @@ class WsClient:
         self.settings = session.services.settings
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._last: asyncio.Task[None] | None = None
+        self._load = InFlight(MAX_IN_FLIGHT, self.settings.max_in_flight_bytes)
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._expiry: asyncio.TimerHandle | None = None
@@ -194,15 +201,30 @@ class WsClient:
             elif not isinstance(op, str) or (op not in COMMANDS and op != "refresh"):
                 self.send(error_bytes(cmd_id, ErrorCode.UNKNOWN_OP, "unknown op"))
             else:
-                task = asyncio.create_task(self._run(cmd_id, op, frame, self._last))
-                self._in_flight[cmd_id] = self._last = task
-                if len(self._in_flight) >= MAX_IN_FLIGHT:
-                    await asyncio.wait([next(iter(self._in_flight.values()))])
+                self._schedule(cmd_id, op, frame, text)
+            frame = None  # not held by the reader while it waits below
+            while self._load.full:
+                await asyncio.wait([next(iter(self._in_flight.values()))])
 
-    async def _run(self, cmd_id: int, op: str, frame: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
+    def _schedule(self, cmd_id: int, op: str, frame: dict[str, Any], text: str) -> None:
+        """Run now, or keep the text (not the parsed frame) until the command before it is done."""
+        previous = self._last
+        waits = previous is not None and not previous.done()
+        size = sys.getsizeof(text)  # what the text holds in memory, not its length in characters
+        self._load.add(size)
+        task = asyncio.create_task(self._run(cmd_id, op, text if waits else frame, previous, size))
+        self._in_flight[cmd_id] = self._last = task
+
+    async def _run(
+        self, cmd_id: int, op: str, frame: dict[str, Any] | str, previous: asyncio.Task[None] | None, size: int
+    ) -> None:
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])  # in order; never raises for the previous one
+            if isinstance(frame, str):
+                parsed = _parse(frame)
+                assert parsed is not None  # it parsed when it was read
+                frame = parsed
             try:
                 if op == "refresh":
                     result: Reply = {"expires": self.refresh(frame.get("token"))}
@@ -225,6 +247,7 @@ class WsClient:
                     self.send(reply_bytes(cmd_id, result) if isinstance(result, dict) else result)
         finally:
             del self._in_flight[cmd_id]
+            self._load.done(size)
 
     def _limited(self, text: str) -> None:
         frame = _parse(text)

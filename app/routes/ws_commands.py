@@ -7,11 +7,13 @@ publications and the live ones). Field errors are ``ProtocolError(BAD_REQUEST)``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
+from app import metrics
 from app.broker import Position
 from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
@@ -100,7 +102,13 @@ async def history(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply
     channel, opts = await _readable(session, frame.get("channel"))
     if not opts.history.enabled:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no history")
+    # The connection's history bytes (app/budgets.py): refused while spent, before Redis is asked.
+    wait = session.conn.history_budget().delay(time.monotonic())
+    if wait > 0:
+        metrics.HISTORY_REFUSED.inc()
+        raise ProtocolError(ErrorCode.OVER_BUDGET, f"history byte budget spent: retry in {wait:.1f} s")
     pubs, position = await session.services.hub.history_page(channel, since, limit)
+    session.conn.spend_history(sum(map(len, pubs)))
     return history_reply(b'{"id":%d,"ok":true,' % cmd_id, pubs, position)
 
 
