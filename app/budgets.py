@@ -81,6 +81,7 @@ class JoinLeave:
     def join(self, channel: str, now: float) -> bool:
         """Whether this join is pushed; it spends one of the channel's tokens."""
         if self.burst <= 0:
+            self._announced.add(channel)
             return True
         bucket = self._buckets.get(channel)
         if bucket is None:
@@ -92,9 +93,8 @@ class JoinLeave:
         return True
 
     def leave(self, channel: str) -> bool:
-        """Whether this leave is pushed: exactly when the join it ends was."""
-        if self.burst <= 0:
-            return True
+        """Whether this leave is pushed: exactly when the join it ends was (limit on or off; a
+        client that unsubscribes during its replay was never announced)."""
         if channel in self._announced:
             self._announced.discard(channel)
             return True

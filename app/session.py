@@ -27,7 +27,7 @@ from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.permissions import compile_grants
 from app.presence import member_id
-from app.recovery import Joined, Subscription
+from app.recovery import Joined, Subscription, Unsubscribed
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
@@ -150,8 +150,11 @@ class Session:
         *,
         token: str | None = None,
         announce: Announce = tutorial_announce,
+        registered: Callable[[], None] | None = None,
     ) -> ChannelOptions:
-        """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the client."""
+        """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the
+        client; ``registered`` is called once the client is in the channel, before a replay
+        (``Hub.join``). An unsubscribe during the replay makes this 110."""
         opts = self.permissions.options(channel)
         assert isinstance(channel, str)
         if channel in self.subscriptions:
@@ -160,7 +163,12 @@ class Session:
         if len(self.subscriptions) >= limit:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
         await self.permissions.check_subscribe(self, channel, opts, token)
-        await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
+        try:
+            await self.services.hub.join(
+                self.conn, channel, resume, ws=self.ws, announce=announce, registered=registered
+            )
+        except Unsubscribed:
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "unsubscribed before the replay finished") from None
         return opts
 
     async def enter_presence(self, channel: str) -> int:
@@ -168,9 +176,19 @@ class Session:
         return await self.services.presence.join(channel, self.member)
 
     async def announce_join(self, channel: str, opts: ChannelOptions) -> None:
-        """``/ws``: presence and the join announcement, best effort (the subscription stands)."""
+        """``/ws``: presence and the join announcement, best effort (the subscription stands).
+
+        After a resume the next commands run as soon as the client is in the channel (``Hub.join``),
+        so an ``unsubscribe`` may have run while presence was being joined: then presence is left
+        again (whichever Redis ran first) and nothing is announced (its leave was not either).
+        """
         try:
-            count = await self.enter_presence(channel) if opts.presence or is_tutorial(channel) else 0
+            present = opts.presence or is_tutorial(channel)
+            count = await self.enter_presence(channel) if present else 0
+            if channel not in self.subscriptions:
+                if present:
+                    await self.services.presence.leave(channel, self.member)
+                return
             await self._announce(channel, opts, count, joined=True)
         except BrokerUnavailable as exc:
             metrics.LISTENER_ERRORS.inc()

@@ -49,7 +49,10 @@ def _resume(frame: dict[str, Any]) -> Position | None:
     return Position(since, epoch)
 
 
-async def subscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+async def subscribe(
+    session: Session, cmd_id: int, frame: dict[str, Any], *, registered: Callable[[], None] | None = None
+) -> Reply:
+    """``registered``: see ``Hub.join`` (the next command may start then, during a replay)."""
     channel, resume, token = frame.get("channel"), _resume(frame), frame.get("token")
     if token is not None and not isinstance(token, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
@@ -63,7 +66,7 @@ async def subscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> Rep
             fields.update(recovered=joined.ok, **({"count": joined.count} if joined.ok else {"reason": joined.reason}))
         session.conn.send_text(reply_bytes(cmd_id, fields))
 
-    opts = await session.subscribe(channel, resume, token=token, announce=announce)
+    opts = await session.subscribe(channel, resume, token=token, announce=announce, registered=registered)
     assert isinstance(channel, str)
     await session.announce_join(channel, opts)
     return None

@@ -96,7 +96,8 @@ async def hostile_commands(app: AppProcess, epoch: str) -> socket.socket:
 
 
 async def test_commands_behind_a_stuck_replay_hold_bounded_memory(instance: AppProcess) -> None:
-    epoch = await fill_history(instance, "big", 60, 48_000)  # 2.9 MB: three pages of replay
+    # 5.8 MB to replay: more than the kernel buffers of a socket (tcp_wmem tops out at 4 MB)
+    epoch = await fill_history(instance, "big", 120, 48_000)
     async with RssWatch(instance) as watch:
         sockets = await asyncio.gather(*(hostile_commands(instance, epoch) for _ in range(8)))
         # Every hostile socket is cut off as a slow consumer (WRITE_TIMEOUT 4 s here); sampling
@@ -229,3 +230,28 @@ async def test_a_well_behaved_client_is_not_held_back(instance: AppProcess) -> N
             await dave.push(lambda p: about("carol", "lobby:2")(p) == "leave")
     for budget in ("history_refused", "replay_paced", "join_leave"):
         assert metric(instance, f'switchboard_budget_limited_total{{budget="{budget}"}}') == 0
+
+
+async def test_a_paced_replay_does_not_hold_the_commands_after_it(instance: AppProcess) -> None:
+    epoch = await fill_history(instance, "long", 120, 48_000)  # at least 1.75 s of pacing here
+    resume = {"op": "subscribe", "channel": "long", "since": 0, "epoch": epoch}
+    async with connected(instance.ws("/ws")) as client:
+        sub_id = client.next_id()
+        await client.send({"id": sub_id, **resume})
+        await client.ok("subscribe", channel="other")  # answered while the replay is paced
+        live = await client.ok("publish", channel="long", data=["live"])
+        assert sub_id not in client.replies
+        reply = await client.reply(sub_id, timeout=30)
+        # Its own publish came during the replay: it is in the history the replay goes on to read.
+        assert reply["count"] == 121, reply
+        assert live["offset"] == 121
+        replayed = [p["offset"] for p in client.pushes if p.get("channel") == "long"]
+        assert replayed == list(range(1, 122))  # in order, each once
+    async with connected(instance.ws("/ws")) as quitter:
+        sub_id = quitter.next_id()
+        await quitter.send({"id": sub_id, **resume})
+        await quitter.ok("unsubscribe", channel="long")  # ends the replay
+        assert (await quitter.reply(sub_id, timeout=10))["error"]["code"] == 110
+        quitter.pushes.clear()  # what came before the unsubscribe's reply may; nothing after it
+        assert not [p for p in await quitter.quiet(1.0) if p.get("channel") == "long"]
+        assert (await quitter.ok("subscribe", channel="long"))["offset"] == 121  # joins afresh

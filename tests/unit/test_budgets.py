@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 from app.budgets import InFlight, JoinLeave, TokenBucket
+from app.protocol import Envelope
+from app.recovery import Subscription
 
 
 def test_a_bucket_starts_full_and_refills_at_its_rate_up_to_its_burst() -> None:
@@ -67,6 +69,7 @@ def test_join_leave_burst_zero_is_off() -> None:
     budget = JoinLeave(rate=0.1, burst=0, keep=8)
     assert all(budget.join("c", 0) for _ in range(100))
     assert budget.leave("c")
+    assert not budget.leave("never-joined")  # a leave still needs its join
 
 
 def test_join_leave_keeps_a_bounded_number_of_buckets() -> None:
@@ -98,3 +101,14 @@ def test_in_flight_stops_at_the_count_or_the_bytes_but_always_lets_one_in() -> N
     assert not load.full
     load.add(90)
     assert load.full  # the bytes
+
+
+def test_live_messages_held_during_a_replay_are_bounded_in_bytes_too() -> None:
+    """A client's own publishes during its replay land in ``pending``: a page of bytes at most."""
+    sub = Subscription(None, 0, "e")  # type: ignore[arg-type]
+    sub.pending = []
+    for n in range(1, 40):
+        sub.hold(Envelope(None, 0.0, n, "e", b"x" * 60_000), limit=1000, max_bytes=1_000_000)
+        assert sub.pending_bytes <= 1_000_000
+    assert sub.overflowed  # dropped, to be read from history again
+    assert sub.pending_bytes == sum(len(env.frame) for env in sub.pending)
