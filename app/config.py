@@ -9,14 +9,23 @@ import hmac
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
+from app.env_names import EnvReport, classify, unknown_message
 from app.hooks import load_hooks
 from app.namespaces import Namespaces, load_namespaces
 
@@ -35,6 +44,31 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class _Environment(EnvSettingsSource):
+    """The process environment, minus Kubernetes service links; an unknown ``SWITCHBOARD_*`` name
+    is refused (a misspelt setting would otherwise leave its default in force, silently)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        loaded = super()._load_env_vars()
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        self.report: EnvReport = classify(loaded, prefix, self.settings_cls.model_fields)
+        links = {name.lower() for name in self.report.links}
+        return {name: value for name, value in loaded.items() if name.lower() not in links}
+
+    def __call__(self) -> dict[str, Any]:
+        if self.report.unknown:
+            errors = [
+                InitErrorDetails(
+                    type=PydanticCustomError("unknown_setting", "{detail}", {"detail": unknown_message(closest)}),
+                    loc=(name,),
+                    input="",  # never the value: it may be a secret
+                )
+                for name, closest in self.report.unknown
+            ]
+            raise ValidationError.from_exception_data(self.settings_cls.__name__, errors)
+        return super().__call__()
 
 
 class Settings(BaseSettings):
@@ -111,10 +145,32 @@ class Settings(BaseSettings):
     _generated_api_key: bool = PrivateAttr(default=False)
     _hooks: object | None = PrivateAttr(default=None)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environment(settings_cls), dotenv_settings, file_secret_settings
+
+    @property
+    def service_links(self) -> list[str]:
+        """Kubernetes service-link variables in the environment, ignored (start-up notes them)."""
+        prefix = self.model_config.get("env_prefix", "")
+        return classify(os.environ, prefix, type(self).model_fields).links
+
     @property
     def namespaces(self) -> Namespaces:
         assert self._namespaces is not None
         return self._namespaces
+
+    @property
+    def single_process_broker(self) -> bool:
+        """memory://: publications reach this process's own clients only."""
+        return self.broker_url.startswith("memory:")
 
     @property
     def generated_api_key(self) -> bool:
@@ -262,14 +318,22 @@ class Settings(BaseSettings):
         return self
 
 
+def setting_name(field: str) -> str:
+    """The environment variable a field is read from (``broker_url`` -> ``SWITCHBOARD_BROKER_URL``)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    return (prefix + field).upper() if field in Settings.model_fields else field
+
+
 def settings_error_line(exc: Exception) -> str:
-    """One readable line for a settings failure, without echoing secret values."""
+    """One readable line for a settings failure, naming each setting, without echoing values."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
         parts = []
-        for err in errors():
-            where = ".".join(str(p) for p in err.get("loc", ()))
+        for err in errors(include_input=False):
+            where = ".".join(setting_name(str(p)) for p in err.get("loc", ()))
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             parts.append(f"{where}: {msg}" if where else msg)
-        return "invalid settings: " + "; ".join(parts)
-    return f"invalid settings: {exc}"
+        line = "; ".join(parts)
+    else:
+        line = str(exc)
+    return "invalid settings: " + " ".join(line.split())

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import ValidationError
@@ -293,19 +294,39 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def load_settings(overrides: dict[str, Any] | None = None, *, check_broker: bool = True) -> Settings:
+def fail(line: str) -> NoReturn:
+    """Stop start-up with one line on stderr and status 2, never a traceback."""
+    print(f"switchboard: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def env_int(name: str, default: int) -> int:
+    """A whole-number variable of the process manager's own (WEB_CONCURRENCY, ...)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        fail(f"{name}={value[:32]!r} is not a whole number of at least 1")
+    return int(value)
+
+
+def load_settings(overrides: dict[str, Any] | None = None, *, check_broker: bool = True, workers: int = 1) -> Settings:
     """Settings, or exit with a one-line explanation (status 2). Also asks the Sentinels, if the
-    broker URL names some, whether they know its master: a typo there would look like an outage."""
+    broker URL names some, whether they know its master: a typo there would look like an outage.
+    ``workers`` is how many processes will serve (gunicorn's): memory:// reaches only one."""
     try:
         settings = Settings(**(overrides or {}))
         if check_broker:
             check_sentinel_master(settings.broker_url)
     except ValidationError as exc:
-        print(f"switchboard: {settings_error_line(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(settings_error_line(exc))
     except ValueError as exc:
-        print(f"switchboard: SWITCHBOARD_BROKER_URL: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(f"SWITCHBOARD_BROKER_URL: {exc}")
+    if workers > 1 and settings.single_process_broker and not settings.dev_mode:
+        fail(
+            f"SWITCHBOARD_BROKER_URL is memory://, which reaches the clients of one process only, and "
+            f"WEB_CONCURRENCY={workers}: set a redis:// URL, or WEB_CONCURRENCY=1"
+        )
     return settings
 
 

@@ -27,7 +27,7 @@ HOSTS = {"app1": "127.0.0.2", "app2": "127.0.0.3", "app3": "127.0.0.5", "redis":
 NGINX = "/usr/sbin/nginx"
 PROXY = "ws://127.0.0.1:8080"
 PROXY_HTTP = "http://127.0.0.1:8080"
-IN_NAMESPACE = os.environ.get("SWITCHBOARD_NETNS") == "1"
+IN_NAMESPACE = os.environ.get("TESTS_IN_NETNS") == "1"
 
 
 def run_in_namespace(module: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,7 @@ def run_in_namespace(module: Path, timeout: float) -> subprocess.CompletedProces
     return subprocess.run(
         ["unshare", "-m", "-n", "--", sys.executable, *pytest_args],
         cwd=ROOT,
-        env={**os.environ, "SWITCHBOARD_NETNS": "1"},
+        env={**os.environ, "TESTS_IN_NETNS": "1"},
         capture_output=True,
         text=True,
         timeout=timeout,
