@@ -21,7 +21,7 @@ import httpx
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import API_HEADERS, ROOT, TEST_API_KEY, TEST_SECRET, wait_until
+from tests.support import API_HEADERS, ROOT, TEST_API_KEY, TEST_SECRET, inherited_env, wait_until
 
 HOSTS = {"app1": "127.0.0.2", "app2": "127.0.0.3", "app3": "127.0.0.5", "redis": "127.0.0.4"}
 NGINX = "/usr/sbin/nginx"
@@ -83,7 +83,7 @@ class Stack:
     def launch(self, name: str) -> None:
         """One instance as production runs it: gunicorn with uvicorn workers, in its own session."""
         env = {
-            **os.environ,
+            **inherited_env(),
             "SWITCHBOARD_HOST": HOSTS[name],
             "SWITCHBOARD_PORT": "8000",
             "SWITCHBOARD_INSTANCE_ID": name,
