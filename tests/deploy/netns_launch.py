@@ -61,12 +61,11 @@ def serve_until_ready(launch: Launch, probes: list[tuple[str, int]], log: Path) 
     try:
 
         def passes() -> bool:
-            assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            return all(
-                httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200 for path, port in probes
-            )
+            urls = [f"http://127.0.0.1:{port}{path}" for path, port in probes]
+            return all(httpx.get(url, timeout=2).status_code == 200 for url in urls)
 
-        wait_until(passes, 40, f"{' '.join(launch.command)}: {probes} to answer 200")
+        wait_until(lambda: proc.poll() is not None or passes(), 40, f"{launch.command}: {probes} to answer 200")
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
     finally:
         proc.terminate()
         proc.wait(40)
