@@ -92,6 +92,7 @@ class WsClient:
             self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
+        hint = self._hint(frame)
         try:
             identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
             self.session.set_identity(identity)
@@ -101,7 +102,8 @@ class WsClient:
                 self.conn.close(CloseCode.USER_LIMIT)
                 return False
         except ProtocolError as exc:
-            self.send(error_bytes(cmd_id, exc.code, exc.message))
+            # "token required" with the token in a header is the case a hint is most needed for.
+            self.send(error_bytes(cmd_id, exc.code, exc.message, **({"hint": hint} if hint else {})))
             self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
             return False
         except BrokerUnavailable:
@@ -114,7 +116,7 @@ class WsClient:
             "expires": identity.expires,
             "ping": self.settings.ping_interval,
         }
-        if hint := self._hint(frame):
+        if hint:
             reply["hint"] = hint
         self.send(reply_bytes(cmd_id, reply))
         self._schedule_ping()

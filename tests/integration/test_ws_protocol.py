@@ -95,7 +95,12 @@ async def test_a_token_where_connect_never_reads_one_gets_a_hint(tmp_path: Path)
     says why (and a debug line in the log), never echoing the token."""
     jwt = user_token("ann")
     env = {"SWITCHBOARD_LOG_LEVEL": "debug"}
-    with running(AppProcess("hints", tmp_path, env)) as (app,):
+    closed = AppProcess("closed", tmp_path, {"SWITCHBOARD_ALLOW_ANONYMOUS": "false"})
+    with running(AppProcess("hints", tmp_path, env), closed) as (app, _):
+        # Where anonymous connections are refused, the refusal says why.
+        async with ws_connect(closed.ws("/ws"), additional_headers={"Authorization": f"Bearer {jwt}"}) as ws:
+            reply = await Proto(ws).call("connect")
+        assert reply["error"] == {"code": 101, "message": "token required", "hint": HEADER_HINT}
         async with ws_connect(app.ws("/ws"), additional_headers={"Authorization": f"Bearer {jwt}"}) as ws:
             reply = await Proto(ws).ok("connect")
         assert (reply["user"], reply["hint"]) == ("", HEADER_HINT)
