@@ -11,8 +11,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from app.launch import env_int, load_settings
 from app.logs import log_config
-from app.server import env_int, load_settings
 
 # Read once, here, so that every value gunicorn uses (the bind address above all) went through the
 # same checks as the app's: a bad setting, or a Kubernetes service link such as

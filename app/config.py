@@ -9,15 +9,12 @@ import hmac
 import os
 import secrets
 import socket
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -25,7 +22,7 @@ from pydantic_settings import (
 
 from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
-from app.env_names import EnvReport, classify, unknown_message
+from app.env_names import Environment, classify
 from app.hooks import load_hooks
 from app.namespaces import Namespaces, load_namespaces
 
@@ -44,31 +41,6 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
-
-
-class _Environment(EnvSettingsSource):
-    """The process environment, minus Kubernetes service links; an unknown ``SWITCHBOARD_*`` name
-    is refused (a misspelt setting would otherwise leave its default in force, silently)."""
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        loaded = super()._load_env_vars()
-        prefix = self.settings_cls.model_config.get("env_prefix", "")
-        self.report: EnvReport = classify(loaded, prefix, self.settings_cls.model_fields)
-        links = {name.lower() for name in self.report.links}
-        return {name: value for name, value in loaded.items() if name.lower() not in links}
-
-    def __call__(self) -> dict[str, Any]:
-        if self.report.unknown:
-            errors = [
-                InitErrorDetails(
-                    type=PydanticCustomError("unknown_setting", "{detail}", {"detail": unknown_message(closest)}),
-                    loc=(name,),
-                    input="",  # never the value: it may be a secret
-                )
-                for name, closest in self.report.unknown
-            ]
-            raise ValidationError.from_exception_data(self.settings_cls.__name__, errors)
-        return super().__call__()
 
 
 class Settings(BaseSettings):
@@ -154,7 +126,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, _Environment(settings_cls), dotenv_settings, file_secret_settings
+        return init_settings, Environment(settings_cls), dotenv_settings, file_secret_settings
 
     @property
     def service_links(self) -> list[str]:

@@ -20,6 +20,11 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import EnvSettingsSource
 
 
 def _is_ip(value: str) -> bool:
@@ -107,3 +112,28 @@ def classify(environ: Mapping[str, str | None], prefix: str, fields: Iterable[st
             closest = difflib.get_close_matches(rest, names, n=1, cutoff=SUGGEST_CUTOFF)
             report.unknown.append((name, prefix + closest[0] if closest else None))
     return report
+
+
+class Environment(EnvSettingsSource):
+    """The process environment, minus Kubernetes service links; an unknown ``SWITCHBOARD_*`` name
+    is refused (a misspelt setting would otherwise leave its default in force, silently)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        loaded = super()._load_env_vars()
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        self.report: EnvReport = classify(loaded, prefix, self.settings_cls.model_fields)
+        links = {name.lower() for name in self.report.links}
+        return {name: value for name, value in loaded.items() if name.lower() not in links}
+
+    def __call__(self) -> dict[str, Any]:
+        if self.report.unknown:
+            errors = [
+                InitErrorDetails(
+                    type=PydanticCustomError("unknown_setting", "{detail}", {"detail": unknown_message(closest)}),
+                    loc=(name,),
+                    input="",  # never the value: it may be a secret
+                )
+                for name, closest in self.report.unknown
+            ]
+            raise ValidationError.from_exception_data(self.settings_cls.__name__, errors)
+        return super().__call__()

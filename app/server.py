@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import sys
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import uvicorn
-from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
 
 from app import admission, drain
-from app.broker.redis_target import check_sentinel_master
-from app.config import Settings, settings_error_line
+from app.config import Settings
+from app.launch import load_settings
 from app.protocol import FAST_WRITE
 
 # A request's head before it is complete: the target, and the header fields (count and bytes).
@@ -292,42 +290,6 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain.drain_all()
         await super().shutdown(sockets)
-
-
-def fail(line: str) -> NoReturn:
-    """Stop start-up with one line on stderr and status 2, never a traceback."""
-    print(f"switchboard: {line}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-def env_int(name: str, default: int) -> int:
-    """A whole-number variable of the process manager's own (WEB_CONCURRENCY, ...)."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        fail(f"{name}={value[:32]!r} is not a whole number of at least 1")
-    return int(value)
-
-
-def load_settings(overrides: dict[str, Any] | None = None, *, check_broker: bool = True, workers: int = 1) -> Settings:
-    """Settings, or exit with a one-line explanation (status 2). Also asks the Sentinels, if the
-    broker URL names some, whether they know its master: a typo there would look like an outage.
-    ``workers`` is how many processes will serve (gunicorn's): memory:// reaches only one."""
-    try:
-        settings = Settings(**(overrides or {}))
-        if check_broker:
-            check_sentinel_master(settings.broker_url)
-    except ValidationError as exc:
-        fail(settings_error_line(exc))
-    except ValueError as exc:
-        fail(f"SWITCHBOARD_BROKER_URL: {exc}")
-    if workers > 1 and settings.single_process_broker and not settings.dev_mode:
-        fail(
-            f"SWITCHBOARD_BROKER_URL is memory://, which reaches the clients of one process only, and "
-            f"WEB_CONCURRENCY={workers}: set a redis:// URL, or WEB_CONCURRENCY=1"
-        )
-    return settings
 
 
 class Worker(UvicornWorker):

@@ -182,7 +182,7 @@ def test_every_invalid_setting_is_named_as_its_variable(monkeypatch: pytest.Monk
 
 
 def test_memory_broker_is_refused_for_several_workers_outside_dev_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    from app.server import load_settings
+    from app.launch import load_settings
 
     with pytest.raises(SystemExit) as info:
         load_settings({"jwt_secret": STRONG}, workers=2)
