@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 
+    # What one client can make the cluster do (docs/security.md): each channel with presence costs
+    # the cluster a refresh every PRESENCE_TTL/3, so anonymous connections get a cap of their own.
+    max_channels_anonymous: int = 16
+
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
@@ -158,6 +162,7 @@ class Settings(BaseSettings):
         "max_channels_per_connection",
         "max_connections",
         "history_read_bytes",
+        "max_channels_anonymous",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:
