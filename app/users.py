@@ -32,6 +32,7 @@ import orjson
 
 from app import metrics
 from app.broker import BrokerUnavailable
+from app.errors import ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.protocol import Outgoing, header
 from app.user_slots import CHECK_SECONDS, SETTLE_SECONDS, Slots
@@ -148,6 +149,8 @@ class Users:
             raise
         except BrokerUnavailable as exc:
             log.warning("server-side %s failed: %s", op, exc)
+        except ProtocolError as exc:  # a reserved name: the API refuses those, so not from it
+            log.warning("server-side %s refused: %s", op, exc.message)
         except Exception:
             metrics.LISTENER_ERRORS.inc()
             log.exception("server-side %s failed", op)

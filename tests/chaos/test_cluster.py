@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from app.broker.scripts import history_keys, idempotency_key
-from app.presence_redis import key as presence_key
+from app.presence_scripts import key as presence_key
 from tests.chaos.stream import (
     Subscriber,
     all_connected,
