@@ -220,6 +220,13 @@ class RedisPresence:
             touched = await self._touch_all(chunk)
             earliest = {channel: _score(first) for (channel, _), (_, first) in zip(chunk, touched, strict=True)}
             await self._client.zadd(EXPIRIES, earliest)
+            # A member that left while its touch was on the way may have been put back after its
+            # leave's removal: remove it again (removal is idempotent), or it would linger a TTL
+            # and be announced as leaving a second time.
+            for channel, members in chunk:
+                here = self._local.get(channel, ())
+                if gone := [m for m in members if m not in here]:
+                    await self._remove(keys=_keys(channel), args=gone)
 
     async def _touch_all(self, work: list[tuple[str, tuple[str, ...]]]) -> list[Any]:
         if isinstance(self._client, RedisCluster):

@@ -87,3 +87,23 @@ async def test_a_pass_sweeps_only_the_channels_due(redis_server: RedisServer, cl
     assert sweeps == 1  # the due channel, not the 200 idle ones
     assert await client.zscore(EXPIRIES, "gone") is None
     assert await client.zcard(EXPIRIES) == 200
+
+
+async def test_a_leave_during_a_refresh_round_is_not_undone(client: redis.asyncio.Redis) -> None:
+    presence = RedisPresence(client, ttl=30)
+    done = asyncio.Event()
+
+    async def refreshing() -> None:
+        while not done.is_set():
+            await presence._refresh()
+            await asyncio.sleep(0)  # a round with nothing to refresh awaits nothing
+
+    task = asyncio.create_task(refreshing())
+    await presence.join("stays", member("s", "sam"))
+    for n in range(300):
+        await presence.join(f"brief:{n}", member(f"b{n}", "bea"))
+        await presence.leave(f"brief:{n}", member(f"b{n}", "bea"))
+    done.set()
+    await task
+    assert await client.keys(f"{key('brief:')[:-2]}*") == []  # no member put back after its leave
+    assert await presence.stats("stays") == {"clients": 1, "users": 1}
