@@ -3,7 +3,9 @@
 Guarantees (both implementations):
 
 * A member is what ``member_id`` encodes: ``[client, user, info, name]``, unique per connection,
-  so counts, distinct users and lists all come from one set per channel.
+  so counts, lists and leave notices all come from one set per channel.
+* ``stats`` counts clients and distinct signed-in users without reading the members (Redis keeps
+  a per-user counter beside the set).
 * ``join`` and ``leave`` return the cluster-wide count after them.
 * A member whose instance stops refreshing it (the instance died) stops counting within the TTL,
   and ``sweep`` hands it, once cluster-wide, to whoever announces its leaving (``app/sweeper.py``).
