@@ -157,10 +157,12 @@ class Users:
 
     async def _check_epoch(self) -> None:
         """Take this instance's slots back if Redis lost them. Raises BrokerUnavailable."""
+        epoch, age = await self._slots.epoch(uuid.uuid4().hex)
+        if epoch == self._epoch:
+            return  # the usual case: admissions do not queue behind one another here
         async with self._checking:
-            epoch, age = await self._slots.epoch(uuid.uuid4().hex)
             if epoch == self._epoch:
-                return
+                return  # another admission took the slots back meanwhile
             if self._epoch is not None:
                 log.warning("redis lost the user connection slots; re-registering this instance's")
             await self._slots.keep(self._admitted)
