@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 
+    # What one client can make the cluster do (docs/security.md): each channel with presence costs
+    # the cluster a refresh every PRESENCE_TTL/3, so anonymous connections get a cap of their own.
+    max_channels_anonymous: int = 16
+
     # Per-connection budgets (issue 21, app/budgets.py; docs/security.md).
     # Bytes of /ws commands read but not finished; beyond it, reading pauses (TCP pushes back).
     max_in_flight_bytes: int = 262144
@@ -198,6 +202,7 @@ class Settings(BaseSettings):
         "max_channels_per_connection",
         "max_connections",
         "history_read_bytes",
+        "max_channels_anonymous",
         "max_in_flight_bytes",
         "history_bytes_burst",
     )

@@ -20,7 +20,8 @@ from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import Presence, create_presence
 from app.sweeper import Sweeper
-from app.users import Users, create_slots
+from app.user_slots import create_slots
+from app.users import Users
 
 
 @dataclass(slots=True)
