@@ -7,7 +7,7 @@ sees it) while the socket keeps being read (``pong`` and rate limits apply at on
 turn ends when it is done, except a resuming ``subscribe``'s: it ends once the client is in the
 channel, before the replay, so a paced replay does not hold the commands after it. With
 ``MAX_IN_FLIGHT`` commands, or ``SWITCHBOARD_MAX_IN_FLIGHT_BYTES`` of them, waiting, reading
-pauses until the oldest is done, so a client that pipelines faster than its commands complete is
+pauses until one of them is done, so a client that pipelines faster than its commands complete is
 held back by TCP and its memory stays bounded. A command that has to wait for an earlier one (a
 resume's replay paced by a client that stopped reading) waits as its frame's text, parsed again
 at its turn: parsed JSON can take 25 times the bytes of its text (``[{},{},...]``), so holding the
