@@ -12,19 +12,25 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.auth_config import (
+    HMAC_ALGORITHMS,
+    MIN_SECRET_BYTES,
+    JwksOptions,
+    ProviderConfig,
+    check_algorithms,
+    check_providers,
+    check_secret,
+)
+from app.auth_config import (
+    check_url as check_http_url,
+)
 from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
 from app.hooks import load_hooks
-from app.namespaces import Namespaces, load_namespaces
-
-# Symmetric algorithms only: a secret is all Settings holds. "none" is never accepted.
-SUPPORTED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-MIN_SECRET_BYTES = 32
-# Secrets that appear in docs and examples; refusing them catches copy-paste deployments.
-KNOWN_WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key"})
+from app.namespaces import ConfigFile, Namespaces, read_config
 
 
 def _default_instance_id() -> str:
@@ -51,7 +57,8 @@ class Settings(BaseSettings):
     redis_max_connections: int = 16
 
     jwt_secret: SecretStr = SecretStr("")
-    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    # Empty: HS256 with a secret, RS256 with a key source (below). "none" is never accepted.
+    jwt_algorithms: Annotated[list[str], NoDecode] = []
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
@@ -105,11 +112,27 @@ class Settings(BaseSettings):
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 
+    # -- Tokens from identity providers (docs/auth.md). One key source for the SWITCHBOARD_JWT_*
+    # provider (instead of JWT_SECRET); more providers in SWITCHBOARD_CONFIG's [[auth.providers]].
+    jwt_public_key: str | None = None  # PEM, inline or a file path
+    jwks_url: str | None = None
+    oidc_issuer: str | None = None  # discovery: <issuer>/.well-known/openid-configuration
+    # An unknown kid refetches at most this often; Cache-Control max-age is clamped to
+    # [JWKS_MIN_REFRESH, JWKS_MAX_TTL] (JWKS_CACHE_TTL without one); held keys outlive a provider
+    # outage by JWKS_MAX_STALE; one fetch (discovery included) takes at most JWKS_TIMEOUT.
+    jwks_min_refresh: float = 30.0
+    jwks_cache_ttl: float = 300.0
+    jwks_max_ttl: float = 3600.0
+    jwks_max_stale: float = 86400.0
+    jwks_timeout: float = 5.0
+
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
     _generated_api_key: bool = PrivateAttr(default=False)
     _hooks: object | None = PrivateAttr(default=None)
+    _file: ConfigFile | None = PrivateAttr(default=None)
+    _auth_providers: list[ProviderConfig] = PrivateAttr(default_factory=list)
 
     @property
     def namespaces(self) -> Namespaces:
@@ -136,6 +159,21 @@ class Settings(BaseSettings):
     def generated_secret(self) -> bool:
         return self._generated_secret
 
+    @property
+    def auth_providers(self) -> list[ProviderConfig]:
+        return self._auth_providers
+
+    @property
+    def jwks_options(self) -> JwksOptions:
+        return JwksOptions(
+            self.jwks_min_refresh, self.jwks_cache_ttl, self.jwks_max_ttl, self.jwks_max_stale, self.jwks_timeout
+        )
+
+    @property
+    def hmac_algorithm(self) -> str:
+        """What mint_token signs with: the first of JWT_ALGORITHMS when they are HMAC ones."""
+        return self.jwt_algorithms[0] if self.jwt_algorithms and self.jwt_algorithms[0] in HMAC_ALGORITHMS else "HS256"
+
     @field_validator("jwt_algorithms", "allowed_origins", "api_keys", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -144,11 +182,18 @@ class Settings(BaseSettings):
     @field_validator("jwt_algorithms")
     @classmethod
     def _pinned_algorithms(cls, value: list[str]) -> list[str]:
-        unsupported = [alg for alg in value if alg not in SUPPORTED_JWT_ALGORITHMS]
-        if unsupported or not value:
-            raise ValueError(
-                f"unsupported JWT algorithms {unsupported or value}; choose from {sorted(SUPPORTED_JWT_ALGORITHMS)}"
-            )
+        return check_algorithms(value) if value else value
+
+    @field_validator("jwks_url", "oidc_issuer")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("jwks_min_refresh", "jwks_cache_ttl", "jwks_max_ttl", "jwks_max_stale", "jwks_timeout")
+    @classmethod
+    def _positive_jwks_seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
         return value
 
     @field_validator(
@@ -220,7 +265,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _load_files(self) -> Settings:
         # Checked here so that a bad file or hook stops start-up with one line (load_settings).
-        self._namespaces = load_namespaces(self.config, self.history)
+        self._file = read_config(self.config)
+        self._namespaces = Namespaces(self._file, self.history, self.config.name if self.config else "")
         self._hooks = load_hooks(self.hooks) if self.hooks else None
         return self
 
@@ -243,23 +289,54 @@ class Settings(BaseSettings):
         secret = self.jwt_secret.get_secret_value()
         if any(hmac.compare_digest(key.get_secret_value(), secret) for key in self.api_keys if secret):
             raise ValueError("an API key must not equal SWITCHBOARD_JWT_SECRET: a user's token is never a credential")
-        if self.dev_mode:
-            if not secret:
-                # Random per process: fine for one dev instance, and tokens minted by /dev/token work.
-                self.jwt_secret = SecretStr(secrets.token_urlsafe(48))
-                self._generated_secret = True
-            return self
-        if not secret:
+        sources = [
+            f"SWITCHBOARD_{name.upper()}"
+            for name in ("jwt_public_key", "jwks_url", "oidc_issuer")
+            if getattr(self, name)
+        ]
+        if len(sources) > 1:
+            raise ValueError(f"both {sources[0]} and {sources[1]} are set: the SWITCHBOARD_JWT_* provider takes one")
+        if sources and secret:
             raise ValueError(
-                "SWITCHBOARD_JWT_SECRET is empty; set a random secret of at least "
-                f"{MIN_SECRET_BYTES} bytes, or SWITCHBOARD_DEV_MODE=true for local development"
+                f"SWITCHBOARD_JWT_SECRET and {sources[0]} are both set: one provider cannot mix HMAC with "
+                "asymmetric keys; declare two [[auth.providers]] in SWITCHBOARD_CONFIG (docs/auth.md)"
             )
-        if secret.lower() in KNOWN_WEAK_SECRETS or len(secret.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(
-                f"SWITCHBOARD_JWT_SECRET is a default or shorter than {MIN_SECRET_BYTES} bytes; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
+        from_file = self._file.auth.providers if self._file else []
+        if not secret and not sources and not from_file:
+            if not self.dev_mode:
+                raise ValueError(
+                    "SWITCHBOARD_JWT_SECRET is empty; set a random secret of at least "
+                    f"{MIN_SECRET_BYTES} bytes, or a key source (SWITCHBOARD_OIDC_ISSUER, SWITCHBOARD_JWKS_URL, "
+                    "SWITCHBOARD_JWT_PUBLIC_KEY; docs/auth.md), or SWITCHBOARD_DEV_MODE=true for local development"
+                )
+            # Random per process: fine for one dev instance, and tokens minted by /dev/token work.
+            self.jwt_secret = SecretStr(secrets.token_urlsafe(48))
+            self._generated_secret = True
+        elif secret and not self.dev_mode:
+            check_secret(secret, "SWITCHBOARD_JWT_SECRET")
+        self._auth_providers = check_providers([*self._env_provider(), *from_file])
         return self
+
+    def _env_provider(self) -> list[ProviderConfig]:
+        """The provider the SWITCHBOARD_JWT_* settings make, if they make one."""
+        secret = self.jwt_secret.get_secret_value()
+        if not secret and not (self.jwt_public_key or self.jwks_url or self.oidc_issuer):
+            return []
+        fields: dict[str, object] = {
+            "name": "env",
+            "issuer": self.jwt_issuer,
+            "audience": self.jwt_audience,
+            "algorithms": self.jwt_algorithms,
+        }
+        if secret:
+            fields["secret_env"] = "SWITCHBOARD_JWT_SECRET"
+        else:
+            fields |= {"public_key": self.jwt_public_key, "jwks_url": self.jwks_url, "oidc_issuer": self.oidc_issuer}
+        try:
+            return [ProviderConfig.model_validate(fields, context={"secret": self.jwt_secret})]
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ValueError(message.replace("provider 'env'", "SWITCHBOARD_JWT_*")) from None
 
 
 def settings_error_line(exc: Exception) -> str:

@@ -21,7 +21,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.auth import AuthError, Identity, verify_token
+from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
 from app.connection import ConnectionGone
 from app.errors import AUTH_FAILED, AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
@@ -87,7 +87,7 @@ class WsClient:
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
         try:
-            identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
+            identity = await self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
@@ -117,25 +117,25 @@ class WsClient:
         self._schedule_ping()
         return True
 
-    def _identity(self, token: object) -> Identity:
+    async def _identity(self, token: object) -> Identity:
         if token is None and self.settings.allow_anonymous:
             return self.session.identity
         if not isinstance(token, str):
             metrics.AUTH_FAILURES.labels("missing").inc()
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "token required")
         try:
-            return verify_token(token, self.settings)
+            return await self.session.services.auth.verify(token)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(exc.reason).inc()
             if exc.reason == "expired":
                 raise ProtocolError(ErrorCode.TOKEN_EXPIRED) from None
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.reason}") from None
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.detail}") from None
 
-    def refresh(self, token: object) -> int | None:
+    async def refresh(self, token: object) -> int | None:
         """``refresh``: a fresh token for the same user moves the expiry."""
         if not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
-        identity = self._identity(token)
+        identity = await self._identity(token)
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
         self.session.set_identity(identity)
@@ -205,7 +205,7 @@ class WsClient:
                 await asyncio.wait([previous])  # in order; never raises for the previous one
             try:
                 if op == "refresh":
-                    result: Reply = {"expires": self.refresh(frame.get("token"))}
+                    result: Reply = {"expires": await self.refresh(frame.get("token"))}
                 else:
                     result = await COMMANDS[op](self.session, cmd_id, frame)
             except ProtocolError as exc:
