@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 
 from app.auth import Authenticator, AuthError, Identity, mint_token
+from app.auth_config import JwksOptions, ProviderConfig
 from app.config import Settings
 
 SECRET = "k" * 64  # long enough for HS512 too
@@ -97,3 +100,50 @@ async def test_claims_channels_info_and_expiry_are_read(settings: Settings) -> N
 )
 async def test_malformed_claims_are_refused(settings: Settings, claims: dict[str, Any]) -> None:
     assert await reason(mint_token(settings, "u1", "Ann", **claims), settings) == "bad_claims"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"crit": ["exp\nPOST /api/v1/disconnect HTTP/1.1 200 OK"]}, {"crit": "b64"}, {"kid": 5}, {"kid": ["a"]}],
+)
+async def test_crit_and_non_string_kid_headers_get_a_fixed_reason(settings: Settings, headers: dict[str, Any]) -> None:
+    """Issue 21 finding 4: these raised out of the verifier (a traceback, 1011 or HTTP 500)."""
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    header = base64.urlsafe_b64encode(orjson.dumps({"alg": "HS256", "typ": "JWT", **headers})).rstrip(b"=")
+    forged = header.decode() + token[token.index(".") :]
+    assert await reason(forged, settings) == "bad_header"
+
+
+async def test_an_empty_sub_is_refused_with_the_claim_named(settings: Settings) -> None:
+    """Issue 21 finding 17a: ``sub: ""`` connected as anonymous but kept its channels grants."""
+    with pytest.raises(AuthError) as info:
+        await verify_token(mint_token(settings, "", channels=["team:*"]), settings)
+    assert info.value.detail == "bad_claims (sub)"
+
+
+@pytest.mark.parametrize(
+    ("claims", "claim"),
+    [({"channels": "team:*"}, "channels"), ({"info": "red"}, "info"), ({"channel": "team:x"}, "channel")],
+)
+async def test_bad_claims_name_the_claim(settings: Settings, claims: dict[str, Any], claim: str) -> None:
+    """Issue 22: a bad_claims refusal says which claim (a name from our list, never the token's text)."""
+    with pytest.raises(AuthError) as info:
+        await verify_token(mint_token(settings, "u1", **claims), settings)
+    assert info.value.detail == f"bad_claims ({claim})"
+
+
+async def test_the_hook_gets_every_claim_and_a_dotted_channels_claim_is_read() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("S", SECRET)
+        provider = ProviderConfig(secret_env="S", channels_claim="authz.channels")
+        named = ProviderConfig(secret_env="S", channels_claim="https://example.com/channels")
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "u", "exp": now + 60, "authz": {"channels": ["a:*"]}, "https://example.com/channels": ["b:1"]},
+        SECRET,
+        algorithm="HS256",
+    )
+    identity = await Authenticator([provider], JwksOptions(), keep_claims=True).verify(token)
+    assert identity.channels == ("a:*",)
+    assert identity.claims["authz"] == {"channels": ["a:*"]}
+    assert (await Authenticator([named], JwksOptions()).verify(token)).channels == ("b:1",)
