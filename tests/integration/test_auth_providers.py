@@ -11,6 +11,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,12 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.docs_examples import example
 from tests.idp import IdentityProvider, SigningKey
 from tests.integration.wsproto import Proto
-from tests.support import API_HEADERS, AppProcess, expect_close, recv_json, running, send_json, wait_until, ws_connect
+from tests.support import (
+    API_HEADERS,
+    TEST_SECRET,
+    AppProcess,
+    expect_close,
+    free_port,
+    recv_json,
+    running,
+    send_json,
+    wait_until,
+    ws_connect,
+)
 
 PAGE = "docs/auth.md"
 REALM = "/realms/myrealm"
@@ -250,3 +265,139 @@ def test_the_single_provider_examples_accept_their_tokens(
         reply = asyncio.run(connect(app, key.sign(claims(iss, aud, sub=f"{name}-user"))))
         assert reply["ok"] is True, reply
         assert reply["user"] == f"{name}-user"
+
+
+def test_rotation_outage_slow_huge_and_private_keys_without_a_restart(workdir: Path) -> None:
+    """The provider is down at start, then huge, then slow, then up; keys rotate; it goes down again."""
+    idp = IdentityProvider(workdir / "life")  # not started: down when the instance starts
+    realm = "/realms/life"
+    env = {
+        "SWITCHBOARD_JWT_SECRET": "",
+        "SWITCHBOARD_OIDC_ISSUER": idp.issuer(realm),
+        "SWITCHBOARD_JWT_AUDIENCE": "switchboard",
+        "SWITCHBOARD_JWKS_MIN_REFRESH": "1",
+        "SWITCHBOARD_JWKS_MAX_STALE": "4",
+        "SWITCHBOARD_JWKS_TIMEOUT": "1",
+    }
+    old, new, leaky = (SigningKey("RS256", kid) for kid in ("old", "new", "leaky"))
+
+    def token(key: SigningKey) -> str:
+        return key.sign(claims(idp.issuer(realm), "switchboard"))
+
+    def answer(key: SigningKey) -> str:
+        reply = asyncio.run(connect(app, token(key)))
+        return "ok" if reply["ok"] else str(reply["error"]["message"])
+
+    try:
+        with running(AppProcess("life", workdir, env)) as (app,):
+            # Started and ready with the provider down; its tokens wait for keys, with a reason.
+            assert answer(old) == "bad token: no_keys"
+            wait_until(lambda: metric(app, 'switchboard_jwks_fetches_total{result="error"}') >= 1, 10, "a failed fetch")
+            idp.realm(realm, [old.jwk()], max_age=1, huge=True)
+            idp.start()
+            wait_until(lambda: metric(app, 'switchboard_jwks_fetches_total{result="too_large"}') >= 1, 10, "too_large")
+            idp.behave(realm, delay=3)
+            wait_until(lambda: metric(app, 'switchboard_jwks_fetches_total{result="timeout"}') >= 1, 15, "timeout")
+            assert answer(old) == "bad token: no_keys"
+            idp.behave(realm)
+            wait_until(lambda: answer(old) == "ok", 15, "the keys, once the provider answers")
+            # Rotation: a new kid is picked up; the old key's tokens work while it is in the set.
+            idp.behave(realm, keys=[old.jwk(), new.jwk()])
+            wait_until(lambda: answer(new) == "ok", 10, "the new kid")
+            assert answer(old) == "ok"
+            # The old key leaves the set: its tokens are refused once the cache (max-age 1) turns over.
+            idp.behave(realm, keys=[new.jwk(), leaky.private_jwk()])
+            wait_until(lambda: answer(old) == "bad token: unknown_key", 10, "the removed key refused")
+            assert answer(new) == "ok"
+            # A JWKS entry with private key material is refused (and logged), never used.
+            assert answer(leaky) == "bad token: unknown_key"
+            assert "refused key 'leaky': it holds private key material" in app.log_text()
+            assert metric(app, 'switchboard_jwks_keys_refused_total{reason="private"}') >= 1
+            # Down mid-run: the held keys keep working, then stop at the staleness bound.
+            idp.stop()
+            assert answer(new) == "ok"
+            wait_until(lambda: answer(new) == "bad token: no_keys", 20, "the stale keys dropped")
+            assert "past SWITCHBOARD_JWKS_MAX_STALE" in app.log_text()
+            assert httpx.get(app.http + "/healthz", timeout=5).status_code == 200
+    finally:
+        idp.stop()
+
+
+OTHER_REALM = "/realms/other"
+API = "https://api.example.com"
+
+
+@pytest.fixture(scope="module")
+def two_providers(workdir: Path, idp: IdentityProvider) -> Iterator[AppProcess]:
+    """docs/auth.md's two-providers file: the backend's HS256 beside Keycloak's RS256."""
+    config = workdir / "two-providers.toml"
+    config.write_text(example(PAGE, "two-providers").replace(KEYCLOAK_HOST, idp.base))
+    env = {"SWITCHBOARD_JWT_SECRET": "", "SWITCHBOARD_CONFIG": str(config), "BACKEND_JWT_SECRET": BACKEND_SECRET}
+    with running(AppProcess("two", workdir, env)) as (app,):
+        yield app
+
+
+BACKEND_SECRET = "backend-secret-0123456789-abcdefghijklmnop"
+
+
+def backend_token(sub: str, iss: str = API, aud: str | None = None, **extra: Any) -> str:
+    return jwt.encode(claims(iss, aud, sub, **extra), BACKEND_SECRET, algorithm="HS256")
+
+
+async def test_two_providers_each_verify_only_their_own_tokens(
+    two_providers: AppProcess, idp: IdentityProvider, keys: dict[str, SigningKey]
+) -> None:
+    rsa = keys["RS256"]
+    other = SigningKey("RS256", "other-key")
+    impostor = SigningKey("RS256", rsa.kid)  # provider B's key, under A's kid
+    idp.realm(OTHER_REALM, [other.jwk(), impostor.jwk()])
+    kc = idp.issuer(REALM)
+    # Each provider's own tokens, with its claim mapping.
+    nested: dict[str, Any] = {"preferred_username": "ann", "switchboard": {"channels": ["team:red"]}}
+    async with ws_connect(two_providers.ws("/ws")) as ws:
+        proto = Proto(ws)
+        assert (await proto.ok("connect", token=rsa.sign(claims(kc, "switchboard", "kc-ann", **nested))))["user"]
+        await proto.ok("subscribe", channel="team:red")
+        assert await proto.error("subscribe", channel="team:blue") == 103
+    async with ws_connect(two_providers.ws(f"/ws/secure?token={rsa.sign(claims(kc, 'switchboard', **nested))}")) as ws:
+        assert (await recv_json(ws))["user"] == "ann"  # name_claim = "preferred_username"
+    assert (await connect(two_providers, backend_token("bob", channels=["team:blue"])))["user"] == "bob"
+    # Cross-provider confusion: each token names one provider and is signed by another's key.
+    cases = [
+        ("bad_algorithm", backend_token("eve", iss=kc, aud="switchboard")),  # Keycloak's iss, backend's secret
+        ("bad_algorithm", rsa.sign(claims(API, None, "eve"))),  # the backend's iss, Keycloak's key
+        ("bad_signature", impostor.sign(claims(kc, "switchboard", "eve"))),  # A's iss and kid, B's key
+        ("unknown_key", other.sign(claims(kc, "switchboard", "eve"))),  # A's iss, B's key and kid
+        ("unknown_issuer", other.sign(claims(idp.issuer(OTHER_REALM), "switchboard", "eve"))),
+    ]
+    for reason, token in cases:
+        assert await refused(two_providers, token) == f"bad token: {reason}"
+
+
+def test_the_token_exchange_example_mints_tokens_switchboard_accepts(
+    workdir: Path, idp: IdentityProvider, keys: dict[str, SigningKey]
+) -> None:
+    """docs/auth.md's backend endpoint, run with uvicorn: the IdP's token in, a Switchboard token out."""
+    (workdir / "exchange.py").write_text(example(PAGE, "token-exchange"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "IDP_JWKS_URL": idp.issuer(REALM) + "/jwks.json",
+        "IDP_ISSUER": idp.issuer(REALM),
+        "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+    }
+    cmd = [sys.executable, "-m", "uvicorn", "exchange:app", "--port", str(port), "--app-dir", str(workdir)]
+    backend = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/switchboard-token"
+        wait_until(lambda: httpx.post(url, timeout=1).status_code == 422, 15, "the exchange backend")
+        idp_token = keys["RS256"].sign(claims(idp.issuer(REALM), "my-app", "carol", name="Carol"))
+        assert httpx.post(url, headers={"Authorization": "Bearer forged"}, timeout=5).status_code == 401
+        minted = httpx.post(url, headers={"Authorization": f"Bearer {idp_token}"}, timeout=5).json()["token"]
+        with running(AppProcess("exchange", workdir)) as (app,):
+            reply = asyncio.run(connect(app, minted))
+            assert reply["ok"] is True, reply
+            assert reply["user"] == "carol"
+    finally:
+        backend.terminate()
+        backend.wait(10)
