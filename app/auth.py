@@ -215,7 +215,8 @@ class Authenticator:
                 algorithms=[alg],
                 audience=c.audience,
                 issuer=c.issuer,
-                options={"require": ["exp", c.user_claim], "enforce_minimum_key_length": True},
+                # RSA keys under 2048 bits are refused; HMAC secrets were checked at start-up.
+                options={"require": ["exp", c.user_claim], "enforce_minimum_key_length": not c.hmac},
             )
         except AuthError as exc:
             self._refuse(exc, c)
