@@ -333,6 +333,7 @@ def two_providers(workdir: Path, idp: IdentityProvider) -> Iterator[AppProcess]:
     config = workdir / "two-providers.toml"
     config.write_text(example(PAGE, "two-providers").replace(KEYCLOAK_HOST, idp.base))
     env = {"SWITCHBOARD_JWT_SECRET": "", "SWITCHBOARD_CONFIG": str(config), "BACKEND_JWT_SECRET": BACKEND_SECRET}
+    env["SWITCHBOARD_HOOKS"] = "tests.integration.auth_hooks:hooks"
     with running(AppProcess("two", workdir, env)) as (app,):
         yield app
 
@@ -353,7 +354,11 @@ async def test_two_providers_each_verify_only_their_own_tokens(
     idp.realm(OTHER_REALM, [other.jwk(), impostor.jwk()])
     kc = idp.issuer(REALM)
     # Each provider's own tokens, with its claim mapping.
-    nested: dict[str, Any] = {"preferred_username": "ann", "switchboard": {"channels": ["team:red"]}}
+    nested: dict[str, Any] = {
+        "preferred_username": "ann",
+        "switchboard": {"channels": ["team:red"]},
+        "realm_access": {"roles": ["chat"]},
+    }
     async with ws_connect(two_providers.ws("/ws")) as ws:
         proto = Proto(ws)
         assert (await proto.ok("connect", token=rsa.sign(claims(kc, "switchboard", "kc-ann", **nested))))["user"]
@@ -362,6 +367,9 @@ async def test_two_providers_each_verify_only_their_own_tokens(
     async with ws_connect(two_providers.ws(f"/ws/secure?token={rsa.sign(claims(kc, 'switchboard', **nested))}")) as ws:
         assert (await recv_json(ws))["user"] == "ann"  # name_claim = "preferred_username"
     assert (await connect(two_providers, backend_token("bob", channels=["team:blue"])))["user"] == "bob"
+    # The hook sees every claim: without the role in Keycloak's nested claim, it refuses.
+    no_role = rsa.sign(claims(kc, "switchboard", "kc-bo", realm_access={"roles": ["view"]}))
+    assert await refused(two_providers, no_role) == "needs the chat role"
     # Cross-provider confusion: each token names one provider and is signed by another's key.
     cases = [
         ("bad_algorithm", backend_token("eve", iss=kc, aud="switchboard")),  # Keycloak's iss, backend's secret
