@@ -182,16 +182,21 @@ class RemoteKeys:
         except (httpx.HTTPError, OSError):
             self._failed("error")
             return
+        except Exception as exc:  # whatever else a hostile or broken provider causes
+            self._failed("error", type(exc).__name__)
+            return
         self._entries, self._keys, self._last_ok = entries, {}, True
         self._fetched_at, self._ttl = time.monotonic(), max_age(cache_control, self.options)
         metrics.JWKS_FETCHES.labels("ok").inc()
         metrics.JWKS_KEYS.labels(self.label).set(len(entries))
 
-    def _failed(self, result: str) -> None:
+    def _failed(self, result: str, detail: str = "") -> None:
         self._last_ok = False
+        if self._issuer is not None:
+            self._jwks_url = None  # discover again next time: the provider may have moved its keys
         metrics.JWKS_FETCHES.labels(result).inc()
         held = "keeping the keys held" if self._entries is not None else "refusing its tokens until it answers"
-        log.warning("JWKS %s: fetch failed (%s); %s", self.label, result, held)
+        log.warning("JWKS %s: fetch failed (%s%s); %s", self.label, result, f": {detail}" if detail else "", held)
 
     async def _discover(self) -> str:
         assert self._issuer is not None
