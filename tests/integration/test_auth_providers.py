@@ -228,6 +228,8 @@ async def test_a_flood_of_unknown_kids_costs_the_provider_at_most_one_request(
     keycloak: AppProcess, idp: IdentityProvider, keys: dict[str, SigningKey]
 ) -> None:
     before = idp.counts().get(f"{REALM}/jwks.json", 0)
+    lines_before = keycloak.log_text().count("token refused:")
+    started = time.monotonic()
     rsa = keys["RS256"]
     async with ws_connect(keycloak.ws("/ws")) as ws:
         proto = Proto(ws)
@@ -239,6 +241,9 @@ async def test_a_flood_of_unknown_kids_costs_the_provider_at_most_one_request(
             assert reply["error"]["message"] == "bad token: unknown_key", reply
     # SWITCHBOARD_JWKS_MIN_REFRESH is 30 s: within the flood, one refetch at most.
     assert idp.counts().get(f"{REALM}/jwks.json", 0) - before <= 1
+    # And the log: at most 5 refusal lines a second (issue 21 saw 2,072 lines in 2 s from one socket).
+    logged = keycloak.log_text().count("token refused:") - lines_before
+    assert 0 < logged <= 5 * (time.monotonic() - started + 1)
     assert metric(keycloak, 'switchboard_auth_failures_total{reason="unknown_key"}') >= 300
 
 
