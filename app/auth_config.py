@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -214,3 +215,49 @@ def check_providers(providers: list[ProviderConfig]) -> list[ProviderConfig]:
     if len(providers) - len(issuers) > 1:
         raise ValueError("more than one provider has no issuer: give each an issuer, so a token's iss picks one")
     return providers
+
+
+@dataclass(frozen=True, slots=True)
+class EnvProvider:
+    """The provider the ``SWITCHBOARD_JWT_*`` settings make: a secret, or one key source."""
+
+    secret: SecretStr
+    algorithms: list[str]
+    issuer: str | None
+    audience: str | None
+    public_key: str | None
+    jwks_url: str | None
+    oidc_issuer: str | None
+
+    def key_sources(self) -> list[str]:
+        """The key-source settings that are set; raises ValueError when they clash."""
+        names = ("public_key", "jwks_url", "oidc_issuer")
+        found = [f"SWITCHBOARD_{'JWT_' if n == 'public_key' else ''}{n.upper()}" for n in names if getattr(self, n)]
+        if len(found) > 1:
+            raise ValueError(f"both {found[0]} and {found[1]} are set: the SWITCHBOARD_JWT_* provider takes one")
+        if found and self.secret.get_secret_value():
+            raise ValueError(
+                f"SWITCHBOARD_JWT_SECRET and {found[0]} are both set: one provider cannot mix HMAC with "
+                "asymmetric keys; declare two [[auth.providers]] in SWITCHBOARD_CONFIG (docs/auth.md)"
+            )
+        return found
+
+    def providers(self, secret: SecretStr) -> list[ProviderConfig]:
+        """None, or the one provider (``secret``: the settings' secret, perhaps generated in dev mode)."""
+        if not secret.get_secret_value() and not self.key_sources():
+            return []
+        fields: dict[str, object] = {
+            "name": "env",
+            "issuer": self.issuer,
+            "audience": self.audience,
+            "algorithms": self.algorithms,
+        }
+        if secret.get_secret_value():
+            fields["secret_env"] = "SWITCHBOARD_JWT_SECRET"
+        else:
+            fields |= {"public_key": self.public_key, "jwks_url": self.jwks_url, "oidc_issuer": self.oidc_issuer}
+        try:
+            return [ProviderConfig.model_validate(fields, context={"secret": secret})]
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ValueError(message.replace("provider 'env'", "SWITCHBOARD_JWT_*")) from None

@@ -12,12 +12,13 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.auth_config import (
     HMAC_ALGORITHMS,
     MIN_SECRET_BYTES,
+    EnvProvider,
     JwksOptions,
     ProviderConfig,
     check_algorithms,
@@ -289,18 +290,16 @@ class Settings(BaseSettings):
         secret = self.jwt_secret.get_secret_value()
         if any(hmac.compare_digest(key.get_secret_value(), secret) for key in self.api_keys if secret):
             raise ValueError("an API key must not equal SWITCHBOARD_JWT_SECRET: a user's token is never a credential")
-        sources = [
-            f"SWITCHBOARD_{name.upper()}"
-            for name in ("jwt_public_key", "jwks_url", "oidc_issuer")
-            if getattr(self, name)
-        ]
-        if len(sources) > 1:
-            raise ValueError(f"both {sources[0]} and {sources[1]} are set: the SWITCHBOARD_JWT_* provider takes one")
-        if sources and secret:
-            raise ValueError(
-                f"SWITCHBOARD_JWT_SECRET and {sources[0]} are both set: one provider cannot mix HMAC with "
-                "asymmetric keys; declare two [[auth.providers]] in SWITCHBOARD_CONFIG (docs/auth.md)"
-            )
+        env = EnvProvider(
+            self.jwt_secret,
+            self.jwt_algorithms,
+            self.jwt_issuer,
+            self.jwt_audience,
+            self.jwt_public_key,
+            self.jwks_url,
+            self.oidc_issuer,
+        )
+        sources = env.key_sources()
         from_file = self._file.auth.providers if self._file else []
         if not secret and not sources and not from_file:
             if not self.dev_mode:
@@ -314,29 +313,8 @@ class Settings(BaseSettings):
             self._generated_secret = True
         elif secret and not self.dev_mode:
             check_secret(secret, "SWITCHBOARD_JWT_SECRET")
-        self._auth_providers = check_providers([*self._env_provider(), *from_file])
+        self._auth_providers = check_providers([*env.providers(self.jwt_secret), *from_file])
         return self
-
-    def _env_provider(self) -> list[ProviderConfig]:
-        """The provider the SWITCHBOARD_JWT_* settings make, if they make one."""
-        secret = self.jwt_secret.get_secret_value()
-        if not secret and not (self.jwt_public_key or self.jwks_url or self.oidc_issuer):
-            return []
-        fields: dict[str, object] = {
-            "name": "env",
-            "issuer": self.jwt_issuer,
-            "audience": self.jwt_audience,
-            "algorithms": self.jwt_algorithms,
-        }
-        if secret:
-            fields["secret_env"] = "SWITCHBOARD_JWT_SECRET"
-        else:
-            fields |= {"public_key": self.jwt_public_key, "jwks_url": self.jwks_url, "oidc_issuer": self.oidc_issuer}
-        try:
-            return [ProviderConfig.model_validate(fields, context={"secret": self.jwt_secret})]
-        except ValidationError as exc:
-            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-            raise ValueError(message.replace("provider 'env'", "SWITCHBOARD_JWT_*")) from None
 
 
 def settings_error_line(exc: Exception) -> str:
