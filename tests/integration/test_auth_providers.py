@@ -283,6 +283,7 @@ def test_rotation_outage_slow_huge_and_private_keys_without_a_restart(workdir: P
         "SWITCHBOARD_JWKS_MIN_REFRESH": "1",
         "SWITCHBOARD_JWKS_MAX_STALE": "4",
         "SWITCHBOARD_JWKS_TIMEOUT": "1",
+        "SWITCHBOARD_DEV_MODE": "true",  # without a secret to sign with, /dev/token says so
     }
     old, new, leaky = (SigningKey("RS256", kid) for kid in ("old", "new", "leaky"))
 
@@ -297,6 +298,8 @@ def test_rotation_outage_slow_huge_and_private_keys_without_a_restart(workdir: P
         with running(AppProcess("life", workdir, env)) as (app,):
             # Started and ready with the provider down; its tokens wait for keys, with a reason.
             assert answer(old) == "bad token: no_keys"
+            dev_token = httpx.post(app.http + "/dev/token", json={"sub": "d"}, timeout=5)
+            assert (dev_token.status_code, "docs/auth.md" in dev_token.json()["error"]) == (409, True)
             wait_until(lambda: metric(app, 'switchboard_jwks_fetches_total{result="error"}') >= 1, 10, "a failed fetch")
             idp.realm(realm, [old.jwk()], max_age=1, huge=True)
             idp.start()
