@@ -34,8 +34,8 @@ run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in
 	SWITCHBOARD_DEV_MODE=true $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check app tests scripts bench loadtest gunicorn.conf.py
-	$(BIN)/ruff format --check app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check app clients/python tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format --check app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 typecheck: install ## mypy
 	$(BIN)/mypy
@@ -100,8 +100,8 @@ hadolint: install ## Lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
 fmt: install ## Format and autofix
-	$(BIN)/ruff format app tests scripts bench loadtest gunicorn.conf.py
-	$(BIN)/ruff check --fix app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format app clients/python tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check --fix app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

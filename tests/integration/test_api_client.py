@@ -1,4 +1,4 @@
-"""app.api_client against real instances: typed calls, errors, and a publish retried through a Redis outage."""
+"""switchboard_client.api against real instances: typed calls, errors, and a publish retried through a Redis outage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.api_client import APIError, SwitchboardAPI, SwitchboardAPISync
+from switchboard_client.api import APIError, SwitchboardAPI, SwitchboardAPISync
 from tests.integration.conftest import start_cluster
 from tests.integration.wsproto import connected, is_pub
 from tests.support import TEST_API_KEY, running

@@ -1,4 +1,4 @@
-"""app.client against real instances: delivery, failover with queued sends, terminal refusals."""
+"""switchboard_client.realtime against real instances: delivery, failover with queued sends, terminal refusals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import itertools
 from pathlib import Path
 
-from app.client import SwitchboardClient
+from switchboard_client.realtime import SwitchboardClient
 from tests.integration.conftest import Cluster, start_cluster, token
 from tests.support import recv_until, running, send_json, ws_connect
 

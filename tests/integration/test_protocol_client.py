@@ -1,4 +1,4 @@
-"""app.client.Client (the /ws protocol) against real instances: many channels, failover, refresh."""
+"""switchboard_client.realtime.Client (the /ws protocol) against real instances: many channels, failover, refresh."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.api_client import SwitchboardAPI
 from app.auth import mint_token
-from app.client import Client, CommandError
 from app.config import Settings
+from switchboard_client.api import SwitchboardAPI
+from switchboard_client.realtime import Client, CommandError
 from tests.integration.conftest import start_cluster
 from tests.support import TEST_API_KEY, TEST_SECRET, running
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.client import backoff_delay
+from switchboard_client.realtime import backoff_delay
 
 
 @pytest.mark.parametrize("attempt", range(12))

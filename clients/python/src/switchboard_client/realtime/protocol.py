@@ -35,8 +35,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from app.client.channel import TERMINAL_CODES, backoff_delay
-from app.client.subscription import CommandError, Publication, Subscription
+from switchboard_client.realtime.channel import TERMINAL_CODES, backoff_delay
+from switchboard_client.realtime.subscription import CommandError, Publication, Subscription
 
 TokenSource = str | Callable[[], str | Awaitable[str]] | None
 UrlSource = str | Callable[[], str | Awaitable[str]]
