@@ -18,8 +18,25 @@
 //   dropped       {message}          the outgoing queue was full: the oldest message was dropped
 //   error         {error}
 
-/** Close codes after which retrying cannot help: the server refused this client. */
-export const TERMINAL_CODES = Object.freeze([1003, 1008]);
+/**
+ * Close codes after which retrying with the same credentials cannot help, so the client stops:
+ * 1003 and 1008 (the server refused this client or its token), 4003 (the server API's
+ * `disconnect`, e.g. "account suspended") and 4004 (the user's connection limit). Any other 4xxx
+ * code is one a `disconnect` chose: terminal too (see isTerminal).
+ */
+export const TERMINAL_CODES = Object.freeze([1003, 1008, 4003, 4004]);
+
+/** Server codes about this one connection, which a reconnect fixes: slow consumer, no pong, token expired. */
+export const TRANSIENT_SERVER_CODES = Object.freeze([4000, 4001, 4002]);
+
+/**
+ * Whether a close with this code ends the client instead of starting a reconnect.
+ * @param {number} code
+ * @returns {boolean}
+ */
+export function isTerminal(code) {
+  return TERMINAL_CODES.includes(code) || (code >= 4000 && code <= 4999 && !TRANSIENT_SERVER_CODES.includes(code));
+}
 
 /**
  * Full-jitter exponential backoff: a uniformly random delay in [0, min(cap, base * 2^attempt)).
@@ -156,7 +173,7 @@ class Reconnecting extends EventTarget {
 
   /** After a close: emit `close`, then retry (with backoff) unless stopped or refused for good. */
   closed(code, reason) {
-    const terminal = TERMINAL_CODES.includes(code);
+    const terminal = isTerminal(code);
     const willReconnect = !this.stopped && !terminal && this.attempt < this.options.maxRetries;
     this.emit("close", { code, reason, terminal, willReconnect });
     if (willReconnect) this.retry();

@@ -7,7 +7,8 @@
             print(pub.offset, pub.data)
 
 * Reconnects with the same full-jitter backoff as ``SwitchboardClient`` and stops on a terminal
-  close code (1003, 1008: retrying cannot help).
+  close code (``is_terminal``: 1003, 1008, and the server's 4xxx codes but 4000-4002, such as 4003
+  from the server API's ``disconnect``): retrying with the same token cannot help.
 * After a reconnect every subscription is resumed from its own last offset (``since``/``epoch``):
   the server pushes what it missed, in order, then live publications. If history could not cover
   the gap, ``Subscription.lost`` says why: resync that channel from your own source of truth.
@@ -35,7 +36,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from switchboard_client.realtime.channel import TERMINAL_CODES, backoff_delay
+from switchboard_client.realtime.channel import backoff_delay, is_terminal
 from switchboard_client.realtime.subscription import CommandError, Publication, Subscription
 
 TokenSource = str | Callable[[], str | Awaitable[str]] | None
@@ -207,7 +208,7 @@ class Client:
                 rcvd = self._ws.protocol.close_rcvd if self._ws is not None else None
                 self.close_codes.append(rcvd.code if rcvd is not None else None)
                 self._ws = None
-                if self.close_codes[-1] in TERMINAL_CODES:
+                if is_terminal(self.close_codes[-1]):
                     self._end(ConnectionError(f"refused by the server ({self.close_codes[-1]})"))
                     return
                 await asyncio.sleep(backoff_delay(attempt, self.base_delay, self.max_delay))
