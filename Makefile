@@ -27,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP) ## Create .venv from the pinned requirements
 
-deps: ## Install missing Debian packages (redis-server, nginx-light, prometheus, chromium)
+deps: ## Install missing Debian packages (redis-server, nginx-light, prometheus, chromium, nodejs, npm)
 	@scripts/install-system-deps.sh
 
 run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in-memory broker

@@ -333,7 +333,7 @@ RESUME_CHECK = """async ({wsUrl, channel, firstMessage, apiKey}) => {
   await until(() => contents.length === 1);
   let release;
   gate = {promise: new Promise((r) => { release = r; })};
-  client.socket.close(4999, "test: network blip");
+  client.socket.close(4001, "test: network blip");  // 4001: a code the client retries
   await until(() => client.state === "reconnecting");
   for (const n of [2, 3, 4]) await publish(n);
   gate = null;
