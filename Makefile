@@ -104,4 +104,4 @@ fmt: install ## Format and autofix
 	$(BIN)/ruff check --fix app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 clean: ## Remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules clients/js/dist
