@@ -129,3 +129,6 @@ OUTCOME_UNKNOWN = (
 )
 TOO_DEEP = "Message nested too deeply to encode"
 INVALID_CHANNEL = "Invalid channel name"
+# Error 102 (HTTP 422; close 1008 on the tutorial endpoints) for a name in a namespace Switchboard
+# keeps for its own channels and keys, in any spelling (app/reserved.py).
+RESERVED_CHANNEL = "Reserved channel name: the switchboard and sb namespaces are Switchboard's own"

@@ -3,7 +3,7 @@
 Every endpoint asks here, the tutorial ones included, so one rule holds however a client came in.
 The order of the checks, each of which refuses with a protocol error:
 
-1. the channel name is valid, and its namespace exists;
+1. the channel name is valid, not reserved (app/reserved.py), and its namespace exists;
 2. a user-limited channel (``dm:#alice,bob``) admits only the users it names;
 3. a subscription token, when given, must be valid, unexpired, for this user and this channel;
 4. the hook may refuse, allow (a grant), or replace published data;
@@ -22,21 +22,37 @@ from typing import Any, Protocol
 from app import metrics
 from app.auth import AuthError, Identity, verify_subscription_token
 from app.config import Settings
-from app.errors import ErrorCode, ProtocolError
+from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.hooks import HOOK_NAMES, UNCHANGED, Allow, ClientInfo, Deny
 from app.namespaces import ChannelOptions
+from app.reserved import reserved
 
 log = logging.getLogger("switchboard.hooks")
 
 # Today's tutorial rule (letters, digits and ``_.:@~-``, 1-128 of them), plus ``#`` and ``,`` for
 # user-limited channels; the 128 count after the namespace, so ``room:{id}`` takes any tutorial id.
+# The namespace, the part before the first colon, is ASCII like every declarable one
+# (app/namespaces.py), so no look-alike of a namespace can pass for another or for a reserved one.
 # fullmatch: ``$`` alone would let a trailing newline through.
-CHANNEL_NAME = re.compile(r"(?:[A-Za-z0-9_.\-]{1,64}:)?[\w.:@~#,-]{1,128}")
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}:[\w.:@~#,-]{1,128}|[\w.@~#,-]{1,128}")
 TUTORIAL_CHANNEL_PART = re.compile(r"[\w.:@~-]{1,128}")
 
 
 def valid_channel(name: object) -> bool:
     return isinstance(name, str) and name.isprintable() and CHANNEL_NAME.fullmatch(name) is not None
+
+
+def check_channel(name: object) -> str:
+    """The name, if a client or the server API may use it as a channel: every entry point asks here.
+
+    Raises ProtocolError: 102 for a reserved name in any spelling (app/reserved.py), 107 for one
+    that breaks the name rule."""
+    if isinstance(name, str) and reserved(name):
+        raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
+    if not valid_channel(name):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid channel name")
+    assert isinstance(name, str)
+    return name
 
 
 def allowed_users(channel: str) -> list[str] | None:
@@ -119,10 +135,8 @@ class Permissions:
         self.hooks = hooks
 
     def options(self, channel: object) -> ChannelOptions:
-        """The channel's options; refuses an invalid name (107) or an unknown namespace (102)."""
-        if not valid_channel(channel):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid channel name")
-        assert isinstance(channel, str)
+        """The channel's options; refuses an invalid name (107), a reserved or unknown namespace (102)."""
+        channel = check_channel(channel)
         found = self.namespaces.known(channel)
         if found is None:
             raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, self.namespaces.unknown(channel))

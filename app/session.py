@@ -9,6 +9,7 @@ client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -58,15 +59,31 @@ def valid_position(since: int, epoch: str) -> bool:
 
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+# Who published, as idempotency records name it: the server API, a signed-in user, or an anonymous
+# connection. None contains a colon, so "<publisher>:<key>" is unambiguous.
+SERVER_PUBLISHER = "s"
 
 
-def idempotency_key_of(value: object) -> str | None:
-    """A publish's optional idempotency key: 1-128 printable ASCII characters. Raises ProtocolError."""
+def publisher_of(identity: Identity, client: str) -> str:
+    """A user's retries count as one publisher on any connection and instance; an anonymous
+    client's only on its own connection (it has nothing else to be known by). A user id is hashed:
+    any length and any characters, and the record's key stays short."""
+    if identity.user_id:
+        user = identity.user_id.encode("utf-8", "surrogatepass")
+        return "u" + hashlib.blake2b(user, digest_size=12).hexdigest()
+    return "c" + client
+
+
+def idempotency_key_of(value: object, publisher: str) -> str | None:
+    """A publish's optional idempotency key (1-128 printable ASCII characters), scoped to its
+    publisher, so that nobody can take a key another publisher is going to use: a subscriber who
+    publishes ``announcement-7`` first does not swallow the backend's ``announcement-7``.
+    Raises ProtocolError."""
     if value is None:
         return None
     if not isinstance(value, str) or not IDEMPOTENCY_KEY.fullmatch(value):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "idempotency_key must be 1-128 printable ASCII characters")
-    return value
+    return f"{publisher}:{value}"
 
 
 def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
@@ -81,7 +98,17 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
 
 
 class Session:
-    __slots__ = ("_grants", "_member", "conn", "display_name", "identity", "permissions", "services", "ws")
+    __slots__ = (
+        "_grants",
+        "_member",
+        "_publisher",
+        "conn",
+        "display_name",
+        "identity",
+        "permissions",
+        "services",
+        "ws",
+    )
 
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
@@ -91,6 +118,7 @@ class Session:
         self.identity = ANONYMOUS
         self._grants: re.Pattern[str] | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
+        self._publisher: str | None = None  # likewise
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
 
@@ -112,6 +140,13 @@ class Session:
         return self._member
 
     @property
+    def publisher(self) -> str:
+        """Whose idempotency keys this connection's publishes use (``publisher_of``)."""
+        if self._publisher is None:
+            self._publisher = publisher_of(self.identity, self.conn.id)
+        return self._publisher
+
+    @property
     def grants(self) -> re.Pattern[str] | None:
         """The identity's ``channels`` claim, compiled once per token."""
         return self._grants
@@ -127,6 +162,7 @@ class Session:
     def set_identity(self, identity: Identity) -> None:
         self.identity = identity
         self._grants = compile_grants(identity.channels)
+        self._publisher = None
 
     # -- channels ---------------------------------------------------------------------------------
 

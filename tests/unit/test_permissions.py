@@ -14,7 +14,9 @@ def test_valid_channel_names(name: str) -> None:
     assert valid_channel(name)
 
 
-@pytest.mark.parametrize("name", ["", "x:" + "a" * 129, "a" * 129, "a b", "a\nb", "ab\n", "a\x00b", "a/b", 5, None])
+@pytest.mark.parametrize(
+    "name", ["", "x:" + "a" * 129, "a" * 129, "a b", "a\nb", "ab\n", "a\x00b", "a/b", "\u00f1s:x", ":x", 5, None]
+)
 def test_invalid_channel_names(name: object) -> None:
     assert not valid_channel(name)
 
