@@ -222,7 +222,16 @@ class Client:
         reader = asyncio.create_task(self._read(ws))
         try:
             token = await self._token()
-            reply = await self._send_command("connect", {"token": token} if token else {})
+            try:
+                reply = await self._send_command("connect", {"token": token} if token else {})
+            except CommandError:
+                # The server closes after refusing a connect (1008, or 4004 after error 106), and
+                # its close code decides whether to retry. Leaving the `async with` now would close
+                # first, with 1011, and turn a terminal refusal into a retry.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.reply_timeout):
+                        await ws.wait_closed()
+                raise
             self.client_id = reply["client"]
             self._schedule_refresh(reply.get("expires"))
             # Resume every channel from its own position before anything else is sent.
