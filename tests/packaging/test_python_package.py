@@ -12,6 +12,7 @@ Nothing is fetched at test time once the wheelhouse (the dependencies' wheels, a
 
 from __future__ import annotations
 
+import email.parser
 import hashlib
 import os
 import subprocess
@@ -233,3 +234,18 @@ def test_the_artefacts_hold_the_package_and_nothing_else(dist: Path) -> None:
 
 def example_list(name: str) -> list[str]:
     return sorted(example("docs/client.md", name).split())
+
+
+def test_the_wheel_declares_its_version_python_and_dependency_ranges(dist: Path) -> None:
+    wheel = zipfile.ZipFile(the(dist, "*.whl"))
+    (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    metadata = email.parser.Parser().parsestr(wheel.read(name).decode())
+    version: dict[str, object] = {}  # the one place the version is written
+    exec((CLIENT / "src" / "switchboard_client" / "__init__.py").read_text(), version)
+    assert metadata["Name"] == "switchboard-client"
+    assert metadata["Version"] == version["__version__"]
+    assert metadata["Requires-Python"] == ">=3.11"
+    requires = {line.split("<")[0].split(">")[0]: line for line in metadata.get_all("Requires-Dist") or []}
+    assert sorted(requires) == ["httpx", "orjson", "websockets"]
+    assert all("<" in spec and ">=" in spec for spec in requires.values()), requires  # ranges, not pins
+    assert str(metadata.get_payload()).startswith("# switchboard-client")  # its README is the PyPI page
