@@ -294,6 +294,7 @@ CLIENT_UNIT_CHECKS = """async () => {
   out.clientQueue = client.queue.items;
   out.clientDropped = dropped;
   out.terminal = m.TERMINAL_CODES;
+  out.stops = [1003, 1008, 4003, 4004, 4010, 4999, 1006, 1011, 1012, 4000, 4001, 4002].map(m.isTerminal);
   return out;
 }"""
 
@@ -393,7 +394,9 @@ async def test_client_backoff_and_queue_bounds_in_the_browser(
     assert result["sizeAfter"] == 0
     assert result["clientQueue"] == ['{"x":"c"}', '{"x":"d"}']
     assert result["clientDropped"] == ['{"x":"a"}', '{"x":"b"}']
-    assert result["terminal"] == [1003, 1008]
+    assert result["terminal"] == [1003, 1008, 4003, 4004]
+    # Refusals and the server's disconnects stop the client; connection troubles retry.
+    assert result["stops"] == [True] * 6 + [False] * 6
 
 
 PROTOCOL_CHECK = """async ({apiKey, user}) => {
