@@ -55,6 +55,8 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
+# The tutorial endpoints' close (1008) when the connection's token expires: they cannot refresh.
+TOKEN_EXPIRED_REASON = "Token expired"
 
 
 class ErrorCode(IntEnum):
@@ -91,6 +93,15 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NOT_SUBSCRIBED: "not subscribed",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
 }
+
+
+class UnsubCode(IntEnum):
+    """The ``code`` of an ``unsub`` push: why the server ended a subscription the client made."""
+
+    # The server API unsubscribed this user's connections.
+    SERVER = 2000
+    # A ``refresh`` took a token (or a hook now says) that no longer allows this channel.
+    REVOKED = 2001
 
 
 class ProtocolError(Exception):

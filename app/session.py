@@ -9,9 +9,11 @@ client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,19 +23,24 @@ from app import metrics
 from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection
-from app.errors import INVALID_RESUME, TOO_DEEP, ErrorCode, ProtocolError
+from app.errors import (
+    INVALID_RESUME,
+    TOKEN_EXPIRED_REASON,
+    TOO_DEEP,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    UnsubCode,
+)
+from app.grants import Grants, compile_grants
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
-from app.permissions import compile_grants
 from app.presence import member_id
 from app.recovery import Joined, Subscription
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
 log = logging.getLogger("switchboard.session")
-
-# The `code` of an `unsub` push when the server API unsubscribed the connection.
-UNSUBSCRIBED = 2000
 
 EPOCH = re.compile(r"[0-9a-f]{0,32}")
 OFFSET = re.compile(r"[0-9]{1,18}")
@@ -99,9 +106,11 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
 
 class Session:
     __slots__ = (
+        "_expiry",
         "_grants",
         "_member",
         "_publisher",
+        "_standing",
         "conn",
         "display_name",
         "identity",
@@ -116,9 +125,13 @@ class Session:
         self.permissions = services.permissions
         self.ws = ws  # speaks the /ws protocol: gets pub pushes and /ws recovered notices
         self.identity = ANONYMOUS
-        self._grants: re.Pattern[str] | None = None
+        self._grants: Grants | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
         self._publisher: str | None = None  # likewise
+        self._expiry: asyncio.TimerHandle | None = None
+        # Channels that stand on something other than the connection token: a subscription token
+        # or the server API. A refresh does not re-check them. Made on first need.
+        self._standing: set[str] | None = None
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
 
@@ -147,7 +160,7 @@ class Session:
         return self._publisher
 
     @property
-    def grants(self) -> re.Pattern[str] | None:
+    def grants(self) -> Grants | None:
         """The identity's ``channels`` claim, compiled once per token."""
         return self._grants
 
@@ -160,9 +173,54 @@ class Session:
         return not identity.user_id or await self.services.users.admit(self)
 
     def set_identity(self, identity: Identity) -> None:
+        """Take ``identity``, and close the connection when its token expires."""
         self.identity = identity
         self._grants = compile_grants(identity.channels)
         self._publisher = None
+        self._watch_expiry()
+
+    def _watch_expiry(self) -> None:
+        """One timer per connection, moved by each new identity, on every endpoint alike.
+
+        ``/ws`` can ``refresh``, so it has ``SWITCHBOARD_REFRESH_GRACE`` after ``exp`` to do so,
+        and is then closed 4002; the tutorial endpoints cannot, so they are closed 1008 at ``exp``.
+        """
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self.identity.expires
+        if expires is not None:
+            grace = self.services.settings.refresh_grace if self.ws else 0.0
+            delay = max(0.0, expires - time.time() + grace)
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        metrics.AUTH_FAILURES.labels("expired").inc()
+        if self.ws:
+            self.conn.close(CloseCode.TOKEN_EXPIRED)
+        else:
+            self.conn.close(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
+
+    async def refresh(self, identity: Identity) -> None:
+        """A fresh token for the same user: a new expiry, and every subscription checked again.
+
+        What the new token (or the hook, asked again) no longer allows is left, with an ``unsub``
+        push (code 2001): a revoked grant must not keep delivering, nor answer history or presence.
+        """
+        self.set_identity(identity)
+        for channel in tuple(self.subscriptions):
+            if self._standing is not None and channel in self._standing:
+                continue
+            opts = self.services.hub.namespaces.for_channel(channel)
+            try:
+                await self.permissions.check_subscribe(self, channel, opts, None)
+            except ProtocolError as exc:
+                await self._end(channel, UnsubCode.REVOKED, exc.message)
+
+    def _stands(self, channel: str) -> None:
+        if self._standing is None:
+            self._standing = set()
+        self._standing.add(channel)
 
     # -- channels ---------------------------------------------------------------------------------
 
@@ -184,6 +242,8 @@ class Session:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
         await self.permissions.check_subscribe(self, channel, opts, token)
         await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
+        if token is not None:
+            self._stands(channel)
         return opts
 
     async def enter_presence(self, channel: str) -> int:
@@ -208,6 +268,8 @@ class Session:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
         opts = self.services.hub.namespaces.for_channel(channel)
         await self.services.hub.leave(self.conn, channel)
+        if self._standing is not None:
+            self._standing.discard(channel)
         try:
             remaining = await self.services.presence.leave(channel, self.member)
             if self.ws:
@@ -233,6 +295,8 @@ class Session:
             for channel in tuple(self.subscriptions):
                 await self.unsubscribe(channel)
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             if self.identity.user_id:  # the user's slot must free, whatever happened above
                 await self.services.users.remove(self)
 
@@ -250,12 +314,17 @@ class Session:
             self.conn.send_text(orjson.dumps(push))
 
         await self.services.hub.join(self.conn, channel, ws=self.ws, announce=announce)
+        self._stands(channel)
         await self.announce_join(channel, opts)
 
     async def server_unsubscribe(self, channel: str) -> None:
+        await self._end(channel, UnsubCode.SERVER, "unsubscribed by the server")
+
+    async def _end(self, channel: str, code: UnsubCode, reason: str) -> None:
+        """Unsubscribe the client without its asking, and tell it with an ``unsub`` push."""
         if channel in self.subscriptions:
             await self.unsubscribe(channel)
-            push = {"op": "unsub", "channel": channel, "code": UNSUBSCRIBED, "reason": "unsubscribed by the server"}
+            push = {"op": "unsub", "channel": channel, "code": int(code), "reason": reason}
             self.conn.send_text(orjson.dumps(push))
 
     # -- publishing -------------------------------------------------------------------------------

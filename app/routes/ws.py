@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -58,7 +57,6 @@ class WsClient:
         self._last: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
-        self._expiry: asyncio.TimerHandle | None = None
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
@@ -102,7 +100,6 @@ class WsClient:
             self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
             self.conn.close(CloseCode.TRY_AGAIN_LATER)
             return False
-        self._watch_expiry(identity)
         self.send(
             reply_bytes(
                 cmd_id,
@@ -131,27 +128,15 @@ class WsClient:
                 raise ProtocolError(ErrorCode.TOKEN_EXPIRED) from None
             raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.reason}") from None
 
-    def refresh(self, token: object) -> int | None:
-        """``refresh``: a fresh token for the same user moves the expiry."""
+    async def refresh(self, token: object) -> int | None:
+        """``refresh``: a fresh token for the same user moves the expiry and re-checks every channel."""
         if not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
         identity = self._identity(token)
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
-        self.session.set_identity(identity)
-        self._watch_expiry(identity)
+        await self.session.refresh(identity)
         return identity.expires
-
-    def _watch_expiry(self, identity: Identity) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-        if identity.expires is not None:
-            delay = identity.expires - time.time() + self.settings.refresh_grace
-            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), self._expired)
-
-    def _expired(self) -> None:
-        metrics.AUTH_FAILURES.labels("expired").inc()
-        self.conn.close(CloseCode.TOKEN_EXPIRED)
 
     # -- keepalive --------------------------------------------------------------------------------
 
@@ -205,7 +190,7 @@ class WsClient:
                 await asyncio.wait([previous])  # in order; never raises for the previous one
             try:
                 if op == "refresh":
-                    result: Reply = {"expires": self.refresh(frame.get("token"))}
+                    result: Reply = {"expires": await self.refresh(frame.get("token"))}
                 else:
                     result = await COMMANDS[op](self.session, cmd_id, frame)
             except ProtocolError as exc:
@@ -233,9 +218,8 @@ class WsClient:
             self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))
 
     async def close(self) -> None:
-        for handle in (self._timer, self._expiry):
-            if handle is not None:
-                handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()
