@@ -61,12 +61,12 @@ def the(dist: Path, pattern: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(pytestconfig: pytest.Config, dist: Path) -> Path:
+def wheelhouse(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, dist: Path) -> Path:
     """The wheels of every dependency, once per pin set (pip's own cache makes the first run quick)."""
     constraints = pins()
     key = hashlib.sha256((constraints + " ".join(USER_DEPENDENCIES)).encode()).hexdigest()[:16]
-    assert pytestconfig.cache is not None
-    house = Path(pytestconfig.cache.mkdir(f"wheelhouse-{key}"))
+    cache = getattr(pytestconfig, "cache", None)  # none under -p no:cacheprovider: built for this run
+    house = Path(cache.mkdir(f"wheelhouse-{key}")) if cache is not None else tmp_path_factory.mktemp("wheelhouse")
     if not (house / "complete").exists():
         (house / "constraints.txt").write_text(constraints)
         wheel = the(dist, "*.whl")
