@@ -32,6 +32,13 @@ log = logging.getLogger("switchboard.ws")
 
 MAX_IN_FLIGHT = 32
 PING_PUSH = b'{"op":"ping"}'
+# What `connect` reads; anything else is ignored, and the reply's `hint` says so (a token sent as
+# "jwt" would otherwise connect silently as anonymous).
+CONNECT_FIELDS = frozenset({"id", "op", "token"})
+HEADER_HINT = 'the Authorization header is not read on /ws: send the token in connect\'s "token" field'
+# The most ignored field names a hint or a log line repeats, and how much of each.
+HINT_FIELDS = 5
+HINT_FIELD_CHARS = 32
 
 
 def error_bytes(cmd_id: object, code: ErrorCode, message: str, **extra: str) -> bytes:
@@ -49,8 +56,9 @@ def command_id(frame: dict[str, Any]) -> int | None:
 class WsClient:
     """The ``/ws`` side of one connection: command scheduling, keepalive and token expiry."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, authorization_header: bool = False) -> None:
         self.session = session
+        self.authorization_header = authorization_header
         self.conn = session.conn
         self.settings = session.services.settings
         self._in_flight: dict[int, asyncio.Task[None]] = {}
@@ -84,6 +92,7 @@ class WsClient:
             self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
+        hint = self._hint(frame)
         try:
             identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
             self.session.set_identity(identity)
@@ -93,26 +102,38 @@ class WsClient:
                 self.conn.close(CloseCode.USER_LIMIT)
                 return False
         except ProtocolError as exc:
-            self.send(error_bytes(cmd_id, exc.code, exc.message))
+            # "token required" with the token in a header is the case a hint is most needed for.
+            self.send(error_bytes(cmd_id, exc.code, exc.message, **({"hint": hint} if hint else {})))
             self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
             return False
         except BrokerUnavailable:
             self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
             self.conn.close(CloseCode.TRY_AGAIN_LATER)
             return False
-        self.send(
-            reply_bytes(
-                cmd_id,
-                {
-                    "client": self.session.client,
-                    "user": identity.user_id,
-                    "expires": identity.expires,
-                    "ping": self.settings.ping_interval,
-                },
-            )
-        )
+        reply: dict[str, Any] = {
+            "client": self.session.client,
+            "user": identity.user_id,
+            "expires": identity.expires,
+            "ping": self.settings.ping_interval,
+        }
+        if hint:
+            reply["hint"] = hint
+        self.send(reply_bytes(cmd_id, reply))
         self._schedule_ping()
         return True
+
+    def _hint(self, frame: dict[str, Any]) -> str:
+        """What this connect sent where nothing reads it (never the values: they may be tokens)."""
+        hints = []
+        if self.authorization_header:
+            log.debug("connect %s: the handshake's Authorization header is ignored on /ws", self.session.client)
+            hints.append(HEADER_HINT)
+        ignored = sorted(name[:HINT_FIELD_CHARS] for name in frame if name not in CONNECT_FIELDS)[:HINT_FIELDS]
+        if ignored:
+            # repr() escapes control characters: client text is never logged as is.
+            log.debug("connect %s: ignored fields %s", self.session.client, ", ".join(map(repr, ignored)))
+            hints.append('connect reads only "token"; ignored: ' + ", ".join(ignored))
+        return "; ".join(hints)
 
     def _identity(self, token: object) -> Identity:
         if token is None and self.settings.allow_anonymous:
@@ -236,8 +257,11 @@ def _parse(text: str) -> dict[str, Any] | None:
 
 
 async def endpoint(websocket: WebSocket) -> None:
+    # Read before the handshake drops the request headers (app/routes/handshake.py).
+    authorization = any(name == b"authorization" for name, _ in websocket.scope["headers"])
+
     async def handler(session: Session) -> None:
-        client = WsClient(session)
+        client = WsClient(session, authorization)
         try:
             await client.serve()
         finally:
