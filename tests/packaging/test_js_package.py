@@ -61,7 +61,7 @@ def test_the_package_passes_its_node_tests_against_a_real_server(built: Path) ->
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "SWITCHBOARD_PYTHON": sys.executable},
+        env={**os.environ, "TEST_PYTHON": sys.executable},
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout

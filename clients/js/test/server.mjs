@@ -1,5 +1,5 @@
 // A real Switchboard for the Node tests: `python -m app` from this checkout, on a free port,
-// stopped by its PID. SWITCHBOARD_PYTHON names the interpreter (default: the checkout's .venv).
+// stopped by its PID. TEST_PYTHON names the interpreter (default: the checkout's .venv).
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
@@ -21,7 +21,7 @@ function freePort() {
 
 export async function startSwitchboard(env = {}) {
   const port = await freePort();
-  const python = process.env.SWITCHBOARD_PYTHON || join(root, ".venv", "bin", "python");
+  const python = process.env.TEST_PYTHON || join(root, ".venv", "bin", "python");
   const proc = spawn(python, ["-m", "app", "--host", "127.0.0.1", "--port", String(port)], {
     cwd: root,
     env: { ...process.env, SWITCHBOARD_DEV_MODE: "true", SWITCHBOARD_API_KEYS: API_KEY, ...env },
