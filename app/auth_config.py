@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -40,6 +41,7 @@ MIN_SECRET_BYTES = 32
 # Secrets that appear in docs and examples; refusing them catches copy-paste deployments.
 KNOWN_WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key"})
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +113,12 @@ def _read(path: Path, where: str) -> str:
 
 
 def check_url(value: str) -> str:
-    """An http(s) URL, kept as written: an issuer's trailing slash is part of its ``iss`` (Auth0's)."""
+    """An https URL (http only to a loopback address: keys fetched in the clear could be anyone's),
+    kept as written: an issuer's trailing slash is part of its ``iss`` (Auth0's)."""
     if not value.startswith(("https://", "http://")):
         raise ValueError("must be an http(s) URL")
+    if value.startswith("http://") and urlsplit(value).hostname not in LOOPBACK:
+        raise ValueError("must be https (http only to localhost): keys fetched in the clear could be anyone's")
     return value
 
 

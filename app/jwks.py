@@ -29,7 +29,7 @@ import jwt
 import orjson
 
 from app import metrics
-from app.auth_config import DISCOVERY_PATH, JwksOptions, key_fits
+from app.auth_config import DISCOVERY_PATH, JwksOptions, check_url, key_fits
 
 log = logging.getLogger("switchboard.auth")
 
@@ -204,11 +204,14 @@ class RemoteKeys:
         if not isinstance(document, dict) or document.get("issuer") != self._issuer:
             raise FetchFailed("invalid")  # the issuer's document must name that issuer (OIDC Discovery 4.3)
         uri = document.get("jwks_uri")
-        # https, or http only for an http issuer (a local test provider): never a downgrade.
-        if not isinstance(uri, str) or not uri.startswith(("https://", self._issuer.partition("//")[0] + "//")):
+        # Held to the rule for configured URLs: https, or http to a loopback address.
+        try:
+            self._jwks_url = check_url(uri) if isinstance(uri, str) else None
+        except ValueError:
+            self._jwks_url = None
+        if self._jwks_url is None:
             raise FetchFailed("invalid")
-        self._jwks_url = uri
-        return uri
+        return self._jwks_url
 
     async def _get(self, url: str) -> tuple[object, str | None]:
         if self._client is None:

@@ -41,6 +41,7 @@ def test_only_asymmetric_providers_need_no_secret_outside_dev_mode() -> None:
         ({"jwks_url": JWKS, "jwt_public_key": "x"}, "both SWITCHBOARD_JWT_PUBLIC_KEY and SWITCHBOARD_JWKS_URL"),
         ({"jwks_url": JWKS, "jwt_secret": STRONG}, "SWITCHBOARD_JWT_SECRET and SWITCHBOARD_JWKS_URL are both set"),
         ({"oidc_issuer": "idp.example"}, "must be an http(s) URL"),
+        ({"jwks_url": "http://idp.example/jwks.json"}, "must be https (http only to localhost)"),
         ({"jwks_url": JWKS, "jwt_algorithms": ["HS256"]}, "a public key source cannot verify HS256"),
         ({"jwt_secret": STRONG, "jwt_algorithms": ["ES256"]}, "an HMAC secret cannot verify ES256"),
         ({"jwks_url": JWKS, "jwt_algorithms": ["none"]}, "unsupported JWT algorithms ['none']"),
