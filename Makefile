@@ -15,27 +15,27 @@ SCENARIO ?= mixed
 LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(SCENARIO).py)
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster bench-auth
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 install: $(STAMP) ## Create .venv from the pinned requirements
 
-deps: ## Install missing Debian packages (redis-server, nginx-light, prometheus, chromium)
+deps: ## Install missing Debian packages (redis-server, nginx-light, prometheus, chromium, nodejs, npm)
 	@scripts/install-system-deps.sh
 
 run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in-memory broker
 	SWITCHBOARD_DEV_MODE=true $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check app tests scripts bench loadtest gunicorn.conf.py
-	$(BIN)/ruff format --check app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check app clients/python tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format --check app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 typecheck: install ## mypy
 	$(BIN)/mypy
@@ -75,8 +75,12 @@ loadtest: install deps ## Locust vs `make cluster` (started if not running); SCE
 	$(BIN)/python -m loadtest.summary loadtest/results/$(SCENARIO).json --users $(USERS) || rc=1; \
 	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
-bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers -> docs/benchmarks.md and charts (~10 min)
+bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers, then bench-auth -> docs/benchmarks.md and charts (~11 min)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.auth
+
+bench-auth: install ## Handshake CPU per token algorithm (RS256, PS256, ES256, EdDSA) vs HS256 -> docs/benchmarks.md (~1 min)
+	$(BIN)/python -m bench.auth
 
 bench-peers: ## npm ci the Node peers from bench/peers/package-lock.json (skipped with a note without npm)
 	@if command -v npm >/dev/null 2>&1; then \
@@ -100,8 +104,8 @@ hadolint: install ## Lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
 fmt: install ## Format and autofix
-	$(BIN)/ruff format app tests scripts bench loadtest gunicorn.conf.py
-	$(BIN)/ruff check --fix app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format app clients/python tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check --fix app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 clean: ## Remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules clients/js/dist

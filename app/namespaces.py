@@ -33,6 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.auth_config import AuthSection
 from app.broker.base import HistoryOptions
 from app.reserved import reserved
 
@@ -67,6 +68,8 @@ class ConfigFile(BaseModel):
 
     default: Namespace = Namespace()
     namespaces: dict[str, Namespace] = {}
+    # Token providers (docs/auth.md): the same file, read once, so one file says who may do what.
+    auth: AuthSection = AuthSection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +136,13 @@ class Namespaces:
 
 def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
     """Read and check the file; raises ConfigError with one line that names the key and the problem."""
+    return Namespaces(read_config(path), history, path.name if path else "")
+
+
+def read_config(path: Path | None) -> ConfigFile | None:
+    """The whole file, checked (None without one); raises ConfigError with one line."""
     if path is None:
-        return Namespaces(None, history)
+        return None
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -146,7 +154,7 @@ def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(part) for part in err["loc"])
-        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {where}: {problem}") from None
     for name, ns in config.namespaces.items():
         if not NAMESPACE_NAME.fullmatch(name):
@@ -157,4 +165,4 @@ def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
             raise ConfigError(
                 f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"
             )
-    return Namespaces(config, history, path.name)
+    return config

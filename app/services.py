@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from app import __version__, admission, drain, metrics
 from app.admission import HandshakeRate
+from app.auth import Authenticator
 from app.broker import Broker, create_broker, redis_client
 from app.config import Settings
 from app.hub import Hub
@@ -34,6 +35,7 @@ class Services:
     users: Users
     instances: Instances
     handshakes: HandshakeRate
+    auth: Authenticator
     draining: bool = field(default=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -49,19 +51,22 @@ class Services:
         hub = Hub(broker, settings.namespaces)
         ttl = settings.presence_ttl
         client = redis_client(broker)
+        auth = Authenticator.from_settings(settings)
         return cls(
             settings=settings,
             broker=broker,
             hub=hub,
             presence=create_presence(broker, ttl),
-            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout)),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth),
             users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
             instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
             handshakes=HandshakeRate(settings.max_handshakes_per_second, admission.workers()),
+            auth=auth,
         )
 
     async def start(self) -> None:
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+        await self.auth.start()  # JWKS fetches begin; a provider that is down delays nothing
         await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
         await self.users.start()
         await self.presence.start()
@@ -84,6 +89,7 @@ class Services:
         await self.users.close()
         await self.hub.close()
         await self.broker.close()
+        await self.auth.close()
 
     def ready(self) -> bool:
         """What /readyz and the switchboard_ready gauge report."""
