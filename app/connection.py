@@ -113,6 +113,7 @@ class Connection:
         "id",
         "on_limited",
         "websocket",
+        "wire_codes",
     )
 
     def __init__(self, websocket: WebSocket, endpoint: str, settings: Settings) -> None:
@@ -123,6 +124,9 @@ class Connection:
         self.close_code: int | None = None
         # How a frame dropped by the rate limiter is answered; the default is an error frame.
         self.on_limited: Callable[[str], None] = self._tell_limited
+        # Close codes as this endpoint's protocol names them (Centrifugo's); None: as CloseCode.
+        # ``close_code`` (and the disconnect metric) keep Switchboard's own code.
+        self.wire_codes: dict[int, int] | None = None
         self._send = websocket._send
         self._receive = websocket._receive
         self._fast: FastWriter | None = websocket.scope.get("extensions", {}).get(FAST_WRITE)
@@ -195,8 +199,12 @@ class Connection:
         self.close_code = int(code)
         text = reason or CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
         # RFC 6455: a close reason fits in 123 bytes of UTF-8 (the server API's may not).
-        self._queue.append(Close(int(code), text.encode()[:123].decode(errors="ignore")))
+        self._queue.append(Close(self._wire_code(code), text.encode()[:123].decode(errors="ignore")))
         self._wake_writer()
+
+    def _wire_code(self, code: int) -> int:
+        codes = self.wire_codes
+        return int(code) if codes is None else codes.get(int(code), int(code))
 
     def abort(self, code: CloseCode) -> None:
         """Close now, dropping queued frames: used when the client cannot keep up."""
@@ -355,6 +363,11 @@ class Connection:
         if not self._closing:
             self.send_error(RATE_LIMITED_REASON)
 
+    def allow(self) -> bool:
+        """Charge one more message to the rate limit: a protocol that carries several commands
+        in one frame (Centrifugo's) charges each after the first, so batching buys nothing."""
+        return self._allow()
+
     def _allow(self) -> bool:
         """Token bucket. Over the limit: ``limited`` per dropped message, then 1008."""
         now = asyncio.get_running_loop().time()
@@ -427,7 +440,7 @@ class Connection:
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 code = CloseCode(self.close_code or CloseCode.SLOW_CONSUMER)
                 await asyncio.wait_for(
-                    self._send({"type": "websocket.close", "code": int(code), "reason": reason_for(code)}),
+                    self._send({"type": "websocket.close", "code": self._wire_code(code), "reason": reason_for(code)}),
                     CLOSE_FLUSH_TIMEOUT,
                 )
         elif not self._peer_gone and writer is not None:

@@ -146,3 +146,79 @@ INVALID_CHANNEL = "Invalid channel name"
 # Error 102 (HTTP 422; close 1008 on the tutorial endpoints) for a name in a namespace Switchboard
 # keeps for its own channels and keys, in any spelling (app/reserved.py).
 RESERVED_CHANNEL = "Reserved channel name: the switchboard and sb namespaces are Switchboard's own"
+
+
+# -- /connection/websocket: Centrifugo's client protocol (app/protocols/centrifuge.py) ------------
+
+
+class CentrifugeError(IntEnum):
+    """Centrifugo's client error codes, as its SDKs know them (docs/sdks.md)."""
+
+    INTERNAL = 100
+    UNAUTHORIZED = 101
+    UNKNOWN_CHANNEL = 102
+    PERMISSION_DENIED = 103
+    METHOD_NOT_FOUND = 104
+    ALREADY_SUBSCRIBED = 105
+    LIMIT_EXCEEDED = 106
+    BAD_REQUEST = 107
+    NOT_AVAILABLE = 108
+    TOKEN_EXPIRED = 109
+    EXPIRED = 110
+    TOO_MANY_REQUESTS = 111
+    UNRECOVERABLE_POSITION = 112
+
+
+# A Switchboard error as a Centrifugo SDK is told it. Most codes are the same; "not subscribed"
+# (110 here) is permission denied there, and a spent history budget (112 here) is a rate limit.
+CENTRIFUGE_ERRORS: dict[ErrorCode, CentrifugeError] = {
+    ErrorCode.INTERNAL: CentrifugeError.INTERNAL,
+    ErrorCode.UNAUTHORIZED: CentrifugeError.UNAUTHORIZED,
+    ErrorCode.UNKNOWN_CHANNEL: CentrifugeError.UNKNOWN_CHANNEL,
+    ErrorCode.PERMISSION_DENIED: CentrifugeError.PERMISSION_DENIED,
+    ErrorCode.UNKNOWN_OP: CentrifugeError.METHOD_NOT_FOUND,
+    ErrorCode.ALREADY_SUBSCRIBED: CentrifugeError.ALREADY_SUBSCRIBED,
+    ErrorCode.LIMIT_EXCEEDED: CentrifugeError.LIMIT_EXCEEDED,
+    ErrorCode.BAD_REQUEST: CentrifugeError.BAD_REQUEST,
+    ErrorCode.NOT_AVAILABLE: CentrifugeError.NOT_AVAILABLE,
+    ErrorCode.TOKEN_EXPIRED: CentrifugeError.TOKEN_EXPIRED,
+    ErrorCode.NOT_SUBSCRIBED: CentrifugeError.PERMISSION_DENIED,
+    ErrorCode.TOO_MANY_REQUESTS: CentrifugeError.TOO_MANY_REQUESTS,
+    ErrorCode.OVER_BUDGET: CentrifugeError.TOO_MANY_REQUESTS,
+}
+# Errors an SDK may retry: it does for these (Centrifugo's "temporary").
+CENTRIFUGE_TEMPORARY = frozenset({CentrifugeError.INTERNAL, CentrifugeError.NOT_AVAILABLE})
+
+
+class CentrifugeDisconnect(IntEnum):
+    """Centrifugo's disconnect codes, sent in the close frame. Its SDKs reconnect after
+    3000-3499 and 4000-4499, and stay disconnected after 3500-3999 and 4500-4999."""
+
+    SHUTDOWN = 3001
+    SERVER_ERROR = 3004
+    EXPIRED = 3005
+    SLOW = 3008
+    INSUFFICIENT_STATE = 3010
+    NO_PONG = 3012
+    TOO_MANY_REQUESTS = 3013
+    INVALID_TOKEN = 3500
+    BAD_REQUEST = 3501
+    FORCE_NO_RECONNECT = 3503
+    CONNECTION_LIMIT = 3504
+
+
+# Each Switchboard close as a Centrifugo SDK sees it. Codes not listed (1000, and a server API
+# `disconnect`'s own 4000-4999 code other than the default 4003) go through unchanged.
+CENTRIFUGE_CLOSES: dict[int, int] = {
+    CloseCode.UNSUPPORTED_DATA: CentrifugeDisconnect.BAD_REQUEST,
+    CloseCode.POLICY_VIOLATION: CentrifugeDisconnect.BAD_REQUEST,
+    CloseCode.MESSAGE_TOO_BIG: CentrifugeDisconnect.BAD_REQUEST,
+    CloseCode.INTERNAL_ERROR: CentrifugeDisconnect.SERVER_ERROR,
+    CloseCode.SERVICE_RESTART: CentrifugeDisconnect.SHUTDOWN,
+    CloseCode.TRY_AGAIN_LATER: CentrifugeDisconnect.SERVER_ERROR,
+    CloseCode.SLOW_CONSUMER: CentrifugeDisconnect.SLOW,
+    CloseCode.HEARTBEAT_TIMEOUT: CentrifugeDisconnect.NO_PONG,
+    CloseCode.TOKEN_EXPIRED: CentrifugeDisconnect.EXPIRED,
+    CloseCode.DISCONNECTED: CentrifugeDisconnect.FORCE_NO_RECONNECT,
+    CloseCode.USER_LIMIT: CentrifugeDisconnect.CONNECTION_LIMIT,
+}

@@ -33,7 +33,20 @@ from app.connection import Connection
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.history_reads import SharedReads
 from app.namespaces import Namespaces
-from app.protocol import Envelope, Outgoing, header, unpack, wrap_pub
+from app.protocol import (
+    AS_PUBLISHED,
+    CENTRIFUGE_PUSH,
+    ENCODINGS,
+    WS_PUB,
+    Envelope,
+    Outgoing,
+    Wire,
+    encoding_for,
+    header,
+    unpack,
+    wrap_pub,
+)
+from app.protocols.centrifuge_wire import channel_publication, channel_push
 from app.recovery import CatchUp, Channel, Joined, Subscription, Unsubscribed
 from app.reserved import internal
 from app.tutorial import is_tutorial
@@ -41,6 +54,7 @@ from app.tutorial import is_tutorial
 Announce = Callable[[Subscription, Joined], None]
 """Called once by ``Hub.join``, at the moment the joiner's reply belongs in its stream."""
 NO_HISTORY = HistoryOptions(size=0)
+SKIP = Outgoing(b"")  # a message a protocol has no push for: not sent
 
 
 def tutorial_announce(sub: Subscription, joined: Joined) -> None:
@@ -102,13 +116,16 @@ class Hub:
         resume: Position | None = None,
         *,
         ws: bool = False,
+        wire: Wire | None = None,
         announce: Announce = tutorial_announce,
         registered: Callable[[], None] | None = None,
     ) -> Subscription:
         """Join ``channel``; with ``resume``, first deliver what was published after it.
 
         ``ws`` marks a ``/ws`` session: it gets ``pub`` pushes (tutorial frames wrapped as their
-        ``data``). ``announce`` is called once, after any recovered messages and before any live
+        ``data``); ``wire`` names any protocol (``ws`` is ``Wire.WS``). A Centrifugo subscription's
+        replay is collected on the Subscription for ``announce`` to put in its reply.
+        ``announce`` is called once, after any recovered messages and before any live
         one. ``registered`` is called once the connection is in the channel (before a replay), from
         when on it may do anything else: a publish sees the subscription, an unsubscribe ends the
         replay. Raises BrokerUnavailable if the channel cannot be subscribed or its history read,
@@ -119,17 +136,22 @@ class Hub:
         control channel in ``dispatch``, or its last leave from UNSUBSCRIBEing one.
         """
         self._refuse_internal(channel)
+        wire = wire if wire is not None else Wire.WS if ws else Wire.TUTORIAL
+        ws = wire is Wire.WS
         ch = self._channels.get(channel)
         if ch is None or not ch.subscribed:
             ch = await self._subscribe(channel)
+        encoding = encoding_for(wire, ch.tutorial)
         if resume is None or not ch.history:
             start = ch.backlog[-1].offset if ch.backlog else ch.offset
-            sub = Subscription(conn, start, ch.epoch, ws, ws and ch.tutorial)
+            sub = Subscription(conn, start, ch.epoch, ws, encoding)
             announce(sub, Joined(Position(start, ch.epoch), history_off=resume is not None))
             ch.members[conn.id] = sub
             conn.channels.add(channel)
             return sub
-        sub = Subscription(conn, 0, resume.epoch, ws, ws and ch.tutorial)
+        sub = Subscription(conn, 0, resume.epoch, ws, encoding)
+        if encoding == CENTRIFUGE_PUSH:
+            sub.collected = []
         sub.pending = []  # live messages wait here while the history is read
         ch.recovering[conn.id] = sub
         # In the channel from now: a second subscribe is refused, an unsubscribe ends the replay.
@@ -149,6 +171,7 @@ class Hub:
         # From here to the end nothing awaits, so no live message can slip in between.
         conn.make_room(len(sub.pending) + 1)
         announce(sub, joined)
+        sub.collected = None  # held-back live messages are pushes, after the reply
         for env in sub.pending:
             if env.epoch != sub.epoch:
                 sub.offset, sub.epoch = 0, env.epoch
@@ -312,7 +335,7 @@ class Hub:
         # Built once, on first use, for every member: the frame as published, and (on a tutorial
         # channel with /ws members) the ``pub`` push that wraps it.
         out = Outgoing(env.frame)
-        wrapped: Outgoing | None = None
+        encoded: list[Outgoing | None] | None = None  # the other encodings, made on first need
         exclude, offset = env.exclude, env.offset
         delivered = 0
         for conn_id, sub in ch.members.items():
@@ -322,11 +345,16 @@ class Hub:
                 sub.offset = offset
             if conn_id == exclude:
                 continue
-            if sub.wrap:
-                wrapped = wrapped or Outgoing(wrap_pub(ch.name_json, env))
-                delivered += sub.conn.offer(wrapped)
-            elif sub.conn.offer(out):
-                delivered += 1
+            if sub.encoding == AS_PUBLISHED:
+                delivered += sub.conn.offer(out)
+                continue
+            if encoded is None:
+                encoded = [None] * ENCODINGS
+            other = encoded[sub.encoding]
+            if other is None:
+                other = encoded[sub.encoding] = self._encode(ch, env, sub.encoding)
+            if other is not SKIP:
+                delivered += sub.conn.offer(other)
         if offset and ch.recovering:  # almost always empty: nothing to do per message
             limit, max_bytes = max(1, ch.options.history.size), ch.options.history.read_bytes
             for sub in ch.recovering.values():
@@ -352,11 +380,29 @@ class Hub:
             raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
 
     @staticmethod
-    def _offer(ch: Channel, sub: Subscription, env: Envelope) -> None:
+    def _encode(ch: Channel, env: Envelope, encoding: int) -> Outgoing:
+        """One message in one wire format; SKIP if that protocol has no push for it."""
+        if encoding == WS_PUB:
+            return Outgoing(wrap_pub(ch.name_json, env))
+        if encoding == CENTRIFUGE_PUSH:
+            push = channel_push(ch.name_json, env, ch.tutorial)
+            return SKIP if push is None else Outgoing(push)
+        return Outgoing(env.frame)
+
+    @classmethod
+    def _offer(cls, ch: Channel, sub: Subscription, env: Envelope) -> None:
+        """One replayed or held-back message to one subscription (a replay is per client)."""
         if env.offset > sub.offset:
             sub.offset = env.offset
             if env.exclude != sub.conn.id:
-                sub.conn.offer(Outgoing(wrap_pub(ch.name_json, env) if sub.wrap else env.frame))
+                if sub.collected is not None:
+                    pub = channel_publication(env, ch.tutorial)
+                    if pub is not None:
+                        sub.collected.append(pub)
+                    return
+                out = cls._encode(ch, env, sub.encoding)
+                if out is not SKIP:
+                    sub.conn.offer(out)
 
     async def _subscribe(self, channel: str) -> Channel:
         async with self._channel_lock(channel):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import orjson
@@ -25,6 +26,28 @@ from app.errors import INVALID_JSON, NOT_AN_OBJECT
 NO_EXCLUDE = "-"
 # The ASGI scope extension under which app.server.WebSocketProtocol offers direct frame writes.
 FAST_WRITE = "switchboard.fast_write"
+
+
+class Wire(IntEnum):
+    """Which protocol a connection speaks; a channel message is encoded once per wire format."""
+
+    TUTORIAL = 0  # the tutorial endpoints: each channel's frames as published
+    WS = 1  # /ws (docs/protocol.md)
+    CENTRIFUGE = 2  # /connection/websocket: Centrifugo's client protocol, JSON (docs/sdks.md)
+
+
+# How a subscription gets a channel's messages (``Subscription.encoding``), one Outgoing each per
+# message per process (``Hub.deliver``): the frame as published (a tutorial endpoint; /ws on a
+# channel whose frames are /ws pushes already), a tutorial frame wrapped in a /ws ``pub`` push, or
+# a Centrifugo push (app/protocols/centrifuge_wire.py).
+AS_PUBLISHED, WS_PUB, CENTRIFUGE_PUSH = 0, 1, 2
+ENCODINGS = 3
+
+
+def encoding_for(wire: Wire, tutorial: bool) -> int:
+    if wire is Wire.CENTRIFUGE:
+        return CENTRIFUGE_PUSH
+    return WS_PUB if wire is Wire.WS and tutorial else AS_PUBLISHED
 
 
 def encode(frame: dict[str, Any]) -> bytes:

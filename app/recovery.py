@@ -19,8 +19,9 @@ import orjson
 
 from app import metrics
 from app.broker import BrokerUnavailable, Position
+from app.errors import CentrifugeDisconnect
 from app.namespaces import ChannelOptions
-from app.protocol import Envelope, Outgoing
+from app.protocol import CENTRIFUGE_PUSH, Envelope, Outgoing
 from app.tutorial import is_tutorial
 
 if TYPE_CHECKING:
@@ -37,18 +38,33 @@ POSITION_UNKNOWN = "position unknown"
 class Subscription:
     """One connection in one channel, and the last offset it was given (it never gets it again).
 
-    ``ws``: the connection speaks the ``/ws`` protocol. ``wrap``: it is a ``/ws`` connection on a
-    tutorial channel, whose frames it gets wrapped in ``pub`` pushes.
+    ``ws``: the connection speaks the ``/ws`` protocol. ``encoding``: how it gets the channel's
+    messages (``app.protocol.AS_PUBLISHED``, ``WS_PUB``: a ``/ws`` connection on a tutorial channel,
+    whose frames it gets wrapped in ``pub`` pushes, or ``CENTRIFUGE_PUSH``). ``collected``: while
+    not None, a replay's messages are kept here, encoded, instead of sent (Centrifugo's SDKs take
+    a recovery's publications in the subscribe reply).
     """
 
-    __slots__ = ("conn", "epoch", "left", "offset", "overflowed", "pending", "pending_bytes", "wrap", "ws")
+    __slots__ = (
+        "collected",
+        "conn",
+        "encoding",
+        "epoch",
+        "left",
+        "offset",
+        "overflowed",
+        "pending",
+        "pending_bytes",
+        "ws",
+    )
 
-    def __init__(self, conn: Connection, offset: int, epoch: str, ws: bool = False, wrap: bool = False) -> None:
+    def __init__(self, conn: Connection, offset: int, epoch: str, ws: bool = False, encoding: int = 0) -> None:
         self.conn = conn
         self.offset = offset
         self.epoch = epoch
         self.ws = ws
-        self.wrap = wrap
+        self.encoding = int(encoding)
+        self.collected: list[bytes] | None = None
         # Live messages held back while this subscription's own history is read (Hub.join),
         # bounded like a channel's backlog, and in bytes like a page of history (the client's own
         # publishes may land here while its replay runs): ``overflowed`` means some were dropped
@@ -191,7 +207,10 @@ class CatchUp:
                 or sub.offset < position.offset
                 or (rewound and sub.offset > position.offset)
             ):
-                if sub.ws:
+                if sub.encoding == CENTRIFUGE_PUSH:
+                    # Centrifugo's way: reconnect, and the SDK recovers what it can (or is told).
+                    sub.conn.close(CentrifugeDisconnect.INSUFFICIENT_STATE, reason)
+                elif sub.ws:
                     ws_out = ws_out or Outgoing(recovered_push(ch.name_json, position, reason))
                     sub.conn.offer(ws_out)
                 else:

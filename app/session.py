@@ -37,6 +37,8 @@ from app.grants import Grants, compile_grants
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.presence import member_id
+from app.protocol import Wire
+from app.protocols.centrifuge_wire import push as centrifuge_push
 from app.recovery import Joined, Subscription, Unsubscribed
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
@@ -118,14 +120,17 @@ class Session:
         "identity",
         "permissions",
         "services",
+        "wire",
         "ws",
     )
 
-    def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
+    def __init__(self, conn: Connection, services: Services, *, ws: bool = False, wire: Wire | None = None) -> None:
         self.conn = conn
         self.services = services
         self.permissions = services.permissions
-        self.ws = ws  # speaks the /ws protocol: gets pub pushes and /ws recovered notices
+        self.wire = wire if wire is not None else Wire.WS if ws else Wire.TUTORIAL
+        # Speaks a command protocol (/ws, or Centrifugo's): it can refresh, and gets pushes.
+        self.ws = self.wire is not Wire.TUTORIAL
         self.identity = ANONYMOUS
         self._grants: Grants | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
@@ -257,7 +262,7 @@ class Session:
             self._stands(channel)
         try:
             await self.services.hub.join(
-                self.conn, channel, resume, ws=self.ws, announce=announce, registered=registered
+                self.conn, channel, resume, wire=self.wire, announce=announce, registered=registered
             )
         except BaseException as exc:
             if self._standing is not None and channel not in self.subscriptions:
@@ -358,10 +363,14 @@ class Session:
 
         def announce(sub: Subscription, joined: Joined) -> None:
             p = joined.position
+            if self.wire is Wire.CENTRIFUGE:
+                body = {"offset": p.offset, "epoch": p.epoch, "recoverable": opts.history.enabled}
+                self.conn.send_text(centrifuge_push(channel, "subscribe", {**body, "positioned": body["recoverable"]}))
+                return
             push = {"op": "sub", "channel": channel, "offset": p.offset, "epoch": p.epoch}
             self.conn.send_text(orjson.dumps(push))
 
-        await self.services.hub.join(self.conn, channel, ws=self.ws, announce=announce)
+        await self.services.hub.join(self.conn, channel, wire=self.wire, announce=announce)
         self._stands(channel)
         await self.announce_join(channel, opts)
 
@@ -372,6 +381,9 @@ class Session:
         """Unsubscribe the client without its asking, and tell it with an ``unsub`` push."""
         if channel in self.subscriptions:
             await self.unsubscribe(channel)
+            if self.wire is Wire.CENTRIFUGE:
+                self.conn.send_text(centrifuge_push(channel, "unsubscribe", {"code": int(code), "reason": reason}))
+                return
             push = {"op": "unsub", "channel": channel, "code": int(code), "reason": reason}
             self.conn.send_text(orjson.dumps(push))
 

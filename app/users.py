@@ -34,7 +34,8 @@ from app import metrics
 from app.broker import BrokerUnavailable
 from app.errors import ProtocolError
 from app.hub import NO_HISTORY, Hub
-from app.protocol import Outgoing, header
+from app.protocol import Outgoing, Wire, header
+from app.protocols.centrifuge_wire import push as centrifuge_push
 from app.user_slots import CHECK_SECONDS, SETTLE_SECONDS, Slots
 
 if TYPE_CHECKING:
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.users")
 
 CONTROL = "switchboard:users"
+
+
+def message_push(wire: Wire, data: Any) -> bytes:
+    """The server API's ``send``, as the connection's protocol pushes it."""
+    if wire is Wire.CENTRIFUGE:
+        return centrifuge_push("", "message", {"data": data})
+    return orjson.dumps({"op": "message", "data": data})
 
 
 class Users:
@@ -123,9 +131,12 @@ class Users:
             return
         op = command.get("op")
         if op == "send":
-            push = Outgoing(orjson.dumps({"op": "message", "data": command.get("data")}))  # once per instance
+            pushes: dict[Wire, Outgoing] = {}  # once per wire format per instance
             for session in sessions:
                 if session.ws:
+                    push = pushes.get(session.wire)
+                    if push is None:
+                        push = pushes[session.wire] = Outgoing(message_push(session.wire, command.get("data")))
                     session.conn.offer(push)
         elif op == "disconnect":
             for session in list(sessions):

@@ -24,7 +24,7 @@ from app.errors import (
     CloseCode,
     reason_for,
 )
-from app.protocol import BadFrame, parse_object
+from app.protocol import BadFrame, Wire, parse_object
 from app.services import Services, services
 from app.session import Session, resume_from
 
@@ -45,7 +45,9 @@ async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     await websocket.close(code=code, reason=reason)
 
 
-async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False) -> None:
+async def run_session(
+    websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False, wire: Wire | None = None
+) -> None:
     s = services(websocket)
     full = len(s.hub.connections) >= s.settings.max_connections
     # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
@@ -63,7 +65,7 @@ async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandl
         await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
         return
     conn = Connection(websocket, endpoint, s.settings)
-    session = Session(conn, s, ws=ws)
+    session = Session(conn, s, ws=ws, wire=wire)
     # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
     await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
     # Nothing reads a socket's request headers after its handshake, and they would stay for its
