@@ -1,0 +1,217 @@
+"""``/connection/websocket`` on the wire, with a plain WebSocket client: the frames and close codes
+Centrifugo's SDKs rely on, and bad input (docs/sdks.md). The SDKs themselves are driven by
+test_centrifuge_python.py and test_centrifuge_js.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests.sdk.sdk_support import NAMESPACES, token
+from tests.support import API_HEADERS, AppProcess, RedisServer, recv_json, running, ws_connect
+
+BURST = 20
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    workdir = tmp_path_factory.mktemp("centrifuge-wire")
+    config = workdir / "switchboard.toml"
+    config.write_text(NAMESPACES)
+    redis_server = RedisServer(workdir / "redis").start()
+    env = {
+        "SWITCHBOARD_BROKER_URL": redis_server.url,
+        "SWITCHBOARD_CONFIG": str(config),
+        "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
+        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
+        "SWITCHBOARD_PING_INTERVAL": "1",
+        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
+        "SWITCHBOARD_USER_CONNECTION_LIMIT": "1",
+        # Room for 10,000 commands in one frame.
+        "SWITCHBOARD_MAX_MESSAGE_BYTES": str(1 << 20),
+    }
+    instance = AppProcess("wire", workdir, env)
+    try:
+        with running(instance):
+            yield instance
+    finally:
+        redis_server.stop()
+
+
+async def connected(app: AppProcess, params: dict[str, Any] | None = None) -> tuple[ClientConnection, dict[str, Any]]:
+    ws = await ws_connect(app.ws("/connection/websocket"))
+    await ws.send(orjson.dumps({"id": 1, "connect": params or {}}).decode())
+    reply = await recv_json(ws)
+    return ws, reply
+
+
+async def frame(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    """The next frame that is not a ping; pings (every second here) are answered."""
+    while True:
+        found: dict[str, Any] = await recv_json(ws, timeout)
+        if found:
+            return found
+        await ws.send("{}")
+
+
+async def command(
+    ws: ClientConnection, cmd_id: int, method: str, params: dict[str, Any], seen: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Send one command and return its reply; the frames before it go to ``seen``."""
+    await ws.send(orjson.dumps({"id": cmd_id, method: params}).decode())
+    async with asyncio.timeout(10):
+        while (reply := await frame(ws)).get("id") != cmd_id:
+            if seen is not None:
+                seen.append(reply)
+    return reply
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    try:
+        while True:
+            await frame(ws)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+
+
+async def test_connect_reply_names_the_client_version_and_ping(app: AppProcess) -> None:
+    ws, reply = await connected(app, {"name": "test", "version": "1.0", "data": {"x": 1}, "unknown": 1})
+    result = reply["connect"]
+    assert reply["id"] == 1 and result["client"] and result["version"].startswith("switchboard")
+    assert result["ping"] == 1 and result["pong"] is True and "expires" not in result
+    await ws.close()
+
+
+async def test_server_pings_with_an_empty_object_and_closes_3012_without_a_pong(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    assert await recv_json(ws, 5) == {}  # the ping
+    await ws.send("{}")  # the pong: the connection stays
+    assert await recv_json(ws, 5) == {}
+    with pytest.raises(ConnectionClosed) as closed:  # the second ping went unanswered
+        await recv_json(ws, 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 3012
+
+
+async def test_malformed_json_and_a_missing_connect_close_3501(app: AppProcess) -> None:
+    ws = await ws_connect(app.ws("/connection/websocket"))
+    await ws.send('{"id":1,"subscribe":{"channel":"chat:a"}}')
+    assert await closed_with(ws) == 3501
+    ws, _ = await connected(app)
+    await ws.send('{"id":2,"publish":')
+    assert await closed_with(ws) == 3501
+
+
+async def test_unknown_methods_answer_104_and_unknown_fields_are_ignored(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    assert (await command(ws, 2, "frobnicate", {}))["error"]["code"] == 104
+    assert (await command(ws, 3, "rpc", {"method": "m", "data": {}}))["error"]["code"] == 104
+    reply = await command(ws, 4, "subscribe", {"channel": "chat:f", "tf": {"x": 1}, "delta": "fossil", "flag": 1})
+    assert reply["subscribe"]["recoverable"] is True and "delta" not in reply["subscribe"]
+    await ws.close()
+
+
+async def test_subscribing_twice_is_105_and_errors_keep_the_connection(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    first = await command(ws, 2, "subscribe", {"channel": "chat:twice"})
+    assert first["subscribe"]["offset"] == 0 and first["subscribe"]["positioned"] is True
+    assert (await command(ws, 3, "subscribe", {"channel": "chat:twice"}))["error"]["code"] == 105
+    assert (await command(ws, 4, "subscribe", {"channel": "nope:x"}))["error"]["code"] == 102
+    assert (await command(ws, 5, "subscribe", {"channel": "team:x"}))["error"]["code"] == 103
+    seen: list[dict[str, Any]] = []
+    publish = {"channel": "chat:twice", "data": {"n": 1}}
+    assert (await command(ws, 6, "publish", publish, seen)) == {"id": 6, "publish": {}}
+    pubs = [f["push"]["pub"] for f in seen if "pub" in f.get("push", {})]
+    assert pubs == [{"data": {"n": 1}, "offset": 1, "info": {"user": "", "client": pubs[0]["info"]["client"]}}]
+    await ws.close()
+
+
+async def test_ten_thousand_commands_in_one_frame_run_no_further_than_the_rate_limit(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    await command(ws, 2, "subscribe", {"channel": "chat:flood"})
+    flood = "\n".join(orjson.dumps({"id": 10 + n, "publish": {"channel": "chat:flood", "data": n}}).decode() for n in range(10_000))
+    await ws.send(flood)
+    ok = limited = 0
+    try:
+        while True:
+            reply = await frame(ws)
+            if "publish" in reply:
+                ok += 1
+            elif reply.get("error", {}).get("code") == 111:
+                limited += 1
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+    assert code == 3501  # the client kept on past the limit
+    assert 0 < ok <= BURST + 5 and limited <= 2 * BURST + 5, (ok, limited)
+    history = httpx.post(f"{app.http}/api/v1/history", json={"channel": "chat:flood"}, headers=API_HEADERS, timeout=5)
+    assert len(history.json()["publications"]) == ok  # exactly what was answered ok was published
+
+
+async def test_tokens_invalid_expired_and_over_the_user_limit_close_with_centrifugo_codes(app: AppProcess) -> None:
+    ws, reply = await connected(app, {"token": "not-a-jwt"})
+    assert reply["error"]["code"] == 101 and await closed_with(ws) == 3500
+    ws, reply = await connected(app, {"token": token("alice", ttl=-5)})
+    assert reply["error"]["code"] == 109 and await closed_with(ws) == 3005
+    first, reply = await connected(app, {"token": token("carol")})
+    assert reply["connect"]["expires"] is True and 0 < reply["connect"]["ttl"] <= 600
+    second, reply = await connected(app, {"token": token("carol")})
+    assert reply["error"]["code"] == 106 and await closed_with(second) == 3504
+    await first.close()
+
+
+async def test_a_server_api_disconnect_closes_with_the_code_given(app: AppProcess) -> None:
+    ws, _ = await connected(app, {"token": token("dave")})
+    body = {"user": "dave", "code": 4100, "reason": "moved"}
+    assert httpx.post(f"{app.http}/api/v1/disconnect", json=body, headers=API_HEADERS, timeout=5).status_code == 200
+    assert await closed_with(ws) == 4100
+    ws, _ = await connected(app, {"token": token("dave")})
+    httpx.post(f"{app.http}/api/v1/disconnect", json={"user": "dave"}, headers=API_HEADERS, timeout=5)
+    assert await closed_with(ws) == 3503  # the default: Centrifugo's "force, no reconnect"
+
+
+async def test_history_limits_as_centrifugo_takes_them(app: AppProcess) -> None:
+    for n in range(5):
+        body = {"channel": "chat:hist", "data": {"n": n}}
+        httpx.post(f"{app.http}/api/v1/publish", json=body, headers=API_HEADERS, timeout=5).raise_for_status()
+    ws, _ = await connected(app)
+    everything = (await command(ws, 2, "history", {"channel": "chat:hist", "limit": -1}))["history"]
+    assert [p["offset"] for p in everything["publications"]] == [1, 2, 3, 4, 5] and everything["offset"] == 5
+    position = (await command(ws, 3, "history", {"channel": "chat:hist", "limit": 0}))["history"]
+    assert position["publications"] == [] and position["epoch"] == everything["epoch"]
+    since = {"offset": 2, "epoch": everything["epoch"]}
+    after = (await command(ws, 4, "history", {"channel": "chat:hist", "limit": 2, "since": since}))["history"]
+    assert [p["data"]["n"] for p in after["publications"]] == [2, 3]
+    newest = (await command(ws, 5, "history", {"channel": "chat:hist", "limit": 2, "reverse": True}))["history"]
+    assert [p["offset"] for p in newest["publications"]] == [5, 4]
+    before = {"channel": "chat:hist", "limit": 10, "reverse": True, "since": {"offset": 3, "epoch": since["epoch"]}}
+    assert [p["offset"] for p in (await command(ws, 6, "history", before))["history"]["publications"]] == [2, 1]
+    wrong = {"channel": "chat:hist", "limit": 1, "since": {"offset": 1, "epoch": "beef"}}
+    assert (await command(ws, 7, "history", wrong))["error"]["code"] == 112
+    await ws.close()
+
+
+async def test_recovery_puts_the_missed_publications_in_the_subscribe_reply(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    first = (await command(ws, 2, "subscribe", {"channel": "chat:rec", "recoverable": True}))["subscribe"]
+    await ws.close()
+    for n in range(3):
+        body = {"channel": "chat:rec", "data": {"n": n}}
+        httpx.post(f"{app.http}/api/v1/publish", json=body, headers=API_HEADERS, timeout=5).raise_for_status()
+    ws, _ = await connected(app)
+    params = {"channel": "chat:rec", "recover": True, "epoch": first["epoch"] or "", "offset": first["offset"]}
+    result = (await command(ws, 2, "subscribe", params))["subscribe"]
+    assert result["recovered"] is True and result["was_recovering"] is True and result["offset"] == 3
+    assert [p["data"]["n"] for p in result["publications"]] == [0, 1, 2]
+    assert [p["offset"] for p in result["publications"]] == [1, 2, 3]
+    # An unrecoverable position: recovered false, from the top; with the reject flag, error 112.
+    lost = {"channel": "chat:rec2", "recover": True, "epoch": "_", "offset": 7}
+    assert (await command(ws, 3, "subscribe", lost))["subscribe"]["recovered"] is False
+    assert (await command(ws, 4, "subscribe", {**lost, "channel": "chat:rec3", "flag": 2}))["error"]["code"] == 112
+    assert (await command(ws, 5, "subscribe", {"channel": "chat:rec3"}))["subscribe"]["offset"] == 0
+    await ws.close()
