@@ -84,8 +84,12 @@ async def closed_with(ws: ClientConnection) -> int | None:
 async def test_connect_reply_names_the_client_version_and_ping(app: AppProcess) -> None:
     ws, reply = await connected(app, {"name": "test", "version": "1.0", "data": {"x": 1}, "unknown": 1})
     result = reply["connect"]
-    assert reply["id"] == 1 and result["client"] and result["version"].startswith("switchboard")
-    assert result["ping"] == 1 and result["pong"] is True and "expires" not in result
+    assert reply["id"] == 1
+    assert result["client"]
+    assert result["version"].startswith("switchboard")
+    assert result["ping"] == 1
+    assert result["pong"] is True
+    assert "expires" not in result
     await ws.close()
 
 
@@ -96,7 +100,8 @@ async def test_server_pings_with_an_empty_object_and_closes_3012_without_a_pong(
     assert await recv_json(ws, 5) == {}
     with pytest.raises(ConnectionClosed) as closed:  # the second ping went unanswered
         await recv_json(ws, 5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 3012
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 3012
 
 
 async def test_malformed_json_and_a_missing_connect_close_3501(app: AppProcess) -> None:
@@ -113,14 +118,16 @@ async def test_unknown_methods_answer_104_and_unknown_fields_are_ignored(app: Ap
     assert (await command(ws, 2, "frobnicate", {}))["error"]["code"] == 104
     assert (await command(ws, 3, "rpc", {"method": "m", "data": {}}))["error"]["code"] == 104
     reply = await command(ws, 4, "subscribe", {"channel": "chat:f", "tf": {"x": 1}, "delta": "fossil", "flag": 1})
-    assert reply["subscribe"]["recoverable"] is True and "delta" not in reply["subscribe"]
+    assert reply["subscribe"]["recoverable"] is True
+    assert "delta" not in reply["subscribe"]
     await ws.close()
 
 
 async def test_subscribing_twice_is_105_and_errors_keep_the_connection(app: AppProcess) -> None:
     ws, _ = await connected(app)
     first = await command(ws, 2, "subscribe", {"channel": "chat:twice"})
-    assert first["subscribe"]["offset"] == 0 and first["subscribe"]["positioned"] is True
+    assert first["subscribe"]["offset"] == 0
+    assert first["subscribe"]["positioned"] is True
     assert (await command(ws, 3, "subscribe", {"channel": "chat:twice"}))["error"]["code"] == 105
     assert (await command(ws, 4, "subscribe", {"channel": "nope:x"}))["error"]["code"] == 102
     assert (await command(ws, 5, "subscribe", {"channel": "team:x"}))["error"]["code"] == 103
@@ -135,7 +142,9 @@ async def test_subscribing_twice_is_105_and_errors_keep_the_connection(app: AppP
 async def test_ten_thousand_commands_in_one_frame_run_no_further_than_the_rate_limit(app: AppProcess) -> None:
     ws, _ = await connected(app)
     await command(ws, 2, "subscribe", {"channel": "chat:flood"})
-    flood = "\n".join(orjson.dumps({"id": 10 + n, "publish": {"channel": "chat:flood", "data": n}}).decode() for n in range(10_000))
+    flood = "\n".join(
+        orjson.dumps({"id": 10 + n, "publish": {"channel": "chat:flood", "data": n}}).decode() for n in range(10_000)
+    )
     await ws.send(flood)
     ok = limited = 0
     try:
@@ -148,20 +157,26 @@ async def test_ten_thousand_commands_in_one_frame_run_no_further_than_the_rate_l
     except ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd else None
     assert code == 3501  # the client kept on past the limit
-    assert 0 < ok <= BURST + 5 and limited <= 2 * BURST + 5, (ok, limited)
+    # The burst (plus what refills meanwhile) ran; then 111s, until the strikes exceed the burst.
+    assert 0 < ok <= BURST + 5, (ok, limited)
+    assert limited <= 2 * BURST + 5, (ok, limited)
     history = httpx.post(f"{app.http}/api/v1/history", json={"channel": "chat:flood"}, headers=API_HEADERS, timeout=5)
     assert len(history.json()["publications"]) == ok  # exactly what was answered ok was published
 
 
 async def test_tokens_invalid_expired_and_over_the_user_limit_close_with_centrifugo_codes(app: AppProcess) -> None:
     ws, reply = await connected(app, {"token": "not-a-jwt"})
-    assert reply["error"]["code"] == 101 and await closed_with(ws) == 3500
+    assert reply["error"]["code"] == 101
+    assert await closed_with(ws) == 3500
     ws, reply = await connected(app, {"token": token("alice", ttl=-5)})
-    assert reply["error"]["code"] == 109 and await closed_with(ws) == 3005
+    assert reply["error"]["code"] == 109
+    assert await closed_with(ws) == 3005
     first, reply = await connected(app, {"token": token("carol")})
-    assert reply["connect"]["expires"] is True and 0 < reply["connect"]["ttl"] <= 600
+    assert reply["connect"]["expires"] is True
+    assert 0 < reply["connect"]["ttl"] <= 600
     second, reply = await connected(app, {"token": token("carol")})
-    assert reply["error"]["code"] == 106 and await closed_with(second) == 3504
+    assert reply["error"]["code"] == 106
+    assert await closed_with(second) == 3504
     await first.close()
 
 
@@ -181,9 +196,11 @@ async def test_history_limits_as_centrifugo_takes_them(app: AppProcess) -> None:
         httpx.post(f"{app.http}/api/v1/publish", json=body, headers=API_HEADERS, timeout=5).raise_for_status()
     ws, _ = await connected(app)
     everything = (await command(ws, 2, "history", {"channel": "chat:hist", "limit": -1}))["history"]
-    assert [p["offset"] for p in everything["publications"]] == [1, 2, 3, 4, 5] and everything["offset"] == 5
+    assert [p["offset"] for p in everything["publications"]] == [1, 2, 3, 4, 5]
+    assert everything["offset"] == 5
     position = (await command(ws, 3, "history", {"channel": "chat:hist", "limit": 0}))["history"]
-    assert position["publications"] == [] and position["epoch"] == everything["epoch"]
+    assert position["publications"] == []
+    assert position["epoch"] == everything["epoch"]
     since = {"offset": 2, "epoch": everything["epoch"]}
     after = (await command(ws, 4, "history", {"channel": "chat:hist", "limit": 2, "since": since}))["history"]
     assert [p["data"]["n"] for p in after["publications"]] == [2, 3]
@@ -206,7 +223,9 @@ async def test_recovery_puts_the_missed_publications_in_the_subscribe_reply(app:
     ws, _ = await connected(app)
     params = {"channel": "chat:rec", "recover": True, "epoch": first["epoch"] or "", "offset": first["offset"]}
     result = (await command(ws, 2, "subscribe", params))["subscribe"]
-    assert result["recovered"] is True and result["was_recovering"] is True and result["offset"] == 3
+    assert result["recovered"] is True
+    assert result["was_recovering"] is True
+    assert result["offset"] == 3
     assert [p["data"]["n"] for p in result["publications"]] == [0, 1, 2]
     assert [p["offset"] for p in result["publications"]] == [1, 2, 3]
     # An unrecoverable position: recovered false, from the top; with the reject flag, error 112.
