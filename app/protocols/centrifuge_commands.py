@@ -82,6 +82,11 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
     flag = params.get("flag", 0)
     reject = isinstance(flag, int) and bool(flag & REJECT_UNRECOVERED) and resume is not None
     opts = session.permissions.options(channel)
+    if resume is not None and not resume.epoch and resume.offset and opts.history.enabled:
+        # An SDK that subscribed before the channel's first publication has no epoch (here a
+        # channel gets one with it), and an empty epoch means "any" to Centrifugo: the current.
+        top = await session.services.hub.broker.history(channel, 1 << 62)
+        resume = Position(resume.offset, top.position.epoch)
     rejected = False
 
     def announce(sub: Subscription, joined: Joined) -> None:
