@@ -1,0 +1,181 @@
+// The official `centrifuge` SDK (npm, pinned in package-lock.json), unchanged, against a real
+// Switchboard instance: run by tests/sdk/test_centrifuge_js.py, which reads the JSON this prints.
+// Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
+import { createHmac } from 'node:crypto';
+import WebSocket from 'ws';
+import { Centrifuge } from 'centrifuge';
+
+const HTTP = process.env.SB_HTTP;
+const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
+const REFRESH_WAIT_MS = Number(process.env.SB_REFRESH_WAIT_MS || 5000);
+
+function b64(value) {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
+
+function token(sub, ttl = 600, claims = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...claims })}`;
+  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
+}
+
+async function api(method, body) {
+  const response = await fetch(`${HTTP}/api/v1/${method}`, {
+    method: 'POST',
+    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function client(options = {}) {
+  return new Centrifuge(URL, { websocket: WebSocket, ...options });
+}
+
+function until(predicate, what, ms = 8000) {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + ms;
+    const poll = () => {
+      if (predicate()) return resolve();
+      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+async function connected(c) {
+  c.connect();
+  await c.ready(5000);
+  return c;
+}
+
+async function subscribed(c, channel, options = {}) {
+  const seen = { data: [], offsets: [], joins: [], leaves: [], subscribed: [] };
+  const sub = c.newSubscription(channel, options);
+  sub.on('publication', (ctx) => { seen.data.push(ctx.data); seen.offsets.push(ctx.offset); });
+  sub.on('join', (ctx) => seen.joins.push(ctx.info.client));
+  sub.on('leave', (ctx) => seen.leaves.push(ctx.info.client));
+  sub.on('subscribed', (ctx) => seen.subscribed.push(ctx));
+  sub.subscribe();
+  await sub.ready(5000);
+  return [sub, seen];
+}
+
+async function basics() {
+  const one = await connected(client());
+  const two = await connected(client({ token: token('jo-two') }));
+  const [sub, seen] = await subscribed(one, 'chat:js');
+  const [, other] = await subscribed(two, 'chat:js');
+  await until(() => seen.joins.length === 2, 'two joins');
+  await sub.publish({ text: 'hi' });
+  await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
+  const presence = await sub.presence();
+  const stats = await sub.presenceStats();
+  const history = await sub.history({ limit: -1 });
+  let rpc = null;
+  try { await one.rpc('nothing', {}); } catch (e) { rpc = e.code; }
+  two.disconnect();
+  await until(() => seen.leaves.length === 1, 'a leave');
+  one.disconnect();
+  return {
+    data: seen.data, otherData: other.data, offsets: seen.offsets,
+    presenceUsers: Object.values(presence.clients).map((info) => info.user).sort(),
+    numClients: stats.numClients,
+    history: history.publications.map((p) => [p.offset, p.data]),
+    rpcError: rpc, leftIsTheOther: seen.leaves[0] === seen.joins[1],
+  };
+}
+
+async function refresh() {
+  let issued = 0;
+  const c = client({ getToken: async () => { issued += 1; return token('jo-refresh', 2); } });
+  const states = [];
+  c.on('state', (ctx) => states.push(ctx.newState));
+  await connected(c);
+  await new Promise((resolve) => setTimeout(resolve, REFRESH_WAIT_MS));
+  const state = c.state;
+  c.disconnect();
+  return { issued, state, reconnects: states.filter((s) => s === 'connecting').length };
+}
+
+async function subscriptionToken() {
+  const messages = [];
+  const c = await connected(client({ token: token('jo-team') }));
+  c.on('message', (ctx) => messages.push(ctx.data));
+  const [, seen] = await subscribed(c, 'team:js', { token: token('jo-team', 600, { channel: 'team:js' }) });
+  let denied = null;
+  const refused = c.newSubscription('team:other');
+  refused.on('error', (ctx) => { denied = ctx.error.code; });
+  refused.on('unsubscribed', (ctx) => { denied = denied ?? ctx.code; });
+  refused.subscribe();
+  await api('publish', { channel: 'team:js', data: { from: 'api' } });
+  await api('send', { user: 'jo-team', data: { note: 1 } });
+  await until(() => seen.data.length === 1 && messages.length === 1 && denied !== null, 'publication, message, refusal');
+  c.disconnect();
+  return { data: seen.data, messages, denied };
+}
+
+async function recovery() {
+  const c = await connected(client({ token: token('jo-recover'), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
+  const [, seen] = await subscribed(c, 'chat:jsrec', { recoverable: true });
+  await api('publish', { channel: 'chat:jsrec', data: 1 });
+  await until(() => seen.data.length === 1, 'the first publication');
+  const codes = [];
+  c.on('connecting', (ctx) => codes.push(ctx.code));
+  await api('disconnect', { user: 'jo-recover', code: 4100, reason: 'moved' });
+  await until(() => codes.length === 1, 'the disconnect');
+  await api('publish', { channel: 'chat:jsrec', data: 2 });
+  await api('publish', { channel: 'chat:jsrec', data: 3 });
+  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
+  const again = seen.subscribed[1];
+  c.disconnect();
+  return {
+    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
+    wasRecovering: again.wasRecovering, recovered: again.recovered,
+  };
+}
+
+async function terminalDisconnects() {
+  const found = {};
+  for (const [user, body] of [['jo-stop', { code: 4600, reason: 'banned' }], ['jo-default', {}]]) {
+    const c = await connected(client({ token: token(user) }));
+    const closed = new Promise((resolve) => c.on('disconnected', (ctx) => resolve(ctx.code)));
+    await api('disconnect', { user, ...body });
+    found[user] = await closed;
+  }
+  return found;
+}
+
+async function interop() {
+  const c = await connected(client());
+  const [sub, seen] = await subscribed(c, 'chat:jsmix');
+  const ws = new WebSocket(HTTP.replace('http', 'ws') + '/ws');
+  const frames = [];
+  ws.on('message', (raw) => frames.push(JSON.parse(raw.toString())));
+  await new Promise((resolve) => ws.on('open', resolve));
+  ws.send(JSON.stringify({ id: 1, op: 'connect' }));
+  ws.send(JSON.stringify({ id: 2, op: 'subscribe', channel: 'chat:jsmix' }));
+  await until(() => frames.some((f) => f.id === 2), 'the /ws subscribe');
+  await sub.publish({ from: 'sdk' });
+  await until(() => frames.some((f) => f.op === 'pub'), 'the SDK publication on /ws');
+  ws.send(JSON.stringify({ id: 3, op: 'publish', channel: 'chat:jsmix', data: { from: 'ws' } }));
+  await api('publish', { channel: 'chat:jsmix', data: { from: 'api' } });
+  await until(() => seen.data.length === 3, 'three publications');
+  ws.close();
+  c.disconnect();
+  return { sdk: seen.data, ws: frames.filter((f) => f.op === 'pub').map((f) => f.data) };
+}
+
+const results = {};
+const scenarios = { basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop };
+await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
+  try {
+    results[name] = await run();
+  } catch (error) {
+    results[name] = { error: String(error && error.stack || error) };
+  }
+}));
+process.stdout.write(JSON.stringify(results));
+process.exit(0);

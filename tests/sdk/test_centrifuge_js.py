@@ -1,0 +1,116 @@
+"""The official ``centrifuge`` SDK from npm, in Node, unchanged, against a real ``python -m app``.
+
+``tests/sdk/js`` pins it (package.json and package-lock.json); ``npm ci`` installs it on a clean
+clone. ``scenarios.mjs`` runs every scenario at once and prints what each saw, as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.sdk.sdk_support import NAMESPACES
+from tests.support import ROOT, TEST_API_KEY, TEST_SECRET, AppProcess, RedisServer, running
+
+JS = ROOT / "tests" / "sdk" / "js"
+NPM = ["npm", "--no-audit", "--no-fund", "--loglevel=error"]
+REFRESH_GRACE = 1
+REFRESH_WAIT_MS = 5000  # past the first 2 s token's expiry and the grace after it
+
+
+def installed() -> None:
+    for tool in ("node", "npm"):
+        assert shutil.which(tool), f"{tool} is needed (make deps installs it)"
+    lock, marker = JS / "package-lock.json", JS / "node_modules" / ".package-lock.json"
+    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run([*NPM, "ci", "--prefer-offline"], cwd=JS, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    installed()
+    workdir = tmp_path_factory.mktemp("centrifuge-js")
+    config = workdir / "switchboard.toml"
+    config.write_text(NAMESPACES)
+    redis_server = RedisServer(workdir / "redis").start()
+    env = {
+        "SWITCHBOARD_BROKER_URL": redis_server.url,
+        "SWITCHBOARD_CONFIG": str(config),
+        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
+    }
+    instance = AppProcess("sdk-js", workdir, env)
+    try:
+        with running(instance):
+            node_env = {
+                **os.environ,
+                "SB_HTTP": instance.http,
+                "SB_API_KEY": TEST_API_KEY,
+                "SB_SECRET": TEST_SECRET,
+                "SB_REFRESH_WAIT_MS": str(REFRESH_WAIT_MS),
+            }
+            done = subprocess.run(
+                ["node", "scenarios.mjs"], cwd=JS, env=node_env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr[-4000:]
+            yield json.loads(done.stdout)
+    finally:
+        redis_server.stop()
+
+
+def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = results[name]
+    assert "error" not in found, found.get("error")
+    return found
+
+
+def test_publish_presence_history_join_leave_and_rpc(results: dict[str, Any]) -> None:
+    seen = scenario(results, "basics")
+    assert seen["data"] == seen["otherData"] == [{"text": "hi"}]
+    assert seen["offsets"] == [1]  # offsets start at 1
+    assert seen["presenceUsers"] == ["", "jo-two"]
+    assert seen["numClients"] == 2
+    assert seen["history"] == [[1, {"text": "hi"}]]
+    assert seen["rpcError"] == 104  # nothing handles rpc here: Centrifugo's "method not found"
+    assert seen["leftIsTheOther"] is True
+
+
+def test_the_sdk_refreshes_its_token_and_stays_connected(results: dict[str, Any]) -> None:
+    seen = scenario(results, "refresh")
+    assert seen["issued"] >= 3  # the connect's token, then refreshes before each 2 s expiry
+    assert seen["state"] == "connected"
+    assert seen["reconnects"] == 1  # only the first connect: no refresh cost a reconnect
+
+
+def test_subscription_token_message_push_and_a_refused_channel(results: dict[str, Any]) -> None:
+    seen = scenario(results, "subscriptionToken")
+    assert seen["data"] == [{"from": "api"}]
+    assert seen["messages"] == [{"note": 1}]  # the server API's send
+    assert seen["denied"] == 103
+
+
+def test_recovery_after_a_reconnect(results: dict[str, Any]) -> None:
+    seen = scenario(results, "recovery")
+    assert seen["reconnectCode"] == 4100  # the server API's code, in the close frame
+    assert seen["data"] == [1, 2, 3]
+    assert seen["offsets"] == [1, 2, 3]
+    assert seen["wasRecovering"] is True
+    assert seen["recovered"] is True
+
+
+def test_terminal_disconnects_stop_the_sdk(results: dict[str, Any]) -> None:
+    # 4500-4999 and 3500-3999: the SDK stays disconnected; the API's default is 3503.
+    assert scenario(results, "terminalDisconnects") == {"jo-stop": 4600, "jo-default": 3503}
+
+
+def test_interop_with_ws_and_the_server_api(results: dict[str, Any]) -> None:
+    seen = scenario(results, "interop")
+    everything = [{"from": "sdk"}, {"from": "ws"}, {"from": "api"}]
+    assert seen["sdk"] == everything
+    assert seen["ws"] == everything
