@@ -1,0 +1,97 @@
+"""Centrifugo's wire format in the Hub: once per message per process, recoveries in the reply,
+and Switchboard's closes under Centrifugo's codes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+import orjson
+import pytest
+
+from app import hub as hub_module
+from app.broker import Position
+from app.broker.memory import MemoryBroker
+from app.config import Settings
+from app.connection import Connection
+from app.errors import CENTRIFUGE_CLOSES, CloseCode
+from app.protocol import Wire
+from app.protocols.centrifuge_wire import channel_push as encode
+from app.recovery import Joined, Subscription
+from tests.unit.test_recovery import Member, hub_with, wait_for
+
+
+class Recording(Member):
+    def __init__(self, ident: str) -> None:
+        super().__init__(ident)
+        self.offered: list[Any] = []
+
+    def offer(self, out: Any) -> bool:
+        self.offered.append(out)
+        return super().offer(out)
+
+
+async def test_centrifuge_members_share_one_push_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def counted(*args: Any) -> bytes | None:
+        calls.append(args)
+        return encode(*args)
+
+    monkeypatch.setattr(hub_module, "channel_push", counted)
+    hub = await hub_with(MemoryBroker())
+    ws, one, two = Recording("w"), Recording("c1"), Recording("c2")
+    await hub.join(cast(Connection, ws), "chat:x", ws=True)
+    for member in (one, two):
+        await hub.join(cast(Connection, member), "chat:x", wire=Wire.CENTRIFUGE)
+    frame = {"op": "pub", "channel": "chat:x", "data": {"n": 1}, "info": {"user": "u", "client": "w"}}
+    await hub.publish("chat:x", orjson.dumps(frame))
+    assert len(calls) == 1  # parsed and encoded once, for both Centrifugo members
+    assert one.offered[0] is two.offered[0]
+    pub = {"data": {"n": 1}, "offset": 1, "info": {"user": "u", "client": "w"}}
+    assert one.frames == [{"push": {"channel": "chat:x", "pub": pub}}]
+    assert ws.frames[0]["op"] == "pub"  # /ws members get the frame as published
+    join = {"op": "join", "channel": "chat:x", "info": {"client": "w", "user": "u", "info": {"k": 1}}}
+    await hub.publish("chat:x", orjson.dumps(join), ephemeral=True)
+    assert one.frames[1] == {
+        "push": {"channel": "chat:x", "join": {"info": {"user": "u", "client": "w", "conn_info": {"k": 1}}}}
+    }
+
+
+async def test_a_recovery_is_collected_for_the_reply_not_pushed() -> None:
+    hub = await hub_with(MemoryBroker())
+    for n in range(3):
+        frame = {"op": "pub", "channel": "chat:r", "data": n}
+        position = await hub.publish("chat:r", orjson.dumps(frame))
+    assert position is not None
+    member = Member("c")
+    replies: list[tuple[list[bytes], Joined]] = []
+
+    def announce(sub: Subscription, joined: Joined) -> None:
+        replies.append((list(sub.collected or []), joined))
+
+    await hub.join(
+        cast(Connection, member), "chat:r", Position(1, position.epoch), wire=Wire.CENTRIFUGE, announce=announce
+    )
+    [(pubs, joined)] = replies
+    assert [orjson.loads(p) for p in pubs] == [{"data": 1, "offset": 2}, {"data": 2, "offset": 3}]
+    assert joined.ok is True
+    assert member.frames == []  # nothing pushed: the publications travel in the reply
+
+
+async def test_every_switchboard_close_has_a_centrifugo_code() -> None:
+    # Every CloseCode but a normal close maps into the ranges the SDKs act on.
+    assert set(CENTRIFUGE_CLOSES) == {int(code) for code in CloseCode} - {CloseCode.NORMAL}
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    websocket = SimpleNamespace(_send=send, _receive=None, scope={})
+    for code, expected in ((CloseCode.SLOW_CONSUMER, 3008), (CloseCode.SERVICE_RESTART, 3001), (4100, 4100)):
+        conn = Connection(cast(Any, websocket), "centrifuge", Settings(dev_mode=True))
+        conn.wire_codes = CENTRIFUGE_CLOSES
+        conn.close(code)
+        await wait_for(lambda: len(sent) == 1)
+        assert sent.pop()["code"] == expected
+        assert conn.close_code == int(code)  # metrics keep Switchboard's own code
