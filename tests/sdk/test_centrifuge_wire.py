@@ -5,7 +5,9 @@ test_centrifuge_python.py and test_centrifuge_js.py."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.sdk.sdk_support import NAMESPACES, token
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_json, running, ws_connect
+from tests.support import API_HEADERS, AppProcess, RedisServer, recv_json, recv_until, running, ws_connect
 
 BURST = 20
 
@@ -234,3 +236,33 @@ async def test_recovery_puts_the_missed_publications_in_the_subscribe_reply(app:
     assert (await command(ws, 4, "subscribe", {**lost, "channel": "chat:rec3", "flag": 2}))["error"]["code"] == 112
     assert (await command(ws, 5, "subscribe", {"channel": "chat:rec3"}))["subscribe"]["offset"] == 0
     await ws.close()
+
+
+async def test_the_tutorial_chat_and_centrifugo_subscribers_see_each_other(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    await command(ws, 2, "subscribe", {"channel": "chat"})
+    async with ws_connect(app.ws("/ws/chat?username=Tess")) as tutorial:
+        seen: list[dict[str, Any]] = []
+        await tutorial.send('{"content":"from the tutorial"}')
+        await command(ws, 3, "publish", {"channel": "chat", "data": "from an SDK"}, seen)
+        wanted = {("message", "from the tutorial"), ("message", "from an SDK")}
+
+        def texts() -> set[tuple[str, Any]]:
+            pubs = [f["push"]["pub"]["data"] for f in seen if "pub" in f.get("push", {})]
+            return {(p["type"], p.get("content")) for p in pubs}  # the tutorial's own frames are the data
+
+        async with asyncio.timeout(10):
+            while not wanted <= texts():
+                seen.append(await frame(ws))
+        got = await recv_until(tutorial, lambda f: f.get("content") == "from an SDK")
+        assert got["type"] == "message"  # an SDK's publish becomes the chat's own frame
+    await ws.close()
+
+
+async def test_a_drain_closes_3001(tmp_path: Path) -> None:
+    instance = AppProcess("drained", tmp_path, {"SWITCHBOARD_DRAIN_SECONDS": "0.5"})
+    with running(instance):
+        ws, _ = await connected(instance)
+        assert instance.proc is not None
+        instance.proc.send_signal(signal.SIGTERM)
+        assert await closed_with(ws) == 3001  # Centrifugo's shutdown: the SDK reconnects elsewhere
