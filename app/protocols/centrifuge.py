@@ -252,7 +252,7 @@ class CentrifugeClient:
         except ConnectionGone:
             pass
         except Exception:
-            log.exception("/connection/websocket command %s failed", method)
+            log.exception("/connection/websocket command %r failed", method)
             self.send(error_reply(cmd_id, CentrifugeError.INTERNAL, "internal error"))
         else:
             if result is not None:

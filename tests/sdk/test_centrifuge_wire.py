@@ -266,3 +266,23 @@ async def test_a_drain_closes_3001(tmp_path: Path) -> None:
         assert instance.proc is not None
         instance.proc.send_signal(signal.SIGTERM)
         assert await closed_with(ws) == 3001  # Centrifugo's shutdown: the SDK reconnects elsewhere
+
+
+async def test_server_api_subscribe_and_unsubscribe_arrive_as_centrifugo_pushes(app: AppProcess) -> None:
+    ws, _ = await connected(app, {"token": token("hank")})
+    body = {"user": "hank", "channel": "chat:server-side"}
+    assert httpx.post(f"{app.http}/api/v1/subscribe", json=body, headers=API_HEADERS, timeout=5).status_code == 200
+    async with asyncio.timeout(10):
+        while "subscribe" not in (push := (await frame(ws)).get("push", {})):
+            pass
+    assert push["channel"] == "chat:server-side"
+    assert push["subscribe"]["recoverable"] is True
+    httpx.post(f"{app.http}/api/v1/unsubscribe", json=body, headers=API_HEADERS, timeout=5).raise_for_status()
+    async with asyncio.timeout(10):
+        while "unsubscribe" not in (push := (await frame(ws)).get("push", {})):
+            pass
+    assert push == {
+        "channel": "chat:server-side",
+        "unsubscribe": {"code": 2000, "reason": "unsubscribed by the server"},
+    }
+    await ws.close()
