@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
 from app.hooks import load_hooks
-from app.namespaces import Namespaces, load_namespaces
+from app.namespaces import Namespaces, check_proxy_url, load_namespaces
 
 # Symmetric algorithms only: a secret is all Settings holds. "none" is never accepted.
 SUPPORTED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -105,6 +105,23 @@ class Settings(BaseSettings):
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 
+    # Proxies to the backend (docs/proxies.md): the backend decides connect, refresh and rpc over
+    # HTTP (subscribe and publish per namespace, in the namespaces file). Every URL is configuration.
+    connect_proxy_url: str | None = None
+    refresh_proxy_url: str | None = None
+    rpc_proxy_url: str | None = None
+    # Handshake headers the connect proxy is sent (case-insensitive); no other header leaves.
+    proxy_headers: Annotated[list[str], NoDecode] = [
+        "Cookie",
+        "Authorization",
+        "User-Agent",
+        "X-Forwarded-For",
+        "Origin",
+    ]
+    proxy_timeout: float = 1.0
+    # Calls in flight to the backend per process; the rest wait (up to PROXY_TIMEOUT) for a slot.
+    proxy_max_concurrency: int = 64
+
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
@@ -136,7 +153,7 @@ class Settings(BaseSettings):
     def generated_secret(self) -> bool:
         return self._generated_secret
 
-    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", mode="before")
+    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", "proxy_headers", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -158,6 +175,7 @@ class Settings(BaseSettings):
         "max_channels_per_connection",
         "max_connections",
         "history_read_bytes",
+        "proxy_max_concurrency",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:
@@ -210,12 +228,19 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or more")
         return value
 
-    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout")
+    @field_validator(
+        "hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout", "proxy_timeout"
+    )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @field_validator("connect_proxy_url", "refresh_proxy_url", "rpc_proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        return check_proxy_url(value) if value else None
 
     @model_validator(mode="after")
     def _load_files(self) -> Settings:

@@ -75,6 +75,9 @@ class ErrorCode(IntEnum):
     TOKEN_EXPIRED = 109
     NOT_SUBSCRIBED = 110
     TOO_MANY_REQUESTS = 111
+    # A proxy to the backend (docs/proxies.md) timed out, was busy, answered non-2xx or a malformed
+    # body: refused (fail closed), try again later. Switchboard never retries the call itself.
+    BACKEND_UNAVAILABLE = 112
 
 
 ERROR_MESSAGES: dict[ErrorCode, str] = {
@@ -90,7 +93,12 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.TOKEN_EXPIRED: "token expired",
     ErrorCode.NOT_SUBSCRIBED: "not subscribed",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
+    ErrorCode.BACKEND_UNAVAILABLE: "backend unavailable",
 }
+
+# A backend's own error codes (a proxy's {"error":{"code":C,...}}) are passed to the client in this
+# range, as Centrifugo's proxies do; any other code from a backend is a malformed answer.
+BACKEND_ERROR_CODES = range(400, 2000)
 
 
 class ProtocolError(Exception):
@@ -100,6 +108,11 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message or ERROR_MESSAGES[code]
         super().__init__(self.message)
+
+    @property
+    def wire_code(self) -> int:
+        """The code the ``/ws`` client is sent: ``code``, or a backend's own (app/proxy_calls.py)."""
+        return int(self.code)
 
 
 def reason_for(code: CloseCode) -> str:

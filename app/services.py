@@ -17,6 +17,8 @@ from app.hub import Hub
 from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import Presence, create_presence
+from app.proxy import Backend
+from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
 from app.users import Users, create_slots
 
@@ -31,6 +33,7 @@ class Services:
     users: Users
     instances: Instances
     handshakes: HandshakeRate
+    proxies: Proxies
     draining: bool = field(default=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -46,15 +49,17 @@ class Services:
         hub = Hub(broker, settings.namespaces)
         ttl = settings.presence_ttl
         client = redis_client(broker)
+        proxies = Proxies(settings, Backend(settings))
         return cls(
             settings=settings,
             broker=broker,
             hub=hub,
             presence=create_presence(broker, ttl),
-            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout)),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), proxies),
             users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
             instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
             handshakes=HandshakeRate(settings.max_handshakes_per_second),
+            proxies=proxies,
         )
 
     async def start(self) -> None:
@@ -77,6 +82,7 @@ class Services:
         await self.users.close()
         await self.hub.close()
         await self.broker.close()
+        await self.proxies.backend.close()
 
     def ready(self) -> bool:
         """What /readyz and the switchboard_ready gauge report."""

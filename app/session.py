@@ -81,7 +81,7 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
 
 
 class Session:
-    __slots__ = ("_grants", "_member", "conn", "display_name", "identity", "permissions", "services", "ws")
+    __slots__ = ("_grants", "_member", "conn", "display_name", "handshake", "identity", "permissions", "services", "ws")
 
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
@@ -93,6 +93,8 @@ class Session:
         self._member: str | None = None  # built on first use (idle memory per socket)
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
+        # The handshake headers the connect proxy is sent (its allowlist), until connect is done.
+        self.handshake: dict[str, str] | None = None
 
     @property
     def client(self) -> str:

@@ -24,19 +24,25 @@ from app import metrics
 from app.auth import AuthError, Identity, verify_token
 from app.broker import BrokerUnavailable
 from app.connection import ConnectionGone
-from app.errors import AUTH_FAILED, AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
+from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
+from app.hooks import UNCHANGED
+from app.proxy import BackendDisconnect
+from app.proxy_calls import Connected
 from app.routes.handshake import run_session
 from app.routes.ws_commands import COMMANDS, Reply, reply_bytes
+from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close
 from app.session import Session
 
 log = logging.getLogger("switchboard.ws")
 
 MAX_IN_FLIGHT = 32
+KNOWN_ERRORS = frozenset(int(code) for code in ErrorCode)
 PING_PUSH = b'{"op":"ping"}'
 
 
-def error_bytes(cmd_id: object, code: ErrorCode, message: str, **extra: str) -> bytes:
-    metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
+def error_bytes(cmd_id: object, code: int, message: str, **extra: str) -> bytes:
+    # A backend's own codes (app/proxy.py) share one label: metric labels come from fixed sets.
+    metrics.COMMAND_ERRORS.labels(str(int(code)) if code in KNOWN_ERRORS else "backend").inc()
     return orjson.dumps({"id": cmd_id, "ok": False, "error": {"code": int(code), "message": message, **extra}})
 
 
@@ -59,6 +65,8 @@ class WsClient:
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._expiry: asyncio.TimerHandle | None = None
+        # Set when the connect proxy gave the identity an expiry and a refresh proxy renews it.
+        self._refresh: ProxyRefresh | None = None
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
@@ -86,8 +94,14 @@ class WsClient:
             self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
+        token = frame.get("token", self.conn.websocket.query_params.get("token"))
+        extra: dict[str, Any] = {}
         try:
-            identity = self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
+            if token is None and self.session.services.proxies.connect_url:
+                connected = await connect_by_proxy(self.session, frame.get("data", UNCHANGED))
+                identity, extra = connected.identity, self._proxied(connected)
+            else:
+                identity = self._identity(token)
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
@@ -95,8 +109,8 @@ class WsClient:
                 self.conn.close(CloseCode.USER_LIMIT)
                 return False
         except ProtocolError as exc:
-            self.send(error_bytes(cmd_id, exc.code, exc.message))
-            self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
+            self.send(error_bytes(cmd_id, exc.wire_code, exc.message))
+            self.conn.close(*connect_close(exc))
             return False
         except BrokerUnavailable:
             self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
@@ -111,6 +125,7 @@ class WsClient:
                     "user": identity.user_id,
                     "expires": identity.expires,
                     "ping": self.settings.ping_interval,
+                    **extra,
                 },
             )
         )
@@ -142,12 +157,25 @@ class WsClient:
         self._watch_expiry(identity)
         return identity.expires
 
+    def _proxied(self, connected: Connected) -> dict[str, Any]:
+        """The connect reply's extra fields; and a server-side refresh when the backend has one."""
+        if connected.identity.expires is not None and self.settings.refresh_proxy_url:
+            self._refresh = ProxyRefresh(self.session, self.settings.refresh_grace, self._refreshed, self._expired)
+        return {} if connected.data is UNCHANGED else {"data": connected.data}
+
+    def _refreshed(self, identity: Identity) -> None:
+        self.session.set_identity(identity)
+        self._watch_expiry(identity)
+
     def _watch_expiry(self, identity: Identity) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
         if identity.expires is not None:
-            delay = identity.expires - time.time() + self.settings.refresh_grace
-            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), self._expired)
+            # The refresh proxy is asked at the expiry itself; a client's refresh may use the grace.
+            proxied = self._refresh is not None and identity.user_id == self.session.identity.user_id
+            delay = identity.expires - time.time() + (0 if proxied else self.settings.refresh_grace)
+            then = self._refresh.start if proxied and self._refresh else self._expired
+            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), then)
 
     def _expired(self) -> None:
         metrics.AUTH_FAILURES.labels("expired").inc()
@@ -209,7 +237,9 @@ class WsClient:
                 else:
                     result = await COMMANDS[op](self.session, cmd_id, frame)
             except ProtocolError as exc:
-                self.send(error_bytes(cmd_id, exc.code, exc.message))
+                self.send(error_bytes(cmd_id, exc.wire_code, exc.message))
+                if isinstance(exc, BackendDisconnect):
+                    self.conn.close(exc.close_code, exc.reason)
             except BrokerUnavailable:
                 if op == "publish":  # Redis never confirmed it: it may have happened
                     self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN, outcome="unknown"))
@@ -236,6 +266,8 @@ class WsClient:
         for handle in (self._timer, self._expiry):
             if handle is not None:
                 handle.cancel()
+        if self._refresh is not None:
+            self._refresh.cancel()
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()
