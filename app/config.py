@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         "Origin",
     ]
     proxy_timeout: float = 1.0
-    # Calls in flight to the backend per process; the rest wait (up to PROXY_TIMEOUT) for a slot.
+    # Calls in flight to the backend per process; the rest wait (up to AUTH_TIMEOUT) for a slot.
     proxy_max_concurrency: int = 64
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.

@@ -55,6 +55,8 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
+# Reason for TRY_AGAIN_LATER when the connect proxy failed (error 112), not the broker.
+BACKEND_UNAVAILABLE = "Backend unavailable, try again later"
 
 
 class ErrorCode(IntEnum):

@@ -9,9 +9,13 @@ retries a call itself, so a slow or failing backend sees at most one call per cl
 never a retry storm; clients reconnect or retry with their own backoff.
 
 Concurrency toward the backend is bounded per process (``SWITCHBOARD_PROXY_MAX_CONCURRENCY``): a
-call waits up to ``SWITCHBOARD_PROXY_TIMEOUT`` for a slot ("busy" after that), then up to the same
-timeout for the answer. Redirects are never followed and proxy variables of the environment are
-ignored: the URL configured is the one called.
+call waits for a slot up to ``SWITCHBOARD_AUTH_TIMEOUT``, as long as a client may take to connect
+("busy" after that; a waiting call costs the backend nothing), then up to
+``SWITCHBOARD_PROXY_TIMEOUT`` for the answer. A short queue wait would turn a storm the backend
+could serve in a few seconds into refusals, and the clients' retries into a second storm.
+
+Redirects are never followed and proxy variables of the environment are ignored: the URL
+configured is the one called.
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ class Backend:
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.proxy_timeout
+        self.queue_timeout = settings.auth_timeout
         self._size = settings.proxy_max_concurrency
         self._slots = asyncio.Semaphore(self._size)
         self._client: httpx.AsyncClient | None = None
@@ -151,7 +156,7 @@ class Backend:
 
     async def _post(self, kind: str, url: str, content: bytes, headers: dict[str, str]) -> object:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.queue_timeout):
                 await self._slots.acquire()
         except TimeoutError:
             raise ProxyFailed(kind, "busy") from None

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from app.auth import Identity
-from app.errors import AUTH_FAILED, CloseCode, ProtocolError
+from app.errors import AUTH_FAILED, BACKEND_UNAVAILABLE, CloseCode, ProtocolError
 from app.proxy import BackendDisconnect, BackendError, ProxyFailed
 from app.proxy_calls import Connected
 from app.session import Session
@@ -31,7 +31,7 @@ def connect_close(exc: ProtocolError) -> tuple[int, str | None]:
     if isinstance(exc, BackendDisconnect):
         return exc.close_code, exc.reason
     if isinstance(exc, ProxyFailed):
-        return CloseCode.TRY_AGAIN_LATER, None
+        return CloseCode.TRY_AGAIN_LATER, BACKEND_UNAVAILABLE
     return CloseCode.POLICY_VIOLATION, AUTH_FAILED
 
 

@@ -30,7 +30,7 @@ async def _answer(behaviour: str, result: dict[str, Any]) -> Response:
     if behaviour == "disconnect":
         return _json({"disconnect": {"code": 4501, "reason": "unauthorized"}})
     if behaviour == "slow":
-        await asyncio.sleep(10)
+        await asyncio.sleep(3)  # past the proxy timeout; short, so that uvicorn stops soon
     if behaviour == "5xx":
         return _json({"detail": "boom"}, 503)
     if behaviour == "malformed":

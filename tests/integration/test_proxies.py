@@ -142,6 +142,8 @@ async def test_a_connect_the_backend_refuses_or_fails_is_closed(
         assert found == close
         if do == "disconnect":
             assert reason == "unauthorized"
+        elif close == 1013:
+            assert reason == "Backend unavailable, try again later"
 
 
 async def test_concurrency_toward_the_backend_is_bounded(app: AppProcess, server: Backend) -> None:
