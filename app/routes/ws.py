@@ -65,8 +65,7 @@ class WsClient:
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._expiry: asyncio.TimerHandle | None = None
-        # Set when the connect proxy gave the identity an expiry and a refresh proxy renews it.
-        self._refresh: ProxyRefresh | None = None
+        self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
@@ -96,9 +95,10 @@ class WsClient:
             return False
         token = frame.get("token", self.conn.websocket.query_params.get("token"))
         extra: dict[str, Any] = {}
+        headers, self.session.handshake = self.session.handshake, None  # read once, never kept
         try:
-            if token is None and self.session.services.proxies.connect_url:
-                connected = await connect_by_proxy(self.session, frame.get("data", UNCHANGED))
+            if token is None and headers is not None:
+                connected = await connect_by_proxy(self.session, frame.get("data", UNCHANGED), headers)
                 identity, extra = connected.identity, self._proxied(connected)
             else:
                 identity = self._identity(token)
@@ -154,6 +154,9 @@ class WsClient:
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
         self.session.set_identity(identity)
+        if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
+            self._refresh.cancel()
+            self._refresh = None
         self._watch_expiry(identity)
         return identity.expires
 
@@ -172,9 +175,9 @@ class WsClient:
             self._expiry.cancel()
         if identity.expires is not None:
             # The refresh proxy is asked at the expiry itself; a client's refresh may use the grace.
-            proxied = self._refresh is not None and identity.user_id == self.session.identity.user_id
-            delay = identity.expires - time.time() + (0 if proxied else self.settings.refresh_grace)
-            then = self._refresh.start if proxied and self._refresh else self._expired
+            refresh = self._refresh
+            delay = identity.expires - time.time() + (0 if refresh else self.settings.refresh_grace)
+            then = refresh.start if refresh else self._expired
             self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), then)
 
     def _expired(self) -> None:

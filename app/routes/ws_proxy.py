@@ -35,9 +35,8 @@ def connect_close(exc: ProtocolError) -> tuple[int, str | None]:
     return CloseCode.POLICY_VIOLATION, AUTH_FAILED
 
 
-async def connect_by_proxy(session: Session, data: object) -> Connected:
+async def connect_by_proxy(session: Session, data: object, headers: dict[str, str]) -> Connected:
     """Ask the backend who this client is; raises ProtocolError (and subclasses) to refuse."""
-    headers, session.handshake = session.handshake or {}, None
     return await session.services.proxies.connect(session.client, data, headers)
 
 
