@@ -19,10 +19,10 @@ from app.auth import Identity
 from app.broker import BrokerUnavailable, Position
 from app.errors import OUTCOME_UNKNOWN, ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
-from app.permissions import valid_channel
+from app.permissions import check_channel
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member, stats
 from app.services import Services
-from app.session import encode_publication, idempotency_key_of
+from app.session import SERVER_PUBLISHER, encode_publication, idempotency_key_of
 from app.tutorial import frame_for
 
 # How tutorial chat frames name the server when it publishes there.
@@ -54,7 +54,7 @@ STATUS = {
 
 # For the schema only (the name rule is checked by channel_options, which answers 422 as the
 # contract says, not pydantic's 400).
-CHANNEL: JsonDict = {"pattern": r"^([A-Za-z0-9_.\-]{1,64}:)?[\w.:@~#,\-]{1,128}$"}
+CHANNEL: JsonDict = {"pattern": r"^([A-Za-z0-9_.\-]{1,64}:[\w.:@~#,\-]{1,128}|[\w.@~#,\-]{1,128})$"}
 
 
 class Body(BaseModel):
@@ -117,8 +117,10 @@ class InfoBody(Body):
 
 
 def channel_options(s: Services, channel: str) -> ChannelOptions:
-    if not valid_channel(channel):
-        raise ApiError(422, ErrorCode.BAD_REQUEST, "invalid channel name")
+    try:
+        check_channel(channel)
+    except ProtocolError as exc:
+        raise ApiError(422, exc.code, exc.message) from None
     found = s.permissions.namespaces.known(channel)
     if found is None:
         raise ApiError(422, ErrorCode.UNKNOWN_CHANNEL, s.permissions.namespaces.unknown(channel))
@@ -137,7 +139,7 @@ def _position(position: Position | None) -> dict[str, Any]:
 
 
 async def publish(s: Services, body: PublishBody) -> dict[str, Any]:
-    key = idempotency_key_of(body.idempotency_key)
+    key = idempotency_key_of(body.idempotency_key, SERVER_PUBLISHER)
     try:
         return _position(await _publish(s, body.channel, body.data, key))
     except BrokerUnavailable:

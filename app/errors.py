@@ -57,6 +57,8 @@ ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
 # Reason for TRY_AGAIN_LATER when the connect proxy failed (error 112), not the broker.
 BACKEND_UNAVAILABLE = "Backend unavailable, try again later"
+# The tutorial endpoints' close (1008) when the connection's token expires: they cannot refresh.
+TOKEN_EXPIRED_REASON = "Token expired"
 
 
 class ErrorCode(IntEnum):
@@ -103,6 +105,15 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
 BACKEND_ERROR_CODES = range(400, 2000)
 
 
+class UnsubCode(IntEnum):
+    """The ``code`` of an ``unsub`` push: why the server ended a subscription the client made."""
+
+    # The server API unsubscribed this user's connections.
+    SERVER = 2000
+    # A ``refresh`` took a token (or a hook now says) that no longer allows this channel.
+    REVOKED = 2001
+
+
 class ProtocolError(Exception):
     """A command failed: the client gets this code and message, and the socket stays open."""
 
@@ -144,3 +155,6 @@ OUTCOME_UNKNOWN = (
 )
 TOO_DEEP = "Message nested too deeply to encode"
 INVALID_CHANNEL = "Invalid channel name"
+# Error 102 (HTTP 422; close 1008 on the tutorial endpoints) for a name in a namespace Switchboard
+# keeps for its own channels and keys, in any spelling (app/reserved.py).
+RESERVED_CHANNEL = "Reserved channel name: the switchboard and sb namespaces are Switchboard's own"

@@ -17,7 +17,11 @@ The object may define any of three async methods; each returns a verdict::
 reply's ``data``, and ``Deny("why")`` refuses with 103.
 
 A hook that raises, or takes longer than ``SWITCHBOARD_HOOK_TIMEOUT``, refuses with error 100; it is
-logged and counted (``switchboard_hook_failures_total{hook}``), and the socket stays open.
+logged and counted (``switchboard_hook_failures_total{hook}``), and the socket stays open. The answer
+comes at the deadline whatever the hook does: one that swallows its cancellation is still refused,
+its late verdict ignored, and logged by name and counted (``switchboard_hook_overruns_total{hook}``).
+Never block in a hook: it runs on the instance's event loop, so a synchronous call stalls every
+socket of the instance, and no deadline can interrupt it (use async clients, or ``asyncio.to_thread``).
 A hook never overrides a user-limited channel (``dm:#alice,bob``) or a ``server`` namespace.
 """
 

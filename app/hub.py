@@ -30,10 +30,12 @@ from app import metrics
 from app.broker import Broker, BrokerUnavailable, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
+from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.history_reads import SharedReads
 from app.namespaces import Namespaces
 from app.protocol import Envelope, Outgoing, header, unpack, wrap_pub
 from app.recovery import CatchUp, Channel, Joined, Subscription
+from app.reserved import internal
 from app.tutorial import is_tutorial
 
 Announce = Callable[[Subscription, Joined], None]
@@ -108,7 +110,11 @@ class Hub:
         ``data``). ``announce`` is called once, after any recovered messages and before any live
         one. Raises BrokerUnavailable if the channel cannot be subscribed or its history read, or
         ConnectionGone if the connection closed during a replay; nothing is changed then.
+        Raises ProtocolError (102) for a name of Switchboard's own: every entry point refuses those
+        already (app/permissions.py), and this wall keeps a client channel from ever shadowing a
+        control channel in ``dispatch``, or its last leave from UNSUBSCRIBEing one.
         """
+        self._refuse_internal(channel)
         ch = self._channels.get(channel)
         if ch is None or not ch.subscribed:
             ch = await self._subscribe(channel)
@@ -198,6 +204,7 @@ class Hub:
         up already); ``ephemeral`` frames (join/leave pushes) skip it: no offset, not recoverable.
         ``idempotency_key``: see ``Broker.publish``.
         """
+        self._refuse_internal(channel)
         if ephemeral:
             history = NO_HISTORY
         elif history is None:
@@ -222,11 +229,13 @@ class Hub:
         return [env.frame for env in found.entries], found.position
 
     def dispatch(self, channel: str, envelope: bytes) -> None:
+        # Control channels first: no client channel may ever stand in for one.
+        control = self._control.get(channel)
+        if control is not None:
+            control(envelope[envelope.index(b"\n") + 1 :])
+            return
         ch = self._channels.get(channel)
         if ch is None:
-            control = self._control.get(channel)
-            if control is not None:
-                control(envelope[envelope.index(b"\n") + 1 :])
             return
         try:
             env = unpack(envelope)
@@ -302,6 +311,10 @@ class Hub:
         for channel, ch in self._channels.items():
             if ch.history:
                 self._catch_up.start(channel, ch, None)
+
+    def _refuse_internal(self, channel: str) -> None:
+        if channel in self._control or internal(channel):
+            raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
 
     @staticmethod
     def _offer(ch: Channel, sub: Subscription, env: Envelope) -> None:

@@ -78,6 +78,11 @@ for _scope in ("client", "channel"):
 HOOK_FAILURES = Counter(
     "switchboard_hook_failures", "Permission hook calls that raised or timed out (the request was refused)", ["hook"]
 )
+HOOK_OVERRUNS = Counter(
+    "switchboard_hook_overruns",
+    "Permission hook calls still running at SWITCHBOARD_HOOK_TIMEOUT (refused then; any later verdict ignored)",
+    ["hook"],
+)
 PRESENCE_EXPIRED = Counter(
     "switchboard_presence_expired", "Members of dead instances found expired and announced as leaving"
 )

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.broker.base import HistoryOptions
+from app.reserved import reserved
 
 SubscribeMode = Literal["public", "authenticated", "granted"]
 PublishMode = Literal["server", "subscribers", "authenticated", "granted"]
@@ -191,6 +192,8 @@ def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
     for name, ns in config.namespaces.items():
         if not NAMESPACE_NAME.fullmatch(name):
             raise ConfigError(f"{path}: namespaces.{name}: a namespace name is 1-64 letters, digits, '_', '.' or '-'")
+        if reserved(f"{name}:"):
+            raise ConfigError(f"{path}: namespaces.{name}: reserved for Switchboard's own channels and keys")
         if name in TUTORIAL_NAMESPACES and ns.join_leave:
             raise ConfigError(
                 f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"

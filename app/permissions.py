@@ -3,7 +3,7 @@
 Every endpoint asks here, the tutorial ones included, so one rule holds however a client came in.
 The order of the checks, each of which refuses with a protocol error:
 
-1. the channel name is valid, and its namespace exists;
+1. the channel name is valid, not reserved (app/reserved.py), and its namespace exists;
 2. a user-limited channel (``dm:#alice,bob``) admits only the users it names;
 3. a subscription token, when given, must be valid, unexpired, for this user and this channel;
 4. the hook may refuse, allow (a grant), or replace published data;
@@ -20,27 +20,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from functools import partial
 from typing import Any, Protocol
 
 from app import metrics
 from app.auth import AuthError, Identity, verify_subscription_token
 from app.config import Settings
-from app.errors import ErrorCode, ProtocolError
+from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
+from app.grants import Grants
 from app.hooks import HOOK_NAMES, UNCHANGED, Allow, ClientInfo, Deny
 from app.namespaces import ChannelOptions
 from app.proxy_calls import Proxies
+from app.reserved import reserved
 
 log = logging.getLogger("switchboard.hooks")
 
 # Today's tutorial rule (letters, digits and ``_.:@~-``, 1-128 of them), plus ``#`` and ``,`` for
 # user-limited channels; the 128 count after the namespace, so ``room:{id}`` takes any tutorial id.
+# The namespace, the part before the first colon, is ASCII like every declarable one
+# (app/namespaces.py), so no look-alike of a namespace can pass for another or for a reserved one.
 # fullmatch: ``$`` alone would let a trailing newline through.
-CHANNEL_NAME = re.compile(r"(?:[A-Za-z0-9_.\-]{1,64}:)?[\w.:@~#,-]{1,128}")
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}:[\w.:@~#,-]{1,128}|[\w.@~#,-]{1,128}")
 TUTORIAL_CHANNEL_PART = re.compile(r"[\w.:@~-]{1,128}")
 
 
 def valid_channel(name: object) -> bool:
     return isinstance(name, str) and name.isprintable() and CHANNEL_NAME.fullmatch(name) is not None
+
+
+def check_channel(name: object) -> str:
+    """The name, if a client or the server API may use it as a channel: every entry point asks here.
+
+    Raises ProtocolError: 102 for a reserved name in any spelling (app/reserved.py), 107 for one
+    that breaks the name rule."""
+    if isinstance(name, str) and reserved(name):
+        raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
+    if not valid_channel(name):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid channel name")
+    assert isinstance(name, str)
+    return name
 
 
 def allowed_users(channel: str) -> list[str] | None:
@@ -49,40 +67,31 @@ def allowed_users(channel: str) -> list[str] | None:
     return users.split(",") if hash_sign else None
 
 
-def compile_grants(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    """The ``channels`` claim as one pattern: names match exactly, ``*`` matches any run of characters."""
-    if not patterns:
-        return None
-    parts = (".*".join(re.escape(piece) for piece in pattern.split("*")) for pattern in patterns)
-    return re.compile("|".join(f"(?:{part})" for part in parts))
-
-
 class Hooks:
     """Calls the hook object's methods with a deadline and turns what they return into a verdict."""
 
     def __init__(self, target: object | None, timeout: float) -> None:
         self._target = target
         self._timeout = timeout
+        # Calls still running after their deadline: referenced until they end, or the event loop
+        # would collect them mid-run (their verdicts are refused already).
+        self._overrunning: set[asyncio.Future[Any]] = set()
         for name in HOOK_NAMES:
             metrics.HOOK_FAILURES.labels(name)  # exported from start-up, so dashboards show zeros
+            metrics.HOOK_OVERRUNS.labels(name)
 
     def has(self, name: str) -> bool:
         return self._target is not None and callable(getattr(self._target, name, None))
 
     async def invoke(self, name: str, *args: Any) -> Any:
-        """What the hook method returns, within the deadline; one that fails refuses with 100."""
-        method = getattr(self._target, name)
+        """What the hook method returns, by its deadline; one that raises or overruns refuses with 100."""
         try:
-            async with asyncio.timeout(self._timeout):
-                return await method(*args)
-        except asyncio.CancelledError:
+            return await self._call(name, *args)
+        except (asyncio.CancelledError, ProtocolError):
             raise
-        except Exception as exc:
+        except Exception:
             metrics.HOOK_FAILURES.labels(name).inc()
-            if isinstance(exc, TimeoutError):
-                log.warning("hook %s took longer than %.1fs: refused", name, self._timeout)
-            else:
-                log.exception("hook %s raised: refused", name)
+            log.exception("hook %s raised: refused", name)
             raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed") from None
 
     async def ask(self, name: str, *args: Any) -> Allow | None:
@@ -104,6 +113,35 @@ class Hooks:
         log.error("hook %s returned %r; expected None, True, False, Allow or Deny: refused", name, type(verdict))
         raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed")
 
+    async def _call(self, name: str, *args: Any) -> Any:
+        """The hook's return value, or ProtocolError(100) at the deadline, whatever the hook does.
+
+        The hook runs as a task and we wait on the task, not in it: ``asyncio.timeout`` around
+        the call would wait for the hook to accept its cancellation, and one that catches it
+        answered late (after 6 s with a 2 s deadline). A hook that blocks the event loop (a
+        synchronous call) stalls every socket of the instance and no deadline can interrupt it.
+        """
+        task = asyncio.ensure_future(getattr(self._target, name)(*args))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self._timeout)
+        except asyncio.CancelledError:
+            task.cancel()  # the socket went away: nobody waits for this verdict
+            raise
+        if done:
+            return task.result()
+        task.cancel()  # asks; a hook that swallows it keeps running, and its verdict is ignored
+        self._overrunning.add(task)
+        task.add_done_callback(partial(self._ended, name))
+        metrics.HOOK_FAILURES.labels(name).inc()
+        metrics.HOOK_OVERRUNS.labels(name).inc()
+        log.warning("hook %s still running after its %.1fs deadline: refused", name, self._timeout)
+        raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed")
+
+    def _ended(self, name: str, task: asyncio.Future[Any]) -> None:
+        self._overrunning.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("hook %s raised %s after its deadline", name, type(exc).__name__)
+
 
 class Caller(Protocol):
     """Who asks: a Session, as the checks see it."""
@@ -115,7 +153,7 @@ class Caller(Protocol):
     def identity(self) -> Identity: ...
 
     @property
-    def grants(self) -> re.Pattern[str] | None:
+    def grants(self) -> Grants | None:
         """The identity's ``channels`` claim, compiled."""
         ...
 
@@ -128,10 +166,8 @@ class Permissions:
         self.proxies = proxies  # the namespaces' subscribe_proxy and publish_proxy go through it
 
     def options(self, channel: object) -> ChannelOptions:
-        """The channel's options; refuses an invalid name (107) or an unknown namespace (102)."""
-        if not valid_channel(channel):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid channel name")
-        assert isinstance(channel, str)
+        """The channel's options; refuses an invalid name (107), a reserved or unknown namespace (102)."""
+        channel = check_channel(channel)
         found = self.namespaces.known(channel)
         if found is None:
             raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, self.namespaces.unknown(channel))
@@ -212,5 +248,5 @@ def client_info(client: str, identity: Identity) -> ClientInfo:
     return ClientInfo(client, identity.user_id, identity.name, identity.info, identity.channels)
 
 
-def _matches(grants: re.Pattern[str] | None, channel: str) -> bool:
-    return grants is not None and grants.fullmatch(channel) is not None
+def _matches(grants: Grants | None, channel: str) -> bool:
+    return grants is not None and grants.matches(channel)

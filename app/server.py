@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
 
-from app import drain
+from app import admission, drain
 from app.broker.redis_target import check_sentinel_master
 from app.config import Settings, settings_error_line
 from app.protocol import FAST_WRITE
@@ -319,6 +319,9 @@ class Worker(UvicornWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.CONFIG_KWARGS = server_options(load_settings(check_broker=False))  # the master checked it
         super().__init__(*args, **kwargs)
+        # The instance's handshake rate is divided among its workers (app/admission.py). This is
+        # gunicorn's configured count (-w, WEB_CONCURRENCY); TTIN/TTOU changes are not followed.
+        admission.set_workers(self.cfg.workers)
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

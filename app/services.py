@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
-from app import __version__, drain, metrics
+from app import __version__, admission, drain, metrics
 from app.admission import HandshakeRate
 from app.broker import Broker, create_broker, redis_client
 from app.config import Settings
@@ -58,7 +58,7 @@ class Services:
             permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), proxies),
             users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
             instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
-            handshakes=HandshakeRate(settings.max_handshakes_per_second),
+            handshakes=HandshakeRate(settings.max_handshakes_per_second, admission.workers()),
             proxies=proxies,
         )
 

@@ -9,8 +9,11 @@ client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,19 +23,24 @@ from app import metrics
 from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection
-from app.errors import INVALID_RESUME, TOO_DEEP, ErrorCode, ProtocolError
+from app.errors import (
+    INVALID_RESUME,
+    TOKEN_EXPIRED_REASON,
+    TOO_DEEP,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    UnsubCode,
+)
+from app.grants import Grants, compile_grants
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
-from app.permissions import compile_grants
 from app.presence import member_id
 from app.recovery import Joined, Subscription
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
 log = logging.getLogger("switchboard.session")
-
-# The `code` of an `unsub` push when the server API unsubscribed the connection.
-UNSUBSCRIBED = 2000
 
 EPOCH = re.compile(r"[0-9a-f]{0,32}")
 OFFSET = re.compile(r"[0-9]{1,18}")
@@ -58,15 +66,31 @@ def valid_position(since: int, epoch: str) -> bool:
 
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+# Who published, as idempotency records name it: the server API, a signed-in user, or an anonymous
+# connection. None contains a colon, so "<publisher>:<key>" is unambiguous.
+SERVER_PUBLISHER = "s"
 
 
-def idempotency_key_of(value: object) -> str | None:
-    """A publish's optional idempotency key: 1-128 printable ASCII characters. Raises ProtocolError."""
+def publisher_of(identity: Identity, client: str) -> str:
+    """A user's retries count as one publisher on any connection and instance; an anonymous
+    client's only on its own connection (it has nothing else to be known by). A user id is hashed:
+    any length and any characters, and the record's key stays short."""
+    if identity.user_id:
+        user = identity.user_id.encode("utf-8", "surrogatepass")
+        return "u" + hashlib.blake2b(user, digest_size=12).hexdigest()
+    return "c" + client
+
+
+def idempotency_key_of(value: object, publisher: str) -> str | None:
+    """A publish's optional idempotency key (1-128 printable ASCII characters), scoped to its
+    publisher, so that nobody can take a key another publisher is going to use: a subscriber who
+    publishes ``announcement-7`` first does not swallow the backend's ``announcement-7``.
+    Raises ProtocolError."""
     if value is None:
         return None
     if not isinstance(value, str) or not IDEMPOTENCY_KEY.fullmatch(value):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "idempotency_key must be 1-128 printable ASCII characters")
-    return value
+    return f"{publisher}:{value}"
 
 
 def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
@@ -81,7 +105,21 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
 
 
 class Session:
-    __slots__ = ("_grants", "_member", "conn", "display_name", "handshake", "identity", "permissions", "services", "ws")
+    __slots__ = (
+        "_expiry",
+        "_grants",
+        "_member",
+        "_publisher",
+        "_renew",
+        "_standing",
+        "conn",
+        "display_name",
+        "handshake",
+        "identity",
+        "permissions",
+        "services",
+        "ws",
+    )
 
     def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
         self.conn = conn
@@ -89,8 +127,15 @@ class Session:
         self.permissions = services.permissions
         self.ws = ws  # speaks the /ws protocol: gets pub pushes and /ws recovered notices
         self.identity = ANONYMOUS
-        self._grants: re.Pattern[str] | None = None
+        self._grants: Grants | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
+        self._publisher: str | None = None  # likewise
+        self._expiry: asyncio.TimerHandle | None = None
+        # Called at the expiry instead of closing: the refresh proxy (app/routes/ws_proxy.py).
+        self._renew: Callable[[], None] | None = None
+        # Channels that stand on something other than the connection token: a subscription token
+        # or the server API. A refresh does not re-check them. Made on first need.
+        self._standing: set[str] | None = None
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
         # The handshake headers the connect proxy is sent (its allowlist), until connect is done.
@@ -114,7 +159,14 @@ class Session:
         return self._member
 
     @property
-    def grants(self) -> re.Pattern[str] | None:
+    def publisher(self) -> str:
+        """Whose idempotency keys this connection's publishes use (``publisher_of``)."""
+        if self._publisher is None:
+            self._publisher = publisher_of(self.identity, self.conn.id)
+        return self._publisher
+
+    @property
+    def grants(self) -> Grants | None:
         """The identity's ``channels`` claim, compiled once per token."""
         return self._grants
 
@@ -127,8 +179,58 @@ class Session:
         return not identity.user_id or await self.services.users.admit(self)
 
     def set_identity(self, identity: Identity) -> None:
+        """Take ``identity``, and close the connection when its token expires."""
         self.identity = identity
         self._grants = compile_grants(identity.channels)
+        self._publisher = None
+        self._watch_expiry()
+
+    def _watch_expiry(self) -> None:
+        """One timer per connection, moved by each new identity, on every endpoint alike.
+
+        ``/ws`` can ``refresh``, so it has ``SWITCHBOARD_REFRESH_GRACE`` after ``exp`` to do so,
+        and is then closed 4002; the tutorial endpoints cannot, so they are closed 1008 at ``exp``.
+        """
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires, renew = self.identity.expires, self._renew
+        if expires is not None:
+            grace = self.services.settings.refresh_grace if self.ws and renew is None else 0.0
+            delay = max(0.0, expires - time.time() + grace)
+            self._expiry = asyncio.get_running_loop().call_later(delay, renew or self._expired)
+
+    def renew_with(self, renew: Callable[[], None] | None) -> None:
+        """At the next identity's expiry, call ``renew`` (the refresh proxy) rather than close."""
+        self._renew = renew
+
+    def _expired(self) -> None:
+        metrics.AUTH_FAILURES.labels("expired").inc()
+        if self.ws:
+            self.conn.close(CloseCode.TOKEN_EXPIRED)
+        else:
+            self.conn.close(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
+
+    async def refresh(self, identity: Identity) -> None:
+        """A fresh token for the same user: a new expiry, and every subscription checked again.
+
+        What the new token (or the hook, asked again) no longer allows is left, with an ``unsub``
+        push (code 2001): a revoked grant must not keep delivering, nor answer history or presence.
+        """
+        self.set_identity(identity)
+        for channel in tuple(self.subscriptions):
+            if self._standing is not None and channel in self._standing:
+                continue
+            opts = self.services.hub.namespaces.for_channel(channel)
+            try:
+                await self.permissions.check_subscribe(self, channel, opts, None)
+            except ProtocolError as exc:
+                await self._end(channel, UnsubCode.REVOKED, exc.message)
+
+    def _stands(self, channel: str) -> None:
+        if self._standing is None:
+            self._standing = set()
+        self._standing.add(channel)
 
     # -- channels ---------------------------------------------------------------------------------
 
@@ -150,6 +252,8 @@ class Session:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
         await self.permissions.check_subscribe(self, channel, opts, token)
         await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
+        if token is not None:
+            self._stands(channel)
         return opts
 
     async def enter_presence(self, channel: str) -> int:
@@ -174,6 +278,8 @@ class Session:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
         opts = self.services.hub.namespaces.for_channel(channel)
         await self.services.hub.leave(self.conn, channel)
+        if self._standing is not None:
+            self._standing.discard(channel)
         try:
             remaining = await self.services.presence.leave(channel, self.member)
             if self.ws:
@@ -199,6 +305,8 @@ class Session:
             for channel in tuple(self.subscriptions):
                 await self.unsubscribe(channel)
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             if self.identity.user_id:  # the user's slot must free, whatever happened above
                 await self.services.users.remove(self)
 
@@ -216,12 +324,17 @@ class Session:
             self.conn.send_text(orjson.dumps(push))
 
         await self.services.hub.join(self.conn, channel, ws=self.ws, announce=announce)
+        self._stands(channel)
         await self.announce_join(channel, opts)
 
     async def server_unsubscribe(self, channel: str) -> None:
+        await self._end(channel, UnsubCode.SERVER, "unsubscribed by the server")
+
+    async def _end(self, channel: str, code: UnsubCode, reason: str) -> None:
+        """Unsubscribe the client without its asking, and tell it with an ``unsub`` push."""
         if channel in self.subscriptions:
             await self.unsubscribe(channel)
-            push = {"op": "unsub", "channel": channel, "code": UNSUBSCRIBED, "reason": "unsubscribed by the server"}
+            push = {"op": "unsub", "channel": channel, "code": int(code), "reason": reason}
             self.conn.send_text(orjson.dumps(push))
 
     # -- publishing -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from app import metrics
 from app.broker import Broker, BrokerUnavailable, redis_client
 from app.broker.redis_target import RedisClient
+from app.errors import ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.protocol import Outgoing, header
 
@@ -210,6 +211,8 @@ class Users:
             raise
         except BrokerUnavailable as exc:
             log.warning("server-side %s failed: %s", op, exc)
+        except ProtocolError as exc:  # a reserved name: the API refuses those, so not from it
+            log.warning("server-side %s refused: %s", op, exc.message)
         except Exception:
             metrics.LISTENER_ERRORS.inc()
             log.exception("server-side %s failed", op)

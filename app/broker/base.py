@@ -160,7 +160,8 @@ class Broker(Protocol):
 
         With ``idempotency_key``, a publish with the same key on the same channel within the
         broker's idempotency TTL publishes nothing and returns the first one's position, on any
-        instance: the check, the publish and the record are one atomic step.
+        instance: the check, the publish and the record are one atomic step. The key arrives
+        scoped to its publisher (``app.session.idempotency_key_of``); the broker treats it as opaque.
         """
         ...
 

@@ -14,8 +14,9 @@ from app.api_methods import STATUS, ApiError, outcome_unknown
 from app.api_schemas import MembersReply, PublishedReply
 from app.auth import mint_token
 from app.broker import BrokerUnavailable
-from app.errors import INVALID_CHANNEL, MISSING_CONTENT, PUBLISH_FAILED, ErrorCode, ProtocolError
+from app.errors import INVALID_CHANNEL, MISSING_CONTENT, PUBLISH_FAILED, RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.permissions import TUTORIAL_CHANNEL_PART
+from app.reserved import reserved
 from app.routes.server_api import API_ERRORS, BODY_ALLOWANCE, read_object, require_key
 from app.services import Services, services
 from app.session import encode_publication
@@ -57,6 +58,8 @@ async def upgrade_required(path: str = "") -> JSONResponse:
 )
 async def publish_global(channel: str, request: Request, s: Services = Security(require_key)) -> dict[str, Any]:
     """Publish `{"content":C}` to `/ws/global/{channel}` subscribers (API key, like `/api/v1/*`)."""
+    if reserved(channel):
+        raise ApiError(422, ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
     if not TUTORIAL_CHANNEL_PART.fullmatch(channel):
         raise ApiError(422, ErrorCode.BAD_REQUEST, INVALID_CHANNEL)
     body = await read_object(request, s.settings.max_message_bytes + BODY_ALLOWANCE)
@@ -86,6 +89,8 @@ async def publish_global(channel: str, request: Request, s: Services = Security(
 )
 async def presence(channel: str, s: Services = Security(require_key)) -> dict[str, Any]:
     """Cluster-wide member count of a channel: `chat`, `room:{id}`, `global:{ch}`, any /ws channel."""
+    if reserved(channel):
+        raise ApiError(422, ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
     try:
         members = await s.presence.count(channel)
     except BrokerUnavailable:

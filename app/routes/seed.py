@@ -28,6 +28,7 @@ from app.errors import (
     MISSING_CONTENT,
     PERMISSION_DENIED,
     PUBLISH_FAILED,
+    RESERVED_CHANNEL,
     UNKNOWN_TYPE,
     CloseCode,
     ErrorCode,
@@ -35,6 +36,7 @@ from app.errors import (
     error_frame,
 )
 from app.permissions import TUTORIAL_CHANNEL_PART
+from app.reserved import reserved
 from app.routes.handshake import authenticate_first, opening, refuse, run_session
 from app.services import services
 from app.session import Build, Session
@@ -65,7 +67,12 @@ async def join(session: Session, channel: str, resume: Position | None) -> int |
         await session.subscribe(channel, resume)
         return await session.enter_presence(channel)
     except ProtocolError as exc:
-        reason = INVALID_CHANNEL if exc.code == ErrorCode.BAD_REQUEST else f"{PERMISSION_DENIED}: {exc.message}"
+        if exc.code == ErrorCode.BAD_REQUEST:
+            reason = INVALID_CHANNEL
+        elif exc.message == RESERVED_CHANNEL:
+            reason = RESERVED_CHANNEL
+        else:
+            reason = f"{PERMISSION_DENIED}: {exc.message}"
         session.conn.close(CloseCode.POLICY_VIOLATION, reason)  # Connection.close fits it in 123 bytes
     except BrokerUnavailable:
         session.conn.close(CloseCode.TRY_AGAIN_LATER)
@@ -111,7 +118,13 @@ def username(websocket: WebSocket) -> str:
 
 
 def valid_part(conn: Connection, part: str) -> bool:
-    """The path's room or channel name, by the tutorial's stricter rule (no ``#`` or ``,``)."""
+    """The path's room or channel name, by the tutorial's stricter rule (no ``#`` or ``,``).
+
+    A reserved name is refused here too, although ``room:``/``global:`` put it in another
+    namespace: to the tutorial's clients the path part is the channel's name."""
+    if reserved(part):
+        conn.close(CloseCode.POLICY_VIOLATION, RESERVED_CHANNEL)
+        return False
     if TUTORIAL_CHANNEL_PART.fullmatch(part):
         return True
     conn.close(CloseCode.POLICY_VIOLATION, INVALID_CHANNEL)

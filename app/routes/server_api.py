@@ -118,7 +118,7 @@ API_ERRORS = errors(
         400: "bad body",
         401: "missing or wrong API key",
         413: "body or data over the size limit",
-        422: "invalid channel or unknown namespace",
+        422: "invalid or reserved channel name, or unknown namespace",
         503: "broker unavailable (a publish's outcome is unknown)",
     }
 )

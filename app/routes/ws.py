@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -64,7 +63,6 @@ class WsClient:
         self._last: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
-        self._expiry: asyncio.TimerHandle | None = None
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.on_limited = self._limited
 
@@ -116,7 +114,6 @@ class WsClient:
             self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
             self.conn.close(CloseCode.TRY_AGAIN_LATER)
             return False
-        self._watch_expiry(identity)
         self.send(
             reply_bytes(
                 cmd_id,
@@ -146,39 +143,26 @@ class WsClient:
                 raise ProtocolError(ErrorCode.TOKEN_EXPIRED) from None
             raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.reason}") from None
 
-    def refresh(self, token: object) -> int | None:
-        """``refresh``: a fresh token for the same user moves the expiry."""
+    async def refresh(self, token: object) -> int | None:
+        """``refresh``: a fresh token for the same user moves the expiry and re-checks every channel."""
         if not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
         identity = self._identity(token)
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
-        self.session.set_identity(identity)
         if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
             self._refresh.cancel()
             self._refresh = None
-        self._watch_expiry(identity)
+            self.session.renew_with(None)
+        await self.session.refresh(identity)
         return identity.expires
 
     def _proxied(self, connected: Connected) -> dict[str, Any]:
         """The connect reply's extra fields; and a server-side refresh when the backend has one."""
         if connected.identity.expires is not None and self.settings.refresh_proxy_url:
-            self._refresh = ProxyRefresh(self.session, self.settings.refresh_grace, self._refreshed, self._expired)
+            self._refresh = ProxyRefresh(self.session, self.settings.refresh_grace, self._expired)
+            self.session.renew_with(self._refresh.start)
         return {} if connected.data is UNCHANGED else {"data": connected.data}
-
-    def _refreshed(self, identity: Identity) -> None:
-        self.session.set_identity(identity)
-        self._watch_expiry(identity)
-
-    def _watch_expiry(self, identity: Identity) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-        if identity.expires is not None:
-            # The refresh proxy is asked at the expiry itself; a client's refresh may use the grace.
-            refresh = self._refresh
-            delay = identity.expires - time.time() + (0 if refresh else self.settings.refresh_grace)
-            then = refresh.start if refresh else self._expired
-            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), then)
 
     def _expired(self) -> None:
         metrics.AUTH_FAILURES.labels("expired").inc()
@@ -236,7 +220,7 @@ class WsClient:
                 await asyncio.wait([previous])  # in order; never raises for the previous one
             try:
                 if op == "refresh":
-                    result: Reply = {"expires": self.refresh(frame.get("token"))}
+                    result: Reply = {"expires": await self.refresh(frame.get("token"))}
                 else:
                     result = await COMMANDS[op](self.session, cmd_id, frame)
             except ProtocolError as exc:
@@ -266,9 +250,8 @@ class WsClient:
             self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))
 
     async def close(self) -> None:
-        for handle in (self._timer, self._expiry):
-            if handle is not None:
-                handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._refresh is not None:
             self._refresh.cancel()
         tasks = list(self._in_flight.values())

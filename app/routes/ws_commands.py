@@ -79,7 +79,7 @@ async def unsubscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> R
 async def publish(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
     if "data" not in frame:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "data is required")
-    key = idempotency_key_of(frame.get("idempotency_key"))
+    key = idempotency_key_of(frame.get("idempotency_key"), session.publisher)
     position = await session.publish(frame.get("channel"), frame["data"], idempotency_key=key)
     return {"offset": position.offset, "epoch": position.epoch} if position else {"offset": 0, "epoch": ""}
 

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.auth import Identity
 from app.errors import AUTH_FAILED, BACKEND_UNAVAILABLE, CloseCode, ProtocolError
 from app.proxy import BackendDisconnect, BackendError, ProxyFailed
 from app.proxy_calls import Connected
@@ -43,16 +42,9 @@ async def connect_by_proxy(session: Session, data: object, headers: dict[str, st
 class ProxyRefresh:
     """The server-side refresh of one connection's proxied identity (the refresh proxy)."""
 
-    def __init__(
-        self,
-        session: Session,
-        grace: float,
-        refreshed: Callable[[Identity], None],
-        expired: Callable[[], None],
-    ) -> None:
+    def __init__(self, session: Session, grace: float, expired: Callable[[], None]) -> None:
         self.session = session
         self.grace = grace
-        self.refreshed = refreshed
         self.expired = expired
         self.task: asyncio.Task[None] | None = None
 
@@ -86,5 +78,6 @@ class ProxyRefresh:
             if found is None:
                 self.expired()
             else:
-                self.refreshed(found)
+                # Only the expiry and info move (the channels stay): nothing to re-check.
+                self.session.set_identity(found)
             return

@@ -195,6 +195,39 @@ async def test_an_idempotent_publish_retried_on_another_instance_is_delivered_on
         assert await proto.quiet(0.3) == []
 
 
+async def test_idempotency_keys_are_the_publishers_own(three: Three) -> None:
+    """A subscriber who publishes the backend's next key first does not swallow its publish; each
+    user's and each anonymous connection's keys are their own too, and retries are still absorbed."""
+    channel = "x:idem-scope"
+    key = {"idempotency_key": "announcement-7"}
+    async with all_connected(
+        (three.apps[0].ws("/ws"), None),
+        (three.apps[1].ws("/ws"), user_token("alice")),
+        (three.apps[2].ws("/ws"), user_token("alice")),
+        (three.apps[0].ws("/ws"), user_token("bob")),
+        (three.apps[1].ws("/ws"), None),
+    ) as protos:
+        forger, alice_b, alice_c, bob, other = protos
+        for proto in protos:
+            await proto.ok("subscribe", channel=channel)
+        forged = await forger.ok("publish", channel=channel, data="forged", **key)
+        body = {"channel": channel, "data": "real", **key}
+        real = three.ok("publish", body, on=1)
+        assert real["offset"] == forged["offset"] + 1
+        assert three.ok("publish", body, on=2) == real  # the backend's retry, elsewhere
+        again = await forger.ok("publish", channel=channel, data="forged", **key)
+        assert again["offset"] == forged["offset"]  # the same connection's retry
+        mine = await alice_b.ok("publish", channel=channel, data="alice", **key)
+        retried = await alice_c.ok("publish", channel=channel, data="alice", **key)
+        assert retried["offset"] == mine["offset"] == real["offset"] + 1  # one user, two instances
+        theirs = await bob.ok("publish", channel=channel, data="bob", **key)
+        anonymous = await other.ok("publish", channel=channel, data="other", **key)
+        assert (theirs["offset"], anonymous["offset"]) == (mine["offset"] + 1, mine["offset"] + 2)
+        for proto in protos:
+            assert [p["data"] for p in await proto.pubs(channel, 5)] == ["forged", "real", "alice", "bob", "other"]
+            assert [p for p in await proto.quiet(0.2) if is_pub(channel)(p)] == []
+
+
 async def test_history_presence_channels_and_info(three: Three) -> None:
     for n in range(5):
         three.ok("publish", {"channel": "x:hist", "data": n})

@@ -152,8 +152,10 @@ async def test_publish_reaches_every_subscriber_on_both_instances_in_order(clust
 
 
 async def test_a_retry_with_the_same_idempotency_key_on_another_instance_publishes_nothing(cluster: Cluster) -> None:
+    """The same user, reconnected to another instance, is the same publisher (keys are per publisher)."""
     channel = unique("x:idem")
-    async with connected(cluster.a.ws("/ws")) as one, connected(cluster.b.ws("/ws")) as two:
+    ida = user_token("ida")
+    async with connected(cluster.a.ws("/ws"), ida) as one, connected(cluster.b.ws("/ws"), ida) as two:
         for proto in (one, two):
             await proto.ok("subscribe", channel=channel)
         first = await one.ok("publish", channel=channel, data="once", idempotency_key="order-17")
@@ -170,7 +172,8 @@ async def test_a_retry_with_the_same_idempotency_key_on_another_instance_publish
 
 async def test_idempotency_holds_in_a_namespace_without_history(cluster: Cluster) -> None:
     channel = unique("nohist:")
-    async with connected(cluster.a.ws("/ws")) as one, connected(cluster.b.ws("/ws")) as two:
+    ida = user_token("ida")
+    async with connected(cluster.a.ws("/ws"), ida) as one, connected(cluster.b.ws("/ws"), ida) as two:
         for proto in (one, two):
             await proto.ok("subscribe", channel=channel)
         for proto in (one, two, one):

@@ -21,6 +21,12 @@ class Hooks:
             raise RuntimeError("the hook broke")
         if channel == "hooked:hang":
             await asyncio.sleep(30)
+        if channel == "hooked:stubborn":  # swallows its cancellation, then allows, too late
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(4)
+            return True
         return None
 
     async def on_publish(self, client: ClientInfo, channel: str, data: Any) -> Verdict:

@@ -63,6 +63,8 @@ def test_the_refusal_names_the_namespace_and_the_file_but_not_its_directory(tmp_
         ("[namespaces.news\n", "not valid TOML"),
         ('[namespaces."a:b"]\n', "namespaces.a:b: a namespace name is"),
         ("[namespaces.room]\njoin_leave = true\n", "namespaces.room.join_leave: the room endpoints"),
+        ("[namespaces.switchboard]\n", "namespaces.switchboard: reserved for Switchboard's own"),
+        ("[namespaces.SB]\n", "namespaces.SB: reserved for Switchboard's own"),
         ("[defaults]\n", "defaults: unknown key"),
     ],
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.permissions import allowed_users, compile_grants, valid_channel
+from app.grants import compile_grants
+from app.permissions import allowed_users, valid_channel
 
 
 @pytest.mark.parametrize(
@@ -14,7 +15,9 @@ def test_valid_channel_names(name: str) -> None:
     assert valid_channel(name)
 
 
-@pytest.mark.parametrize("name", ["", "x:" + "a" * 129, "a" * 129, "a b", "a\nb", "ab\n", "a\x00b", "a/b", 5, None])
+@pytest.mark.parametrize(
+    "name", ["", "x:" + "a" * 129, "a" * 129, "a b", "a\nb", "ab\n", "a\x00b", "a/b", "\u00f1s:x", ":x", 5, None]
+)
 def test_invalid_channel_names(name: object) -> None:
     assert not valid_channel(name)
 
@@ -23,9 +26,9 @@ def test_claim_globs_match_whole_names_and_escape_everything_but_star() -> None:
     grants = compile_grants(("team:*", "news:eu", "a.b:*x"))
     assert grants is not None
     for channel in ("team:1", "team:", "news:eu", "a.b:yx"):
-        assert grants.fullmatch(channel), channel
+        assert grants.matches(channel), channel
     for channel in ("teams:1", "news:eu2", "xnews:eu", "aXb:x"):
-        assert not grants.fullmatch(channel), channel
+        assert not grants.matches(channel), channel
     assert compile_grants(()) is None
 
 
