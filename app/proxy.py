@@ -106,6 +106,10 @@ def _code_and_text(value: object, text_key: str, codes: range) -> tuple[int, str
     return code, text[:200]
 
 
+def _too_big() -> object:
+    raise Malformed(f"an answer over {MAX_ANSWER_BYTES} bytes")
+
+
 class Backend:
     """The shared HTTP client: created on first use, closed with the app (Services.close)."""
 
@@ -160,32 +164,52 @@ class Backend:
                 await self._slots.acquire()
         except TimeoutError:
             raise ProxyFailed(kind, "busy") from None
+        # The request is a task of its own that nothing outside ever cancels: httpcore 1.0 leaks a
+        # pool connection for good when a request is cancelled under contention (encode/httpcore
+        # issue 1093), and a storm of timeouts left every slot leaked and every call timing out.
+        # httpx's own timeouts end it; the caller only stops waiting at the deadline (or when its
+        # client goes away), and the slot frees when the request really ends.
+        task = asyncio.ensure_future(self._send(url, content, headers))
+        task.add_done_callback(self._ended)
+        done, _ = await asyncio.wait((task,), timeout=self.timeout)
+        if not done:
+            raise ProxyFailed(kind, "timeout")
         try:
-            async with asyncio.timeout(self.timeout):
-                request = self._http().build_request(
-                    "POST", url, content=content, headers={**headers, "Content-Type": "application/json"}
-                )
-                response = await self._http().send(request, stream=True)
-                try:
-                    if not 200 <= response.status_code < 300:
-                        raise ProxyFailed(kind, "status")
-                    raw = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        raw += chunk
-                        if len(raw) > MAX_ANSWER_BYTES:
-                            raise ProxyFailed(kind, "malformed")
-                finally:
-                    await response.aclose()
-        except TimeoutError:
+            status, raw = task.result()
+        except httpx.TimeoutException:
             raise ProxyFailed(kind, "timeout") from None
         except httpx.HTTPError:
             raise ProxyFailed(kind, "unreachable") from None
-        finally:
-            self._slots.release()
+        if not 200 <= status < 300:
+            raise ProxyFailed(kind, "status")
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            return orjson.loads(raw) if raw is not None else _too_big()
+        except (orjson.JSONDecodeError, Malformed):
             raise ProxyFailed(kind, "malformed") from None
+
+    async def _send(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes | None]:
+        """The status and the body (None when over MAX_ANSWER_BYTES); httpx errors raised."""
+        client = self._http()
+        request = client.build_request(
+            "POST", url, content=content, headers={**headers, "Content-Type": "application/json"}
+        )
+        response = await client.send(request, stream=True)
+        try:
+            if not 200 <= response.status_code < 300:
+                return response.status_code, b""
+            raw = bytearray()
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) > MAX_ANSWER_BYTES:
+                    return response.status_code, None
+            return response.status_code, bytes(raw)
+        finally:
+            await response.aclose()
+
+    def _ended(self, task: asyncio.Future[tuple[int, bytes | None]]) -> None:
+        self._slots.release()
+        if not task.cancelled():
+            task.exception()  # retrieved: a call given up on at its deadline may still fail later
 
     async def close(self) -> None:
         if self._client is not None:

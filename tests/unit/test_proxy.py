@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -202,3 +203,35 @@ def test_backend_urls_come_from_configuration_and_must_be_http(tmp_path: Path) -
     assert spaces.rpc_proxy("a.b.c") == "http://two/rpc"  # the longest prefix
     assert spaces.rpc_proxy("a.x") == "http://one/rpc"
     assert spaces.rpc_proxy("b") is None
+
+
+async def test_a_caller_that_gives_up_never_cancels_the_request() -> None:
+    """httpcore 1.0 leaks a pool slot when a request is cancelled under contention (app/proxy.py):
+    the request runs to its end, so its keep-alive connection serves the next call."""
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await asyncio.sleep(0.2)
+                writer.write(answer("200 OK", b'{"result":{}}'))
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    client = backend(proxy_timeout=2, proxy_max_concurrency=1)
+    caller = asyncio.create_task(client.call("publish", url, {}, whole))
+    await asyncio.sleep(0.05)
+    caller.cancel()  # the client went away mid-call
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await client.call("publish", url, {}, whole) == {}  # waits for the slot, then served
+    assert connections == 1  # the first request ended normally; its connection was reused
+    server.close()
+    await client.close()
