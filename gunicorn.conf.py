@@ -11,21 +11,27 @@ import shutil
 import tempfile
 from typing import Any
 
+from app.launch import env_int, load_settings
 from app.logs import log_config
 
+# Read once, here, so that every value gunicorn uses (the bind address above all) went through the
+# same checks as the app's: a bad setting, or a Kubernetes service link such as
+# SWITCHBOARD_PORT=tcp://10.96.0.12:80, never reaches gunicorn as text. A bad setting stops here
+# with one line (status 2), before any worker starts.
+# One async worker holds thousands of sockets; add workers for CPU, not for connections.
+workers = env_int("WEB_CONCURRENCY", 1)
+settings = load_settings(workers=workers)
 wsgi_app = "app.main:create_app()"
 worker_class = "app.server.Worker"
-bind = [f"{os.environ.get('SWITCHBOARD_HOST', '0.0.0.0')}:{os.environ.get('SWITCHBOARD_PORT', '8000')}"]
-# One async worker holds thousands of sockets; add workers for CPU, not for connections.
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+bind = [f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"]
 # Every instance would otherwise claim the same ~/.gunicorn control socket.
 control_socket_disable = True
 # Worker heartbeat, not a request timeout: WebSockets live far longer and are not affected.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+timeout = env_int("GUNICORN_TIMEOUT", 60)
 keepalive = 5
 # The drain (SWITCHBOARD_DRAIN_SECONDS) plus uvicorn's own 5 s shutdown must fit inside this.
-graceful_timeout = int(float(os.environ.get("SWITCHBOARD_DRAIN_SECONDS", "10"))) + 15
-logconfig_dict = log_config(os.environ.get("SWITCHBOARD_LOG_LEVEL", "info"))
+graceful_timeout = int(settings.drain_seconds) + 15
+logconfig_dict = log_config(settings.log_level)
 # uvicorn logs handshakes itself; gunicorn's access log would duplicate them.
 accesslog = None
 
@@ -35,10 +41,6 @@ METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def on_starting(server: Any) -> None:
-    # Refuse bad settings once, with one line, before any worker starts.
-    from app.server import load_settings
-
-    load_settings()
     # Files left by a previous run would be summed into this one's metrics.
     shutil.rmtree(METRICS_DIR, ignore_errors=True)
     os.makedirs(METRICS_DIR, exist_ok=True)

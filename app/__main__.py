@@ -6,9 +6,10 @@ import argparse
 
 import uvicorn
 
+from app.launch import load_settings
 from app.logs import log_config
 from app.main import create_app
-from app.server import DrainingServer, load_settings, server_options
+from app.server import DrainingServer, server_options
 
 
 def parse_args(argv: list[str] | None) -> dict[str, object]:

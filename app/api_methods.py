@@ -20,7 +20,7 @@ from app.broker import BrokerUnavailable, Position
 from app.errors import OUTCOME_UNKNOWN, ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.permissions import check_channel
-from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member, stats
+from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
 from app.services import Services
 from app.session import SERVER_PUBLISHER, encode_publication, idempotency_key_of
 from app.tutorial import frame_for
@@ -198,7 +198,7 @@ async def presence(s: Services, body: PresenceBody) -> dict[str, Any]:
 
 async def presence_stats(s: Services, body: ChannelBody) -> dict[str, Any]:
     _with_presence(s, body.channel)
-    return stats(await s.presence.members(body.channel))
+    return await s.presence.stats(body.channel)
 
 
 async def history(s: Services, body: HistoryBody) -> tuple[list[bytes], Position]:

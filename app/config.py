@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
+from app.env_names import Environment, classify
 from app.hooks import load_hooks
 from app.namespaces import Namespaces, check_proxy_url, load_namespaces
 
@@ -121,6 +127,9 @@ class Settings(BaseSettings):
     proxy_timeout: float = 1.0
     # Calls in flight to the backend per process; the rest wait (up to AUTH_TIMEOUT) for a slot.
     proxy_max_concurrency: int = 64
+    # What one client can make the cluster do (docs/security.md): each channel with presence costs
+    # the cluster a refresh every PRESENCE_TTL/3, so anonymous connections get a cap of their own.
+    max_channels_anonymous: int = 16
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
@@ -128,10 +137,32 @@ class Settings(BaseSettings):
     _generated_api_key: bool = PrivateAttr(default=False)
     _hooks: object | None = PrivateAttr(default=None)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, Environment(settings_cls), dotenv_settings, file_secret_settings
+
+    @property
+    def service_links(self) -> list[str]:
+        """Kubernetes service-link variables in the environment, ignored (start-up notes them)."""
+        prefix = self.model_config.get("env_prefix", "")
+        return classify(os.environ, prefix, type(self).model_fields).links
+
     @property
     def namespaces(self) -> Namespaces:
         assert self._namespaces is not None
         return self._namespaces
+
+    @property
+    def single_process_broker(self) -> bool:
+        """memory://: publications reach this process's own clients only."""
+        return self.broker_url.startswith("memory:")
 
     @property
     def generated_api_key(self) -> bool:
@@ -176,6 +207,7 @@ class Settings(BaseSettings):
         "max_connections",
         "history_read_bytes",
         "proxy_max_concurrency",
+        "max_channels_anonymous",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:
@@ -287,14 +319,22 @@ class Settings(BaseSettings):
         return self
 
 
+def setting_name(field: str) -> str:
+    """The environment variable a field is read from (``broker_url`` -> ``SWITCHBOARD_BROKER_URL``)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    return (prefix + field).upper() if field in Settings.model_fields else field
+
+
 def settings_error_line(exc: Exception) -> str:
-    """One readable line for a settings failure, without echoing secret values."""
+    """One readable line for a settings failure, naming each setting, without echoing values."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
         parts = []
-        for err in errors():
-            where = ".".join(str(p) for p in err.get("loc", ()))
+        for err in errors(include_input=False):
+            where = ".".join(setting_name(str(p)) for p in err.get("loc", ()))
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             parts.append(f"{where}: {msg}" if where else msg)
-        return "invalid settings: " + "; ".join(parts)
-    return f"invalid settings: {exc}"
+        line = "; ".join(parts)
+    else:
+        line = str(exc)
+    return "invalid settings: " + " ".join(line.split())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +20,7 @@ from app.fd_limit import raise_open_files_limit
 from app.logs import install_redaction
 from app.routes import api, health, seed, server_api, ws
 from app.services import Services
+from app.startup_log import announce_api_key, log_readiness
 
 log = logging.getLogger("switchboard")
 
@@ -73,10 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "dev mode: no SWITCHBOARD_JWT_SECRET set, using a random one for this process; "
                 "tokens will not validate on other instances"
             )
-        if settings.generated_api_key:
-            # Printed, not logged: log lines are shipped and kept; this key is for this terminal.
-            key = settings.api_keys[0].get_secret_value()
-            print(f"switchboard: dev mode: server API key for this process: {key}", file=sys.stderr, flush=True)
+        if settings.service_links:
+            log.debug("ignoring Kubernetes service links (not settings): %s", ", ".join(settings.service_links))
+        if settings.single_process_broker and not settings.dev_mode:
+            log.warning(
+                "SWITCHBOARD_BROKER_URL is memory://: publications reach this process's clients only; "
+                "set a redis:// URL before running a second instance"
+            )
+        key_file = announce_api_key(settings) if settings.generated_api_key else None
         services = app.state.services = Services.build(settings)
         await services.start()
         metrics_server = None
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics_server = await metrics.serve_on_port(settings.host, settings.metrics_port)
         unregister = drain.register(services)
         gc_tuning.tune(settings.gc_threshold)  # last: what start-up made lives for good
-        log.info("instance %s ready on %s", settings.instance_id, settings.broker_url.split("@")[-1])
+        services.spawn("ready-log", log_readiness(services))
         try:
             yield
         finally:
@@ -93,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics_server.close()
                 await metrics_server.wait_closed()
             await services.close()
+            if key_file is not None:
+                key_file.unlink(missing_ok=True)
+                key_file.parent.rmdir()
 
     docs = settings.docs_enabled
     app = Switchboard(

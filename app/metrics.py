@@ -28,6 +28,11 @@ from prometheus_client import (
 
 log = logging.getLogger("switchboard.metrics")
 
+# gunicorn.conf.py empties and creates this directory; `python -m app` in the image (whose ENV names
+# it) has nobody else to create it, and every metric update would fail on the missing file.
+if _MULTIPROC_DIR := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(_MULTIPROC_DIR, exist_ok=True)
+
 CONNECTIONS = Gauge("switchboard_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
 CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["result"])
 for _result in ("accepted", "refused_draining", "refused_full", "refused_rate"):

@@ -3,7 +3,9 @@
 Guarantees (both implementations):
 
 * A member is what ``member_id`` encodes: ``[client, user, info, name]``, unique per connection,
-  so counts, distinct users and lists all come from one set per channel.
+  so counts, lists and leave notices all come from one set per channel.
+* ``stats`` counts clients and distinct signed-in users without reading the members (Redis keeps
+  a per-user counter beside the set).
 * ``join`` and ``leave`` return the cluster-wide count after them.
 * A member whose instance stops refreshing it (the instance died) stops counting within the TTL,
   and ``sweep`` hands it, once cluster-wide, to whoever announces its leaving (``app/sweeper.py``).
@@ -42,6 +44,10 @@ class Presence(Protocol):
         ...
 
     async def count(self, channel: str) -> int: ...
+
+    async def stats(self, channel: str) -> dict[str, int]:
+        """``clients`` and distinct signed-in ``users``, counted without reading the members."""
+        ...
 
     async def members(self, channel: str) -> list[str]:
         """Every live member, across instances (``member`` strings as joined)."""
@@ -93,6 +99,9 @@ def stats(members: list[str]) -> dict[str, int]:
 
 
 CURSOR = re.compile(r"z([0-9]{1,20})(?:\.([0-9]{1,6}))?")
+# Redis scan cursors are unsigned 64-bit: a larger one is refused there ("invalid cursor"), which
+# must be the client's bad request here, not a broker failure.
+SCAN_LIMIT = 2**64
 
 
 def parse_cursor(cursor: object) -> Cursor:
@@ -102,7 +111,10 @@ def parse_cursor(cursor: object) -> Cursor:
     found = CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None
     if found is None:
         raise ValueError("cursor is not one this server gave")
-    return int(found.group(1)), int(found.group(2) or 0)
+    scan = int(found.group(1))
+    if scan >= SCAN_LIMIT:
+        raise ValueError("cursor is not one this server gave")
+    return scan, int(found.group(2) or 0)
 
 
 def format_cursor(cursor: Cursor | None) -> str | None:
@@ -138,6 +150,9 @@ class MemoryPresence:
 
     async def count(self, channel: str) -> int:
         return len(self._members.get(channel, ()))
+
+    async def stats(self, channel: str) -> dict[str, int]:
+        return stats(list(self._members.get(channel, ())))
 
     async def members(self, channel: str) -> list[str]:
         return list(self._members.get(channel, ()))

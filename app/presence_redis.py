@@ -5,9 +5,18 @@ and a crashed instance's members stop counting within the TTL. Counting reads on
 expiry is ahead; removing expired ones is the sweeper's job alone (``sweep``, one instance at a
 time), so every leave of a dead instance's member is seen, and announced, exactly once.
 
-``switchboard:presence-channels`` indexes the channels that have members, for the sweeper and the
-server API's ``channels``. It is a separate command, not in the scripts, so each script touches
-one key (one Redis Cluster slot).
+The keys and scripts are in ``app/presence_scripts.py``. The expiry index
+(``switchboard:presence-expiries``: channel -> earliest member expiry) lists the channels that
+have members, for the server API's ``channels``, and tells the sweeper which channels may hold an
+expired member: a pass reads the channels due, not every channel. Each write of it is a lower
+bound of the channel's earliest expiry (expiries only move later while a channel has members),
+so a channel is never swept late, only at worst once early.
+
+Rolling upgrade from a version with ``switchboard:presence-channels`` (a set) and no users hash:
+counts are shared, but each version's sweeper sees only its own version's channels (a dead
+instance's members still stop counting within the TTL, their leave may go unannounced), ``channels``
+lists only what this version indexed, and ``presence_stats.users`` leaves out the old version's
+members. All of it is right again once every instance runs this version.
 """
 
 from __future__ import annotations
@@ -15,63 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app import metrics
 from app.broker import BrokerUnavailable
 from app.broker.redis_target import RedisClient
 from app.presence import Cursor, cut
+from app.presence_scripts import COUNT, DUE, EXPIRIES, FORGET, LIST, PAGE, REMOVE, STATS, SWEEP, TOUCH, key, users_key
 
 log = logging.getLogger("switchboard.presence")
 
-KEY_PREFIX = "switchboard:presence:"
-
-
-def key(channel: str) -> str:
-    """A channel's presence set, hash-tagged like its history: on Redis Cluster, one shard holds
-    everything about a channel."""
-    return f"{KEY_PREFIX}{{{channel}}}"
-
-
-INDEX = "switchboard:presence-channels"
 REFRESH_BATCH = 500
-_NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
-# KEYS[1] = set, ARGV[1] = ttl seconds, ARGV[2..] = members to add (none for a plain count).
-_TOUCH = (
-    _NOW
-    + """
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
-if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 2000)) end
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-"""
-)
-# KEYS[1] = set, ARGV[1] = member to remove.
-_REMOVE = _NOW + "redis.call('ZREM', KEYS[1], ARGV[1])\nreturn redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
-# KEYS[1] = set: the members whose expiry is still ahead.
-_LIST = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')\n"
-# KEYS[1] = set, ARGV = cursor, count: {next cursor, live members of this batch}.
-_PAGE = (
-    _NOW
-    + """
-local found = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local live = {}
-for i = 1, #found[2], 2 do
-  if tonumber(found[2][i + 1]) > now then live[#live + 1] = found[2][i] end
-end
-return {found[1], live}
-"""
-)
-# KEYS[1] = set: {members whose expiry passed (now removed), members left}.
-_SWEEP = (
-    _NOW
-    + """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
-return {gone, redis.call('ZCARD', KEYS[1])}
-"""
-)
+# Channels per ZADD to the expiry index, and due channels per sweep pass.
+INDEX_BATCH = 500
+DUE_BATCH = 1000
 _TRANSIENT = (RedisError, OSError)
 
 
@@ -79,11 +48,15 @@ class RedisPresence:
     def __init__(self, client: RedisClient, ttl: float) -> None:
         self._client = client
         self._ttl = ttl
-        self._touch = client.register_script(_TOUCH)
-        self._remove = client.register_script(_REMOVE)
-        self._list = client.register_script(_LIST)
-        self._page = client.register_script(_PAGE)
-        self._sweep = client.register_script(_SWEEP)
+        self._touch = client.register_script(TOUCH)
+        self._count = client.register_script(COUNT)
+        self._remove = client.register_script(REMOVE)
+        self._list = client.register_script(LIST)
+        self._page = client.register_script(PAGE)
+        self._stats = client.register_script(STATS)
+        self._sweep = client.register_script(SWEEP)
+        self._due = client.register_script(DUE)
+        self._forget = client.register_script(FORGET)
         self._local: dict[str, set[str]] = {}
         self._joining: dict[
             str, list[tuple[str, asyncio.Future[int]]]
@@ -106,7 +79,7 @@ class RedisPresence:
         # Best effort: remove our members now rather than leaving them to the TTL.
         with contextlib.suppress(*_TRANSIENT):
             for channel, members in self._local.items():
-                await self._client.zrem(key(channel), *members)
+                await self._remove(keys=_keys(channel), args=list(members))
         self._local.clear()
 
     async def join(self, channel: str, member: str) -> int:
@@ -133,8 +106,9 @@ class RedisPresence:
     async def _join_batch(self, channel: str, batch: list[tuple[str, asyncio.Future[int]]]) -> None:
         members = [member for member, _ in batch]
         try:
-            count = int(await self._touch(keys=[key(channel)], args=[self._ttl, *members]))
-            await self._client.sadd(INDEX, channel)
+            count, earliest = await self._touch(keys=_keys(channel), args=[self._ttl, *members])
+            count = int(count)
+            await self._client.zadd(EXPIRIES, {channel: _score(earliest)})
         except asyncio.CancelledError:
             for _, joined in batch:
                 joined.cancel()
@@ -155,7 +129,7 @@ class RedisPresence:
             joined.set_result(count)
         for member in gone:
             with contextlib.suppress(*_TRANSIENT):
-                await self._remove(keys=[key(channel)], args=[member])
+                await self._remove(keys=_keys(channel), args=[member])
 
     async def leave(self, channel: str, member: str) -> int:
         members = self._local.get(channel)
@@ -164,15 +138,22 @@ class RedisPresence:
             if not members:
                 del self._local[channel]
         try:
-            return int(await self._remove(keys=[key(channel)], args=[member]))
+            return int(await self._remove(keys=_keys(channel), args=[member]))
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
     async def count(self, channel: str) -> int:
         try:
-            return int(await self._touch(keys=[key(channel)], args=[self._ttl]))
+            return int(await self._count(keys=[key(channel)]))
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
+
+    async def stats(self, channel: str) -> dict[str, int]:
+        try:
+            clients, users = await self._stats(keys=_keys(channel))
+        except _TRANSIENT as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        return {"clients": int(clients), "users": int(users)}
 
     async def members(self, channel: str) -> list[str]:
         try:
@@ -195,9 +176,9 @@ class RedisPresence:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
         found: list[tuple[str, int]] = []
         try:
-            async for raw in self._client.sscan_iter(INDEX, match=pattern, count=1000):
+            async for raw, _ in self._client.zscan_iter(EXPIRIES, match=pattern, count=1000):
                 channel = _text(raw)
-                count = int(await self._touch(keys=[key(channel)], args=[self._ttl]))
+                count = int(await self._count(keys=[key(channel)]))
                 if count:
                     found.append((channel, count))
                     if len(found) >= limit:
@@ -207,34 +188,78 @@ class RedisPresence:
         return sorted(found)
 
     async def sweep(self) -> list[tuple[str, list[str], int]]:
+        """Sweep the channels due in the expiry index: one read when none are."""
         swept = []
         try:
-            async for raw in self._client.sscan_iter(INDEX, count=1000):
+            due = await self._due(keys=[EXPIRIES], args=[DUE_BATCH])
+            for raw, score in zip(due[::2], due[1::2], strict=True):
                 channel = _text(raw)
-                gone, left = await self._sweep(keys=[key(channel)])
+                gone, left, earliest = await self._sweep(keys=_keys(channel))
                 if gone:
                     swept.append((channel, [_text(m) for m in gone], int(left)))
-                if not int(left):
-                    await self._client.srem(INDEX, channel)
+                if int(left):
+                    await self._client.zadd(EXPIRIES, {channel: _score(earliest)})
+                else:
+                    await self._forget(keys=[EXPIRIES], args=[raw, score])
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
         return swept
+
+    async def _refresh(self) -> None:
+        """Every local member's expiry moves on, and the expiry index learns each channel's
+        earliest: a script call per channel (pipelined, ``INDEX_BATCH`` at a time, on one Redis
+        server), and one index write per batch."""
+        work = [
+            (channel, batch[i : i + REFRESH_BATCH])
+            for channel, members in tuple(self._local.items())
+            for batch in (tuple(members),)
+            for i in range(0, len(batch), REFRESH_BATCH)
+        ]
+        for start in range(0, len(work), INDEX_BATCH):
+            chunk = work[start : start + INDEX_BATCH]
+            touched = await self._touch_all(chunk)
+            earliest = {channel: _score(first) for (channel, _), (_, first) in zip(chunk, touched, strict=True)}
+            await self._client.zadd(EXPIRIES, earliest)
+            # A member that left while its touch was on the way may have been put back after its
+            # leave's removal: remove it again (removal is idempotent), or it would linger a TTL
+            # and be announced as leaving a second time.
+            for channel, members in chunk:
+                here = self._local.get(channel, ())
+                if gone := [m for m in members if m not in here]:
+                    await self._remove(keys=_keys(channel), args=gone)
+
+    async def _touch_all(self, work: list[tuple[str, tuple[str, ...]]]) -> list[Any]:
+        if isinstance(self._client, RedisCluster):
+            # A cluster pipeline's scripts go by redis-py's own loading, which app/broker/cluster.py
+            # avoids: one call each, on the shard that owns the channel.
+            return [await self._touch(keys=_keys(channel), args=[self._ttl, *members]) for channel, members in work]
+        # Pipelined: an idle channel costs its instance a few microseconds per round, not a round trip.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel, members in work:
+                await self._touch(keys=_keys(channel), args=[self._ttl, *members], client=pipe)
+            found: list[Any] = await pipe.execute()
+        return found
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self._ttl / 3)
             try:
-                for channel, members in tuple(self._local.items()):
-                    batch = tuple(members)
-                    for i in range(0, len(batch), REFRESH_BATCH):
-                        await self._touch(keys=[key(channel)], args=[self._ttl, *batch[i : i + REFRESH_BATCH]])
-                    await self._client.sadd(INDEX, channel)
+                await self._refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Redis down: counts go stale until it returns; the next round re-adds everyone.
                 metrics.LISTENER_ERRORS.inc()
                 log.warning("presence refresh failed: %s", exc)
+
+
+def _keys(channel: str) -> list[str]:
+    return [key(channel), users_key(channel)]
+
+
+def _score(earliest: bytes | str) -> float:
+    """An expiry index score; 0 (due now: the sweeper looks and forgets it) if the set was empty."""
+    return float(earliest) if earliest else 0.0
 
 
 def _text(value: bytes | str) -> str:

@@ -7,8 +7,9 @@ Switchboard's own channels and keys all begin with one of two prefixes:
 * ``switchboard:``: the user control channel ``switchboard:users`` (app/users.py), the listener's
   liveness probe ``switchboard:control`` (app/broker/redis.py), Redis Cluster's per-shard probes
   ``switchboard:probe:N`` (app/broker/cluster.py); the keys ``switchboard:user:*``,
-  ``switchboard:presence:*``, ``switchboard:presence-channels``, ``switchboard:presence-sweeper``
-  and ``switchboard:instances``;
+  ``switchboard:user-slots-epoch`` (app/user_slots.py), ``switchboard:presence:*``,
+  ``switchboard:presence-users:*``, ``switchboard:presence-expiries`` (app/presence_scripts.py),
+  ``switchboard:presence-sweeper`` and ``switchboard:instances``;
 * ``sb:``: a channel's history, epoch and idempotency keys, ``sb:{channel}:...``
   (app/broker/scripts.py).
 

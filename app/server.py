@@ -14,14 +14,13 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
 
 from app import admission, drain
-from app.broker.redis_target import check_sentinel_master
-from app.config import Settings, settings_error_line
+from app.config import Settings
+from app.launch import load_settings
 from app.protocol import FAST_WRITE
 
 # A request's head before it is complete: the target, and the header fields (count and bytes).
@@ -291,22 +290,6 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain.drain_all()
         await super().shutdown(sockets)
-
-
-def load_settings(overrides: dict[str, Any] | None = None, *, check_broker: bool = True) -> Settings:
-    """Settings, or exit with a one-line explanation (status 2). Also asks the Sentinels, if the
-    broker URL names some, whether they know its master: a typo there would look like an outage."""
-    try:
-        settings = Settings(**(overrides or {}))
-        if check_broker:
-            check_sentinel_master(settings.broker_url)
-    except ValidationError as exc:
-        print(f"switchboard: {settings_error_line(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ValueError as exc:
-        print(f"switchboard: SWITCHBOARD_BROKER_URL: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return settings
 
 
 class Worker(UvicornWorker):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import platform
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
@@ -20,7 +22,8 @@ from app.presence import Presence, create_presence
 from app.proxy import Backend
 from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
-from app.users import Users, create_slots
+from app.user_slots import create_slots
+from app.users import Users
 
 
 @dataclass(slots=True)
@@ -72,6 +75,10 @@ class Services:
         sampler = metrics.Sampler(ready=self.ready, broker_up=self.broker.healthy)
         for name, work in (("sweeper", sweeper.run()), ("instances", self.instances.run()), ("sampler", sampler.run())):
             self._tasks.append(asyncio.create_task(work, name=f"switchboard-{name}"))
+
+    def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """A task of this app's, cancelled and awaited by ``close``."""
+        self._tasks.append(asyncio.create_task(work, name=f"switchboard-{name}"))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -247,9 +247,14 @@ class Session:
         assert isinstance(channel, str)
         if channel in self.subscriptions:
             raise ProtocolError(ErrorCode.ALREADY_SUBSCRIBED)
-        limit = self.services.settings.max_channels_per_connection
+        settings = self.services.settings
+        limit, who = settings.max_channels_per_connection, "connection"
+        if not self.identity.user_id and settings.max_channels_anonymous < limit:
+            # Each channel costs the cluster a presence refresh every TTL/3, for as long as it is
+            # held: anyone may open an anonymous socket, so anonymous ones hold fewer.
+            limit, who = settings.max_channels_anonymous, "anonymous connection"
         if len(self.subscriptions) >= limit:
-            raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per connection")
+            raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per {who}")
         await self.permissions.check_subscribe(self, channel, opts, token)
         await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
         if token is not None:

@@ -1,9 +1,10 @@
 """Members of an instance that died are announced as leaving: once, cluster-wide.
 
 Every instance runs ``Sweeper.run``; each round, whichever holds a short Redis lock sweeps.
-``Presence.sweep`` removes expired members in one atomic step per channel and returns them, so
-each one is handed to exactly one announcer, which publishes what a live member's leaving would
-have: the tutorial chat's and rooms' own "left" frames, and ``leave`` pushes where the namespace
+``Presence.sweep`` reads the channels due in an expiry index (one read per round, whatever the
+number of channels), removes their expired members in one atomic step per channel and returns
+them, so each one is handed to exactly one announcer, which publishes what a live member's leaving
+would have: the tutorial chat's and rooms' own "left" frames, and ``leave`` pushes where the namespace
 has ``join_leave``. Subscribers everywhere hear of a dead instance's members within
 ``PRESENCE_TTL`` plus a few seconds (a sweep round, and the lock's expiry if its holder died).
 """

@@ -8,24 +8,34 @@ user's connections are.
 ``SWITCHBOARD_USER_CONNECTION_LIMIT`` counts a user's connections cluster-wide in one Redis sorted
 set per user (connection id -> expiry, Redis's clock). Each instance refreshes its own entries, so
 a dead instance's slots free themselves within the presence TTL.
+
+If Redis loses its data (a restart without persistence, a failover to an empty replica), the
+slots of every live connection are gone with it, and the limit would admit a user's connections
+anew. So the slots have an epoch (``switchboard:user-slots-epoch``, created when missing, with its
+birth on Redis's clock). Each instance reads it before every admission and once a second
+(``CHECK_SECONDS``); when it finds an epoch it did not know, it re-registers its live sessions'
+slots before admitting anyone, and no instance admits until the epoch is ``SETTLE_SECONDS`` old,
+by when every live instance has noticed and done the same. (On Redis Cluster the epoch lives on
+one shard: the loss of another shard alone is not noticed before the next refresh, TTL/3. An
+instance of a version without the epoch re-registers at its next refresh.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from app import metrics
-from app.broker import Broker, BrokerUnavailable, redis_client
-from app.broker.redis_target import RedisClient
+from app.broker import BrokerUnavailable
 from app.errors import ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.protocol import Outgoing, header
+from app.user_slots import CHECK_SECONDS, SETTLE_SECONDS, Slots
 
 if TYPE_CHECKING:
     from app.session import Session
@@ -33,86 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.users")
 
 CONTROL = "switchboard:users"
-SLOTS_PREFIX = "switchboard:user:"
-# KEYS[1] = the user's set, ARGV = ttl seconds, connection id, limit. 1 if admitted.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 2000))
-return 1
-"""
-# KEYS[1] = the user's set, ARGV = ttl seconds, connection ids to keep alive.
-_KEEP = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 2000))
-return 1
-"""
-
-
-class Slots(Protocol):
-    """How many connections each user holds, cluster-wide."""
-
-    async def admit(self, user: str, client: str, limit: int) -> bool: ...
-
-    async def release(self, user: str, client: str) -> None: ...
-
-    async def keep(self, held: dict[str, set[str]]) -> None:
-        """Refresh this instance's slots (called every TTL/3)."""
-        ...
-
-
-class MemorySlots:
-    def __init__(self) -> None:
-        self._held: dict[str, set[str]] = {}
-
-    async def admit(self, user: str, client: str, limit: int) -> bool:
-        held = self._held.setdefault(user, set())
-        if len(held) >= limit:
-            return False
-        held.add(client)
-        return True
-
-    async def release(self, user: str, client: str) -> None:
-        held = self._held.get(user)
-        if held is not None:
-            held.discard(client)
-            if not held:
-                del self._held[user]
-
-    async def keep(self, held: dict[str, set[str]]) -> None:
-        pass
-
-
-class RedisSlots:
-    def __init__(self, client: RedisClient, ttl: float) -> None:
-        self._client = client
-        self._ttl = ttl
-        self._admit = client.register_script(_ADMIT)
-        self._keep = client.register_script(_KEEP)
-
-    async def admit(self, user: str, client: str, limit: int) -> bool:
-        try:
-            return bool(await self._admit(keys=[SLOTS_PREFIX + user], args=[self._ttl, client, limit]))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-
-    async def release(self, user: str, client: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.zrem(SLOTS_PREFIX + user, client)
-
-    async def keep(self, held: dict[str, set[str]]) -> None:
-        for user, clients in held.items():
-            await self._keep(keys=[SLOTS_PREFIX + user], args=[self._ttl, *clients])
-
-
-def create_slots(broker: Broker, ttl: float) -> Slots:
-    client = redis_client(broker)
-    return RedisSlots(client, ttl) if client is not None else MemorySlots()
 
 
 class Users:
@@ -125,14 +55,19 @@ class Users:
         self._admitted: dict[str, set[str]] = {}  # user -> connection ids holding a slot here
         self._tasks: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._epoch: str | None = None  # the slots' epoch this instance's slots are registered in
+        self._settled_at = 0.0  # monotonic: admissions wait until then after a new epoch
+        self._checking = asyncio.Lock()
 
     async def start(self) -> None:
         await self._hub.add_control(CONTROL, self.on_control)
         if self._limit:
             self._keeper = asyncio.create_task(self._keep_loop(), name="switchboard-user-slots")
+            self._watcher = asyncio.create_task(self._watch_loop(), name="switchboard-user-slots-epoch")
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *([self._keeper] if self._keeper else [])]
+        tasks = [*self._tasks, *(task for task in (self._keeper, self._watcher) if task)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -143,6 +78,9 @@ class Users:
         """Register a signed-in session; False if its user is at the cluster-wide limit."""
         user, client = session.identity.user_id, session.client
         if self._limit:
+            await self._check_epoch()
+            if (wait := self._settled_at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)  # other instances are taking their slots back
             if not await self._slots.admit(user, client, self._limit):
                 metrics.CONNECTS.labels("refused_user_limit").inc()
                 return False
@@ -216,6 +154,35 @@ class Users:
         except Exception:
             metrics.LISTENER_ERRORS.inc()
             log.exception("server-side %s failed", op)
+
+    async def _check_epoch(self) -> None:
+        """Take this instance's slots back if Redis lost them. Raises BrokerUnavailable."""
+        epoch, age = await self._slots.epoch(uuid.uuid4().hex)
+        if epoch == self._epoch:
+            return  # the usual case: admissions do not queue behind one another here
+        async with self._checking:
+            if epoch == self._epoch:
+                return  # another admission took the slots back meanwhile
+            if self._epoch is not None:
+                log.warning("redis lost the user connection slots; re-registering this instance's")
+            await self._slots.keep(self._admitted)
+            self._epoch = epoch
+            self._settled_at = max(self._settled_at, time.monotonic() + SETTLE_SECONDS - age)
+
+    async def _watch_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            try:
+                await self._check_epoch()
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.LISTENER_ERRORS.inc()
+                if not failing:  # once per outage, not once a second
+                    log.warning("checking the user connection slots' epoch failed: %s", exc)
+                failing = True
 
     async def _keep_loop(self) -> None:
         while True:

@@ -21,13 +21,13 @@ import httpx
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import API_HEADERS, ROOT, TEST_API_KEY, TEST_SECRET, wait_until
+from tests.support import API_HEADERS, ROOT, TEST_API_KEY, TEST_SECRET, inherited_env, wait_until
 
 HOSTS = {"app1": "127.0.0.2", "app2": "127.0.0.3", "app3": "127.0.0.5", "redis": "127.0.0.4"}
 NGINX = "/usr/sbin/nginx"
 PROXY = "ws://127.0.0.1:8080"
 PROXY_HTTP = "http://127.0.0.1:8080"
-IN_NAMESPACE = os.environ.get("SWITCHBOARD_NETNS") == "1"
+IN_NAMESPACE = os.environ.get("TESTS_IN_NETNS") == "1"
 
 
 def run_in_namespace(module: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,7 @@ def run_in_namespace(module: Path, timeout: float) -> subprocess.CompletedProces
     return subprocess.run(
         ["unshare", "-m", "-n", "--", sys.executable, *pytest_args],
         cwd=ROOT,
-        env={**os.environ, "SWITCHBOARD_NETNS": "1"},
+        env={**os.environ, "TESTS_IN_NETNS": "1"},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -83,7 +83,7 @@ class Stack:
     def launch(self, name: str) -> None:
         """One instance as production runs it: gunicorn with uvicorn workers, in its own session."""
         env = {
-            **os.environ,
+            **inherited_env(),
             "SWITCHBOARD_HOST": HOSTS[name],
             "SWITCHBOARD_PORT": "8000",
             "SWITCHBOARD_INSTANCE_ID": name,

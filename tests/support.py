@@ -28,6 +28,12 @@ API_HEADERS = {"X-API-Key": TEST_API_KEY}
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+def inherited_env() -> dict[str, str]:
+    """This process's environment without SWITCHBOARD_* names: an instance a test starts gets only
+    the settings the test names (the app refuses names it does not know)."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("SWITCHBOARD_")}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -88,7 +94,7 @@ class AppProcess:
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
         self.env = {
-            **os.environ,
+            **inherited_env(),
             "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
             "SWITCHBOARD_API_KEYS": TEST_API_KEY,
             "SWITCHBOARD_INSTANCE_ID": name,

@@ -99,10 +99,26 @@ def check_url(url: str) -> None:
         parse_sentinel_url(url)
     elif scheme == CLUSTER_SCHEME:
         parse_cluster_url(url)
-    elif scheme not in ("memory", *SERVER_SCHEMES):
+    elif scheme in ("redis", "rediss"):
+        _check_server_url(url)
+    elif scheme not in ("memory", "unix"):
         raise ValueError(
             f"unsupported broker URL scheme {scheme!r}; use memory://, redis://, redis+sentinel:// or redis+cluster://"
         )
+
+
+def _check_server_url(url: str) -> None:
+    """What redis-py would trip over only at the first connection (a traceback), or ignore (a
+    database that is not a number silently means 0)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- urllib parses the port lazily; this raises for "h:notaport"
+    except ValueError:
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ValueError(f"port {port[:16]!r} is not a number from 0 to 65535") from None
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db[:16]!r} is not a number (redis://host:port/<db>)")
 
 
 def check_sentinel_master(url: str, timeout: float = 1.0) -> None:

@@ -14,6 +14,7 @@ Every error body is ``{"error":{"code":C,"message":M}}`` with the protocol's cod
 
 from __future__ import annotations
 
+import difflib
 import hmac
 from typing import Any
 
@@ -149,4 +150,8 @@ for _method in METHODS:
 
 @router.post("/api/v1/{method}", include_in_schema=False)
 async def unknown_method(method: str, s: Services = Security(require_key)) -> Response:
-    raise ApiError(404, ErrorCode.UNKNOWN_OP, f"no method {method[:64]!r}: see /docs")
+    # The list is in the reply itself: /docs is off outside dev mode.
+    closest = difflib.get_close_matches(method, METHODS, n=1, cutoff=0.6)
+    guess = f" (did you mean {closest[0]!r}?)" if closest else ""
+    message = f'no method {method[:64]!r}{guess}; the methods are in "methods"'
+    raise ApiError(404, ErrorCode.UNKNOWN_OP, message, methods=sorted(METHODS))

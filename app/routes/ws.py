@@ -26,10 +26,9 @@ from app.connection import ConnectionGone
 from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
 from app.proxy import BackendDisconnect
-from app.proxy_calls import Connected
 from app.routes.handshake import run_session
 from app.routes.ws_commands import COMMANDS, Reply, reply_bytes
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close
+from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 log = logging.getLogger("switchboard.ws")
@@ -37,6 +36,13 @@ log = logging.getLogger("switchboard.ws")
 MAX_IN_FLIGHT = 32
 KNOWN_ERRORS = frozenset(int(code) for code in ErrorCode)
 PING_PUSH = b'{"op":"ping"}'
+# What `connect` reads; anything else is ignored, and the reply's `hint` says so (a token sent as
+# "jwt" would otherwise connect silently as anonymous).
+CONNECT_FIELDS = frozenset({"id", "op", "token"})
+HEADER_HINT = 'the Authorization header is not read on /ws: send the token in connect\'s "token" field'
+# The most ignored field names a hint or a log line repeats, and how much of each.
+HINT_FIELDS = 5
+HINT_FIELD_CHARS = 32
 
 
 def error_bytes(cmd_id: object, code: int, message: str, **extra: str) -> bytes:
@@ -55,8 +61,9 @@ def command_id(frame: dict[str, Any]) -> int | None:
 class WsClient:
     """The ``/ws`` side of one connection: command scheduling, keepalive and token expiry."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, authorization_header: bool = False) -> None:
         self.session = session
+        self.authorization_header = authorization_header
         self.conn = session.conn
         self.settings = session.services.settings
         self._in_flight: dict[int, asyncio.Task[None]] = {}
@@ -94,10 +101,12 @@ class WsClient:
         token = frame.get("token", self.conn.websocket.query_params.get("token"))
         extra: dict[str, Any] = {}
         headers, self.session.handshake = self.session.handshake, None  # read once, never kept
+        hint = self._hint(frame, proxied=headers is not None)
         try:
             if token is None and headers is not None:
                 connected = await connect_by_proxy(self.session, frame.get("data", UNCHANGED), headers)
-                identity, extra = connected.identity, self._proxied(connected)
+                identity = connected.identity
+                self._refresh, extra = proxied_reply(self.session, connected, self._expired)
             else:
                 identity = self._identity(token)
             self.session.set_identity(identity)
@@ -107,27 +116,40 @@ class WsClient:
                 self.conn.close(CloseCode.USER_LIMIT)
                 return False
         except ProtocolError as exc:
-            self.send(error_bytes(cmd_id, exc.wire_code, exc.message))
+            # "token required" with the token in a header is the case a hint is most needed for.
+            self.send(error_bytes(cmd_id, exc.wire_code, exc.message, **({"hint": hint} if hint else {})))
             self.conn.close(*connect_close(exc))
             return False
         except BrokerUnavailable:
             self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
             self.conn.close(CloseCode.TRY_AGAIN_LATER)
             return False
-        self.send(
-            reply_bytes(
-                cmd_id,
-                {
-                    "client": self.session.client,
-                    "user": identity.user_id,
-                    "expires": identity.expires,
-                    "ping": self.settings.ping_interval,
-                    **extra,
-                },
-            )
-        )
+        reply: dict[str, Any] = {
+            "client": self.session.client,
+            "user": identity.user_id,
+            "expires": identity.expires,
+            "ping": self.settings.ping_interval,
+            **extra,
+            **({"hint": hint} if hint else {}),
+        }
+        self.send(reply_bytes(cmd_id, reply))
         self._schedule_ping()
         return True
+
+    def _hint(self, frame: dict[str, Any], proxied: bool = False) -> str:
+        """What this connect sent where nothing reads it (never the values: they may be tokens).
+        ``proxied``: the connect proxy is asked, and is sent ``data`` and the allowlisted headers."""
+        hints = []
+        if self.authorization_header and not proxied:
+            log.debug("connect %s: the handshake's Authorization header is ignored on /ws", self.session.client)
+            hints.append(HEADER_HINT)
+        read = CONNECT_FIELDS | {"data"} if proxied else CONNECT_FIELDS
+        ignored = sorted(name[:HINT_FIELD_CHARS] for name in frame if name not in read)[:HINT_FIELDS]
+        if ignored:
+            # repr() escapes control characters: client text is never logged as is.
+            log.debug("connect %s: ignored fields %s", self.session.client, ", ".join(map(repr, ignored)))
+            hints.append('connect reads only "token"; ignored: ' + ", ".join(ignored))
+        return "; ".join(hints)
 
     def _identity(self, token: object) -> Identity:
         if token is None and self.settings.allow_anonymous:
@@ -151,18 +173,10 @@ class WsClient:
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
         if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
-            self._refresh.cancel()
+            self._refresh.stop()
             self._refresh = None
-            self.session.renew_with(None)
         await self.session.refresh(identity)
         return identity.expires
-
-    def _proxied(self, connected: Connected) -> dict[str, Any]:
-        """The connect reply's extra fields; and a server-side refresh when the backend has one."""
-        if connected.identity.expires is not None and self.settings.refresh_proxy_url:
-            self._refresh = ProxyRefresh(self.session, self.settings.refresh_grace, self._expired)
-            self.session.renew_with(self._refresh.start)
-        return {} if connected.data is UNCHANGED else {"data": connected.data}
 
     def _expired(self) -> None:
         metrics.AUTH_FAILURES.labels("expired").inc()
@@ -253,7 +267,7 @@ class WsClient:
         if self._timer is not None:
             self._timer.cancel()
         if self._refresh is not None:
-            self._refresh.cancel()
+            self._refresh.stop()
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()
@@ -270,8 +284,11 @@ def _parse(text: str) -> dict[str, Any] | None:
 
 
 async def endpoint(websocket: WebSocket) -> None:
+    # Read before the handshake drops the request headers (app/routes/handshake.py).
+    authorization = any(name == b"authorization" for name, _ in websocket.scope["headers"])
+
     async def handler(session: Session) -> None:
-        client = WsClient(session)
+        client = WsClient(session, authorization)
         try:
             await client.serve()
         finally:

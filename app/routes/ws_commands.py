@@ -15,7 +15,7 @@ import orjson
 from app.broker import Position
 from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
-from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member, stats
+from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
 from app.recovery import Joined, Subscription
 from app.rpc import rpc
 from app.session import Session, idempotency_key_of, valid_position
@@ -139,7 +139,7 @@ async def presence(session: Session, cmd_id: int, frame: dict[str, Any]) -> Repl
 
 
 async def presence_stats(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
-    return stats(await session.services.presence.members(_present(session, frame)))
+    return await session.services.presence.stats(_present(session, frame))
 
 
 COMMANDS: dict[str, Command] = {

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from app.errors import AUTH_FAILED, BACKEND_UNAVAILABLE, CloseCode, ProtocolError
+from app.hooks import UNCHANGED
 from app.proxy import BackendDisconnect, BackendError, ProxyFailed
 from app.proxy_calls import Connected
 from app.session import Session
@@ -39,6 +41,18 @@ async def connect_by_proxy(session: Session, data: object, headers: dict[str, st
     return await session.services.proxies.connect(session.client, data, headers)
 
 
+def proxied_reply(
+    session: Session, connected: Connected, expired: Callable[[], None]
+) -> tuple[ProxyRefresh | None, dict[str, Any]]:
+    """A server-side refresh, when the backend gave an expiry and has a refresh proxy; and the
+    connect reply's extra fields."""
+    refresh = None
+    if connected.identity.expires is not None and session.services.settings.refresh_proxy_url:
+        refresh = ProxyRefresh(session, session.services.settings.refresh_grace, expired)
+        session.renew_with(refresh.start)  # set before the identity, whose expiry then calls it
+    return refresh, ({} if connected.data is UNCHANGED else {"data": connected.data})
+
+
 class ProxyRefresh:
     """The server-side refresh of one connection's proxied identity (the refresh proxy)."""
 
@@ -51,7 +65,9 @@ class ProxyRefresh:
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
 
-    def cancel(self) -> None:
+    def stop(self) -> None:
+        """No more server-side refreshes: the connection closes, or took a token."""
+        self.session.renew_with(None)
         if self.task is not None:
             self.task.cancel()
 

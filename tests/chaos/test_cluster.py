@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from app.broker.scripts import history_keys, idempotency_key
-from app.presence_redis import key as presence_key
+from app.presence_scripts import key as presence_key
+from app.presence_scripts import users_key
 from tests.chaos.stream import (
     Subscriber,
     all_connected,
@@ -84,7 +85,13 @@ def test_a_channels_history_keys_and_its_sharded_publish_share_one_slot(plain_cl
         for channel in ("chat", "room:42", "global:news", "ns:#alice,bob", "x.y-z~@w"):
             slots = {
                 int(client.cluster("KEYSLOT", name))
-                for name in (channel, *history_keys(channel), idempotency_key(channel, "k"), presence_key(channel))
+                for name in (
+                    channel,
+                    *history_keys(channel),
+                    idempotency_key(channel, "k"),
+                    presence_key(channel),
+                    users_key(channel),
+                )
             }
             assert len(slots) == 1, (channel, slots)
     finally:

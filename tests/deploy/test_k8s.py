@@ -133,6 +133,9 @@ def test_cross_references(overlay: str) -> None:
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pod["spec"]["terminationGracePeriodSeconds"] > pre_stop + float(config["SWITCHBOARD_DRAIN_SECONDS"]) + 5
 
+    # Service links would put SWITCHBOARD_PORT=tcp://... into the pod (test_launch_env.py runs it).
+    assert pod["spec"]["enableServiceLinks"] is False
+
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.presence_redis import INDEX
+from app.presence_scripts import EXPIRIES
 from app.sweeper import LOCK
 from tests.integration.wsproto import connected
 from tests.support import API_HEADERS, AppProcess, RedisServer, running, wait_until, ws_connect
@@ -191,7 +191,7 @@ async def test_joins_without_a_publish_leave_no_key_past_the_documented_ttls(
     longest = 2000  # ms: SWITCHBOARD_HISTORY_TTL and SWITCHBOARD_PRESENCE_TTL here
     # The instance's own keys: the sweeper's short lock, and the index of channels with members,
     # which the sweeper empties as their presence expires.
-    own = {LOCK.encode(), INDEX.encode()}
+    own = {LOCK.encode(), EXPIRIES.encode()}
     left = {key: client.pttl(key) for key in set(client.keys("*")) - baseline - own}
     assert all(0 < ttl <= longest for ttl in left.values()), {k: t for k, t in left.items() if not 0 < t <= longest}
 

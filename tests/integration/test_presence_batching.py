@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio
 
 from app.broker import BrokerUnavailable
-from app.presence_redis import RedisPresence, key
+from app.presence_redis import RedisPresence
+from app.presence_scripts import key
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.timeout(60)

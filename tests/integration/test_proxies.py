@@ -89,12 +89,18 @@ async def signed_in(app: AppProcess, user: str = "alice", **data: Any) -> AsyncI
 
 
 async def test_connect_without_a_token_asks_the_backend(app: AppProcess, server: Backend) -> None:
-    headers = {"Cookie": "session=s3cr3t", "X-Internal-Secret": "never-forwarded", "User-Agent": "proxy-test"}
+    headers = {
+        "Cookie": "session=s3cr3t",
+        "Authorization": "Bearer from-the-page",
+        "X-Internal-Secret": "never-forwarded",
+        "User-Agent": "proxy-test",
+    }
     async with ws_connect(app.ws("/ws"), additional_headers=headers) as ws:
         proto = Proto(ws)
         reply = await proto.ok("connect", data={"user": "alice"})
         assert reply["user"] == "alice"
         assert reply["data"] == {"welcome": "alice"}
+        assert "hint" not in reply  # data and the Authorization header are read: by the backend
         sent = stats(server)["last"]["connect"]
         assert sent["body"] == {
             "client": reply["client"],
@@ -105,6 +111,7 @@ async def test_connect_without_a_token_asks_the_backend(app: AppProcess, server:
         }
         assert sent["headers"]["cookie"] == "session=s3cr3t"
         assert sent["headers"]["user-agent"] == "proxy-test"
+        assert sent["headers"]["authorization"] == "Bearer from-the-page"
         assert "x-internal-secret" not in sent["headers"]  # only the allowlist leaves
         await proto.ok("subscribe", channel="team:blue")  # the answer's channels are grants, as a JWT's
         members = await proto.ok("presence", channel="team:blue")

@@ -28,7 +28,7 @@ FOLDED = [
     "switchboard:control",
     "switchboard:probe:0",
     "switchboard:user:alice",
-    "switchboard:presence-channels",
+    "switchboard:presence-expiries",
     "switchboard:instances",
     "sb:chat",
     "Switchboard:Users",

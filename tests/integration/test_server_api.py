@@ -107,6 +107,17 @@ def test_both_header_spellings_are_accepted(three: Three) -> None:
         assert three.call("info", headers=headers).status_code == 200
 
 
+def test_an_unknown_method_lists_the_methods_in_the_reply(three: Three) -> None:
+    """Not "see /docs": the docs are off outside dev mode, and the apps here are not in dev mode."""
+    assert httpx.get(three.apps[0].http + "/docs").status_code == 404
+    error = three.call("publsh", {"channel": "x:a", "data": 1}).json()["error"]
+    assert error["code"] == 104
+    assert error["message"] == "no method 'publsh' (did you mean 'publish'?); the methods are in \"methods\""
+    assert "publish" in error["methods"]
+    assert all(three.call(method).status_code != 404 for method in error["methods"])
+    assert "did you mean" not in three.call("zzz").json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "body", "status", "code"),
     [

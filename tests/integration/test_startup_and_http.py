@@ -73,11 +73,15 @@ def test_dev_token_is_absent_in_production(prod_app: AppProcess) -> None:
     assert httpx.post(prod_app.http + "/dev/token", json={}).status_code == 404
 
 
-def test_dev_mode_prints_a_working_api_key_once(dev_app: AppProcess) -> None:
+def test_dev_mode_api_key_is_in_a_private_file_not_in_the_log(dev_app: AppProcess) -> None:
+    """stderr is a file here (as with `make run > log 2>&1`): the log names the key's file only."""
     lines = [line for line in dev_app.log_text().splitlines() if "server API key for this process" in line]
     assert len(lines) == 1
-    key = lines[0].rsplit(" ", 1)[1]
+    path = Path(lines[0].split(" is in ", 1)[1].split(" ", 1)[0])
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = path.read_text()
     assert len(key) >= 32
+    assert key not in dev_app.log_text()
     assert httpx.post(dev_app.http + "/api/v1/info", headers={"X-API-Key": key}).status_code == 200
     assert httpx.post(dev_app.http + "/api/v1/info", headers={"X-API-Key": key + "x"}).status_code == 401
 
@@ -213,7 +217,8 @@ async def test_tokens_are_redacted_at_trace_level_in_every_spelling(tmp_path: Pa
 def test_an_unknown_log_level_is_refused_with_one_line() -> None:
     result = run_app_expecting_exit({"SWITCHBOARD_DEV_MODE": "true", "SWITCHBOARD_LOG_LEVEL": "verbose"})
     assert result.returncode == 2
-    assert "log_level" in result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert "SWITCHBOARD_LOG_LEVEL: Input should be" in result.stderr
 
 
 async def test_handshakes_beyond_the_rate_get_503_with_retry_after(tmp_path: Path) -> None:

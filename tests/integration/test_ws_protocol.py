@@ -15,9 +15,10 @@ from websockets.asyncio.client import ClientConnection
 
 from app.auth import mint_token
 from app.config import Settings
+from app.routes.ws import HEADER_HINT
 from tests.integration.conftest import Cluster
 from tests.integration.wsproto import Proto, connected, is_pub
-from tests.support import TEST_SECRET, expect_close, recv_until, ws_connect
+from tests.support import TEST_SECRET, AppProcess, expect_close, recv_until, running, wait_until, ws_connect
 
 CONFIG = """
 [default]
@@ -87,6 +88,36 @@ async def test_connect_reply_names_client_user_expiry_and_ping(cluster: Cluster)
         assert anonymous.ws.response is not None
     async with ws_connect(cluster.a.ws(f"/ws?token={user_token('bob')}")) as ws:  # non-browser: query token
         assert (await Proto(ws).ok("connect"))["user"] == "bob"
+
+
+async def test_a_token_where_connect_never_reads_one_gets_a_hint(tmp_path: Path) -> None:
+    """A Bearer header on the handshake, or the token under another name, is anonymous: the reply
+    says why (and a debug line in the log), never echoing the token."""
+    jwt = user_token("ann")
+    env = {"SWITCHBOARD_LOG_LEVEL": "debug"}
+    closed = AppProcess("closed", tmp_path, {"SWITCHBOARD_ALLOW_ANONYMOUS": "false"})
+    with running(AppProcess("hints", tmp_path, env), closed) as (app, _):
+        # Where anonymous connections are refused, the refusal says why.
+        async with ws_connect(closed.ws("/ws"), additional_headers={"Authorization": f"Bearer {jwt}"}) as ws:
+            reply = await Proto(ws).call("connect")
+        assert reply["error"] == {"code": 101, "message": "token required", "hint": HEADER_HINT}
+        async with ws_connect(app.ws("/ws"), additional_headers={"Authorization": f"Bearer {jwt}"}) as ws:
+            reply = await Proto(ws).ok("connect")
+        assert (reply["user"], reply["hint"]) == ("", HEADER_HINT)
+        async with ws_connect(app.ws("/ws")) as ws:
+            reply = await Proto(ws).ok("connect", jwt=jwt, **{"x\u001b[31m": 1})
+        assert reply["user"] == ""
+        assert reply["hint"] == 'connect reads only "token"; ignored: jwt, x\u001b[31m'
+        async with ws_connect(app.ws("/ws"), additional_headers={"Authorization": f"Bearer {jwt}"}) as ws:
+            reply = await Proto(ws).ok("connect", token=jwt)
+        assert reply["user"] == "ann"
+        async with ws_connect(app.ws("/ws")) as ws:
+            assert "hint" not in await Proto(ws).ok("connect", token=jwt)
+        wait_until(lambda: "ignored fields 'jwt', 'x\\x1b[31m'" in app.log_text(), 5, "the debug line")
+        log = app.log_text()
+    assert "the handshake's Authorization header is ignored on /ws" in log
+    assert jwt not in log
+    assert "\u001b" not in log
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from app import instances, presence_redis, sweeper, users
+from app import instances, presence_scripts, sweeper, user_slots, users
 from app.auth import Identity
 from app.broker import redis as redis_broker
 from app.broker.memory import MemoryBroker
@@ -24,11 +24,13 @@ from tests.unit.test_hub import Member, conn
 # Every name Switchboard itself gives Redis, built the way the code builds it.
 INTERNAL_NAMES = [
     users.CONTROL,
-    users.SLOTS_PREFIX + "alice",
+    user_slots.SLOTS_PREFIX + "alice",
+    user_slots.EPOCH,
     redis_broker.CONTROL_CHANNEL,
     "switchboard:probe:0",  # app/broker/cluster.py's per-shard probe (f-string)
-    presence_redis.key("chat"),
-    presence_redis.INDEX,
+    presence_scripts.key("chat"),
+    presence_scripts.users_key("chat"),
+    presence_scripts.EXPIRIES,
     sweeper.LOCK,
     instances.KEY,
     *history_keys("chat"),
