@@ -192,6 +192,15 @@ async def test_a_refresh_the_backend_refuses_or_fails_closes_4002(app: AppProces
     assert made == 1 if user == "refresh-expired" else 2 <= made <= 6
 
 
+async def test_a_token_refresh_ends_the_server_side_refresh(app: AppProcess, server: Backend) -> None:
+    before = calls(server, "refresh")
+    async with signed_in(app, "takes-a-token", ttl=600) as proto:
+        await proto.ok("refresh", token=user_token("takes-a-token", ttl=2))
+        code, _ = await expect_close(proto.ws, timeout=6)  # the token's exp and grace, as any token's
+        assert code == 4002
+    assert calls(server, "refresh") == before  # the backend was not asked to renew a token
+
+
 # -- subscribe and publish ---------------------------------------------------------------------------
 
 
