@@ -20,22 +20,22 @@ LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 install: $(STAMP) ## Create .venv from the pinned requirements
 
-deps: ## Install missing Debian packages (redis-server, nginx-light, prometheus, chromium)
+deps: ## Install missing Debian packages (redis-server, nginx-light, prometheus, chromium, nodejs, npm)
 	@scripts/install-system-deps.sh
 
 run: install deps ## One dev-mode instance on http://$(HOST):$(PORT) with the in-memory broker
 	SWITCHBOARD_DEV_MODE=true $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 lint: install ## ruff
-	$(BIN)/ruff check app tests scripts bench loadtest gunicorn.conf.py
-	$(BIN)/ruff format --check app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check app clients/python tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format --check app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 typecheck: install ## mypy
 	$(BIN)/mypy
@@ -101,8 +101,8 @@ hadolint: install ## Lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
 fmt: install ## Format and autofix
-	$(BIN)/ruff format app tests scripts bench loadtest gunicorn.conf.py
-	$(BIN)/ruff check --fix app tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff format app clients/python tests scripts bench loadtest gunicorn.conf.py
+	$(BIN)/ruff check --fix app clients/python tests scripts bench loadtest gunicorn.conf.py
 
 clean: ## Remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules clients/js/dist

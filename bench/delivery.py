@@ -38,9 +38,9 @@ import redis.asyncio as aioredis
 from app.broker import HistoryOptions
 from app.broker.redis import RedisBroker
 from app.broker.scripts import history_keys
-from app.client import SwitchboardClient
 from app.protocol import header
 from bench.run import BIN, ROOT, SECRET, cpu_seconds, free_port, start_redis, wait_port
+from switchboard_client.realtime import SwitchboardClient
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -8,6 +8,8 @@ declare -A PACKAGE_FOR=(
   [prometheus]=prometheus
   [promtool]=prometheus
   [chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
 )
 missing=()
 for binary in "${!PACKAGE_FOR[@]}"; do

@@ -247,7 +247,7 @@ def python_env(console: Console) -> dict[str, str]:
     """The environment a page's Python runs in: the terminal's variables, the repository importable."""
     done = console._bash("env -0")
     env = dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
-    paths = [str(ROOT), str(ROOT / "clients" / "python")]
+    paths = [str(ROOT), str(ROOT / "clients" / "python" / "src")]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env["PYTHONPATH"]] if env.get("PYTHONPATH") else paths)
     return env
 

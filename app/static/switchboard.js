@@ -18,8 +18,25 @@
 //   dropped       {message}          the outgoing queue was full: the oldest message was dropped
 //   error         {error}
 
-/** Close codes after which retrying cannot help: the server refused this client. */
-export const TERMINAL_CODES = Object.freeze([1003, 1008]);
+/**
+ * Close codes after which retrying with the same credentials cannot help, so the client stops:
+ * 1003 and 1008 (the server refused this client or its token), 4003 (the server API's
+ * `disconnect`, e.g. "account suspended") and 4004 (the user's connection limit). Any other 4xxx
+ * code is one a `disconnect` chose: terminal too (see isTerminal).
+ */
+export const TERMINAL_CODES = Object.freeze([1003, 1008, 4003, 4004]);
+
+/** Server codes about this one connection, which a reconnect fixes: slow consumer, no pong, token expired. */
+export const TRANSIENT_SERVER_CODES = Object.freeze([4000, 4001, 4002]);
+
+/**
+ * Whether a close with this code ends the client instead of starting a reconnect.
+ * @param {number} code
+ * @returns {boolean}
+ */
+export function isTerminal(code) {
+  return TERMINAL_CODES.includes(code) || (code >= 4000 && code <= 4999 && !TRANSIENT_SERVER_CODES.includes(code));
+}
 
 /**
  * Full-jitter exponential backoff: a uniformly random delay in [0, min(cap, base * 2^attempt)).
@@ -156,7 +173,7 @@ class Reconnecting extends EventTarget {
 
   /** After a close: emit `close`, then retry (with backoff) unless stopped or refused for good. */
   closed(code, reason) {
-    const terminal = TERMINAL_CODES.includes(code);
+    const terminal = isTerminal(code);
     const willReconnect = !this.stopped && !terminal && this.attempt < this.options.maxRetries;
     this.emit("close", { code, reason, terminal, willReconnect });
     if (willReconnect) this.retry();
@@ -285,7 +302,7 @@ export class SwitchboardClient extends Reconnecting {
     clearTimeout(this.deadTimer);
     const socket = this.socket;
     this.deadTimer = setTimeout(() => {
-      if (socket === this.socket) socket.close(4002, "no frames: connection presumed dead");
+      if (socket === this.socket) socket.close(4001, "no frames: connection presumed dead"); // 4001: not terminal
     }, this.options.deadAfter);
   }
 
@@ -310,24 +327,53 @@ export class SwitchboardClient extends Reconnecting {
 
 /** An error reply from the server: `code` is from the protocol's table (103 permission denied...). */
 export class CommandError extends Error {
+  /** @param {number} code @param {string} message */
   constructor(code, message) {
     super(`${code}: ${message}`);
     this.code = code;
   }
 }
 
+/**
+ * A publication as a subscription's `publication` handler gets it (docs/protocol.md).
+ * @typedef {object} Publication
+ * @property {"pub"} op
+ * @property {string} channel
+ * @property {unknown} data
+ * @property {number} offset  0 on a channel without history
+ * @property {string} epoch
+ * @property {{client: string, user: string, info?: unknown} | undefined} [info]  the publisher
+ */
+
+/**
+ * What a subscription calls, all optional.
+ * @typedef {object} SubscriptionHandlers
+ * @property {(pub: Publication, sub: Subscription) => void} [publication]
+ * @property {(info: unknown, sub: Subscription) => void} [join]
+ * @property {(info: unknown, sub: Subscription) => void} [leave]
+ * @property {(reply: Record<string, unknown>, sub: Subscription) => void} [subscribed]
+ * @property {(detail: {ok: boolean, count?: number, reason?: string, offset: number, epoch: string}, sub: Subscription) => void} [recovered]
+ * @property {(detail: {code: number, reason: string}, sub: Subscription) => void} [unsubscribed]
+ * @property {(error: CommandError, sub: Subscription) => void} [error]
+ */
+
 /** One channel on a Switchboard connection; resumed from its own position after reconnects. */
 export class Subscription {
+  /** @param {Switchboard} client @param {string} channel @param {SubscriptionHandlers} [handlers] */
   constructor(client, channel, handlers) {
     this.client = client;
     this.channel = channel;
+    /** @type {SubscriptionHandlers} */
     this.handlers = handlers || {};
     /** @type {{offset: number, epoch: string} | null} */
     this.position = null;
     this.state = "subscribing"; // "subscribing" | "subscribed" | "unsubscribed"
   }
 
-  /** Leave the channel: no publication of it reaches the handlers afterwards. */
+  /**
+   * Leave the channel: no publication of it reaches the handlers afterwards.
+   * @returns {Promise<unknown>}
+   */
   unsubscribe() {
     if (this.state === "unsubscribed") return Promise.resolve();
     this.state = "unsubscribed";
@@ -335,6 +381,7 @@ export class Subscription {
     return this.client.ready ? this.client.command("unsubscribe", { channel: this.channel }).catch(() => {}) : Promise.resolve();
   }
 
+  /** @param {keyof SubscriptionHandlers} name @param {any} detail */
   call(name, detail) {
     const handler = this.handlers[name];
     if (handler) {
@@ -346,6 +393,7 @@ export class Subscription {
     }
   }
 
+  /** @param {number} offset @param {string} epoch */
   moveTo(offset, epoch) {
     if (offset) this.position = { offset, epoch };
   }
@@ -386,7 +434,8 @@ export class Switchboard extends Reconnecting {
   /**
    * Subscribe now, or as soon as connected; every reconnect resumes from the last offset seen.
    * @param {string} channel
-   * @param {object} [handlers]
+   * @param {SubscriptionHandlers} [handlers]
+   * @returns {Subscription}
    */
   subscribe(channel, handlers) {
     const existing = this.subscriptions.get(channel);
@@ -397,21 +446,41 @@ export class Switchboard extends Reconnecting {
     return sub;
   }
 
-  /** Publish; resolves with the offset once the server has stored it (0 without history). */
+  /**
+   * Publish; resolves with the offset once the server has stored it (0 without history).
+   * @param {string} channel
+   * @param {unknown} data
+   * @returns {Promise<number>}
+   */
   async publish(channel, data) {
     return (await this.command("publish", { channel, data })).offset;
   }
 
-  /** `{clients, users}` across the cluster, for a channel this client is subscribed to. */
+  /**
+   * `{clients, users}` across the cluster, for a channel this client is subscribed to.
+   * @param {string} channel
+   * @returns {Promise<Record<string, any>>}
+   */
   presenceStats(channel) {
     return this.command("presence_stats", { channel });
   }
 
+  /**
+   * A page of the channel's history: `{publications, offset, epoch}`.
+   * @param {string} channel
+   * @param {{since?: number, epoch?: string, limit?: number}} [fields]
+   * @returns {Promise<Record<string, any>>}
+   */
   history(channel, fields = {}) {
     return this.command("history", { channel, ...fields });
   }
 
-  /** Send a command once connected; resolves with the ok reply, rejects with a CommandError. */
+  /**
+   * Send a command once connected; resolves with the ok reply, rejects with a CommandError.
+   * @param {string} op
+   * @param {Record<string, unknown>} [fields]
+   * @returns {Promise<Record<string, any>>}
+   */
   command(op, fields = {}) {
     return new Promise((resolve, reject) => {
       const item = { op, fields, resolve, reject };
@@ -566,7 +635,7 @@ export class Switchboard extends Reconnecting {
     clearTimeout(this.timers.dead);
     const socket = this.socket;
     this.timers.dead = setTimeout(() => {
-      if (socket === this.socket) socket.close(4999, "no frames: connection presumed dead");
+      if (socket === this.socket) socket.close(4001, "no frames: connection presumed dead"); // 4001: not terminal
     }, this.pingSeconds * 2000 + 5000);
   }
 

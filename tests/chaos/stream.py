@@ -1,6 +1,6 @@
 """A numbered message stream and subscribers that count what they got, for the chaos tests.
 
-Subscribers are ``app.client.SwitchboardClient``s (the package's own reconnecting, resuming
+Subscribers are ``switchboard_client.realtime.SwitchboardClient``s (the package's own reconnecting, resuming
 client) on ``/ws/global/{channel}``. Each records every frame as it arrives, so a duplicate or a
 reordering is seen, not smoothed over. The publisher posts ``{"n": 1..total}`` over HTTP and
 retries refused publishes (503 while Redis is down, a dead instance): a refusal means "not
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from app.client import SwitchboardClient
+from switchboard_client.realtime import SwitchboardClient
 from tests.support import API_HEADERS, AppProcess
 
 

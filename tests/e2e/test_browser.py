@@ -294,6 +294,7 @@ CLIENT_UNIT_CHECKS = """async () => {
   out.clientQueue = client.queue.items;
   out.clientDropped = dropped;
   out.terminal = m.TERMINAL_CODES;
+  out.stops = [1003, 1008, 4003, 4004, 4010, 4999, 1006, 1011, 1012, 4000, 4001, 4002].map(m.isTerminal);
   return out;
 }"""
 
@@ -333,7 +334,7 @@ RESUME_CHECK = """async ({wsUrl, channel, firstMessage, apiKey}) => {
   await until(() => contents.length === 1);
   let release;
   gate = {promise: new Promise((r) => { release = r; })};
-  client.socket.close(4999, "test: network blip");
+  client.socket.close(4001, "test: network blip");  // 4001: a code the client retries
   await until(() => client.state === "reconnecting");
   for (const n of [2, 3, 4]) await publish(n);
   gate = null;
@@ -393,7 +394,9 @@ async def test_client_backoff_and_queue_bounds_in_the_browser(
     assert result["sizeAfter"] == 0
     assert result["clientQueue"] == ['{"x":"c"}', '{"x":"d"}']
     assert result["clientDropped"] == ['{"x":"a"}', '{"x":"b"}']
-    assert result["terminal"] == [1003, 1008]
+    assert result["terminal"] == [1003, 1008, 4003, 4004]
+    # Refusals and the server's disconnects stop the client; connection troubles retry.
+    assert result["stops"] == [True] * 6 + [False] * 6
 
 
 PROTOCOL_CHECK = """async ({apiKey, user}) => {

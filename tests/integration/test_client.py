@@ -1,4 +1,4 @@
-"""app.client against real instances: delivery, failover with queued sends, terminal refusals."""
+"""switchboard_client.realtime against real instances: delivery, failover with queued sends, terminal refusals."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import contextlib
 import itertools
 from pathlib import Path
 
-from app.client import SwitchboardClient
+import httpx
+
+from switchboard_client.realtime import SwitchboardClient
 from tests.integration.conftest import Cluster, start_cluster, token
-from tests.support import recv_until, running, send_json, ws_connect
+from tests.support import API_HEADERS, recv_until, running, send_json, ws_connect
 
 
 async def test_clients_on_two_instances_receive_each_message_once(cluster: Cluster) -> None:
@@ -56,6 +58,23 @@ async def test_a_refused_token_stops_without_retrying(cluster: Cluster) -> None:
         with contextlib.suppress(EOFError):
             await client.receive(10)
         assert client.close_codes == [1008]
+        assert client.terminal
+        assert client.connections == 1
+
+
+async def test_a_server_disconnect_stops_without_retrying(cluster: Cluster) -> None:
+    """The server API's ``disconnect`` reaches tutorial sockets too, and the client stays away."""
+    url = cluster.a.ws(f"/ws/secure?token={token('suspended-sam')}")
+    async with SwitchboardClient(url, base_delay=0.01, max_delay=0.05) as client:
+        await asyncio.wait_for(client.connected.wait(), 10)
+        httpx.post(
+            f"{cluster.b.http}/api/v1/disconnect",
+            headers=API_HEADERS,
+            json={"user": "suspended-sam", "reason": "account suspended"},
+            timeout=5,
+        ).raise_for_status()
+        await asyncio.wait_for(client._ended.wait(), 10)  # _run returned: no reconnect
+        assert client.close_codes == [4003]
         assert client.terminal
         assert client.connections == 1
 

@@ -1,4 +1,4 @@
-"""app.client.Client (the /ws protocol) against real instances: many channels, failover, refresh."""
+"""switchboard_client.realtime.Client (the /ws protocol) against real instances: many channels, failover, refresh."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.api_client import SwitchboardAPI
 from app.auth import mint_token
-from app.client import Client, CommandError
 from app.config import Settings
+from switchboard_client.api import SwitchboardAPI
+from switchboard_client.realtime import Client, CommandError
 from tests.integration.conftest import start_cluster
 from tests.support import TEST_API_KEY, TEST_SECRET, running
 
@@ -119,5 +119,41 @@ async def test_the_server_api_reaches_the_client(tmp_path: Path) -> None:
                 await api.unsubscribe("ann", "assigned")
                 with pytest.raises(EOFError):
                     await assigned.get(5)
+    finally:
+        redis_server.stop()
+
+
+async def test_a_server_disconnect_ends_the_client_for_good(tmp_path: Path) -> None:
+    """``disconnect`` ("account suspended") must not be undone by the client reconnecting (4003)."""
+    redis_server, a, b = start_cluster(tmp_path)
+    try:
+        with running(a, b):
+            async with (
+                Client(a.ws("/ws"), token=user_token("mal"), base_delay=0.01, max_delay=0.05) as client,
+                SwitchboardAPI(b.http, TEST_API_KEY) as api,
+            ):
+                sub = await client.subscribe("news")
+                await api.disconnect("mal", reason="account suspended")
+                await asyncio.wait_for(client._stopped.wait(), 10)  # _run returned: no reconnect
+                assert client.close_codes == [4003]
+                assert client.connections == 1
+                with pytest.raises(ConnectionError, match="4003"):
+                    await sub.get(5)
+    finally:
+        redis_server.stop()
+
+
+async def test_the_user_connection_limit_ends_the_client(tmp_path: Path) -> None:
+    redis_server, a, _ = start_cluster(tmp_path, {"SWITCHBOARD_USER_CONNECTION_LIMIT": "1"})
+    try:
+        with running(a):
+            async with Client(a.ws("/ws"), token=user_token("max")) as first:
+                await first.subscribe("x")  # holds the user's one slot
+                second = Client(a.ws("/ws"), token=user_token("max"), base_delay=0.01, max_delay=0.05)
+                second.start()
+                await asyncio.wait_for(second._stopped.wait(), 10)
+                assert second.close_codes == [4004]
+                assert second.connections == 1
+                await second.close()
     finally:
         redis_server.stop()

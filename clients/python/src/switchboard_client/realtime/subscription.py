@@ -1,4 +1,4 @@
-"""A ``/ws`` channel as ``app.client.Client`` hands it out: a bounded, iterable stream of publications."""
+"""A ``/ws`` channel as ``Client`` hands it out: a bounded, iterable stream of publications."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.client.protocol import Client
+    from switchboard_client.realtime.protocol import Client
 
 
 class CommandError(Exception):

@@ -31,16 +31,31 @@ class APIError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+INTERNAL = 100  # the protocol's code for "no code of its own", as in the server's error table
+
+
 def _result(response: httpx.Response) -> dict[str, Any]:
+    """The reply's JSON object, or ``APIError`` for anything else.
+
+    Not every reply is Switchboard's: a proxy or gateway in front of it answers with its own bodies
+    (``{"error": "text"}``, HTML, plain text). Those raise ``APIError`` too, with code 100 and the
+    body's text as the message, never an ``AttributeError`` or ``ValueError`` from parsing them.
+    """
     try:
-        body = response.json()
+        body: Any = response.json()
     except ValueError:
-        body = {}
-    if response.status_code != 200:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        raise APIError(response.status_code, int(error.get("code", 100)), str(error.get("message", response.text)))
-    found: dict[str, Any] = body
-    return found
+        body = None
+    if response.status_code == 200 and isinstance(body, dict):
+        return body
+    if response.status_code == 200:
+        raise APIError(200, INTERNAL, f"the reply is not a JSON object: {response.text[:200]}")
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        code = code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL
+        raise APIError(response.status_code, code, response.text if message is None else str(message))
+    message = error if isinstance(error, str) else response.text
+    raise APIError(response.status_code, INTERNAL, message)
 
 
 def _retriable(exc: Exception) -> bool:

@@ -7,7 +7,8 @@
             print(pub.offset, pub.data)
 
 * Reconnects with the same full-jitter backoff as ``SwitchboardClient`` and stops on a terminal
-  close code (1003, 1008: retrying cannot help).
+  close code (``is_terminal``: 1003, 1008, and the server's 4xxx codes but 4000-4002, such as 4003
+  from the server API's ``disconnect``): retrying with the same token cannot help.
 * After a reconnect every subscription is resumed from its own last offset (``since``/``epoch``):
   the server pushes what it missed, in order, then live publications. If history could not cover
   the gap, ``Subscription.lost`` says why: resync that channel from your own source of truth.
@@ -35,8 +36,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from app.client.channel import TERMINAL_CODES, backoff_delay
-from app.client.subscription import CommandError, Publication, Subscription
+from switchboard_client.realtime.channel import backoff_delay, is_terminal
+from switchboard_client.realtime.subscription import CommandError, Publication, Subscription
 
 TokenSource = str | Callable[[], str | Awaitable[str]] | None
 UrlSource = str | Callable[[], str | Awaitable[str]]
@@ -207,7 +208,7 @@ class Client:
                 rcvd = self._ws.protocol.close_rcvd if self._ws is not None else None
                 self.close_codes.append(rcvd.code if rcvd is not None else None)
                 self._ws = None
-                if self.close_codes[-1] in TERMINAL_CODES:
+                if is_terminal(self.close_codes[-1]):
                     self._end(ConnectionError(f"refused by the server ({self.close_codes[-1]})"))
                     return
                 await asyncio.sleep(backoff_delay(attempt, self.base_delay, self.max_delay))
@@ -221,7 +222,16 @@ class Client:
         reader = asyncio.create_task(self._read(ws))
         try:
             token = await self._token()
-            reply = await self._send_command("connect", {"token": token} if token else {})
+            try:
+                reply = await self._send_command("connect", {"token": token} if token else {})
+            except CommandError:
+                # The server closes after refusing a connect (1008, or 4004 after error 106), and
+                # its close code decides whether to retry. Leaving the `async with` now would close
+                # first, with 1011, and turn a terminal refusal into a retry.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.reply_timeout):
+                        await ws.wait_closed()
+                raise
             self.client_id = reply["client"]
             self._schedule_refresh(reply.get("expires"))
             # Resume every channel from its own position before anything else is sent.

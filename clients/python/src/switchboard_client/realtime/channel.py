@@ -5,8 +5,9 @@
         async for frame in client:
             print(frame)
 
-* Reconnects with full-jitter exponential backoff, and stops on terminal close codes (1008: auth
-  or policy, 1003), where retrying cannot help.
+* Reconnects with full-jitter exponential backoff, and stops on terminal close codes, where
+  retrying cannot help: 1008 (auth or policy), 1003, and the server's own 4xxx codes but
+  4000-4002 (4003: the server API's ``disconnect``; 4004: the user's connection limit).
 * ``url`` may be a function (sync or async) called before every connect: rotate servers, or put a
   fresh token in.
 * ``send`` while disconnected queues (bounded; the oldest message is dropped and counted beyond
@@ -37,7 +38,23 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-TERMINAL_CODES = frozenset({1003, 1008})
+# Close codes after which retrying with the same credentials cannot help, so the client stops:
+# 1003 and 1008 (the server refused this client or its token), 4003 (the server API's
+# `disconnect`, e.g. "account suspended") and 4004 (the user's connection limit). Every other 4xxx
+# code is one the server API's `disconnect` chose, terminal too. Only 4000 (slow consumer), 4001
+# (no pong) and 4002 (token expired: a token function gives a fresh one) are about this one
+# connection, and a reconnect fixes them; 1000-class codes (1012 draining, 1013, 1011) do too.
+TERMINAL_CODES = frozenset({1003, 1008, 4003, 4004})
+TRANSIENT_SERVER_CODES = frozenset({4000, 4001, 4002})
+
+
+def is_terminal(code: int | None) -> bool:
+    """Whether a close with ``code`` ends the client instead of starting a reconnect."""
+    if code is None:
+        return False
+    return code in TERMINAL_CODES or (4000 <= code <= 4999 and code not in TRANSIENT_SERVER_CODES)
+
+
 _END = object()  # put in the receive buffer when the client stops
 UrlSource = str | Callable[[], str | Awaitable[str]]
 
@@ -154,7 +171,7 @@ class SwitchboardClient:
 
     @property
     def terminal(self) -> bool:
-        return bool(self.close_codes) and self.close_codes[-1] in TERMINAL_CODES
+        return bool(self.close_codes) and is_terminal(self.close_codes[-1])
 
     async def _resolve_url(self) -> str:
         if isinstance(self._url, str):
