@@ -20,17 +20,24 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from app.auth_config import (
+    HMAC_ALGORITHMS,
+    MIN_SECRET_BYTES,
+    EnvProvider,
+    JwksOptions,
+    ProviderConfig,
+    check_algorithms,
+    check_providers,
+    check_secret,
+)
+from app.auth_config import (
+    check_url as check_http_url,
+)
 from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
-from app.namespaces import Namespaces, check_proxy_url, load_namespaces
-
-# Symmetric algorithms only: a secret is all Settings holds. "none" is never accepted.
-SUPPORTED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-MIN_SECRET_BYTES = 32
-# Secrets that appear in docs and examples; refusing them catches copy-paste deployments.
-KNOWN_WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key"})
+from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
 
 
 def _default_instance_id() -> str:
@@ -57,7 +64,8 @@ class Settings(BaseSettings):
     redis_max_connections: int = 16
 
     jwt_secret: SecretStr = SecretStr("")
-    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    # Empty: HS256 with a secret, RS256 with a key source (below). "none" is never accepted.
+    jwt_algorithms: Annotated[list[str], NoDecode] = []
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
@@ -131,11 +139,27 @@ class Settings(BaseSettings):
     # the cluster a refresh every PRESENCE_TTL/3, so anonymous connections get a cap of their own.
     max_channels_anonymous: int = 16
 
+    # -- Tokens from identity providers (docs/auth.md). One key source for the SWITCHBOARD_JWT_*
+    # provider (instead of JWT_SECRET); more providers in SWITCHBOARD_CONFIG's [[auth.providers]].
+    jwt_public_key: str | None = None  # PEM, inline or a file path
+    jwks_url: str | None = None
+    oidc_issuer: str | None = None  # discovery: <issuer>/.well-known/openid-configuration
+    # An unknown kid refetches at most this often; Cache-Control max-age is clamped to
+    # [JWKS_MIN_REFRESH, JWKS_MAX_TTL] (JWKS_CACHE_TTL without one); held keys outlive a provider
+    # outage by JWKS_MAX_STALE; one fetch (discovery included) takes at most JWKS_TIMEOUT.
+    jwks_min_refresh: float = 30.0
+    jwks_cache_ttl: float = 300.0
+    jwks_max_ttl: float = 3600.0
+    jwks_max_stale: float = 86400.0
+    jwks_timeout: float = 5.0
+
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
     _generated_api_key: bool = PrivateAttr(default=False)
     _hooks: object | None = PrivateAttr(default=None)
+    _file: ConfigFile | None = PrivateAttr(default=None)
+    _auth_providers: list[ProviderConfig] = PrivateAttr(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -184,6 +208,21 @@ class Settings(BaseSettings):
     def generated_secret(self) -> bool:
         return self._generated_secret
 
+    @property
+    def auth_providers(self) -> list[ProviderConfig]:
+        return self._auth_providers
+
+    @property
+    def jwks_options(self) -> JwksOptions:
+        return JwksOptions(
+            self.jwks_min_refresh, self.jwks_cache_ttl, self.jwks_max_ttl, self.jwks_max_stale, self.jwks_timeout
+        )
+
+    @property
+    def hmac_algorithm(self) -> str:
+        """What mint_token signs with: the first of JWT_ALGORITHMS when they are HMAC ones."""
+        return self.jwt_algorithms[0] if self.jwt_algorithms and self.jwt_algorithms[0] in HMAC_ALGORITHMS else "HS256"
+
     @field_validator("jwt_algorithms", "allowed_origins", "api_keys", "proxy_headers", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -192,11 +231,18 @@ class Settings(BaseSettings):
     @field_validator("jwt_algorithms")
     @classmethod
     def _pinned_algorithms(cls, value: list[str]) -> list[str]:
-        unsupported = [alg for alg in value if alg not in SUPPORTED_JWT_ALGORITHMS]
-        if unsupported or not value:
-            raise ValueError(
-                f"unsupported JWT algorithms {unsupported or value}; choose from {sorted(SUPPORTED_JWT_ALGORITHMS)}"
-            )
+        return check_algorithms(value) if value else value
+
+    @field_validator("jwks_url", "oidc_issuer")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("jwks_min_refresh", "jwks_cache_ttl", "jwks_max_ttl", "jwks_max_stale", "jwks_timeout")
+    @classmethod
+    def _positive_jwks_seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
         return value
 
     @field_validator(
@@ -277,7 +323,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _load_files(self) -> Settings:
         # Checked here so that a bad file or hook stops start-up with one line (load_settings).
-        self._namespaces = load_namespaces(self.config, self.history)
+        self._file = read_config(self.config)
+        self._namespaces = Namespaces(self._file, self.history, self.config.name if self.config else "")
         self._hooks = load_hooks(self.hooks) if self.hooks else None
         return self
 
@@ -300,22 +347,30 @@ class Settings(BaseSettings):
         secret = self.jwt_secret.get_secret_value()
         if any(hmac.compare_digest(key.get_secret_value(), secret) for key in self.api_keys if secret):
             raise ValueError("an API key must not equal SWITCHBOARD_JWT_SECRET: a user's token is never a credential")
-        if self.dev_mode:
-            if not secret:
-                # Random per process: fine for one dev instance, and tokens minted by /dev/token work.
-                self.jwt_secret = SecretStr(secrets.token_urlsafe(48))
-                self._generated_secret = True
-            return self
-        if not secret:
-            raise ValueError(
-                "SWITCHBOARD_JWT_SECRET is empty; set a random secret of at least "
-                f"{MIN_SECRET_BYTES} bytes, or SWITCHBOARD_DEV_MODE=true for local development"
-            )
-        if secret.lower() in KNOWN_WEAK_SECRETS or len(secret.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(
-                f"SWITCHBOARD_JWT_SECRET is a default or shorter than {MIN_SECRET_BYTES} bytes; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
+        env = EnvProvider(
+            self.jwt_secret,
+            self.jwt_algorithms,
+            self.jwt_issuer,
+            self.jwt_audience,
+            self.jwt_public_key,
+            self.jwks_url,
+            self.oidc_issuer,
+        )
+        sources = env.key_sources()
+        from_file = self._file.auth.providers if self._file else []
+        if not secret and not sources and not from_file:
+            if not self.dev_mode:
+                raise ValueError(
+                    "SWITCHBOARD_JWT_SECRET is empty; set a random secret of at least "
+                    f"{MIN_SECRET_BYTES} bytes, or a key source (SWITCHBOARD_OIDC_ISSUER, SWITCHBOARD_JWKS_URL, "
+                    "SWITCHBOARD_JWT_PUBLIC_KEY; docs/auth.md), or SWITCHBOARD_DEV_MODE=true for local development"
+                )
+            # Random per process: fine for one dev instance, and tokens minted by /dev/token work.
+            self.jwt_secret = SecretStr(secrets.token_urlsafe(48))
+            self._generated_secret = True
+        elif secret and not self.dev_mode:
+            check_secret(secret, "SWITCHBOARD_JWT_SECRET")
+        self._auth_providers = check_providers([*env.providers(self.jwt_secret), *from_file])
         return self
 
 

@@ -28,6 +28,7 @@ A hook never overrides a user-limited channel (``dm:#alice,bob``) or a ``server`
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ class ClientInfo:
     name: str
     info: dict[str, Any] | None
     channels: tuple[str, ...]
+    # Every claim of the connection's token, as verified (docs/auth.md); empty when anonymous.
+    claims: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,13 @@
-"""Logging config shared by ``python -m app`` and gunicorn, with secrets redacted.
+"""Logging config shared by ``python -m app`` and gunicorn, with secrets redacted and client text escaped.
 
 uvicorn logs every WebSocket handshake with its full query string, and tokens travel there
 (``/ws/secure?token=...``). The filter rewrites such values before any handler formats them, at
 every level (uvicorn's ``trace`` logs whole ASGI scopes), in any spelling of the parameter's name
 (percent-encoded, upper-case), and wherever something that looks like a JWT appears.
+
+Client text reaches logs in arguments, in request lines, and in exception messages. So the same
+filter escapes control characters (``\n`` becomes the two characters ``\\n``) in the message and
+every argument, and indents every line of a traceback: no client can start a log line of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ _PARAM = re.compile(r"([A-Za-z0-9_.~%+\-]+)=([^&\s\"',;]*)")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 # Loggers that print request lines; filters on a logger see only records logged to it directly.
 REQUEST_LOGGERS = ("uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything a terminal or a
+# log shipper may take for the end of a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+TRACEBACK_INDENT = "    "
+
+
+def escape(text: str) -> str:
+    """Control characters as Python escapes: one record stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _param(match: re.Match[str]) -> str:
@@ -41,24 +54,29 @@ def redact(text: str) -> str:
 
 
 def _redact_arg(arg: object) -> object:
+    if isinstance(arg, int | float | None):
+        return arg  # numbers keep their type for %d
     if isinstance(arg, str):
-        return redact(arg)
-    if isinstance(arg, bytes | bytearray | dict | list | tuple):
-        # uvicorn's trace level logs ASGI scopes and messages (query strings as bytes): format
-        # them as %s would, then redact. Numbers keep their type for %d.
-        return redact(str(arg))
-    return arg
+        return escape(redact(arg))
+    # uvicorn's trace level logs ASGI scopes and messages (query strings as bytes), and an
+    # exception's text may quote a client: format as %s would, then redact and escape.
+    return escape(redact(str(arg)))
 
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
+            record.msg = escape(redact(record.msg))
         if isinstance(record.args, tuple):
             # uvicorn's access formatter unpacks args positionally: keep the tuple's shape.
             record.args = tuple(_redact_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            # Formatters use exc_text when it is set: an exception message that quotes a client
+            # cannot start a line of its own.
+            text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = "\n".join(TRACEBACK_INDENT + escape(line) for line in text.splitlines())
         return True
 
 

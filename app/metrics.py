@@ -293,3 +293,18 @@ async def serve_on_port(host: str, port: int) -> asyncio.Server:
             writer.close()
 
     return await asyncio.start_server(handle, host, port, reuse_port=True)
+
+
+# Identity providers' keys (app/jwks.py): fetches by result, keys held per provider, entries refused.
+JWKS_FETCHES = Counter("switchboard_jwks_fetches", "JWKS and discovery fetches by result", ["result"])
+for _result in ("ok", "status", "too_large", "timeout", "invalid", "error"):
+    JWKS_FETCHES.labels(_result)
+JWKS_KEYS = Gauge(
+    "switchboard_jwks_keys",
+    "Signing keys held per provider (from configuration)",
+    ["provider"],
+    multiprocess_mode="livemax",
+)
+JWKS_KEYS_REFUSED = Counter(
+    "switchboard_jwks_keys_refused", "JWKS entries refused: private key material, or not a signing key", ["reason"]
+)

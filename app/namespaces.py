@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.auth_config import AuthSection
 from app.broker.base import HistoryOptions
 from app.reserved import reserved
 
@@ -92,6 +93,8 @@ class ConfigFile(BaseModel):
     default: Namespace = Namespace()
     namespaces: dict[str, Namespace] = {}
     rpc: Rpc = Rpc()
+    # Token providers (docs/auth.md): the same file, read once, so one file says who may do what.
+    auth: AuthSection = AuthSection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +172,13 @@ class Namespaces:
 
 def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
     """Read and check the file; raises ConfigError with one line that names the key and the problem."""
+    return Namespaces(read_config(path), history, path.name if path else "")
+
+
+def read_config(path: Path | None) -> ConfigFile | None:
+    """The whole file, checked (None without one); raises ConfigError with one line."""
     if path is None:
-        return Namespaces(None, history)
+        return None
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -182,7 +190,7 @@ def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(part) for part in err["loc"])
-        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {where}: {problem}") from None
     for where, url in _proxy_urls(config):
         try:
@@ -198,7 +206,7 @@ def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
             raise ConfigError(
                 f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"
             )
-    return Namespaces(config, history, path.name)
+    return config
 
 
 def _proxy_urls(config: ConfigFile) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from app import metrics
-from app.auth import AuthError, Identity, verify_subscription_token
+from app.auth import Authenticator, AuthError, Identity
 from app.config import Settings
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.grants import Grants
@@ -159,8 +159,11 @@ class Caller(Protocol):
 
 
 class Permissions:
-    def __init__(self, settings: Settings, hooks: Hooks, proxies: Proxies | None = None) -> None:
+    def __init__(
+        self, settings: Settings, hooks: Hooks, auth: Authenticator | None = None, proxies: Proxies | None = None
+    ) -> None:
         self._settings = settings
+        self.auth = auth or Authenticator.from_settings(settings)
         self.namespaces = settings.namespaces
         self.hooks = hooks
         self.proxies = proxies  # the namespaces' subscribe_proxy and publish_proxy go through it
@@ -178,7 +181,7 @@ class Permissions:
         self._check_user_limited(user, channel)
         granted = False
         if token is not None:
-            self._check_subscription_token(token, user, channel)
+            await self._check_subscription_token(token, user, channel)
             granted = True
         allowed = await self._ask("on_subscribe", caller, channel)
         granted = granted or allowed is not None or _matches(caller.grants, channel)
@@ -230,22 +233,22 @@ class Permissions:
         if users is not None and (not user or user not in users):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "this channel is limited to the users it names")
 
-    def _check_subscription_token(self, token: object, user: str, channel: str) -> None:
+    async def _check_subscription_token(self, token: object, user: str, channel: str) -> None:
         if not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
         try:
-            verify_subscription_token(token, self._settings, user, channel)
+            await self.auth.verify_subscription(token, user, channel)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(f"subscription_{exc.reason}").inc()
             if exc.reason == "expired":
                 raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "subscription token expired") from None
             if exc.reason in ("wrong_user", "wrong_channel"):
                 raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"subscription token: {exc.reason}") from None
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"subscription token: {exc.reason}") from None
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"subscription token: {exc.detail}") from None
 
 
 def client_info(client: str, identity: Identity) -> ClientInfo:
-    return ClientInfo(client, identity.user_id, identity.name, identity.info, identity.channels)
+    return ClientInfo(client, identity.user_id, identity.name, identity.info, identity.channels, identity.claims)
 
 
 def _matches(grants: Grants | None, channel: str) -> bool:

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from app import __version__, admission, drain, metrics
 from app.admission import HandshakeRate
+from app.auth import Authenticator
 from app.broker import Broker, create_broker, redis_client
 from app.config import Settings
 from app.hub import Hub
@@ -36,6 +37,7 @@ class Services:
     users: Users
     instances: Instances
     handshakes: HandshakeRate
+    auth: Authenticator
     proxies: Proxies
     draining: bool = field(default=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -52,21 +54,24 @@ class Services:
         hub = Hub(broker, settings.namespaces)
         ttl = settings.presence_ttl
         client = redis_client(broker)
+        auth = Authenticator.from_settings(settings)
         proxies = Proxies(settings, Backend(settings))
         return cls(
             settings=settings,
             broker=broker,
             hub=hub,
             presence=create_presence(broker, ttl),
-            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), proxies),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth, proxies),
             users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
             instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
             handshakes=HandshakeRate(settings.max_handshakes_per_second, admission.workers()),
+            auth=auth,
             proxies=proxies,
         )
 
     async def start(self) -> None:
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+        await self.auth.start()  # JWKS fetches begin; a provider that is down delays nothing
         await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
         await self.users.start()
         await self.presence.start()
@@ -89,6 +94,7 @@ class Services:
         await self.users.close()
         await self.hub.close()
         await self.broker.close()
+        await self.auth.close()
         await self.proxies.backend.close()
 
     def ready(self) -> bool:

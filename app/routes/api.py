@@ -109,10 +109,14 @@ class TokenRequest(BaseModel):
     info: dict[str, str] | None = Field(default=None, max_length=8)
 
 
-@dev_router.post("/dev/token")
-async def dev_token(request: Request, body: TokenRequest | None = None) -> dict[str, str]:
+@dev_router.post("/dev/token", response_model=None)
+async def dev_token(request: Request, body: TokenRequest | None = None) -> dict[str, str] | JSONResponse:
     """Dev mode only: mint a demo token. Not routed, nor listed in /docs, in production."""
     s = services(request)
+    if not s.settings.jwt_secret.get_secret_value():
+        # A key source replaced the secret: this instance verifies tokens it cannot sign.
+        error = "no SWITCHBOARD_JWT_SECRET: tokens come from the identity provider (docs/auth.md)"
+        return JSONResponse({"error": error}, status_code=409)
     req = body or TokenRequest()
     extra = {"info": req.info} if req.info else {}
     return {"token": mint_token(s.settings, req.sub, req.name, req.ttl, **extra), "token_type": "bearer"}

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.auth import AuthError, Identity, verify_token
+from app.auth import AuthError, Identity
 from app.broker import Position
 from app.connection import Connection, origin_allowed
 from app.errors import (
@@ -108,7 +108,7 @@ async def authenticate_first(conn: Connection, s: Services) -> tuple[Identity, d
         conn.close(CloseCode.POLICY_VIOLATION, AUTH_REQUIRED)
         return None
     try:
-        identity = verify_token(token, s.settings)
+        identity = await s.auth.verify(token)
     except AuthError as exc:
         metrics.AUTH_FAILURES.labels(exc.reason).inc()
         conn.send_error(INVALID_TOKEN)

@@ -19,7 +19,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import metrics, tutorial
-from app.auth import AuthError, Identity, verify_token
+from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection
 from app.errors import (
@@ -193,10 +193,10 @@ async def room(websocket: WebSocket) -> None:
     token_identity = None
     if (token := websocket.query_params.get("token")) is not None:
         try:
-            token_identity = verify_token(token, s.settings)
+            token_identity = await s.auth.verify(token)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(exc.reason).inc()
-            await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
+            await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.detail}")
             return
 
     async def handler(session: Session) -> None:
@@ -249,10 +249,10 @@ async def global_channel(websocket: WebSocket) -> None:
 async def secure(websocket: WebSocket) -> None:
     s = services(websocket)
     try:
-        identity = verify_token(websocket.query_params.get("token"), s.settings)
+        identity = await s.auth.verify(websocket.query_params.get("token"))
     except AuthError as exc:
         metrics.AUTH_FAILURES.labels(exc.reason).inc()
-        await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.reason}")
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, f"{AUTH_FAILED}: {exc.detail}")
         return
 
     async def handler(session: Session) -> None:

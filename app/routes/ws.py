@@ -20,7 +20,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.auth import AuthError, Identity, verify_token
+from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
 from app.connection import ConnectionGone
 from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
@@ -108,7 +108,7 @@ class WsClient:
                 identity = connected.identity
                 self._refresh, extra = proxied_reply(self.session, connected, self._expired)
             else:
-                identity = self._identity(token)
+                identity = await self._identity(token)
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
@@ -151,25 +151,25 @@ class WsClient:
             hints.append('connect reads only "token"; ignored: ' + ", ".join(ignored))
         return "; ".join(hints)
 
-    def _identity(self, token: object) -> Identity:
+    async def _identity(self, token: object) -> Identity:
         if token is None and self.settings.allow_anonymous:
             return self.session.identity
         if not isinstance(token, str):
             metrics.AUTH_FAILURES.labels("missing").inc()
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "token required")
         try:
-            return verify_token(token, self.settings)
+            return await self.session.services.auth.verify(token)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(exc.reason).inc()
             if exc.reason == "expired":
                 raise ProtocolError(ErrorCode.TOKEN_EXPIRED) from None
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.reason}") from None
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.detail}") from None
 
     async def refresh(self, token: object) -> int | None:
         """``refresh``: a fresh token for the same user moves the expiry and re-checks every channel."""
         if not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
-        identity = self._identity(token)
+        identity = await self._identity(token)
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
         if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend

@@ -107,7 +107,7 @@ def bad_tokens() -> dict[str, str]:
         "garbage": "abc.def.ghi",
         "expired": jwt.encode({"sub": "u", "exp": now - 10}, TEST_SECRET, algorithm="HS256"),
         "wrong_secret": jwt.encode({"sub": "u", "exp": now + 60}, "w" * 48, algorithm="HS256"),
-        "alg_none": jwt.encode({"sub": "u", "exp": now + 60}, None, algorithm="none"),
+        "alg_none": jwt.encode({"sub": "u", "exp": now + 60}, "", algorithm="none"),
         "alg_not_pinned": jwt.encode({"sub": "u", "exp": now + 60}, TEST_SECRET + "x" * 20, algorithm="HS512"),
     }
 

@@ -45,10 +45,18 @@ def test_env_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.allowed_origins == ["https://a.example", "https://b.example"]
 
 
-@pytest.mark.parametrize("algs", ["none", "RS256", "HS256,none", ""])
-def test_algorithms_are_pinned_to_supported_ones(algs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("algs", "refusal"),
+    [
+        ("none", "unsupported JWT algorithms"),
+        ("HS256,none", "unsupported JWT algorithms"),
+        ("RS256", "an HMAC secret cannot verify RS256"),  # a secret is never an RSA key
+        ("HS256,RS256", "mix HMAC"),
+    ],
+)
+def test_algorithms_are_pinned_to_supported_ones(algs: str, refusal: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWITCHBOARD_JWT_ALGORITHMS", algs)
-    with pytest.raises(ValidationError, match="JWT algorithms"):
+    with pytest.raises(ValidationError, match=refusal):
         Settings(jwt_secret=STRONG)
 
 
@@ -131,7 +139,7 @@ def test_an_unknown_name_is_refused_with_the_closest_setting(
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("SWITCHBOARD_JWKS_URL", "https://idp.example/jwks"),
+        ("SWITCHBOARD_JWKS_URI", "https://idp.example/jwks"),  # SWITCHBOARD_JWKS_URL is a setting now
         # Link names with values a kubelet never writes are not links.
         ("SWITCHBOARD_SERVICE_HOST", "switchboard.example"),
         ("SWITCHBOARD_PORT_80_TCP", "10.0.0.1:80"),

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
-from app.logs import REDACTED, RedactSecrets, redact
+from app.logs import REDACTED, TRACEBACK_INDENT, RedactSecrets, redact
 
 
 @pytest.mark.parametrize(
@@ -69,3 +70,20 @@ def test_trace_records_with_scopes_and_bytes_are_redacted() -> None:
     message = record.getMessage()
     assert "c2lnbmF0dXJl" not in message
     assert "ASGI [1] Started" in message
+
+
+def test_client_text_cannot_start_a_log_line_of_its_own() -> None:
+    """Issue 21 finding 4: a JWT header's text reached the log raw and forged a request line."""
+    forged = 'x\nINFO:     127.0.0.1:1 - "POST /api/v1/disconnect HTTP/1.1" 200 OK\u2028\r'
+    try:
+        raise ValueError(f"Unsupported critical extension: {forged}")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("switchboard.ws", logging.ERROR, __file__, 1, "op %s: %r", (forged, forged), exc_info)
+    RedactSecrets().filter(record)
+    text = logging.Formatter().format(record)
+    first, *rest = text.splitlines()
+    assert first.startswith("op x\\nINFO:")
+    assert rest  # the traceback
+    assert all(line.startswith(TRACEBACK_INDENT) for line in rest)
+    assert not any(line.startswith("INFO:") for line in text.splitlines())
