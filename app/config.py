@@ -153,6 +153,18 @@ class Settings(BaseSettings):
     jwks_max_stale: float = 86400.0
     jwks_timeout: float = 5.0
 
+    # Per-connection budgets (issue 21, app/budgets.py; docs/security.md).
+    # Bytes of /ws commands read but not finished; beyond it, reading pauses (TCP pushes back).
+    max_in_flight_bytes: int = 262144
+    # join/leave pushes per connection and channel: a bucket of this burst, refilled at this rate;
+    # beyond it the subscribe still works, but its join (and so its leave) is not pushed. 0: off.
+    join_leave_burst: int = 3
+    join_leave_per_second: float = 0.1
+    # History bytes per connection (history replies, resume replays): over it, history is
+    # refused with 112 and a replay waits for the budget.
+    history_bytes_per_second: float = 1048576.0
+    history_bytes_burst: int = 4194304
+
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
@@ -254,6 +266,8 @@ class Settings(BaseSettings):
         "history_read_bytes",
         "proxy_max_concurrency",
         "max_channels_anonymous",
+        "max_in_flight_bytes",
+        "history_bytes_burst",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:
@@ -261,7 +275,7 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
-    @field_validator("history_size", "gc_threshold")
+    @field_validator("history_size", "gc_threshold", "join_leave_burst")
     @classmethod
     def _not_negative(cls, value: int) -> int:
         if value < 0:
@@ -272,6 +286,13 @@ class Settings(BaseSettings):
     @classmethod
     def _broker_url(cls, value: str) -> str:
         check_url(value)
+        return value
+
+    @field_validator("join_leave_per_second", "history_bytes_per_second")
+    @classmethod
+    def _positive_rate(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
         return value
 
     @field_validator("max_handshakes_per_second")

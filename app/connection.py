@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ import orjson
 from starlette.websockets import WebSocket
 
 from app import metrics
+from app.budgets import TokenBucket
 from app.config import Settings
 from app.errors import CLOSE_REASONS, CloseCode, error_frame, reason_for
 from app.errors import RATE_LIMITED as RATE_LIMITED_REASON
@@ -87,6 +89,7 @@ class Connection:
         "_emptied",
         "_fast",
         "_heartbeat",
+        "_history",
         "_last_refill",
         "_max_bytes",
         "_peer_gone",
@@ -97,6 +100,7 @@ class Connection:
         "_receive",
         "_received",
         "_send",
+        "_settings",
         "_strikes",
         "_task",
         "_tokens",
@@ -143,6 +147,8 @@ class Connection:
         self._strikes = 0
         self._last_refill = 0.0
         self._received = metrics.received_counter(endpoint)
+        self._settings = settings
+        self._history: TokenBucket | None = None  # made on the first history read
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -284,6 +290,25 @@ class Connection:
                 self._stalled(fast)
         if self._closing:
             raise ConnectionGone
+
+    # -- the history budget -----------------------------------------------------------------------
+
+    def history_budget(self) -> TokenBucket:
+        """This connection's history bytes (``history`` replies and replays): app/budgets.py."""
+        if self._history is None:
+            s = self._settings
+            self._history = TokenBucket(s.history_bytes_per_second, s.history_bytes_burst, time.monotonic())
+        return self._history
+
+    async def history_turn(self) -> None:
+        """A replay's next page waits here until the budget is no longer spent (or in debt)."""
+        delay = self.history_budget().delay(time.monotonic())
+        if delay > 0:
+            metrics.HISTORY_PACED.inc()
+            await asyncio.sleep(delay)
+
+    def spend_history(self, size: int) -> None:
+        self.history_budget().spend(size, time.monotonic())
 
     # -- receiving --------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
-# Reason for TRY_AGAIN_LATER when the connect proxy failed (error 112), not the broker.
+# Reason for TRY_AGAIN_LATER when the connect proxy failed (error 113), not the broker.
 BACKEND_UNAVAILABLE = "Backend unavailable, try again later"
 # The tutorial endpoints' close (1008) when the connection's token expires: they cannot refresh.
 TOKEN_EXPIRED_REASON = "Token expired"
@@ -79,9 +79,11 @@ class ErrorCode(IntEnum):
     TOKEN_EXPIRED = 109
     NOT_SUBSCRIBED = 110
     TOO_MANY_REQUESTS = 111
+    # The connection's history byte budget is spent (SWITCHBOARD_HISTORY_BYTES_*): retry later.
+    OVER_BUDGET = 112
     # A proxy to the backend (docs/proxies.md) timed out, was busy, answered non-2xx or a malformed
     # body: refused (fail closed), try again later. Switchboard never retries the call itself.
-    BACKEND_UNAVAILABLE = 112
+    BACKEND_UNAVAILABLE = 113
 
 
 ERROR_MESSAGES: dict[ErrorCode, str] = {
@@ -97,6 +99,7 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.TOKEN_EXPIRED: "token expired",
     ErrorCode.NOT_SUBSCRIBED: "not subscribed",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
+    ErrorCode.OVER_BUDGET: "history byte budget spent",
     ErrorCode.BACKEND_UNAVAILABLE: "backend unavailable",
 }
 

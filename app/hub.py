@@ -27,14 +27,14 @@ from collections.abc import AsyncIterator, Callable, Collection
 import orjson
 
 from app import metrics
-from app.broker import Broker, BrokerUnavailable, HistoryOptions, Position
+from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.history_reads import SharedReads
 from app.namespaces import Namespaces
 from app.protocol import Envelope, Outgoing, header, unpack, wrap_pub
-from app.recovery import CatchUp, Channel, Joined, Subscription
+from app.recovery import CatchUp, Channel, Joined, Subscription, Unsubscribed
 from app.reserved import internal
 from app.tutorial import is_tutorial
 
@@ -103,13 +103,17 @@ class Hub:
         *,
         ws: bool = False,
         announce: Announce = tutorial_announce,
+        registered: Callable[[], None] | None = None,
     ) -> Subscription:
         """Join ``channel``; with ``resume``, first deliver what was published after it.
 
         ``ws`` marks a ``/ws`` session: it gets ``pub`` pushes (tutorial frames wrapped as their
         ``data``). ``announce`` is called once, after any recovered messages and before any live
-        one. Raises BrokerUnavailable if the channel cannot be subscribed or its history read, or
-        ConnectionGone if the connection closed during a replay; nothing is changed then.
+        one. ``registered`` is called once the connection is in the channel (before a replay), from
+        when on it may do anything else: a publish sees the subscription, an unsubscribe ends the
+        replay. Raises BrokerUnavailable if the channel cannot be subscribed or its history read,
+        ConnectionGone if the connection closed during a replay, or Unsubscribed if the client
+        left the channel during it; nothing is changed then.
         Raises ProtocolError (102) for a name of Switchboard's own: every entry point refuses those
         already (app/permissions.py), and this wall keeps a client channel from ever shadowing a
         control channel in ``dispatch``, or its last leave from UNSUBSCRIBEing one.
@@ -128,10 +132,17 @@ class Hub:
         sub = Subscription(conn, 0, resume.epoch, ws, ws and ch.tutorial)
         sub.pending = []  # live messages wait here while the history is read
         ch.recovering[conn.id] = sub
+        # In the channel from now: a second subscribe is refused, an unsubscribe ends the replay.
+        conn.channels.add(channel)
+        if registered is not None:
+            registered()
         try:
             joined = await self._replay(channel, ch, sub, resume)
-        except BaseException:  # BrokerUnavailable, ConnectionGone, or the session was cancelled
-            del ch.recovering[conn.id]
+        except BaseException:  # BrokerUnavailable, ConnectionGone, Unsubscribed, or cancelled
+            if ch.recovering.get(conn.id) is sub:
+                del ch.recovering[conn.id]
+            if not sub.left:  # else leave() did it, and the client may be joining again since
+                conn.channels.discard(channel)
             await self._release(channel, ch)
             raise
         del ch.recovering[conn.id]
@@ -156,7 +167,7 @@ class Hub:
         ``sub.pending``; if too many arrive they are dropped there and read from history instead.
         """
         conn, since, epoch = sub.conn, resume.offset, resume.epoch
-        history = await self._reads.history(channel, since)
+        history = await self._paced_read(conn, channel, sub, since)
         while history.covers(since, epoch):
             sub.offset, sub.epoch = max(sub.offset, since), history.position.epoch
             conn.make_room(len(history.entries))
@@ -165,19 +176,43 @@ class Hub:
             if not (history.more or sub.overflowed):
                 metrics.RECOVERIES.labels("client", "ok").inc()
                 return Joined(Position(sub.offset, sub.epoch), ok=True, count=sub.offset - resume.offset)
+            # Past the gap, a re-read only chases live messages dropped from ``pending``: pacing it
+            # could leave a busy channel's resumer behind for ever. Its bytes are still spent.
+            paced = history.more
             since, epoch, sub.overflowed = sub.offset, sub.epoch, False
             await conn.drained()
-            history = await self._reads.history(channel, since)
+            history = await self._paced_read(conn, channel, sub, since, paced)
         # History does not cover the gap (or stopped covering it halfway through a long replay).
         reason = history.lost_reason(since, epoch)
         sub.offset, sub.epoch = history.position.offset, history.position.epoch
         metrics.RECOVERIES.labels("client", "lost").inc()
         return Joined(Position(sub.offset, sub.epoch), ok=False, reason=reason)
 
+    async def _paced_read(
+        self, conn: Connection, channel: str, sub: Subscription, since: int, paced: bool = True
+    ) -> History:
+        """A replay's next page, once the connection's history budget allows (app/budgets.py):
+        a replay is paced, not refused, so a client that resumes a long gap still gets all of it.
+        Raises Unsubscribed if the client left the channel meanwhile: nothing more is pushed."""
+        if paced and not sub.left:
+            await conn.history_turn()
+        if not sub.left:
+            history = await self._reads.history(channel, since)
+            conn.spend_history(sum(len(env.frame) for env in history.entries))
+        if sub.left:
+            raise Unsubscribed
+        return history
+
     async def leave(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)
         ch = self._channels.get(channel)
-        if ch is not None and ch.members.pop(conn.id, None) is not None:
+        if ch is None:
+            return
+        if ch.members.pop(conn.id, None) is not None:
+            await self._release(channel, ch)
+        elif conn.id in ch.recovering:
+            # Its replay stops at its next step; a new subscribe may start another meanwhile.
+            ch.recovering.pop(conn.id).left = True
             await self._release(channel, ch)
 
     async def drop(self, conn: Connection) -> None:
@@ -293,9 +328,9 @@ class Hub:
             elif sub.conn.offer(out):
                 delivered += 1
         if offset and ch.recovering:  # almost always empty: nothing to do per message
-            limit = max(1, ch.options.history.size)
+            limit, max_bytes = max(1, ch.options.history.size), ch.options.history.read_bytes
             for sub in ch.recovering.values():
-                sub.hold(env, limit)
+                sub.hold(env, limit, max_bytes)
         finished = time.perf_counter()
         metrics.HOT_BROADCASTS.inc()
         metrics.HOT_DELIVERED.inc(delivered)

@@ -70,6 +70,15 @@ SLOW_CONSUMERS = Counter(
     "switchboard_slow_consumer_disconnects", "Connections closed because their send queue was full"
 )
 RATE_LIMITED = Counter("switchboard_rate_limited", "Client frames refused by the rate limiter")
+# Per-connection budgets (app/budgets.py): which one held a client back. Labels are fixed here.
+BUDGET_LIMITED = Counter(
+    "switchboard_budget_limited",
+    "Times a per-connection budget held a client back: a history refused or a replay paced, a join/leave not pushed",
+    ["budget"],
+)
+HISTORY_REFUSED = BUDGET_LIMITED.labels("history_refused")
+HISTORY_PACED = BUDGET_LIMITED.labels("replay_paced")
+JOIN_LEAVE_SKIPPED = BUDGET_LIMITED.labels("join_leave")
 AUTH_FAILURES = Counter("switchboard_auth_failures", "Authentication failures by reason", ["reason"])
 PUBLISH_FAILURES = Counter("switchboard_publish_failures", "Publishes refused because the broker was unavailable")
 RECOVERIES = Counter(

@@ -4,7 +4,7 @@ Every call is an HTTP POST of a JSON body to a URL from configuration, answered 
 envelope: ``{"result":{...}}``, ``{"error":{"code":C,"message":M}}`` or
 ``{"disconnect":{"code":C,"reason":R}}``. It fails closed: a timeout, a full queue, a refused
 connection, a non-2xx status, a body that is not that envelope (or over MAX_ANSWER_BYTES), or a
-result the caller's parser rejects, all refuse with error 112 (``ProxyFailed``). Switchboard never
+result the caller's parser rejects, all refuse with error 113 (``ProxyFailed``). Switchboard never
 retries a call itself, so a slow or failing backend sees at most one call per client request,
 never a retry storm; clients reconnect or retry with their own backoff.
 
@@ -46,7 +46,7 @@ WHY = {
 
 
 class ProxyFailed(ProtocolError):
-    """No usable answer from the backend: error 112. ``result`` is the metrics label."""
+    """No usable answer from the backend: error 113. ``result`` is the metrics label."""
 
     def __init__(self, kind: str, result: str) -> None:
         super().__init__(ErrorCode.BACKEND_UNAVAILABLE, f"{kind} proxy: {WHY[result]}")

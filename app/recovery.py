@@ -41,7 +41,7 @@ class Subscription:
     tutorial channel, whose frames it gets wrapped in ``pub`` pushes.
     """
 
-    __slots__ = ("conn", "epoch", "offset", "overflowed", "pending", "wrap", "ws")
+    __slots__ = ("conn", "epoch", "left", "offset", "overflowed", "pending", "pending_bytes", "wrap", "ws")
 
     def __init__(self, conn: Connection, offset: int, epoch: str, ws: bool = False, wrap: bool = False) -> None:
         self.conn = conn
@@ -50,16 +50,26 @@ class Subscription:
         self.ws = ws
         self.wrap = wrap
         # Live messages held back while this subscription's own history is read (Hub.join),
-        # bounded like a channel's backlog: ``overflowed`` means some were dropped (read them again).
+        # bounded like a channel's backlog, and in bytes like a page of history (the client's own
+        # publishes may land here while its replay runs): ``overflowed`` means some were dropped
+        # (read them again).
         self.pending: list[Envelope] | None = None
+        self.pending_bytes = 0
         self.overflowed = False
+        self.left = False  # unsubscribed while its replay ran: the replay stops (Hub.leave)
 
-    def hold(self, env: Envelope, limit: int) -> None:
+    def hold(self, env: Envelope, limit: int, max_bytes: int) -> None:
         assert self.pending is not None
-        if len(self.pending) >= limit:
+        if len(self.pending) >= limit or self.pending_bytes + len(env.frame) > max_bytes:
             self.pending.clear()
+            self.pending_bytes = 0
             self.overflowed = True
         self.pending.append(env)
+        self.pending_bytes += len(env.frame)
+
+
+class Unsubscribed(Exception):
+    """The client unsubscribed from the channel while its replay ran: the join is abandoned."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Where a method goes, first match wins:
 3. the hook's ``on_rpc(client, method, data)`` (app/hooks.py);
 4. nowhere: error 104, as an unknown op.
 
-A proxy's refusal is its own code (400-1999) or a disconnect; a proxy that fails is 112; a hook
+A proxy's refusal is its own code (400-1999) or a disconnect; a proxy that fails is 113; a hook
 that raises or times out is 100; a hook's ``Deny("why")`` is 103. The socket stays open, except
 for a backend's disconnect.
 """

@@ -22,6 +22,7 @@ import orjson
 from app import metrics
 from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
+from app.budgets import JoinLeave
 from app.connection import Connection
 from app.errors import (
     INVALID_RESUME,
@@ -36,7 +37,7 @@ from app.grants import Grants, compile_grants
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.presence import member_id
-from app.recovery import Joined, Subscription
+from app.recovery import Joined, Subscription, Unsubscribed
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
@@ -108,6 +109,7 @@ class Session:
     __slots__ = (
         "_expiry",
         "_grants",
+        "_join_leave",
         "_member",
         "_publisher",
         "_renew",
@@ -130,6 +132,7 @@ class Session:
         self._grants: Grants | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
         self._publisher: str | None = None  # likewise
+        self._join_leave: JoinLeave | None = None  # likewise: made on the first announcement
         self._expiry: asyncio.TimerHandle | None = None
         # Called at the expiry instead of closing: the refresh proxy (app/routes/ws_proxy.py).
         self._renew: Callable[[], None] | None = None
@@ -241,8 +244,11 @@ class Session:
         *,
         token: str | None = None,
         announce: Announce = tutorial_announce,
+        registered: Callable[[], None] | None = None,
     ) -> ChannelOptions:
-        """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the client."""
+        """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the
+        client; ``registered`` is called once the client is in the channel, before a replay
+        (``Hub.join``). An unsubscribe during the replay makes this 110."""
         opts = self.permissions.options(channel)
         assert isinstance(channel, str)
         if channel in self.subscriptions:
@@ -256,9 +262,19 @@ class Session:
         if len(self.subscriptions) >= limit:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per {who}")
         await self.permissions.check_subscribe(self, channel, opts, token)
-        await self.services.hub.join(self.conn, channel, resume, ws=self.ws, announce=announce)
         if token is not None:
+            # Before the join: its replay lets the next commands run, a refresh among them.
             self._stands(channel)
+        try:
+            await self.services.hub.join(
+                self.conn, channel, resume, ws=self.ws, announce=announce, registered=registered
+            )
+        except BaseException as exc:
+            if self._standing is not None and channel not in self.subscriptions:
+                self._standing.discard(channel)  # a failed join stands on nothing
+            if isinstance(exc, Unsubscribed):
+                raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "unsubscribed before the replay finished") from None
+            raise
         return opts
 
     async def enter_presence(self, channel: str) -> int:
@@ -266,9 +282,19 @@ class Session:
         return await self.services.presence.join(channel, self.member)
 
     async def announce_join(self, channel: str, opts: ChannelOptions) -> None:
-        """``/ws``: presence and the join announcement, best effort (the subscription stands)."""
+        """``/ws``: presence and the join announcement, best effort (the subscription stands).
+
+        After a resume the next commands run as soon as the client is in the channel (``Hub.join``),
+        so an ``unsubscribe`` may have run while presence was being joined: then presence is left
+        again (whichever Redis ran first) and nothing is announced (its leave was not either).
+        """
         try:
-            count = await self.enter_presence(channel) if opts.presence or is_tutorial(channel) else 0
+            present = opts.presence or is_tutorial(channel)
+            count = await self.enter_presence(channel) if present else 0
+            if channel not in self.subscriptions:
+                if present:
+                    await self.services.presence.leave(channel, self.member)
+                return
             await self._announce(channel, opts, count, joined=True)
         except BrokerUnavailable as exc:
             metrics.LISTENER_ERRORS.inc()
@@ -293,8 +319,25 @@ class Session:
             return None
         return remaining
 
+    def _may_announce(self, channel: str, joined: bool) -> bool:
+        """The join/leave budget (app/budgets.py): a subscribe/unsubscribe loop cannot make every
+        watcher of the channel take a push (with this client's ``info``) per cycle. A leave is
+        announced exactly when its join was."""
+        budget = self._join_leave
+        if budget is None:
+            s = self.services.settings
+            budget = self._join_leave = JoinLeave(
+                s.join_leave_per_second, s.join_leave_burst, 2 * s.max_channels_per_connection
+            )
+        allowed = budget.join(channel, time.monotonic()) if joined else budget.leave(channel)
+        if not allowed:
+            metrics.JOIN_LEAVE_SKIPPED.inc()
+        return allowed
+
     async def _announce(self, channel: str, opts: ChannelOptions, count: int, *, joined: bool) -> None:
         """A ``join``/``leave`` push where the namespace asks; a tutorial channel's own notice there."""
+        if (is_tutorial(channel) or opts.join_leave) and not self._may_announce(channel, joined):
+            return
         if is_tutorial(channel):
             # So that a team can move clients from /ws/room/42 to /ws one at a time: each side
             # sees the other come and go, in the frames it already knows.

@@ -2,17 +2,24 @@
 
 Frames in are commands ``{"id":N,"op":...}``; frames out are replies with the same ``id`` or
 pushes with an ``op``. The reader does not wait on a command: each runs as a task chained behind
-the previous one, so commands take effect in the order sent (a publish after a subscribe sees it)
-while the socket keeps being read (``pong`` and rate limits apply at once). With
-``MAX_IN_FLIGHT`` commands waiting, reading pauses until the oldest is done, so a client that
-pipelines faster than its commands complete is held back by TCP and its memory stays bounded.
-An ``id`` may not repeat while its command is in flight.
+the previous one's *turn*, so commands take effect in the order sent (a publish after a subscribe
+sees it) while the socket keeps being read (``pong`` and rate limits apply at once). A command's
+turn ends when it is done, except a resuming ``subscribe``'s: it ends once the client is in the
+channel, before the replay, so a paced replay does not hold the commands after it. With
+``MAX_IN_FLIGHT`` commands, or ``SWITCHBOARD_MAX_IN_FLIGHT_BYTES`` of them, waiting, reading
+pauses until one of them is done, so a client that pipelines faster than its commands complete is
+held back by TCP and its memory stays bounded. A command that has to wait for an earlier one (a
+resume's replay paced by a client that stopped reading) waits as its frame's text, parsed again
+at its turn: parsed JSON can take 25 times the bytes of its text (``[{},{},...]``), so holding the
+parsed form would make the byte bound 25 times weaker. An ``id`` may not repeat while its command
+is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import orjson
@@ -22,12 +29,13 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
+from app.budgets import InFlight
 from app.connection import ConnectionGone
 from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
-from app.routes.ws_commands import COMMANDS, Reply, reply_bytes
+from app.routes.ws_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
@@ -67,7 +75,8 @@ class WsClient:
         self.conn = session.conn
         self.settings = session.services.settings
         self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._last: asyncio.Task[None] | None = None
+        self._last: asyncio.Future[None] | None = None  # the turn of the last command scheduled
+        self._load = InFlight(MAX_IN_FLIGHT, self.settings.max_in_flight_bytes)
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
@@ -223,18 +232,46 @@ class WsClient:
             elif not isinstance(op, str) or (op not in COMMANDS and op != "refresh"):
                 self.send(error_bytes(cmd_id, ErrorCode.UNKNOWN_OP, "unknown op"))
             else:
-                task = asyncio.create_task(self._run(cmd_id, op, frame, self._last))
-                self._in_flight[cmd_id] = self._last = task
-                if len(self._in_flight) >= MAX_IN_FLIGHT:
-                    await asyncio.wait([next(iter(self._in_flight.values()))])
+                self._schedule(cmd_id, op, frame, text)
+            frame = None  # not held by the reader while it waits below
+            while self._load.full:
+                await asyncio.wait(self._in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
 
-    async def _run(self, cmd_id: int, op: str, frame: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
+    def _schedule(self, cmd_id: int, op: str, frame: dict[str, Any], text: str) -> None:
+        """Run now, or keep the text (not the parsed frame) until the command before it is done."""
+        previous = self._last
+        waits = previous is not None and not previous.done()
+        size = sys.getsizeof(text)  # what the text holds in memory, not its length in characters
+        self._load.add(size)
+        turn = self._last = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run(cmd_id, op, text if waits else frame, previous, turn, size))
+        self._in_flight[cmd_id] = task
+
+    async def _run(
+        self,
+        cmd_id: int,
+        op: str,
+        frame: dict[str, Any] | str,
+        previous: asyncio.Future[None] | None,
+        turn: asyncio.Future[None],
+        size: int,
+    ) -> None:
+        def next_turn() -> None:
+            if not turn.done():
+                turn.set_result(None)
+
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])  # in order; never raises for the previous one
+            if isinstance(frame, str):
+                parsed = _parse(frame)
+                assert parsed is not None  # it parsed when it was read
+                frame = parsed
             try:
                 if op == "refresh":
                     result: Reply = {"expires": await self.refresh(frame.get("token"))}
+                elif op == "subscribe":
+                    result = await subscribe(self.session, cmd_id, frame, registered=next_turn)
                 else:
                     result = await COMMANDS[op](self.session, cmd_id, frame)
             except ProtocolError as exc:
@@ -255,7 +292,9 @@ class WsClient:
                 if result is not None:
                     self.send(reply_bytes(cmd_id, result) if isinstance(result, dict) else result)
         finally:
+            next_turn()
             del self._in_flight[cmd_id]
+            self._load.done(size)
 
     def _limited(self, text: str) -> None:
         frame = _parse(text)

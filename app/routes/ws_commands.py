@@ -7,11 +7,13 @@ publications and the live ones). Field errors are ``ProtocolError(BAD_REQUEST)``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
+from app import metrics
 from app.broker import Position
 from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
@@ -48,7 +50,10 @@ def _resume(frame: dict[str, Any]) -> Position | None:
     return Position(since, epoch)
 
 
-async def subscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
+async def subscribe(
+    session: Session, cmd_id: int, frame: dict[str, Any], *, registered: Callable[[], None] | None = None
+) -> Reply:
+    """``registered``: see ``Hub.join`` (the next command may start then, during a replay)."""
     channel, resume, token = frame.get("channel"), _resume(frame), frame.get("token")
     if token is not None and not isinstance(token, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
@@ -62,7 +67,7 @@ async def subscribe(session: Session, cmd_id: int, frame: dict[str, Any]) -> Rep
             fields.update(recovered=joined.ok, **({"count": joined.count} if joined.ok else {"reason": joined.reason}))
         session.conn.send_text(reply_bytes(cmd_id, fields))
 
-    opts = await session.subscribe(channel, resume, token=token, announce=announce)
+    opts = await session.subscribe(channel, resume, token=token, announce=announce, registered=registered)
     assert isinstance(channel, str)
     await session.announce_join(channel, opts)
     return None
@@ -101,7 +106,13 @@ async def history(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply
     channel, opts = await _readable(session, frame.get("channel"))
     if not opts.history.enabled:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no history")
+    # The connection's history bytes (app/budgets.py): refused while spent, before Redis is asked.
+    wait = session.conn.history_budget().delay(time.monotonic())
+    if wait > 0:
+        metrics.HISTORY_REFUSED.inc()
+        raise ProtocolError(ErrorCode.OVER_BUDGET, f"history byte budget spent: retry in {wait:.1f} s")
     pubs, position = await session.services.hub.history_page(channel, since, limit)
+    session.conn.spend_history(sum(map(len, pubs)))
     return history_reply(b'{"id":%d,"ok":true,' % cmd_id, pubs, position)
 
 

@@ -131,10 +131,10 @@ async def test_a_token_is_verified_as_before_and_never_proxied(app: AppProcess, 
     [
         ("deny", 1403, 1008),  # the backend's own code reaches the client
         ("disconnect", 103, 4501),  # the backend's disconnect code and reason close the socket
-        ("slow", 112, 1013),  # fail closed: try again later
-        ("5xx", 112, 1013),
-        ("malformed", 112, 1013),
-        ("badcode", 112, 1013),  # a code outside 400-1999 is a malformed answer
+        ("slow", 113, 1013),  # fail closed: try again later
+        ("5xx", 113, 1013),
+        ("malformed", 113, 1013),
+        ("badcode", 113, 1013),  # a code outside 400-1999 is a malformed answer
     ],
 )
 async def test_a_connect_the_backend_refuses_or_fails_is_closed(
@@ -206,7 +206,7 @@ async def test_a_token_refresh_ends_the_server_side_refresh(app: AppProcess, ser
 
 @pytest.mark.parametrize(
     ("channel", "code"),
-    [("px:deny", 1403), ("px:slow", 112), ("px:5xx", 112), ("px:malformed", 112), ("px:badcode", 112)],
+    [("px:deny", 1403), ("px:slow", 113), ("px:5xx", 113), ("px:malformed", 113), ("px:badcode", 113)],
 )
 async def test_subscribe_asks_the_backend_and_fails_closed(
     app: AppProcess, server: Backend, channel: str, code: int
@@ -236,7 +236,7 @@ async def test_publish_asks_the_backend_which_may_rewrite(app: AppProcess, serve
         assert (await proto.push(is_pub("pp:b64")))["data"] == {"from": "b64"}
         await proto.ok("publish", channel="pp:allow", data=[1, 2])
         assert (await proto.push(is_pub("pp:allow")))["data"] == [1, 2]  # allowed, unchanged
-        for channel, code in (("pp:deny", 1403), ("pp:slow", 112), ("pp:5xx", 112), ("pp:malformed", 112)):
+        for channel, code in (("pp:deny", 1403), ("pp:slow", 113), ("pp:5xx", 113), ("pp:malformed", 113)):
             assert await proto.error("publish", channel=channel, data="x") == code
         assert await proto.quiet(0.3) == []  # nothing refused was published
 
@@ -250,9 +250,9 @@ async def test_rpc_through_the_proxy_and_through_the_hook(app: AppProcess, serve
         assert reply["data"] == {"echo": {"n": 1}, "user": "alice"}
         sent = stats(server)["last"]["rpc"]["body"]
         assert (sent["method"], sent["data"], sent["client"]) == ("backend.echo", {"n": 1}, proto.client_id)
-        for method, code in (("backend.deny", 1403), ("backend.slow", 112), ("backend.5xx", 112)):
+        for method, code in (("backend.deny", 1403), ("backend.slow", 113), ("backend.5xx", 113)):
             assert await proto.error("rpc", method=method) == code
-        assert await proto.error("rpc", method="backend.malformed") == 112
+        assert await proto.error("rpc", method="backend.malformed") == 113
         hooked = await proto.ok("rpc", method="hook.echo", data=[1])
         assert hooked["data"] == {"method": "hook.echo", "echo": [1], "user": "alice"}
         assert await proto.error("rpc", method="hook.deny") == 103

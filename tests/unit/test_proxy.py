@@ -108,7 +108,7 @@ async def test_a_result_is_parsed_and_an_error_or_disconnect_raised() -> None:
         (answer("200 OK", b'{"result":{"pad":"' + b"x" * MAX_ANSWER_BYTES + b'"}}'), "malformed"),
     ],
 )
-async def test_every_bad_answer_fails_closed_with_112(reply: bytes, label: str) -> None:
+async def test_every_bad_answer_fails_closed_with_113(reply: bytes, label: str) -> None:
     async def respond() -> bytes:
         return reply
 
@@ -117,7 +117,7 @@ async def test_every_bad_answer_fails_closed_with_112(reply: bytes, label: str) 
         with pytest.raises(ProxyFailed) as failed:
             await client.call("subscribe", url, {}, whole)
     assert failed.value.result == label
-    assert failed.value.wire_code == 112
+    assert failed.value.wire_code == 113
     await client.close()
 
 

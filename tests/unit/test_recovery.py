@@ -32,6 +32,12 @@ class Member:
         self.drains += 1
         await asyncio.sleep(0)  # a real socket's drain lets other tasks (publishers) run
 
+    async def history_turn(self) -> None:
+        pass  # no history budget here (app/budgets.py has its own tests)
+
+    def spend_history(self, size: int) -> None:
+        pass
+
     def offer(self, out: Any) -> bool:
         self.frames.append(orjson.loads(out.payload))
         return True
