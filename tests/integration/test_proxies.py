@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright
 
+from switchboard_client.realtime import Client, CommandError
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.backends import Backend, backend
 from tests.integration.test_ws_protocol import user_token
 from tests.integration.wsproto import Proto, connected, is_pub
@@ -277,3 +280,36 @@ async def test_rpc_with_neither_proxy_nor_hook_is_104(workdir: Path) -> None:
             found = await proto.call("rpc", method="anything", data=1)
             assert found["error"]["code"] == 104, found
             assert (await proto.call("unsubscribe", channel="x:1"))["error"]["code"] == 110  # still open
+
+
+# -- the clients' rpc --------------------------------------------------------------------------------
+
+
+async def test_the_python_client_calls_rpc(app: AppProcess) -> None:
+    async with Client(app.ws("/ws")) as client:
+        assert await client.rpc("backend.echo", {"n": 2}) == {"echo": {"n": 2}, "user": "alice"}
+        with pytest.raises(CommandError) as refused:
+            await client.rpc("hook.deny")
+        assert refused.value.code == 103
+
+
+RPC_IN_THE_BROWSER = """async () => {
+  const m = await import("/static/switchboard.js");
+  const sb = new m.Switchboard({url: "/ws"});
+  sb.connect();
+  const echo = await sb.rpc("backend.echo", {n: 3});
+  let code = null;
+  try { await sb.rpc("backend.deny"); } catch (e) { code = e.code; }
+  sb.close();
+  return {echo, code};
+}"""
+
+
+async def test_the_browser_client_calls_rpc(app: AppProcess) -> None:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(app.http + "/static/switchboard.js")
+        result = await page.evaluate(RPC_IN_THE_BROWSER)
+        await browser.close()
+    assert result == {"echo": {"echo": {"n": 3}, "user": "alice"}, "code": 1403}
