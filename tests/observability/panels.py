@@ -21,6 +21,9 @@ ALLOWLIST: dict[str, str] = {
     "python_gc_": "default collector: garbage-collector stats of one process",
     "python_info": "default collector: the interpreter version (switchboard_build_info has it too)",
     "process_": "default collector: single-process only; see switchboard_process_*",
+    # prometheus-client writes each counter's and histogram's creation time as a series of its own
+    # (parsed from the text as a gauge family "<name>_created"): bookkeeping, not a measurement.
+    "*_created": "a counter's or histogram's creation timestamp",
 }
 
 
@@ -31,7 +34,13 @@ def panel_exprs() -> str:
 
 
 def allowed(family: str) -> bool:
-    return any(family == name or (name.endswith("_") and family.startswith(name)) for name in ALLOWLIST)
+    """Allowlisted by exact name, by prefix (a key ending in ``_``) or by suffix (``*_suffix``)."""
+    return any(
+        family == name
+        or (name.endswith("_") and family.startswith(name))
+        or (name.startswith("*") and family.endswith(name[1:]))
+        for name in ALLOWLIST
+    )
 
 
 def sample_names(family: Metric) -> set[str]:
@@ -46,9 +55,11 @@ def without_panel(families: Iterable[Metric]) -> list[str]:
     """The families (by name) that no panel queries and the allowlist does not excuse."""
     exprs = panel_exprs()
     return sorted(
-        f.name
-        for f in families
-        if not allowed(f.name) and not any(re.search(rf"\b{re.escape(n)}\b", exprs) for n in sample_names(f))
+        {
+            f.name
+            for f in families
+            if not allowed(f.name) and not any(re.search(rf"\b{re.escape(n)}\b", exprs) for n in sample_names(f))
+        }
     )
 
 

@@ -97,3 +97,5 @@ def test_the_allowlist_excuses_only_what_it_names() -> None:
     assert panels.allowed("python_info")
     assert not panels.allowed("python_info_extra")
     assert not panels.allowed("switchboard_process_cpu_seconds")
+    assert panels.allowed("switchboard_connects_created")
+    assert not panels.allowed("switchboard_created_things")
