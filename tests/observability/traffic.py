@@ -1,7 +1,7 @@
 """/ws protocol traffic for tests/observability/test_prometheus_e2e.py, meant to make the newer
 metrics move: tokens from a real identity provider (JWKS fetches, a refused private entry),
 subscribes, publishes, presence and history, hook failures and an overrun, command errors, a
-user over the connection limit, and server API calls.
+user over the connection limit, an rpc proxy call that fails, and server API calls.
 
 Some traffic leaves no trace in the counters in some setups (a refusal the instance never sees):
 ``DRIVEN`` names the series it must move, and the test checks that each did.
@@ -19,7 +19,7 @@ from app.auth import mint_token
 from app.config import Settings
 from tests.idp import IdentityProvider, SigningKey
 from tests.integration.wsproto import Proto, connected
-from tests.support import API_HEADERS, TEST_SECRET, expect_close, ws_connect
+from tests.support import API_HEADERS, TEST_SECRET, expect_close, free_port, ws_connect
 
 REALM = "/obs"
 PROVIDER = "idp"
@@ -36,6 +36,8 @@ DRIVEN = [
     ("switchboard_command_errors_total", 'code="107"'),
     ("switchboard_connects_total", 'result="refused_user_limit"'),
     ("switchboard_presence_sweeps_total", 'result="ok"'),
+    ("switchboard_proxy_calls_total", 'kind="rpc",result="unreachable"'),
+    ("switchboard_command_errors_total", 'code="113"'),
 ]
 
 
@@ -49,12 +51,16 @@ def not_moved(metrics_text: str) -> list[str]:
     return missing
 
 
-def config(issuer: str) -> str:
-    """The instances' SWITCHBOARD_CONFIG: a hooked namespace and the identity provider."""
+def config(issuer: str, backend: str) -> str:
+    """The instances' SWITCHBOARD_CONFIG: a hooked namespace, an rpc proxy to a backend that is
+    not there, and the identity provider."""
     return f"""
 [default]
 [namespaces.hooked]
 subscribe = "granted"
+
+[rpc.proxies]
+"obs." = "{backend}/rpc"
 
 [[auth.providers]]
 name = "{PROVIDER}"
@@ -69,7 +75,7 @@ def traffic_env(workdir: Path, idp: IdentityProvider, key: SigningKey) -> dict[s
     private = SigningKey("RS256", "leaked").private_jwk()
     idp.realm(REALM, [key.jwk(), private])
     path = workdir / "switchboard.toml"
-    path.write_text(config(idp.issuer(REALM)))
+    path.write_text(config(idp.issuer(REALM), f"http://127.0.0.1:{free_port()}"))  # nothing listens
     return {
         "SWITCHBOARD_CONFIG": str(path),
         "SWITCHBOARD_HOOKS": "tests.integration.ws_hooks:hooks",
@@ -88,6 +94,8 @@ async def protocol_traffic(ws_a: str, ws_b: str, http_b: str, idp: IdentityProvi
 
     Each client sends at most five frames (the stack's rate-limit burst)."""
     secret_token = mint_token(Settings(jwt_secret=TEST_SECRET), "ann", "Ann", 600)
+    async with connected(f"{ws_b}/ws", mint_token(Settings(jwt_secret=TEST_SECRET), "rita", "Rita", 600)) as rita:
+        assert await rita.error("rpc", method="obs.ping", data={}) == 113  # the backend is unreachable
     async with (
         connected(f"{ws_a}/ws", idp_token(idp, key, "olga")) as olga,
         connected(f"{ws_b}/ws", secret_token) as ann,
