@@ -200,6 +200,8 @@ CENTRIFUGE_ERRORS: dict[ErrorCode, CentrifugeError] = {
     ErrorCode.NOT_SUBSCRIBED: CentrifugeError.PERMISSION_DENIED,
     ErrorCode.TOO_MANY_REQUESTS: CentrifugeError.TOO_MANY_REQUESTS,
     ErrorCode.OVER_BUDGET: CentrifugeError.TOO_MANY_REQUESTS,
+    # A proxy that failed: temporary, so the SDKs retry.
+    ErrorCode.BACKEND_UNAVAILABLE: CentrifugeError.NOT_AVAILABLE,
 }
 # Errors an SDK may retry: it does for these (Centrifugo's "temporary").
 CENTRIFUGE_TEMPORARY = frozenset({CentrifugeError.INTERNAL, CentrifugeError.NOT_AVAILABLE})

@@ -38,6 +38,7 @@ from app.errors import (
 )
 from app.protocol import Wire
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
 from app.session import Session
 
@@ -49,7 +50,7 @@ PING = b"{}"
 VERSION = f"switchboard {__version__}"
 
 
-def error_reply(cmd_id: int | None, code: CentrifugeError, message: str) -> bytes:
+def error_reply(cmd_id: int | None, code: int, message: str) -> bytes:
     metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
     error: dict[str, Any] = {"code": int(code), "message": message}
     if code in CENTRIFUGE_TEMPORARY:
@@ -57,8 +58,12 @@ def error_reply(cmd_id: int | None, code: CentrifugeError, message: str) -> byte
     return orjson.dumps({"id": cmd_id, "error": error} if cmd_id else {"error": error})
 
 
-def as_centrifuge(exc: ProtocolError) -> CommandError:
-    return CommandError(CENTRIFUGE_ERRORS.get(exc.code, CentrifugeError.INTERNAL), exc.message)
+def as_centrifuge(exc: ProtocolError) -> tuple[int, str]:
+    """A Switchboard error as Centrifugo's code; a backend's own code (a proxy's refusal, 400-1999)
+    goes through as it is, as Centrifugo's proxies' do."""
+    if exc.wire_code != int(exc.code):
+        return exc.wire_code, exc.message
+    return CENTRIFUGE_ERRORS.get(exc.code, CentrifugeError.INTERNAL), exc.message
 
 
 def parse_command(line: str) -> tuple[int, str, dict[str, Any]] | None:
@@ -98,7 +103,7 @@ class CentrifugeClient:
     def send(self, payload: bytes) -> None:
         self.conn.send_text(payload)
 
-    def refuse(self, cmd_id: int | None, code: CentrifugeError, message: str, close: int) -> bool:
+    def refuse(self, cmd_id: int | None, code: int, message: str, close: int) -> bool:
         self.send(error_reply(cmd_id, code, message))
         self.conn.close(close, message)
         return False
@@ -145,8 +150,8 @@ class CentrifugeClient:
             close = CentrifugeDisconnect.EXPIRED if exc.code is CentrifugeError.TOKEN_EXPIRED else None
             return self.refuse(cmd_id, exc.code, exc.message, close or CentrifugeDisconnect.INVALID_TOKEN)
         except ProtocolError as exc:  # the connect hook said no
-            error = as_centrifuge(exc)
-            return self.refuse(cmd_id, error.code, error.message, CentrifugeDisconnect.FORCE_NO_RECONNECT)
+            code, message = as_centrifuge(exc)
+            return self.refuse(cmd_id, code, message, CentrifugeDisconnect.FORCE_NO_RECONNECT)
         except BrokerUnavailable:
             message = "broker unavailable: try again"
             return self.refuse(cmd_id, CentrifugeError.NOT_AVAILABLE, message, CentrifugeDisconnect.SERVER_ERROR)
@@ -245,8 +250,10 @@ class CentrifugeClient:
         except CommandError as exc:
             self.send(error_reply(cmd_id, exc.code, exc.message))
         except ProtocolError as exc:
-            error = as_centrifuge(exc)
-            self.send(error_reply(cmd_id, error.code, error.message))
+            code, message = as_centrifuge(exc)
+            self.send(error_reply(cmd_id, code, message))
+            if isinstance(exc, BackendDisconnect):  # a proxy's disconnect, with its 4000-4999 code
+                self.conn.close(exc.close_code, exc.reason)
         except BrokerUnavailable:
             self.send(error_reply(cmd_id, CentrifugeError.NOT_AVAILABLE, "broker unavailable: try again"))
         except ConnectionGone:

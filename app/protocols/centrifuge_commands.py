@@ -21,6 +21,7 @@ from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.presence import PAGE_LIMIT, parse_member
 from app.protocols.centrifuge_wire import client_info, publication
 from app.recovery import Joined, Subscription
+from app.rpc import rpc as rpc_call
 from app.session import Session, idempotency_key_of
 
 Reply = dict[str, Any] | bytes | None
@@ -197,8 +198,14 @@ async def history(session: Session, cmd_id: int, params: dict[str, Any]) -> Repl
     return {"publications": found, "epoch": position.epoch, "offset": position.offset}
 
 
+async def rpc(session: Session, cmd_id: int, params: dict[str, Any]) -> Reply:
+    """``{method, data}`` -> ``{data}``: to the rpc proxy or hook, as on ``/ws`` (app/rpc.py); a
+    method nothing takes is 104, Centrifugo's "method not found"."""
+    return await rpc_call(session, cmd_id, params)
+
+
 async def not_found(session: Session, cmd_id: int, params: dict[str, Any]) -> Reply:
-    """``rpc`` (nothing here handles it yet) and ``sub_refresh`` (subscriptions never expire here)."""
+    """``sub_refresh``: subscriptions never expire here."""
     raise CommandError(CentrifugeError.METHOD_NOT_FOUND, "method not found")
 
 
@@ -209,7 +216,7 @@ COMMANDS: dict[str, Command] = {
     "presence": presence,
     "presence_stats": presence_stats,
     "history": history,
-    "rpc": not_found,
+    "rpc": rpc,
     "sub_refresh": not_found,
     "send": not_found,
     "refresh": not_found,  # run by the client (it moves the connection's expiry)

@@ -44,6 +44,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "SWITCHBOARD_BROKER_URL": redis_server.url,
         "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
+        # on_rpc answers rpc (test_centrifuge_wire.py has none: rpc is 104 there).
+        "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",
     }
     instance = AppProcess("sdk-js", workdir, env)
     try:
@@ -77,7 +79,8 @@ def test_publish_presence_history_join_leave_and_rpc(results: dict[str, Any]) ->
     assert seen["presenceUsers"] == ["", "jo-two"]
     assert seen["numClients"] == 2
     assert seen["history"] == [[1, {"text": "hi"}]]
-    assert seen["rpcError"] == 104  # nothing handles rpc here: Centrifugo's "method not found"
+    assert seen["rpc"] == {"method": "echo.it", "echo": {"a": 1}, "user": ""}  # the rpc hook's answer
+    assert seen["rpcDenied"] == 103  # the hook's Deny
     assert seen["leftIsTheOther"] is True
 
 

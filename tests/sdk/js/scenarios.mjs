@@ -74,8 +74,9 @@ async function basics() {
   const presence = await sub.presence();
   const stats = await sub.presenceStats();
   const history = await sub.history({ limit: -1 });
-  let rpc = null;
-  try { await one.rpc('nothing', {}); } catch (e) { rpc = e.code; }
+  const rpc = await one.rpc('echo.it', { a: 1 });
+  let rpcDenied = null;
+  try { await one.rpc('hook.deny', {}); } catch (e) { rpcDenied = e.code; }
   two.disconnect();
   await until(() => seen.leaves.length === 1, 'a leave');
   one.disconnect();
@@ -84,7 +85,7 @@ async function basics() {
     presenceUsers: Object.values(presence.clients).map((info) => info.user).sort(),
     numClients: stats.numClients,
     history: history.publications.map((p) => [p.offset, p.data]),
-    rpcError: rpc, leftIsTheOther: seen.leaves[0] === seen.joins[1],
+    rpc: rpc.data, rpcDenied, leftIsTheOther: seen.leaves[0] === seen.joins[1],
   };
 }
 
