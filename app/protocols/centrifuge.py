@@ -266,11 +266,12 @@ class CentrifugeClient:
                 self.send(result if isinstance(result, bytes) else orjson.dumps({"id": cmd_id, method: result}))
 
     def _limited(self, text: str) -> None:
-        """A frame over the rate limit: each of its commands is told 111."""
-        for line in text.split("\n"):
-            parsed = parse_command(line)
-            if parsed is not None and parsed[0]:
-                self.send(error_reply(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded"))
+        """A frame over the rate limit: its first command is told 111. Only the first: a frame of
+        10,000 commands dropped must not become 10,000 replies (the SDK fails the rest at their
+        timeouts, as for a lost frame)."""
+        parsed = parse_command(text.split("\n", 1)[0])
+        if parsed is not None and parsed[0]:
+            self.send(error_reply(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded"))
 
     def close(self) -> None:
         if self._timer is not None:

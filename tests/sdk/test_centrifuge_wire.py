@@ -5,6 +5,7 @@ test_centrifuge_python.py and test_centrifuge_js.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,4 +286,21 @@ async def test_server_api_subscribe_and_unsubscribe_arrive_as_centrifugo_pushes(
         "channel": "chat:server-side",
         "unsubscribe": {"code": 2000, "reason": "unsubscribed by the server"},
     }
+    await ws.close()
+
+
+async def test_frames_dropped_by_the_rate_limit_get_one_reply_each_not_one_per_command(app: AppProcess) -> None:
+    ws, _ = await connected(app)
+    for n in range(BURST + 5):  # one command a frame: the burst is spent by the frames themselves
+        await ws.send(orjson.dumps({"id": 10 + n, "frobnicate": {}}).decode())
+    for f in range(1, 4):  # then frames of 200 commands, dropped whole by the limit
+        await ws.send("\n".join(orjson.dumps({"id": 1000 * f + n, "frobnicate": {}}).decode() for n in range(200)))
+    replies = 0
+    with contextlib.suppress(TimeoutError, ConnectionClosed):
+        async with asyncio.timeout(4):  # what the server answers meanwhile (pings answered)
+            while True:
+                await frame(ws)
+                replies += 1
+    # One reply a command that ran, one a dropped frame: never 200 for a dropped frame.
+    assert replies <= BURST + 5 + 3 + 20, replies
     await ws.close()
