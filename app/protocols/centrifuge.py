@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.routing import WebSocketRoute
@@ -30,16 +30,18 @@ from app.broker import BrokerUnavailable
 from app.connection import ConnectionGone
 from app.errors import (
     CENTRIFUGE_CLOSES,
-    CENTRIFUGE_ERRORS,
-    CENTRIFUGE_TEMPORARY,
     CentrifugeDisconnect,
     CentrifugeError,
+    CloseCode,
     ProtocolError,
 )
+from app.hooks import UNCHANGED
 from app.protocol import Wire
+from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
+from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 log = logging.getLogger("switchboard.centrifuge")
@@ -48,43 +50,6 @@ ENDPOINT = "centrifuge"  # the endpoint label of this protocol's metrics
 MAX_QUEUED_FRAMES = 4
 PING = b"{}"
 VERSION = f"switchboard {__version__}"
-
-
-def error_reply(cmd_id: int | None, code: int, message: str) -> bytes:
-    metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
-    error: dict[str, Any] = {"code": int(code), "message": message}
-    if code in CENTRIFUGE_TEMPORARY:
-        error["temporary"] = True
-    return orjson.dumps({"id": cmd_id, "error": error} if cmd_id else {"error": error})
-
-
-def as_centrifuge(exc: ProtocolError) -> tuple[int, str]:
-    """A Switchboard error as Centrifugo's code; a backend's own code (a proxy's refusal, 400-1999)
-    goes through as it is, as Centrifugo's proxies' do."""
-    if exc.wire_code != int(exc.code):
-        return exc.wire_code, exc.message
-    return CENTRIFUGE_ERRORS.get(exc.code, CentrifugeError.INTERNAL), exc.message
-
-
-def parse_command(line: str) -> tuple[int, str, dict[str, Any]] | None:
-    """``(id, method, params)``; None for a line that is not a command (the client is then closed
-    3501: Centrifugo's SDKs never send one). ``id`` 0 means none (``send``). An empty object is a
-    pong; its method is ``""``."""
-    try:
-        command = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(command, dict):
-        return None
-    cmd_id = command.get("id", 0)
-    if not isinstance(cmd_id, int) or isinstance(cmd_id, bool) or not 0 <= cmd_id < 2**32:
-        return None
-    # The method is the one field besides "id"; unknown fields are ignored (a newer SDK's).
-    methods = [name for name in command if name != "id"]
-    known = [name for name in methods if name in COMMANDS or name == "connect"]
-    method = known[0] if known else (methods[0] if methods else "")
-    params = command.get(method, {}) if method else {}
-    return cmd_id, method, params if isinstance(params, dict) else {}
 
 
 class CentrifugeClient:
@@ -97,6 +62,7 @@ class CentrifugeClient:
         self._frames: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
+        self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.wire_codes = CENTRIFUGE_CLOSES
         self.conn.on_limited = self._limited
 
@@ -126,10 +92,11 @@ class CentrifugeClient:
             self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "the first command must be connect, with an id")
             return False
         cmd_id, _, params = parsed
-        if not await self._sign_in(cmd_id, params.get("token")):
+        extra = await self._sign_in(cmd_id, params)
+        if extra is None:
             return False
         identity = self.session.identity
-        reply: dict[str, Any] = {"client": self.session.client, "version": VERSION, **expiry(identity)}
+        reply: dict[str, Any] = {"client": self.session.client, "version": VERSION, **expiry(identity), **extra}
         reply.update(ping=max(1, round(self.settings.ping_interval)), pong=True)
         self.send(orjson.dumps({"id": cmd_id, "connect": reply}))
         self._schedule_ping()
@@ -138,24 +105,51 @@ class CentrifugeClient:
             self._frames.put_nowait(rest)
         return True
 
-    async def _sign_in(self, cmd_id: int, token: object) -> bool:
+    async def _sign_in(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Who the client is: its token, or (without one) the connect proxy, as on ``/ws``. The
+        connect reply's extra fields (the proxy's ``data``); None once refused and closing."""
+        token, extra = params.get("token") or None, cast(dict[str, Any], {})
+        headers, self.session.handshake = self.session.handshake, None  # read once, never kept
+        proxied = token is None and headers is not None
         try:
-            identity = await self.identity(token)
+            if proxied:
+                assert headers is not None
+                # Centrifugo's emulated headers count as the handshake's, within the same allowlist.
+                headers.update(emulated_headers(params.get("headers"), self.session.services.proxies.headers))
+                connected = await connect_by_proxy(self.session, params.get("data", UNCHANGED), headers)
+                identity = connected.identity
+                self._refresh, extra = proxied_reply(self.session, connected, self._expired)
+            else:
+                identity = await self.identity(token)
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
                 limit = CentrifugeDisconnect.CONNECTION_LIMIT
-                return self.refuse(cmd_id, CentrifugeError.LIMIT_EXCEEDED, "this user has too many connections", limit)
+                self.refuse(cmd_id, CentrifugeError.LIMIT_EXCEEDED, "this user has too many connections", limit)
+                return None
         except CommandError as exc:
             close = CentrifugeDisconnect.EXPIRED if exc.code is CentrifugeError.TOKEN_EXPIRED else None
-            return self.refuse(cmd_id, exc.code, exc.message, close or CentrifugeDisconnect.INVALID_TOKEN)
-        except ProtocolError as exc:  # the connect hook said no
+            self.refuse(cmd_id, exc.code, exc.message, close or CentrifugeDisconnect.INVALID_TOKEN)
+            return None
+        except ProtocolError as exc:  # the connect hook or proxy said no
             code, message = as_centrifuge(exc)
-            return self.refuse(cmd_id, code, message, CentrifugeDisconnect.FORCE_NO_RECONNECT)
+            shut, reason = connect_close(exc)  # a backend's own code, or 1013 (3004) if it failed
+            if shut == CloseCode.POLICY_VIOLATION:  # a refusal: the proxy's is the token's
+                refused = CentrifugeDisconnect.INVALID_TOKEN if proxied else CentrifugeDisconnect.FORCE_NO_RECONNECT
+                shut = int(refused)
+            self.send(error_reply(cmd_id, code, message))
+            self.conn.close(shut, reason)
+            return None
         except BrokerUnavailable:
             message = "broker unavailable: try again"
-            return self.refuse(cmd_id, CentrifugeError.NOT_AVAILABLE, message, CentrifugeDisconnect.SERVER_ERROR)
-        return True
+            self.refuse(cmd_id, CentrifugeError.NOT_AVAILABLE, message, CentrifugeDisconnect.SERVER_ERROR)
+            return None
+        return extra
+
+    def _expired(self) -> None:
+        """A proxied identity the refresh proxy did not renew: as a token that expired."""
+        metrics.AUTH_FAILURES.labels("expired").inc()
+        self.conn.close(CloseCode.TOKEN_EXPIRED)
 
     async def identity(self, token: object) -> Identity:
         """The connection token's identity; an empty or absent one is anonymous, if allowed."""
@@ -177,6 +171,9 @@ class CentrifugeClient:
         identity = await self.identity(params.get("token"))
         if not identity.user_id or identity.user_id != self.session.identity.user_id:
             raise CommandError(CentrifugeError.PERMISSION_DENIED, "the token is for another user")
+        if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
+            self._refresh.stop()
+            self._refresh = None
         await self.session.refresh(identity)
         return {"client": self.session.client, "version": VERSION, **expiry(identity)}
 
@@ -276,6 +273,8 @@ class CentrifugeClient:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._refresh is not None:
+            self._refresh.stop()
 
 
 async def endpoint(websocket: WebSocket) -> None:

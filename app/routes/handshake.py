@@ -69,7 +69,7 @@ async def run_session(
     session = Session(conn, s, ws=ws, wire=wire)
     # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
     await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
-    if ws and s.proxies.connect_url:
+    if session.ws and s.proxies.connect_url:  # /ws, and Centrifugo's protocol
         session.handshake = pick_headers(websocket.scope["headers"], s.proxies.headers)
     # Nothing reads a socket's request headers after its handshake, and they would stay for its
     # whole life: about 0.7 KB of small objects per open socket.

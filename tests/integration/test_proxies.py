@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from playwright.async_api import async_playwright
 
@@ -313,3 +314,34 @@ async def test_the_browser_client_calls_rpc(app: AppProcess) -> None:
         result = await page.evaluate(RPC_IN_THE_BROWSER)
         await browser.close()
     assert result == {"echo": {"echo": {"n": 3}, "user": "alice"}, "code": 1403}
+
+
+async def centrifugo_connect(app: AppProcess, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    ws = await ws_connect(app.ws("/connection/websocket"))
+    await ws.send(orjson.dumps({"id": 1, "connect": params}).decode())
+    return ws, orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+async def test_centrifugos_protocol_asks_the_connect_proxy_with_its_emulated_headers(
+    app: AppProcess, server: Backend
+) -> None:
+    headers = {"Cookie": "session=emulated", "X-Internal-Secret": "never-forwarded"}
+    ws, reply = await centrifugo_connect(app, {"data": {"user": "zed"}, "headers": headers})
+    assert reply["connect"]["data"] == {"welcome": "zed"}
+    sent = stats(server)["last"]["connect"]
+    assert sent["body"]["data"] == {"user": "zed"}
+    assert sent["headers"]["cookie"] == "session=emulated"  # the emulated header, on the allowlist
+    assert "x-internal-secret" not in sent["headers"]
+    await ws.send('{"id":2,"subscribe":{"channel":"team:blue"}}')  # the answer's channels are grants
+    assert "subscribe" in orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    await ws.close()
+
+
+@pytest.mark.parametrize(("do", "code", "close"), [("deny", 1403, 3500), ("disconnect", 103, 4501), ("5xx", 108, 3004)])
+async def test_centrifugos_protocol_closes_a_refused_connect_with_its_codes(
+    app: AppProcess, do: str, code: int, close: int
+) -> None:
+    ws, reply = await centrifugo_connect(app, {"data": {"do": do}})
+    assert reply["error"]["code"] == code
+    found, _ = await expect_close(ws)
+    assert found == close
