@@ -234,7 +234,7 @@ class CentrifugeClient:
         if not cmd_id:
             if method != "send":  # only send goes without a reply, so without an id
                 self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
-            return  # send: nothing here handles it (no rpc hook), and it has no reply
+            return  # send: no handler of async messages yet (docs/sdks.md); it has no reply
         try:
             if method == "connect":
                 raise CommandError(CentrifugeError.BAD_REQUEST, "already connected")
