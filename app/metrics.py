@@ -124,6 +124,22 @@ PROCESS_CPU = Counter("switchboard_process_cpu_seconds", "User and system CPU ti
 PROCESS_RSS = Gauge(
     "switchboard_process_resident_memory_bytes", "Resident memory of the worker processes", multiprocess_mode="livesum"
 )
+# Proxies to the backend (app/proxy.py): both labels from fixed sets, exported from the start.
+PROXY_KINDS = ("connect", "refresh", "subscribe", "publish", "rpc")
+PROXY_RESULTS = ("ok", "error", "disconnect", "timeout", "busy", "status", "malformed", "unreachable")
+PROXY_CALLS = Counter(
+    "switchboard_proxy_calls", "Calls to the backend's proxy endpoints by kind and result", ["kind", "result"]
+)
+PROXY_SECONDS = Histogram(
+    "switchboard_proxy_call_seconds",
+    "Time of one call to the backend (waiting for a slot included), by kind",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+for _kind in PROXY_KINDS:
+    PROXY_SECONDS.labels(_kind)
+    for _result in PROXY_RESULTS:
+        PROXY_CALLS.labels(_kind, _result)
 # A gauge, not an Info: Info does not work in multiprocess mode.
 BUILD_INFO = Gauge(
     "switchboard_build_info",

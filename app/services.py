@@ -20,6 +20,8 @@ from app.hub import Hub
 from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import Presence, create_presence
+from app.proxy import Backend
+from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
 from app.user_slots import create_slots
 from app.users import Users
@@ -36,6 +38,7 @@ class Services:
     instances: Instances
     handshakes: HandshakeRate
     auth: Authenticator
+    proxies: Proxies
     draining: bool = field(default=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -52,16 +55,18 @@ class Services:
         ttl = settings.presence_ttl
         client = redis_client(broker)
         auth = Authenticator.from_settings(settings)
+        proxies = Proxies(settings, Backend(settings))
         return cls(
             settings=settings,
             broker=broker,
             hub=hub,
             presence=create_presence(broker, ttl),
-            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth, proxies),
             users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
             instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
             handshakes=HandshakeRate(settings.max_handshakes_per_second, admission.workers()),
             auth=auth,
+            proxies=proxies,
         )
 
     async def start(self) -> None:
@@ -90,6 +95,7 @@ class Services:
         await self.hub.close()
         await self.broker.close()
         await self.auth.close()
+        await self.proxies.backend.close()
 
     def ready(self) -> bool:
         """What /readyz and the switchboard_ready gauge report."""
