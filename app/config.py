@@ -38,6 +38,7 @@ from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
 from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
+from app.tracing import check_environment
 
 
 def _default_instance_id() -> str:
@@ -164,6 +165,10 @@ class Settings(BaseSettings):
     # refused with 112 and a replay waits for the budget.
     history_bytes_per_second: float = 1048576.0
     history_bytes_burst: int = 4194304
+
+    # -- Traces (issue 29, app/tracing.py; docs/observability.md). Off by default; on, the SDK is
+    # configured by the standard OTEL_* variables (endpoint, sampler, service name).
+    tracing: bool = False
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
@@ -347,6 +352,12 @@ class Settings(BaseSettings):
         self._file = read_config(self.config)
         self._namespaces = Namespaces(self._file, self.history, self.config.name if self.config else "")
         self._hooks = load_hooks(self.hooks) if self.hooks else None
+        return self
+
+    @model_validator(mode="after")
+    def _tracing_environment(self) -> Settings:
+        if self.tracing:  # a wrong OTEL_TRACES_EXPORTER stops start-up with one line
+            check_environment()
         return self
 
     @model_validator(mode="after")

@@ -98,6 +98,7 @@ class Channel:
         "history",
         "known",
         "members",
+        "name",
         "name_json",
         "offset",
         "options",
@@ -112,6 +113,7 @@ class Channel:
         self.options = options
         self.history = options.history.enabled
         self.tutorial = is_tutorial(name)
+        self.name = name
         self.name_json = orjson.dumps(name)  # for the ``pub`` pushes that wrap tutorial frames
         self.members: dict[str, Subscription] = {}
         self.recovering: dict[str, Subscription] = {}
