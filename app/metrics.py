@@ -35,7 +35,7 @@ if _MULTIPROC_DIR := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 CONNECTIONS = Gauge("switchboard_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
 CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["result"])
-for _result in ("accepted", "refused_draining", "refused_full", "refused_rate"):
+for _result in ("accepted", "refused_draining", "refused_full", "refused_rate", "refused_user_limit"):
     CONNECTS.labels(_result)  # exported from the start, so dashboards show zeros
 DISCONNECTS = Counter("switchboard_disconnects", "Disconnects by close code", ["code"])
 # Close codes a client may choose freely (RFC 6455 7.4.2): one series per range, not per code.
@@ -316,4 +316,26 @@ JWKS_KEYS = Gauge(
 )
 JWKS_KEYS_REFUSED = Counter(
     "switchboard_jwks_keys_refused", "JWKS entries refused: private key material, or not a signing key", ["reason"]
+)
+for _reason in ("private", "unsupported"):
+    JWKS_KEYS_REFUSED.labels(_reason)
+# When the keys held expire (their Cache-Control lifetime): a time in the past means refreshes are
+# failing and tokens are checked against stale keys (until SWITCHBOARD_JWKS_MAX_STALE). The oldest
+# across gunicorn workers, as each fetches its own.
+JWKS_KEYS_EXPIRY = Gauge(
+    "switchboard_jwks_keys_expiry_timestamp_seconds",
+    "Unix time at which the signing keys held per provider expire (refreshed before then unless fetches fail)",
+    ["provider"],
+    multiprocess_mode="livemin",
+)
+
+# The presence sweeper (app/sweeper.py): rounds this instance swept (it held the lock), and how far
+# behind the sweep is: how long ago the oldest channel still waiting in the expiry index was due.
+PRESENCE_SWEEPS = Counter("switchboard_presence_sweeps", "Presence sweep rounds run by this instance", ["result"])
+for _result in ("ok", "error"):
+    PRESENCE_SWEEPS.labels(_result)
+PRESENCE_SWEEP_LAG = Gauge(
+    "switchboard_presence_sweep_lag_seconds",
+    "Seconds since the oldest channel waiting to be swept was due (0 when none, or when another instance sweeps)",
+    multiprocess_mode="livemax",
 )
