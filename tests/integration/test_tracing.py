@@ -172,6 +172,8 @@ async def test_a_ws_client_s_handshake_connect_proxy_hook_and_publish(pair: Pair
     rpc = pair.first("ws rpc")
     hook = pair.trace(rpc.trace_id, ("A", "hook on_rpc"))
     assert next(s for s in hook if s.name == "hook on_rpc").parent_id == rpc.span_id
+    subscribe = pair.first("ws subscribe")
+    assert subscribe.attributes["messaging.destination.name"] == "chat:room"
     command = pair.first("ws publish")
     found = pair.trace(command.trace_id, ("A", "ws publish"), ("A", "publish"), ("B", "deliver"))
     publish = next(s for s in found if s.name == "publish")

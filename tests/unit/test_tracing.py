@@ -158,3 +158,10 @@ def test_an_exporter_this_build_lacks_stops_start_up(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(ValidationError, match="only http/protobuf"):
         Settings(jwt_secret=TEST_SECRET, tracing=True)
+
+
+def test_otel_traces_exporter_none_leaves_tracing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing.start("unit", "test") is False
+    assert not tracing.ON
+    assert tracing.span("a") is tracing.span("b")
