@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ ON = False
 """True while a tracer provider is installed; read by the hot paths before anything is built."""
 
 EXPORTERS = ("otlp", "console", "none")
+STOP_TIMEOUT = 2.0  # seconds a shutdown waits for the last spans to be exported
 _NOOP: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
@@ -75,19 +77,26 @@ def start(instance_id: str, version: str, processor: SpanProcessor | None = None
     ours = {"service.name": "switchboard", "service.version": version, "service.instance.id": instance_id}
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over our defaults.
     resource = Resource.create(ours).merge(OTELResourceDetector().detect())
-    provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER, as the SDK reads it
+    # The sampler: OTEL_TRACES_SAMPLER, as the SDK reads it. Shut down by ``stop``, with a bound,
+    # not by the SDK's own exit hook, which would wait for a dead collector.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(processor)
     _provider, _tracer = provider, provider.get_tracer("switchboard", version)
     ON = True
     return True
 
 
-def stop() -> None:
-    """Flush what is queued and uninstall (at shutdown; blocking, so run it off the event loop)."""
+def stop(timeout: float = STOP_TIMEOUT) -> None:
+    """Uninstall, and flush what is queued for at most ``timeout`` seconds (blocking: run it off
+    the event loop). An exporter whose collector is down retries with backoff for up to its own
+    10 s; a shutdown must not wait for that, so what is not out by then is dropped."""
     global ON, _tracer, _provider
     provider, ON, _tracer, _provider = _provider, False, None, None
     if provider is not None:
-        provider.shutdown()
+        # A daemon thread: the process may exit while it still waits on a dead collector.
+        flushing = threading.Thread(target=provider.shutdown, name="switchboard-tracing-stop", daemon=True)
+        flushing.start()
+        flushing.join(timeout)
 
 
 def _kind(name: str) -> Any:

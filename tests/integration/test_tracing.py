@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
+from app.tracing import STOP_TIMEOUT
 from tests.integration.backends import Backend, backend
 from tests.integration.wsproto import Proto, connected, is_pub
 from tests.otlp import Collector, Span
-from tests.support import API_HEADERS, AppProcess, RedisServer, running, wait_until, ws_connect
+from tests.support import API_HEADERS, AppProcess, RedisServer, free_port, running, wait_until, ws_connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,3 +182,16 @@ async def test_a_ws_client_s_handshake_connect_proxy_hook_and_publish(pair: Pair
     publish = next(s for s in found if s.name == "publish")
     assert publish.parent_id == command.span_id
     assert next(s for s in found if s.name == "deliver").parent_id == publish.span_id
+
+
+def test_a_dead_collector_delays_shutdown_by_the_flush_bound_only(tmp_path: Path) -> None:
+    """The exporter retries a dead collector with backoff for up to 10 s (7 s here, before the
+    bound); a SIGTERM waits at most STOP_TIMEOUT for the last spans, then drops them."""
+    env = {"SWITCHBOARD_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    with running(AppProcess("dead-collector", tmp_path, env)) as (app,):
+        response = httpx.post(f"{app.http}/api/v1/publish", json={"channel": "news", "data": 1}, headers=API_HEADERS)
+        assert response.status_code == 200
+        started = time.monotonic()
+        app.stop()
+        took = time.monotonic() - started
+    assert took < STOP_TIMEOUT + 3, f"shutdown took {took:.1f} s"
