@@ -301,3 +301,11 @@ JWKS_KEYS = Gauge(
 JWKS_KEYS_REFUSED = Counter(
     "switchboard_jwks_keys_refused", "JWKS entries refused: private key material, or not a signing key", ["reason"]
 )
+
+# Admin web UI (app/routes/admin.py): sign-ins by outcome, and actions by server API method.
+ADMIN_SIGN_INS = Counter("switchboard_admin_sign_ins", "Admin UI sign-ins: ok, refused, limited", ["outcome"])
+for _outcome in ("ok", "refused", "limited"):
+    ADMIN_SIGN_INS.labels(_outcome)
+ADMIN_ACTIONS = Counter(
+    "switchboard_admin_actions", "Admin UI actions by server API method and outcome (ok, error)", ["method", "outcome"]
+)
