@@ -103,7 +103,8 @@ async function channelsView() {
   let sort = "subscribers";
   const box = el("section", {id: "channels"});
   const pick = (to) => el("button", {type: "button", onclick: () => { sort = to; draw(); }}, `by ${to}`);
-  view.replaceChildren(el("h2", {}, "Busiest channels"), el("p", {}, pick("subscribers"), " ", pick("rate")), box);
+  const note = "Subscribers on every instance; publications per second over the last 10-20 s.";
+  view.replaceChildren(el("h2", {}, "Busiest channels"), el("p", {}, pick("subscribers"), " ", pick("rate"), " ", note), box);
   const draw = async () => {
     const reply = await api("top_channels", {sort, limit: 20});
     box.replaceChildren(missingNote(reply), table(
@@ -143,21 +144,27 @@ async function presenceSection(channel, box) {
     }
   };
   await draw();
+  every(REFRESH_MS, draw);
 }
 
 async function historySection(channel, box, tailBox) {
   let since = null; // null: the newest page
+  let limit = PAGE;
   let tailFrom = null;
   const pubRows = (pubs) => pubs.map((p) => [p.offset ?? "", json(p.data)]);
   const draw = async () => {
     try {
-      const reply = await api("history", {channel, limit: PAGE, ...(since != null ? {since} : {})});
+      const reply = await api("history", {channel, limit, ...(since != null ? {since} : {})});
       if (tailFrom === null) tailFrom = reply.offset;
       const first = reply.publications.length ? reply.publications[0].offset : null;
       const older = first > 1
-        ? el("button", {type: "button", id: "history-older", onclick: () => { since = Math.max(0, first - 1 - PAGE); draw(); }}, "Older")
+        ? el("button", {type: "button", id: "history-older", onclick: () => {
+          limit = Math.min(PAGE, first - 1); // the page just before this one, never overlapping it
+          since = first - 1 - limit;
+          draw();
+        }}, "Older")
         : "";
-      const newest = since != null ? el("button", {type: "button", onclick: () => { since = null; draw(); }}, "Newest") : "";
+      const newest = since != null ? el("button", {type: "button", onclick: () => { since = null; limit = PAGE; draw(); }}, "Newest") : "";
       box.replaceChildren(el("h3", {}, `History (at offset ${reply.offset})`),
         table(["offset", "data"], pubRows(reply.publications), "no publications kept"), el("p", {}, older, " ", newest));
     } catch (err) {
@@ -173,7 +180,7 @@ async function historySection(channel, box, tailBox) {
   let running = null;
   const poll = async () => {
     try {
-      const reply = await api("history", {channel, since: tailFrom, limit: PAGE});
+      const reply = await api("history", {channel, since: tailFrom, limit: TAIL_LIMIT});
       for (const p of reply.publications) rows.append(el("tr", {}, el("td", {}, p.offset), el("td", {}, json(p.data))));
       while (rows.children.length > TAIL_LIMIT) rows.firstElementChild.remove();
       tailFrom = reply.publications.length ? reply.publications.at(-1).offset : Math.min(tailFrom, reply.offset);
@@ -241,6 +248,7 @@ async function userView(user) {
   }}, channel, el("button", {type: "submit"}, "Unsubscribe from channel"));
   view.replaceChildren(el("h2", {}, "User ", el("code", {id: "user-name"}, user)), disconnect, unsubscribe, box);
   await draw();
+  every(REFRESH_MS, draw);
 }
 
 async function route() {
