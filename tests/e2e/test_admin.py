@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, expect
 
 from app.admin_auth import FAILURES
 from app.auth import mint_token
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PASSWORD = "admin-password-0123456789-abcdefghijklmnop"
 ADMIN = "ops-alice"
-SHOT = {"width": 1000, "height": 620}
+SHOT: ViewportSize = {"width": 1000, "height": 620}
 
 
 @pytest.fixture(scope="module")

@@ -401,3 +401,10 @@ def test_top_channels_and_user_connections_bodies_are_checked(three: Three) -> N
         response = three.call(method, body)
         assert response.status_code == 400, (method, body, response.text)
         assert response.json()["error"]["code"] == 107
+
+
+def test_the_admin_ui_is_off_by_default(three: Three) -> None:
+    for method, path in (("GET", "/admin"), ("POST", "/admin/signin"), ("POST", "/admin/api/info")):
+        response = httpx.request(method, three.apps[0].http + path, timeout=5)
+        assert response.status_code == 404, (method, path, response.text)
+    assert httpx.get(three.apps[0].http + "/admin/static/admin.js", timeout=5).status_code == 404
