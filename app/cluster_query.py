@@ -3,9 +3,10 @@ and ``user_connections``.
 
 No instance knows another's sockets, and keeping a cluster-wide copy of them in Redis would cost a
 write per connection and per subscribe. So a question is asked when someone asks it: ONE message
-on the ``switchboard:queries`` control channel; every instance (the asker too) answers from its
-own memory, bounded, with an ``RPUSH`` to a reply list named in the question; the asker pops
-answers until every instance that ``info`` lists has answered, or ``DEADLINE`` passes. A reply
+on the ``switchboard:queries`` control channel; every instance (the asker too), and each of its
+gunicorn workers, answers from its own memory, bounded, with an ``RPUSH`` to a reply list named
+in the question; the asker pops answers until every instance that ``info`` lists has answered
+from all its workers, or ``DEADLINE`` passes. A reply
 says which instances did not answer in time (``missing``), so a partial view is never passed off
 as whole. With the memory broker the process is the cluster and answers itself.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from app import metrics
+from app import admission, metrics
 from app.broker import BrokerUnavailable
 from app.broker.redis_target import RedisClient
 from app.hub import NO_HISTORY, Hub
@@ -114,19 +116,28 @@ class ClusterQuery:
         frame = orjson.dumps({"kind": kind, "reply": reply, **question})
         await self._hub.broker.publish(QUERIES, header(), frame, NO_HISTORY)
         answers: list[list[dict[str, Any]]] = []
-        answered: set[str] = set()
+        # Under gunicorn an instance is several worker processes, each with its own sockets, and
+        # each answers: an instance is complete once as many of its workers as it runs have.
+        workers: dict[str, set[int]] = {name: set() for name in expected}
+        running: dict[str, int] = dict.fromkeys(expected, 1)
+
+        def short() -> list[str]:
+            return sorted(name for name, seen in workers.items() if len(seen) < running[name])
+
         deadline = time.monotonic() + DEADLINE
         try:
-            while not expected <= answered and (left := deadline - time.monotonic()) > 0:
+            while short() and (left := deadline - time.monotonic()) > 0:
                 popped = await self._client.blpop([reply], timeout=max(0.01, left))
                 if popped is None:
                     break
                 found = orjson.loads(popped[1])
-                answered.add(str(found["instance"]))
+                name = str(found["instance"])
+                workers.setdefault(name, set()).add(int(found["worker"]))
+                running[name] = max(running.get(name, 1), int(found["workers"]))
                 answers.append(found["rows"])
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        return answers, sorted(expected - answered)
+        return answers, short()
 
     def on_query(self, frame: bytes) -> None:
         try:
@@ -138,7 +149,8 @@ class ClusterQuery:
             return
         if not reply.startswith(REPLY_PREFIX):
             return  # only a list of ours: the question names the key this instance writes
-        rows = orjson.dumps({"instance": self._instance, "rows": self.answer(kind, question)})
+        answer = {"instance": self._instance, "worker": os.getpid(), "workers": admission.workers()}
+        rows = orjson.dumps({**answer, "rows": self.answer(kind, question)})
         task = asyncio.create_task(self._reply(reply, rows))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
