@@ -37,7 +37,7 @@ from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
-from app.namespaces import ConfigFile, Namespaces, read_config
+from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
 
 
 def _default_instance_id() -> str:
@@ -119,6 +119,22 @@ class Settings(BaseSettings):
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 
+    # Proxies to the backend (docs/proxies.md): the backend decides connect, refresh and rpc over
+    # HTTP (subscribe and publish per namespace, in the namespaces file). Every URL is configuration.
+    connect_proxy_url: str | None = None
+    refresh_proxy_url: str | None = None
+    rpc_proxy_url: str | None = None
+    # Handshake headers the connect proxy is sent (case-insensitive); no other header leaves.
+    proxy_headers: Annotated[list[str], NoDecode] = [
+        "Cookie",
+        "Authorization",
+        "User-Agent",
+        "X-Forwarded-For",
+        "Origin",
+    ]
+    proxy_timeout: float = 1.0
+    # Calls in flight to the backend per process; the rest wait (up to AUTH_TIMEOUT) for a slot.
+    proxy_max_concurrency: int = 64
     # What one client can make the cluster do (docs/security.md): each channel with presence costs
     # the cluster a refresh every PRESENCE_TTL/3, so anonymous connections get a cap of their own.
     max_channels_anonymous: int = 16
@@ -226,7 +242,7 @@ class Settings(BaseSettings):
         """What mint_token signs with: the first of JWT_ALGORITHMS when they are HMAC ones."""
         return self.jwt_algorithms[0] if self.jwt_algorithms and self.jwt_algorithms[0] in HMAC_ALGORITHMS else "HS256"
 
-    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", mode="before")
+    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", "proxy_headers", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -255,6 +271,7 @@ class Settings(BaseSettings):
         "max_channels_per_connection",
         "max_connections",
         "history_read_bytes",
+        "proxy_max_concurrency",
         "max_channels_anonymous",
         "max_in_flight_bytes",
         "history_bytes_burst",
@@ -317,12 +334,19 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or more")
         return value
 
-    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout")
+    @field_validator(
+        "hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout", "proxy_timeout"
+    )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @field_validator("connect_proxy_url", "refresh_proxy_url", "rpc_proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        return check_proxy_url(value) if value else None
 
     @model_validator(mode="after")
     def _load_files(self) -> Settings:

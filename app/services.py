@@ -22,6 +22,8 @@ from app.hub import Hub
 from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import Presence, create_presence
+from app.proxy import Backend
+from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
 from app.user_slots import create_slots
 from app.users import Users
@@ -38,6 +40,7 @@ class Services:
     instances: Instances
     handshakes: HandshakeRate
     auth: Authenticator
+    proxies: Proxies
     queries: ClusterQuery
     draining: bool = field(default=False)
     started: float = field(default_factory=time.monotonic)
@@ -56,6 +59,7 @@ class Services:
         ttl = settings.presence_ttl
         client = redis_client(broker)
         auth = Authenticator.from_settings(settings)
+        proxies = Proxies(settings, Backend(settings))
         users = Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl)
         instances = Instances(settings.instance_id, client, ttl)
         built = cls(
@@ -63,11 +67,12 @@ class Services:
             broker=broker,
             hub=hub,
             presence=create_presence(broker, ttl),
-            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth, proxies),
             users=users,
             instances=instances,
             handshakes=HandshakeRate(settings.max_handshakes_per_second, admission.workers()),
             auth=auth,
+            proxies=proxies,
             queries=ClusterQuery(hub, users, instances, client, settings.instance_id),
         )
         instances.stats = built.instance_stats
@@ -112,6 +117,7 @@ class Services:
         await self.hub.close()
         await self.broker.close()
         await self.auth.close()
+        await self.proxies.backend.close()
 
     def ready(self) -> bool:
         """What /readyz and the switchboard_ready gauge report."""

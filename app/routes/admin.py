@@ -32,7 +32,7 @@ log = logging.getLogger("switchboard.admin")
 
 ASSETS = Path(__file__).resolve().parent.parent / "static" / "admin"
 # Methods that change something: logged and counted. The rest only read.
-ACTIONS = frozenset({"publish", "broadcast", "send", "disconnect", "subscribe", "unsubscribe"})
+ACTIONS = frozenset(metrics.ADMIN_ACTION_METHODS)
 SIGN_IN_BYTES = 4096
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
