@@ -102,7 +102,9 @@ class ClusterQuery:
     def answer(self, kind: str, question: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "channels":
             return local_channels(self._hub)
-        return local_connections(self._users, str(question.get("user", "")), self._instance)
+        if kind == "user":
+            return local_connections(self._users, str(question.get("user", "")), self._instance)
+        return []  # a kind from a newer version, during a rolling upgrade: answered, empty
 
     async def ask(self, kind: str, **question: Any) -> tuple[list[list[dict[str, Any]]], list[str]]:
         """Every instance's answer, and the ids of live instances that did not answer in time.

@@ -72,9 +72,11 @@ def build_router(keys: AdminKeys, limiter: SignInLimiter) -> APIRouter:
     def session_of(request: Request) -> AdminSession | None:
         return keys.verify(request.cookies.get(COOKIE))
 
+    templates = {name: (ASSETS / name).read_text() for name in ("index.html", "signin.html")}
+
     def page(template: str, status: int = 200, **fields: str) -> HTMLResponse:
-        text = (ASSETS / template).read_text()
-        for key, value in fields.items():
+        text = templates[template]
+        for key, value in fields.items():  # escaped: a name is restricted, but never trusted
             text = text.replace("{{" + key + "}}", html.escape(value))
         return HTMLResponse(text, status_code=status)
 
