@@ -38,6 +38,7 @@ from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
 from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
+from app.tracing import check_environment
 
 
 def _default_instance_id() -> str:
@@ -164,6 +165,17 @@ class Settings(BaseSettings):
     # refused with 112 and a replay waits for the budget.
     history_bytes_per_second: float = 1048576.0
     history_bytes_burst: int = 4194304
+
+    # Admin web UI (issue 29, app/routes/admin.py; docs/admin.md): off unless ADMIN is true.
+    # ADMIN_PASSWORD signs admins in and keys their session cookies: never an API key or the JWT
+    # secret. A session lasts ADMIN_SESSION_TTL seconds.
+    admin: bool = False
+    admin_password: SecretStr = SecretStr("")
+    admin_session_ttl: float = 28800.0
+
+    # -- Traces (issue 29, app/tracing.py; docs/observability.md). Off by default; on, the SDK is
+    # configured by the standard OTEL_* variables (endpoint, sampler, service name).
+    tracing: bool = False
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
@@ -350,6 +362,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _tracing_environment(self) -> Settings:
+        if self.tracing:  # a wrong OTEL_TRACES_EXPORTER stops start-up with one line
+            check_environment()
+        return self
+
+    @model_validator(mode="after")
     def _meta_outlives_history(self) -> Settings:
         if self.history_meta_ttl < self.history_ttl:
             raise ValueError("SWITCHBOARD_HISTORY_META_TTL must be at least SWITCHBOARD_HISTORY_TTL")
@@ -361,6 +379,22 @@ class Settings(BaseSettings):
             # Printed once at start-up (app/main.py); never valid on another instance.
             self.api_keys = [SecretStr(secrets.token_urlsafe(32))]
             self._generated_api_key = True
+        return self
+
+    @model_validator(mode="after")
+    def _admin_password_policy(self) -> Settings:
+        if not self.admin:
+            return self
+        password = self.admin_password.get_secret_value()
+        if not password:
+            raise ValueError("SWITCHBOARD_ADMIN is on but SWITCHBOARD_ADMIN_PASSWORD is empty")
+        others = [*self.api_keys, self.jwt_secret]
+        if any(hmac.compare_digest(o.get_secret_value().encode(), password.encode()) for o in others):
+            raise ValueError("SWITCHBOARD_ADMIN_PASSWORD must differ from every API key and the JWT secret")
+        if not self.dev_mode:
+            check_secret(password, "SWITCHBOARD_ADMIN_PASSWORD")
+        if self.admin_session_ttl < 60:
+            raise ValueError("SWITCHBOARD_ADMIN_SESSION_TTL must be at least 60 seconds")
         return self
 
     @model_validator(mode="after")

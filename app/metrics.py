@@ -339,3 +339,16 @@ PRESENCE_SWEEP_LAG = Gauge(
     "Seconds since the oldest channel waiting to be swept was due (0 when none, or when another instance sweeps)",
     multiprocess_mode="livemax",
 )
+
+# Admin web UI (app/routes/admin.py): sign-ins by outcome, and actions by server API method.
+ADMIN_SIGN_INS = Counter("switchboard_admin_sign_ins", "Admin UI sign-ins: ok, refused, limited", ["outcome"])
+for _outcome in ("ok", "refused", "limited"):
+    ADMIN_SIGN_INS.labels(_outcome)
+ADMIN_ACTIONS = Counter(
+    "switchboard_admin_actions", "Admin UI actions by server API method and outcome (ok, error)", ["method", "outcome"]
+)
+# The server API methods that change something: the admin UI logs and counts these.
+ADMIN_ACTION_METHODS = ("publish", "broadcast", "send", "disconnect", "subscribe", "unsubscribe")
+for _method in ADMIN_ACTION_METHODS:
+    for _outcome in ("ok", "error"):
+        ADMIN_ACTIONS.labels(_method, _outcome)

@@ -312,6 +312,23 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
             ),
         ],
     ),
+    (
+        "Admin UI",
+        [
+            (
+                "Admin sign-ins /s by outcome (limited: an address over its failures)",
+                "ops",
+                "timeseries",
+                [("{{outcome}}", by_rate("outcome", f"switchboard_admin_sign_ins_total{{{SEL}}}"))],
+            ),
+            (
+                "Admin actions /s by method and outcome",
+                "ops",
+                "timeseries",
+                [("{{method}} {{outcome}}", by_rate("method, outcome", f"switchboard_admin_actions_total{{{SEL}}}"))],
+            ),
+        ],
+    ),
 ]
 
 
