@@ -117,3 +117,10 @@ def test_interop_with_ws_and_the_server_api(results: dict[str, Any]) -> None:
     everything = [{"from": "sdk"}, {"from": "ws"}, {"from": "api"}]
     assert seen["sdk"] == everything
     assert seen["ws"] == everything
+
+
+def test_server_side_subscriptions_from_the_server_api(results: dict[str, Any]) -> None:
+    seen = scenario(results, "serverSide")
+    assert seen["subscribed"] == [["chat:jsserver", True]]
+    assert seen["data"] == [["chat:jsserver", {"from": "api"}, 1]]
+    assert seen["unsubscribed"] == ["chat:jsserver"]

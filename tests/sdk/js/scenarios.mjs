@@ -169,8 +169,24 @@ async function interop() {
   return { sdk: seen.data, ws: frames.filter((f) => f.op === 'pub').map((f) => f.data) };
 }
 
+async function serverSide() {
+  const c = await connected(client({ token: token('jo-server') }));
+  const seen = { subscribed: [], data: [], unsubscribed: [] };
+  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
+  c.on('publication', (ctx) => seen.data.push([ctx.channel, ctx.data, ctx.offset]));
+  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
+  await api('subscribe', { user: 'jo-server', channel: 'chat:jsserver' });
+  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
+  await api('publish', { channel: 'chat:jsserver', data: { from: 'api' } });
+  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
+  await api('unsubscribe', { user: 'jo-server', channel: 'chat:jsserver' });
+  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
+  c.disconnect();
+  return seen;
+}
+
 const results = {};
-const scenarios = { basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop };
+const scenarios = { serverSide, basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop };
 await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
   try {
     results[name] = await run();
