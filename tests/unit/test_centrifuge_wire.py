@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from app import hub as hub_module
-from app.broker import Position
+from app.broker import HistoryOptions, Position
 from app.broker.memory import MemoryBroker
 from app.config import Settings
 from app.connection import Connection
@@ -95,3 +95,24 @@ async def test_every_switchboard_close_has_a_centrifugo_code() -> None:
         await wait_for(lambda: len(sent) == 1)
         assert sent.pop()["code"] == expected
         assert conn.close_code == int(code)  # metrics keep Switchboard's own code
+
+
+class Closable(Member):
+    def __init__(self, ident: str) -> None:
+        super().__init__(ident)
+        self.closed: list[tuple[int, str | None]] = []
+
+    def close(self, code: int, reason: str | None = None) -> None:
+        self.closed.append((int(code), reason))
+
+
+async def test_a_gap_history_cannot_fill_makes_a_centrifugo_member_reconnect_3010() -> None:
+    clock = [0.0]
+    broker = MemoryBroker(HistoryOptions(size=10, ttl=5, meta_ttl=10), clock=lambda: clock[0])
+    hub = await hub_with(broker)
+    member = Closable("c")
+    await hub.join(cast(Connection, member), "x", wire=Wire.CENTRIFUGE)
+    await hub.publish("x", orjson.dumps({"op": "pub", "channel": "x", "data": 1}))
+    clock[0] = 11.0  # the history and its epoch expire: the next publication starts a new epoch
+    await hub.publish("x", orjson.dumps({"op": "pub", "channel": "x", "data": 2}))
+    assert member.closed == [(3010, "epoch changed")]  # the SDK reconnects and recovers, or is told
