@@ -87,8 +87,12 @@ def test_a_row_published_before_its_delete_is_absorbed_on_retry(tmp_path: Path, 
                         assert (await api.post("/api/v1/publish", json=body)).status_code == 200
                     await sub.wait_for(1, 10)
                     with psycopg.connect(outbox_url, autocommit=True) as conn:
-                        conn.execute("INSERT INTO switchboard_outbox (id, channel, data) VALUES (77, 'news:retry', '{\"n\": 1}')")
-                        conn.execute("INSERT INTO switchboard_outbox (id, channel, data) VALUES (78, 'news:retry', '{\"n\": 2}')")
+                        conn.execute(
+                            "INSERT INTO switchboard_outbox (id, channel, data) VALUES (77, 'news:retry', '{\"n\": 1}')"
+                        )
+                        conn.execute(
+                            "INSERT INTO switchboard_outbox (id, channel, data) VALUES (78, 'news:retry', '{\"n\": 2}')"
+                        )
                     relay = instance("relay2", tmp_path, redis.url, outbox_url)
                     with running(relay):
                         await sub.wait_for(2, 15)

@@ -107,7 +107,10 @@ def test_rows_wait_while_redis_is_down_and_are_delivered_after(tmp_path: Path, o
     redis = RedisServer(tmp_path / "redis").start()
     try:
         with running(instance("relay", tmp_path, redis.url, outbox_url)) as (app,):
-            metrics = lambda: httpx.get(app.http + "/metrics", timeout=5).text  # noqa: E731
+
+            def metrics() -> str:
+                return httpx.get(app.http + "/metrics", timeout=5).text
+
             redis.stop()
             asyncio.run(write_rows(outbox_url, [("news:r", {"n": n}) for n in range(40)]))
             # The relay tries, fails, counts it, and keeps the rows.
@@ -126,7 +129,9 @@ def test_a_poison_row_is_dead_lettered_and_blocks_nothing(tmp_path: Path, outbox
         env = {"SWITCHBOARD_MAX_MESSAGE_BYTES": "2048"}
         with running(instance("relay", tmp_path, redis.url, outbox_url, **env)) as (app,):
             with psycopg.connect(outbox_url) as conn:
-                insert = "INSERT INTO switchboard_outbox (channel, data, idempotency_key, partition) VALUES (%s, %s, %s, %s)"
+                insert = (
+                    "INSERT INTO switchboard_outbox (channel, data, idempotency_key, partition) VALUES (%s, %s, %s, %s)"
+                )
                 for n, (channel, data, key) in enumerate(
                     [
                         ("news:p", '{"n": 0}', None),

@@ -18,9 +18,17 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 from switchboard_client.outbox.schema import DDL
+
+if TYPE_CHECKING:  # only for the types: nothing imports these at run time
+    import psycopg
+    from sqlalchemy.ext import asyncio as sa_asyncio
+
+    AsyncTarget: TypeAlias = (
+        "sa_asyncio.AsyncSession | sa_asyncio.AsyncConnection | psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any]"
+    )
 
 __all__ = ["DDL", "publish"]
 
@@ -34,6 +42,16 @@ def encode(data: Any) -> str:
     """JSON for the ``data`` column. NaN and infinities are refused here: JSONB has no spelling
     for them, and the error is clearer now than at commit."""
     return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+@overload
+def publish(
+    target: AsyncTarget, channel: str, data: Any, key: str | None = None, *, partition: int | None = None
+) -> Awaitable[None]: ...
+
+
+@overload
+def publish(target: Any, channel: str, data: Any, key: str | None = None, *, partition: int | None = None) -> None: ...
 
 
 def publish(
