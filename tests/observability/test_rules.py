@@ -192,7 +192,10 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "a short outbox lag stays quiet": {
         "input_series": [
-            {"series": f'switchboard_outbox_oldest_pending_seconds{{{JOB},instance="a:8000"}}', "values": "0 90 90 90 0x10"},
+            {
+                "series": f'switchboard_outbox_oldest_pending_seconds{{{JOB},instance="a:8000"}}',
+                "values": "0 90 90 90 0x10",
+            },
         ],
         "alert_rule_test": [quiet("SwitchboardOutboxLagging", "2m"), quiet("SwitchboardOutboxLagging", "6m")],
     },
