@@ -46,8 +46,8 @@ unit: install ## Unit tests only (no processes)
 test: install deps lint typecheck ## Everything CI runs: lint, types, the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-cluster: install deps ## Local cluster, no Docker: redis + $(INSTANCES) instances + nginx on :$(CLUSTER_PORT)
-	$(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT)
+cluster: install deps ## Local cluster, no Docker: redis + $(INSTANCES) instances + nginx on :$(CLUSTER_PORT) (OUTBOX=1: + PostgreSQL, relaying)
+	$(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT) $(if $(filter 1,$(OUTBOX)),--outbox)
 
 cluster-down: ## Stop exactly what `make cluster` started
 	$(BIN)/python scripts/cluster.py down
