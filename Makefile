@@ -53,8 +53,8 @@ cluster-down: ## Stop exactly what `make cluster` started
 	$(BIN)/python scripts/cluster.py down
 
 .env:
-	@umask 077; sed "s|^SWITCHBOARD_JWT_SECRET=.*|SWITCHBOARD_JWT_SECRET=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')|; s|^SWITCHBOARD_API_KEYS=.*|SWITCHBOARD_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')|; s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')|" .env.example > .env
-	@echo "created .env with a random JWT secret, server API key and Grafana password"
+	@umask 077; sed "s|^SWITCHBOARD_JWT_SECRET=.*|SWITCHBOARD_JWT_SECRET=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')|; s|^SWITCHBOARD_API_KEYS=.*|SWITCHBOARD_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')|; s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')|; s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')|" .env.example > .env
+	@echo "created .env with a random JWT secret, server API key, Grafana and PostgreSQL passwords"
 
 up: .env ## docker compose: redis, app1-3, nginx on :8080, Prometheus :9090, Grafana :3000
 	docker compose up --build -d

@@ -17,16 +17,21 @@ import psycopg
 from tests.support import ROOT, free_port, recv_json, send_json, wait_until, ws_connect
 
 SCRIPT = ROOT / "scripts" / "cluster.py"
+CLUSTER = ["--instances", "3", "--outbox"]
 
 
 def cluster(command: str, state: Path, port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), command, "--dir", str(state), "--port", str(port), "--instances", "3", "--outbox"],
+        [sys.executable, str(SCRIPT), command, "--dir", str(state), "--port", str(port), *CLUSTER],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
 
 
 def alive(pid: int) -> bool:
@@ -83,5 +88,4 @@ async def test_cluster_up_serves_through_nginx_and_down_stops_everything(tmp_pat
     assert stopped.returncode == 0, stopped.stderr
     assert not [name for name, pid in pids.items() if alive(pid)]
     assert not (state / "state.json").exists()
-    assert not Path(recorded["postgres_dir"]).exists()
-
+    assert not exists(recorded["postgres_dir"])  # PostgreSQL's files went with it
