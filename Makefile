@@ -93,9 +93,10 @@ bench-api: install deps ## Server API: presence of 10,000 members, disconnect on
 bench-cluster: install deps ## One Redis vs a 3-shard Redis Cluster: Redis CPU per shard, fan-out -> docs/benchmarks.md (~2 min)
 	$(BIN)/python -m bench.cluster
 
-bench-delivery: install deps ## History cost, crash recovery, churn and storms at scale -> docs/delivery.md (~12 min)
+bench-delivery: install deps ## History cost, crash recovery, churn and storms at scale, the outbox relay -> docs/delivery.md (~12 min)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.churn
+	$(BIN)/python -m bench.outbox
 
 observability-sync: install ## Regenerate the Grafana dashboard and its k8s copies from scripts/observability.py
 	$(BIN)/python scripts/observability.py
