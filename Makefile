@@ -87,8 +87,9 @@ bench-peers: ## npm ci the Node peers from bench/peers/package-lock.json (skippe
 		npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error; \
 	else echo "note: npm not found; make bench will skip the Node peers"; fi
 
-bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md (~1 min)
+bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md; a 1,000-client storm through the connect proxy -> docs/proxies.md (~2 min)
 	$(BIN)/python -m bench.server_api
+	$(BIN)/python -m bench.proxy_storm
 
 bench-cluster: install deps ## One Redis vs a 3-shard Redis Cluster: Redis CPU per shard, fan-out -> docs/benchmarks.md (~2 min)
 	$(BIN)/python -m bench.cluster

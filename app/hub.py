@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, ItemsView
 
 import orjson
 
@@ -82,6 +82,10 @@ class Hub:
 
     def channel(self, name: str) -> Channel | None:
         return self._channels.get(name)
+
+    def local_channels(self) -> ItemsView[str, Channel]:
+        """This process's channels with their state (for the server API's cluster queries)."""
+        return self._channels.items()
 
     def members(self, channel: str) -> int:
         ch = self._channels.get(channel)
@@ -332,6 +336,7 @@ class Hub:
             for sub in ch.recovering.values():
                 sub.hold(env, limit, max_bytes)
         finished = time.perf_counter()
+        ch.count_publication(finished)
         metrics.HOT_BROADCASTS.inc()
         metrics.HOT_DELIVERED.inc(delivered)
         metrics.HOT_FANOUT.observe(finished - started)

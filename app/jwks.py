@@ -189,6 +189,7 @@ class RemoteKeys:
         self._fetched_at, self._ttl = time.monotonic(), max_age(cache_control, self.options)
         metrics.JWKS_FETCHES.labels("ok").inc()
         metrics.JWKS_KEYS.labels(self.label).set(len(entries))
+        metrics.JWKS_KEYS_EXPIRY.labels(self.label).set(time.time() + self._ttl)
 
     def _failed(self, result: str, detail: str = "") -> None:
         self._last_ok = False

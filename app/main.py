@@ -14,11 +14,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import __version__, drain, gc_tuning, metrics
+from app.admin_auth import AdminKeys, SignInLimiter
 from app.api_methods import ApiError
 from app.config import Settings
 from app.fd_limit import raise_open_files_limit
 from app.logs import install_redaction
-from app.routes import api, health, seed, server_api, ws
+from app.routes import admin, api, health, seed, server_api, ws
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
 
@@ -130,4 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(server_api.router)
     if settings.dev_mode:
         app.include_router(api.dev_router)
+    if settings.admin:  # off by default: then /admin is a 404 like any unknown path
+        keys = AdminKeys(settings.admin_password.get_secret_value(), settings.admin_session_ttl)
+        app.include_router(admin.build_router(keys, SignInLimiter()))
+        app.mount("/admin/static", admin.static_files(), name="admin-static")
+        app.add_middleware(admin.SecureHeaders)
     return app

@@ -25,6 +25,7 @@ from app.errors import (
     reason_for,
 )
 from app.protocol import BadFrame, parse_object
+from app.proxy_calls import pick_headers
 from app.services import Services, services
 from app.session import Session, resume_from
 
@@ -66,6 +67,8 @@ async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandl
     session = Session(conn, s, ws=ws)
     # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
     await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
+    if ws and s.proxies.connect_url:
+        session.handshake = pick_headers(websocket.scope["headers"], s.proxies.headers)
     # Nothing reads a socket's request headers after its handshake, and they would stay for its
     # whole life: about 0.7 KB of small objects per open socket.
     websocket.scope["headers"] = []
