@@ -78,29 +78,29 @@ def test_a_row_published_before_its_delete_is_absorbed_on_retry(tmp_path: Path, 
     its key. The next relay publishes it again, and the idempotency record swallows that."""
     redis = RedisServer(tmp_path / "redis").start()
     try:
-        with running(instance("relay", tmp_path, redis.url, None)) as (app,):
+        with running(instance("relay", tmp_path, redis.url, outbox_url)) as (app,):
 
             async def scenario() -> list[tuple[int, Any]]:
                 async with Subscriber(app.ws("/ws"), ["news:retry"]) as sub:
+                    # The first life: published with the row's key, then killed before the delete.
                     async with httpx.AsyncClient(base_url=app.http, headers=API_HEADERS) as api:
                         body = {"channel": "news:retry", "data": {"n": 1}, "idempotency_key": "outbox:77"}
                         assert (await api.post("/api/v1/publish", json=body)).status_code == 200
                     await sub.wait_for(1, 10)
-                    with psycopg.connect(outbox_url, autocommit=True) as conn:
-                        conn.execute(
-                            "INSERT INTO switchboard_outbox (id, channel, data) VALUES (77, 'news:retry', '{\"n\": 1}')"
-                        )
-                        conn.execute(
-                            "INSERT INTO switchboard_outbox (id, channel, data) VALUES (78, 'news:retry', '{\"n\": 2}')"
-                        )
-                    relay = instance("relay2", tmp_path, redis.url, outbox_url)
-                    with running(relay):
-                        await sub.wait_for(2, 15)
-                        wait_until(lambda: pending(outbox_url) == 0, 10, "the outbox to empty")
-                        await asyncio.sleep(0.3)
+                    # The row is still there after the crash, with a later one behind it.
+                    async with await psycopg.AsyncConnection.connect(outbox_url) as conn:
+                        insert = "INSERT INTO switchboard_outbox (id, channel, data) VALUES (%s, 'news:retry', %s)"
+                        await conn.execute(insert, (77, '{"n": 1}'))
+                        await conn.execute(insert, (78, '{"n": 2}'))
+                    # Row 77 is relayed before row 78 (one lane): a copy of it would come before {"n": 2}.
+                    await sub.wait_for(2, 15)
+                    await asyncio.sleep(0.3)
                     return list(sub.got["news:retry"])
 
             got = asyncio.run(scenario())
             assert [d for _, d in got] == [{"n": 1}, {"n": 2}]  # row 77 once, though relayed again
+            assert [offset for offset, _ in got] == [1, 2]
+            wait_until(lambda: pending(outbox_url) == 0, 10, "both rows deleted")
+            assert "switchboard_outbox_delivered_total 2.0" in httpx.get(app.http + "/metrics", timeout=5).text
     finally:
         redis.stop()
