@@ -70,14 +70,7 @@ async def claim(conn: AsyncConnection[Any], publish: Publish, batch: int) -> Out
 
 
 async def _lock_lanes(conn: AsyncConnection[Any], batch: int) -> list[str]:
-    cur = await conn.execute(queries.CANDIDATE_LANES, {"scan": batch})
-    candidates = [lane for (lane,) in await cur.fetchall()]
-    if not candidates:
-        return []
-    # At most half the candidates: with several relays, each gets lanes of its own to work on.
-    wanted = max(1, (len(candidates) + 1) // 2)
-    params = {"candidates": candidates, "space": queries.LOCK_SPACE, "lanes": wanted}
-    cur = await conn.execute(queries.LOCK_LANES, params)
+    cur = await conn.execute(queries.LOCK_LANES, {"scan": batch, "space": queries.LOCK_SPACE})
     return [lane for (lane,) in await cur.fetchall()]
 
 

@@ -16,20 +16,19 @@ LOCK_SPACE = 0x5B0A  # "switchboard outbox"
 
 NOTIFY_CHANNEL = "switchboard_outbox"
 
-# The lanes of the oldest pending rows, oldest lane first. A bounded scan of the (id) index: the
-# relay looks at the head of the queue, never at the whole table.
-CANDIDATE_LANES = """
-SELECT lane FROM (SELECT lane, min(id) AS head FROM
-    (SELECT lane, id FROM switchboard_outbox ORDER BY id LIMIT %(scan)s) oldest GROUP BY lane) lanes
-ORDER BY head
-"""
-
-# Of those, the ones no other relay holds, at most %(lanes)s (LIMIT stops the scan early in
-# practice; locking a few more than asked costs parallelism, never order).
+# Lanes no other relay holds, taken from the oldest pending rows, oldest lane first: a bounded scan
+# of the primary key's index, never the whole table. At most half the lanes seen (at least one),
+# so that with several relays each finds lanes of its own. The lock function is volatile, so it
+# is applied after the sort, lane by lane, and LIMIT stops trying once enough are held (locking
+# one more than asked would cost parallelism, never order).
 LOCK_LANES = """
-SELECT lane FROM unnest(%(candidates)s::text[]) AS c(lane)
+WITH lanes AS (
+    SELECT lane, min(id) AS head FROM (SELECT lane, id FROM switchboard_outbox ORDER BY id LIMIT %(scan)s) oldest
+    GROUP BY lane
+)
+SELECT lane FROM (SELECT lane FROM lanes ORDER BY head) candidates
 WHERE pg_try_advisory_xact_lock(%(space)s, hashtext(lane))
-LIMIT %(lanes)s
+LIMIT (SELECT greatest(1, (count(*) + 1) / 2) FROM lanes)
 """
 
 CLAIM_ROWS = """
