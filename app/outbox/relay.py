@@ -65,7 +65,7 @@ class Relay:
         pool = AsyncConnectionPool(
             self._dsn,
             min_size=1,
-            max_size=2,
+            max_size=1,  # one claim at a time; the listener has a connection of its own
             kwargs={"autocommit": True, "options": self._options},
             open=False,
             name="switchboard-outbox",

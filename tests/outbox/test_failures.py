@@ -13,7 +13,7 @@ import httpx
 import psycopg
 
 from tests.outbox.harness import Subscriber, check_once_in_order, instance, pending, write_rows
-from tests.outbox.postgres import PostgresServer
+from tests.outbox.postgres import PASSWORD, PostgresServer
 from tests.support import API_HEADERS, RedisServer, running, wait_until
 
 CHANNELS = [f"news:k{n}" for n in range(5)]
@@ -91,7 +91,9 @@ def test_postgres_restart_mid_stream(tmp_path: Path, postgres: PostgresServer, o
                     return dict(sub.got)
 
             check_once_in_order(asyncio.run(scenario()), dict(sent))
-            assert "outbox relay: " in app.log_text()  # the lost connection was logged, then retried
+            log = app.log_text()
+            assert "outbox relay: " in log  # the lost connection was logged, then retried
+            assert PASSWORD not in log  # nor did any error message carry the DSN's secret
     finally:
         redis.stop()
 
@@ -116,9 +118,14 @@ def test_rows_wait_while_redis_is_down_and_are_delivered_after(tmp_path: Path, o
             # The relay tries, fails, counts it, and keeps the rows.
             wait_until(lambda: "switchboard_outbox_errors_total 2.0" in metrics(), 15, "relay errors counted")
             assert pending(outbox_url) == 40
+            # The lag is in the gauges: the rows waiting, and the oldest one's age.
+            wait_until(lambda: "switchboard_outbox_pending_rows 40.0" in metrics(), 10, "the backlog gauge")
+            oldest = [line for line in metrics().splitlines() if line.startswith("switchboard_outbox_oldest_pending")]
+            assert float(oldest[0].split()[1]) > 0, oldest
             redis.start()
             wait_until(lambda: pending(outbox_url) == 0, 30, "the rows delivered after Redis is back")
             assert history(app.http, "news:r") == [{"n": n} for n in range(40)]
+            wait_until(lambda: "switchboard_outbox_pending_rows 0.0" in metrics(), 10, "the backlog gauge back to 0")
     finally:
         redis.stop()
 
