@@ -38,6 +38,7 @@ from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
 from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
+from app.tracing import check_environment
 
 
 def _default_instance_id() -> str:
@@ -171,6 +172,10 @@ class Settings(BaseSettings):
     admin: bool = False
     admin_password: SecretStr = SecretStr("")
     admin_session_ttl: float = 28800.0
+
+    # -- Traces (issue 29, app/tracing.py; docs/observability.md). Off by default; on, the SDK is
+    # configured by the standard OTEL_* variables (endpoint, sampler, service name).
+    tracing: bool = False
 
     # -- The transactional outbox (issue 27, app/outbox/; docs/outbox.md). A PostgreSQL DSN: when
     # set, this instance relays committed switchboard_outbox rows. A secret: only its host and
@@ -374,6 +379,12 @@ class Settings(BaseSettings):
         self._file = read_config(self.config)
         self._namespaces = Namespaces(self._file, self.history, self.config.name if self.config else "")
         self._hooks = load_hooks(self.hooks) if self.hooks else None
+        return self
+
+    @model_validator(mode="after")
+    def _tracing_environment(self) -> Settings:
+        if self.tracing:  # a wrong OTEL_TRACES_EXPORTER stops start-up with one line
+            check_environment()
         return self
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ import re
 from functools import partial
 from typing import Any, Protocol
 
-from app import metrics
+from app import metrics, tracing
 from app.auth import Authenticator, AuthError, Identity
 from app.config import Settings
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
@@ -86,7 +86,8 @@ class Hooks:
     async def invoke(self, name: str, *args: Any) -> Any:
         """What the hook method returns, by its deadline; one that raises or overruns refuses with 100."""
         try:
-            return await self._call(name, *args)
+            with tracing.span(f"hook {name}"):  # name is one of HOOK_NAMES
+                return await self._call(name, *args)
         except (asyncio.CancelledError, ProtocolError):
             raise
         except Exception:

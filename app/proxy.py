@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from app import metrics
+from app import metrics, tracing
 from app.config import Settings
 from app.errors import BACKEND_ERROR_CODES, ErrorCode, ProtocolError
 
@@ -137,10 +137,21 @@ class Backend:
         headers: dict[str, str] | None = None,
     ) -> T:
         """POST ``body``; the parsed ``result``. Raises ProxyFailed, BackendError or BackendDisconnect."""
+        if not tracing.ON:
+            return await self._call(kind, url, body, parse, headers or {})
+        # kind is one of the proxy kinds (a bounded name); an error leaving the call is recorded.
+        with tracing.span(f"proxy {kind}", "client", {"switchboard.proxy": kind}):
+            sent = dict(headers or {})
+            tracing.inject(sent)  # the backend's own trace may continue this one
+            return await self._call(kind, url, body, parse, sent)
+
+    async def _call(
+        self, kind: str, url: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], T], headers: dict[str, str]
+    ) -> T:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            answer = await self._post(kind, url, orjson.dumps(body), headers or {})
+            answer = await self._post(kind, url, orjson.dumps(body), headers)
             try:
                 return parse(_envelope(answer))
             except Malformed:

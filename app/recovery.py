@@ -101,6 +101,7 @@ class Channel:
         "history",
         "known",
         "members",
+        "name",
         "name_json",
         "offset",
         "options",
@@ -118,6 +119,7 @@ class Channel:
         self.options = options
         self.history = options.history.enabled
         self.tutorial = is_tutorial(name)
+        self.name = name
         self.name_json = orjson.dumps(name)  # for the ``pub`` pushes that wrap tutorial frames
         self.members: dict[str, Subscription] = {}
         self.recovering: dict[str, Subscription] = {}

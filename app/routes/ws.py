@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from app import metrics
+from app import metrics, tracing
 from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
 from app.budgets import InFlight
@@ -107,6 +108,14 @@ class WsClient:
             self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
+        with tracing.span("ws connect", attributes={"switchboard.client": self.session.client}) as span:
+            connected = await self._connect(cmd_id, frame)
+            if span is not None:
+                span.set_attribute("switchboard.connected", connected)
+        return connected
+
+    async def _connect(self, cmd_id: int, frame: dict[str, Any]) -> bool:
+        """The connect command's checks, identity and reply (or refusal and 1008)."""
         token = frame.get("token", self.conn.websocket.query_params.get("token"))
         extra: dict[str, Any] = {}
         headers, self.session.handshake = self.session.handshake, None  # read once, never kept
@@ -268,12 +277,8 @@ class WsClient:
                 assert parsed is not None  # it parsed when it was read
                 frame = parsed
             try:
-                if op == "refresh":
-                    result: Reply = {"expires": await self.refresh(frame.get("token"))}
-                elif op == "subscribe":
-                    result = await subscribe(self.session, cmd_id, frame, registered=next_turn)
-                else:
-                    result = await COMMANDS[op](self.session, cmd_id, frame)
+                run = self._traced if tracing.ON else self._command
+                result = await run(op, cmd_id, frame, next_turn)
             except ProtocolError as exc:
                 self.send(error_bytes(cmd_id, exc.wire_code, exc.message))
                 if isinstance(exc, BackendDisconnect):
@@ -295,6 +300,22 @@ class WsClient:
             next_turn()
             del self._in_flight[cmd_id]
             self._load.done(size)
+
+    async def _command(self, op: str, cmd_id: int, frame: dict[str, Any], next_turn: Callable[[], None]) -> Reply:
+        if op == "refresh":
+            return {"expires": await self.refresh(frame.get("token"))}
+        if op == "subscribe":
+            return await subscribe(self.session, cmd_id, frame, registered=next_turn)
+        return await COMMANDS[op](self.session, cmd_id, frame)
+
+    async def _traced(self, op: str, cmd_id: int, frame: dict[str, Any], next_turn: Callable[[], None]) -> Reply:
+        """``_command`` in a ``ws <op>`` span: op is one of COMMANDS or refresh, a bounded name."""
+        channel = frame.get("channel")
+        attributes = {"switchboard.client": self.session.client}
+        if isinstance(channel, str):
+            attributes["messaging.destination.name"] = channel
+        with tracing.span(f"ws {op}", attributes=attributes):
+            return await self._command(op, cmd_id, frame, next_turn)
 
     def _limited(self, text: str) -> None:
         frame = _parse(text)
