@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     # refused with 112 and a replay waits for the budget.
     history_bytes_per_second: float = 1048576.0
     history_bytes_burst: int = 4194304
+    # One-way streams (issue 26, app/streams/; docs/protocol.md): the most channels one /sse or
+    # /stream may read, which bounds its resume cursor (an SSE id) to about 52 bytes each.
+    stream_max_channels: int = 32
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
@@ -251,6 +254,7 @@ class Settings(BaseSettings):
         "max_channels_anonymous",
         "max_in_flight_bytes",
         "history_bytes_burst",
+        "stream_max_channels",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:

@@ -311,9 +311,10 @@ class Hub:
         started = time.perf_counter()
         # Built once, on first use, for every member: the frame as published, and (on a tutorial
         # channel with /ws members) the ``pub`` push that wraps it.
-        out = Outgoing(env.frame)
-        wrapped: Outgoing | None = None
         exclude, offset = env.exclude, env.offset
+        mark = (ch.name, offset, env.epoch) if offset else None
+        out = Outgoing(env.frame, mark)
+        wrapped: Outgoing | None = None
         delivered = 0
         for conn_id, sub in ch.members.items():
             if offset:
@@ -323,7 +324,7 @@ class Hub:
             if conn_id == exclude:
                 continue
             if sub.wrap:
-                wrapped = wrapped or Outgoing(wrap_pub(ch.name_json, env))
+                wrapped = wrapped or Outgoing(wrap_pub(ch.name_json, env), mark)
                 delivered += sub.conn.offer(wrapped)
             elif sub.conn.offer(out):
                 delivered += 1
@@ -356,7 +357,8 @@ class Hub:
         if env.offset > sub.offset:
             sub.offset = env.offset
             if env.exclude != sub.conn.id:
-                sub.conn.offer(Outgoing(wrap_pub(ch.name_json, env) if sub.wrap else env.frame))
+                frame = wrap_pub(ch.name_json, env) if sub.wrap else env.frame
+                sub.conn.offer(Outgoing(frame, (ch.name, env.offset, env.epoch)))
 
     async def _subscribe(self, channel: str) -> Channel:
         async with self._channel_lock(channel):

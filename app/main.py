@@ -21,6 +21,7 @@ from app.logs import install_redaction
 from app.routes import api, health, seed, server_api, ws
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
+from app.streams import endpoint as streams
 
 log = logging.getLogger("switchboard")
 
@@ -28,7 +29,8 @@ log = logging.getLogger("switchboard")
 class Switchboard(FastAPI):
     """FastAPI, with WebSocket scopes sent straight to their endpoint.
 
-    The middleware stack (server errors, CORS, exception handlers) and Starlette's routing layers
+    The same holds for the one-way streams (``/sse``, ``/stream``: app/streams/), which set their
+    own CORS header. The middleware stack (server errors, CORS, exception handlers) and Starlette's routing layers
     do nothing for a WebSocket whose session handles its own errors, yet each layer's coroutine
     frame stays suspended for the socket's whole life: about 3 KB per idle connection. So the
     endpoint is called here, with the path parameters its route matched; a path no WebSocket
@@ -41,7 +43,11 @@ class Switchboard(FastAPI):
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "websocket":
-                await stack(scope, receive, send)
+                # The one-way streams live as long as a socket does: past the middleware too.
+                if scope["type"] == "http" and scope["path"] in streams.WIRES:
+                    await streams.endpoint(scope, receive, send)
+                else:
+                    await stack(scope, receive, send)
                 return
             for route in router.routes:
                 if isinstance(route, WebSocketRoute):

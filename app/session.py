@@ -117,15 +117,21 @@ class Session:
         "display_name",
         "identity",
         "permissions",
+        "refreshable",
         "services",
         "ws",
     )
 
-    def __init__(self, conn: Connection, services: Services, *, ws: bool = False) -> None:
+    def __init__(
+        self, conn: Connection, services: Services, *, ws: bool = False, refreshable: bool | None = None
+    ) -> None:
         self.conn = conn
         self.services = services
         self.permissions = services.permissions
-        self.ws = ws  # speaks the /ws protocol: gets pub pushes and /ws recovered notices
+        self.ws = ws  # speaks the /ws vocabulary: gets pub pushes and /ws recovered notices
+        # Can take a fresh token (``refresh``), so gets the grace after ``exp``: /ws can, the
+        # one-way streams (app/streams/) speak /ws pushes but have no way to send one.
+        self.refreshable = ws if refreshable is None else refreshable
         self.identity = ANONYMOUS
         self._grants: Grants | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
@@ -186,14 +192,15 @@ class Session:
         """One timer per connection, moved by each new identity, on every endpoint alike.
 
         ``/ws`` can ``refresh``, so it has ``SWITCHBOARD_REFRESH_GRACE`` after ``exp`` to do so,
-        and is then closed 4002; the tutorial endpoints cannot, so they are closed 1008 at ``exp``.
+        and is then closed 4002; the one-way streams cannot refresh, so they are closed 4002 at
+        ``exp``; the tutorial endpoints cannot either, and are closed 1008 at ``exp``.
         """
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         expires = self.identity.expires
         if expires is not None:
-            grace = self.services.settings.refresh_grace if self.ws else 0.0
+            grace = self.services.settings.refresh_grace if self.refreshable else 0.0
             delay = max(0.0, expires - time.time() + grace)
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
 
