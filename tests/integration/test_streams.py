@@ -5,9 +5,11 @@ slow-consumer bound (with the process's RSS), and the drain."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ def metric(base: str, name: str, labels: str = "") -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+async def eventually(predicate: Callable[[], object], what: str, timeout: float = 20) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # polling what another task collects
@@ -130,7 +132,7 @@ async def test_resume_with_last_event_id_on_the_other_instance_loses_and_repeats
             await publish(http, cluster.b.http, channels[n % 2], n)
         resumed = Reader(f"{cluster.b.http}/sse?{query}", last_id=reader.last_id).start()
         try:
-            await asyncio.wait_for(resumed.connected.wait(), 10)
+            await asyncio.wait_for(resumed.connected.wait(), 20)
             for n in range(20, 24):
                 await publish(http, cluster.a.http, channels[n % 2], n)
             await eventually(lambda: len(resumed.numbers) >= 18, "the missed and the live publications")
@@ -236,3 +238,49 @@ async def test_refusals_are_http_statuses_with_the_protocol_error_codes(cluster:
                 assert second.status_code == 200
                 third = await http.get(base + "/sse?channel=feed:x", headers={"Authorization": f"Bearer {granted}"})
                 assert (third.status_code, third.json()["error"]["code"]) == (429, 106)
+
+
+async def test_a_reader_that_stops_is_cut_off_at_the_queue_bound_and_its_memory_stays_bounded(
+    cluster: Cluster,
+) -> None:
+    app, messages = cluster.a, 600  # 600 x 32 KB: 19 MB that an unbounded backlog would hold
+    assert app.proc is not None
+    cut_before = metric(app.http, "switchboard_slow_consumer_disconnects_total")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", app.port))
+    stalled.sendall(b"GET /sse?channel=feed:firehose HTTP/1.1\r\nHost: test\r\n\r\n")  # and never reads
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", f"{app.http}/sse?channel=feed:firehose") as fast,
+    ):
+        stream = events(fast)
+        await next_data(stream)  # subscribed
+        await eventually(lambda: metric(app.http, "switchboard_connections", 'endpoint="sse"') == 2, "both in")
+        rss_before = rss_kb(app.proc.pid)
+
+        async def publish_all() -> None:
+            for n in range(messages):
+                await publish(http, cluster.b.http, "feed:firehose", n, pad=PAYLOAD)
+
+        async def read_all() -> list[int]:
+            return [(await next_data(stream)).data["data"]["n"] for _ in range(messages)]
+
+        _, seen = await asyncio.gather(publish_all(), read_all())
+        rss_after = rss_kb(app.proc.pid)
+        # The reader that reads got everything, in order, while the other one backed up.
+        assert seen == list(range(messages))
+        assert metric(app.http, "switchboard_slow_consumer_disconnects_total") == cut_before + 1
+        assert metric(app.http, "switchboard_connections", 'endpoint="sse"') == 1
+    # Bounded: the stalled stream held its queue (8 messages) and a transport buffer, not 19 MB.
+    assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)
+    # It now reads: a prefix of the stream, in order, then the connection is gone.
+    stalled.settimeout(5)
+    received = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := stalled.recv(1 << 16):
+            received += chunk
+    stalled.close()
+    got = [int(n) for n in re.findall(rb'"data":\{"n":(\d+)', received)]
+    assert got == list(range(len(got)))
+    assert len(got) < messages // 2  # what the kernel's socket buffers held when it was cut
