@@ -176,7 +176,8 @@ async def run(session: Session, channels: list[str], resume: list[Position | Non
     try:
         for channel, position in zip(channels, resume, strict=True):
             try:
-                await session.subscribe(channel, position, announce=subscribed(conn, channel))
+                opts = await session.subscribe(channel, position, announce=subscribed(conn, channel))
+                await session.announce_join(channel, opts)  # in presence, as a /ws subscriber is
             except ProtocolError as exc:  # allowed a moment ago, refused now (a hook, a race)
                 push = {"op": "error", "channel": channel, "code": int(exc.code), "message": exc.message}
                 conn.send_json(push)

@@ -68,7 +68,7 @@ def parse_cursor(text: str, count: int) -> list[Position | None]:
     """The positions in a cursor for a stream of ``count`` channels. Raises ValueError."""
     parts = text.split(",")
     if len(text) > 52 * count or len(parts) != count:
-        raise ValueError(f"the resume cursor must hold {count} positions, one per channel of this stream")
+        raise ValueError(f"the resume cursor must hold one position per channel of this stream ({count})")
     found: list[Position | None] = []
     for part in parts:
         if part == "-":
