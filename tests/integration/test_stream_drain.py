@@ -1,5 +1,6 @@
 """A draining instance tells its streams (SSE and NDJSON) 1012 and ends them within the drain
-window; a stream whose token expires ends with 4002 (it cannot refresh)."""
+window; a full instance refuses one more with 503; a stream whose token expires ends with 4002
+(it cannot refresh)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ STREAMS = 6
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[AppProcess]:
-    process = AppProcess("drain", tmp_path, {"SWITCHBOARD_DRAIN_SECONDS": str(DRAIN_SECONDS)}).start()
+    env = {"SWITCHBOARD_DRAIN_SECONDS": str(DRAIN_SECONDS), "SWITCHBOARD_MAX_CONNECTIONS": str(STREAMS)}
+    process = AppProcess("drain", tmp_path, env).start()
     try:
         yield process
     finally:
@@ -54,6 +56,9 @@ async def test_drain_tells_every_stream_1012_and_ends_it_within_the_window(app: 
         readers = [asyncio.create_task(last_push(http, url, opened)) for url in urls]
         for _ in urls:
             await asyncio.wait_for(opened.get(), 10)
+        # SWITCHBOARD_MAX_CONNECTIONS counts streams: one more is refused, for nginx to retry elsewhere.
+        full = await http.get(f"{app.http}/sse?channel=news:more")
+        assert (full.status_code, full.json()["error"]["code"]) == (503, 108)
         started = time.monotonic()
         app.proc.send_signal(signal.SIGTERM)
         lasts = await asyncio.wait_for(asyncio.gather(*readers), 10)
