@@ -53,9 +53,10 @@ PATTERN = frozenset("*?[")
 
 
 class Refused(Exception):
-    def __init__(self, code: ErrorCode, message: str, **headers: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, status: int | None = None, **headers: str) -> None:
         super().__init__(message)
         self.code, self.message, self.headers = code, message, headers
+        self.status = status or STATUS.get(code, 400)
 
 
 async def respond_error(send: Send, exc: Refused) -> None:
@@ -63,7 +64,7 @@ async def respond_error(send: Send, exc: Refused) -> None:
     body = orjson.dumps({"error": {"code": int(exc.code), "message": exc.message}})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers += [(name.replace("_", "-").lower().encode(), value.encode()) for name, value in exc.headers.items()]
-    await send({"type": "http.response.start", "status": STATUS.get(exc.code, 400), "headers": headers})
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -193,7 +194,7 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """The raw ASGI endpoint (app/main.py calls it past the middleware, as it does /ws)."""
     request = Request(scope, receive, send)
     if request.method != "GET":
-        await respond_error(send, Refused(ErrorCode.BAD_REQUEST, "streams are read with GET"))
+        await respond_error(send, Refused(ErrorCode.BAD_REQUEST, "streams are read with GET", 405, Allow="GET"))
         return
     label, wire_type = WIRES[scope["path"]]
     s = services(request)

@@ -223,6 +223,8 @@ async def test_refusals_are_http_statuses_with_the_protocol_error_codes(cluster:
         ("/sse?channel=team:red", {"Authorization": f"Bearer {granted}"}, 403, 103),
     ]
     async with httpx.AsyncClient(timeout=10) as http:
+        posted = await http.post(base + "/sse?channel=feed:x")
+        assert (posted.status_code, posted.headers["allow"], posted.json()["error"]["code"]) == (405, "GET", 107)
         for path, headers, status, code in cases:
             response = await http.get(base + path, headers=headers)
             assert (response.status_code, response.json()["error"]["code"]) == (status, code), path
