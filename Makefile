@@ -15,7 +15,7 @@ SCENARIO ?= mixed
 LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(SCENARIO).py)
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster bench-auth
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster bench-auth bench-tracing
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,9 +75,13 @@ loadtest: install deps ## Locust vs `make cluster` (started if not running); SCE
 	$(BIN)/python -m loadtest.summary loadtest/results/$(SCENARIO).json --users $(USERS) || rc=1; \
 	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
-bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers, then bench-auth -> docs/benchmarks.md and charts (~11 min)
+bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers, then bench-auth and bench-tracing -> docs/benchmarks.md and charts (~14 min)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.tracing
+
+bench-tracing: install deps ## Fan-out per app CPU-second with traces off, on at 1% sampling, and on for every message -> docs/benchmarks.md (~2 min)
+	$(BIN)/python -m bench.tracing
 
 bench-auth: install ## Handshake CPU per token algorithm (RS256, PS256, ES256, EdDSA) vs HS256 -> docs/benchmarks.md (~1 min)
 	$(BIN)/python -m bench.auth
@@ -87,8 +91,9 @@ bench-peers: ## npm ci the Node peers from bench/peers/package-lock.json (skippe
 		npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error; \
 	else echo "note: npm not found; make bench will skip the Node peers"; fi
 
-bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md (~1 min)
+bench-api: install deps ## Server API: presence of 10,000 members, disconnect on 3 instances -> docs/benchmarks.md; a 1,000-client storm through the connect proxy -> docs/proxies.md (~2 min)
 	$(BIN)/python -m bench.server_api
+	$(BIN)/python -m bench.proxy_storm
 
 bench-cluster: install deps ## One Redis vs a 3-shard Redis Cluster: Redis CPU per shard, fan-out -> docs/benchmarks.md (~2 min)
 	$(BIN)/python -m bench.cluster

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from app import api_cluster
 from app import api_schemas as schemas
 from app.auth import Identity
 from app.broker import BrokerUnavailable, Position
@@ -218,7 +219,7 @@ async def info(s: Services, body: InfoBody) -> dict[str, Any]:
 
 Method = Callable[[Services, Any], Awaitable[Any]]
 # name: (request body, method, summary, reply body)
-METHODS: dict[str, tuple[type[Body], Method, str, type[schemas.Reply]]] = {
+METHODS: dict[str, tuple[type[BaseModel], Method, str, type[schemas.Reply]]] = {
     "publish": (
         PublishBody,
         publish,
@@ -279,5 +280,17 @@ METHODS: dict[str, tuple[type[Body], Method, str, type[schemas.Reply]]] = {
         "Channels with members anywhere in the cluster.",
         schemas.ChannelsReply,
     ),
-    "info": (InfoBody, info, "Live instances with their connection counts.", schemas.InfoReply),
+    "info": (InfoBody, info, "Live instances: connections, channels, uptime, Redis, draining.", schemas.InfoReply),
+    "top_channels": (
+        api_cluster.TopChannelsBody,
+        api_cluster.top_channels,
+        "The busiest channels across the cluster: subscribers and publications per second.",
+        schemas.TopChannelsReply,
+    ),
+    "user_connections": (
+        api_cluster.UserConnectionsBody,
+        api_cluster.user_connections,
+        "A user's /ws and tutorial connections on every instance, with their channels.",
+        schemas.UserConnectionsReply,
+    ),
 }

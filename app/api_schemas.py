@@ -79,8 +79,45 @@ class ChannelsReply(Reply):
     channels: list[ChannelCount]
 
 
+class Instance(Reply):
+    id: str
+    version: str
+    connections: int
+    # None from an instance of an older version (a rolling upgrade).
+    channels: int | None = None
+    uptime: float | None = None
+    draining: bool | None = None
+    redis: Literal["up", "down", "memory"] | None = None
+
+
 class InfoReply(Reply):
-    instances: list[dict[str, Any]]
+    instances: list[Instance]
+
+
+class ChannelActivity(Reply):
+    channel: str
+    subscribers: int
+    rate: float
+
+
+class TopChannelsReply(Reply):
+    channels: list[ChannelActivity]
+    answered: int
+    missing: list[str]
+
+
+class UserConnection(Reply):
+    client: str
+    instance: str
+    endpoint: str
+    channels: list[str]
+    channel_count: int
+
+
+class UserConnectionsReply(Reply):
+    connections: list[UserConnection]
+    answered: int
+    missing: list[str]
 
 
 class PublishedReply(Reply):

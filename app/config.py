@@ -37,7 +37,8 @@ from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
-from app.namespaces import ConfigFile, Namespaces, read_config
+from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
+from app.tracing import check_environment
 
 
 def _default_instance_id() -> str:
@@ -119,6 +120,22 @@ class Settings(BaseSettings):
     # On SIGTERM, open sockets are closed with 1012 spread over this many seconds.
     drain_seconds: float = 10.0
 
+    # Proxies to the backend (docs/proxies.md): the backend decides connect, refresh and rpc over
+    # HTTP (subscribe and publish per namespace, in the namespaces file). Every URL is configuration.
+    connect_proxy_url: str | None = None
+    refresh_proxy_url: str | None = None
+    rpc_proxy_url: str | None = None
+    # Handshake headers the connect proxy is sent (case-insensitive); no other header leaves.
+    proxy_headers: Annotated[list[str], NoDecode] = [
+        "Cookie",
+        "Authorization",
+        "User-Agent",
+        "X-Forwarded-For",
+        "Origin",
+    ]
+    proxy_timeout: float = 1.0
+    # Calls in flight to the backend per process; the rest wait (up to AUTH_TIMEOUT) for a slot.
+    proxy_max_concurrency: int = 64
     # What one client can make the cluster do (docs/security.md): each channel with presence costs
     # the cluster a refresh every PRESENCE_TTL/3, so anonymous connections get a cap of their own.
     max_channels_anonymous: int = 16
@@ -148,6 +165,18 @@ class Settings(BaseSettings):
     # refused with 112 and a replay waits for the budget.
     history_bytes_per_second: float = 1048576.0
     history_bytes_burst: int = 4194304
+
+    # Admin web UI (issue 29, app/routes/admin.py; docs/admin.md): off unless ADMIN is true.
+    # ADMIN_PASSWORD signs admins in and keys their session cookies: never an API key or the JWT
+    # secret. A session lasts ADMIN_SESSION_TTL seconds.
+    admin: bool = False
+    admin_password: SecretStr = SecretStr("")
+    admin_session_ttl: float = 28800.0
+
+    # -- Traces (issue 29, app/tracing.py; docs/observability.md). Off by default; on, the SDK is
+    # configured by the standard OTEL_* variables (endpoint, sampler, service name).
+    tracing: bool = False
+
     # One-way streams (issue 26, app/streams/; docs/protocol.md): the most channels one /sse or
     # /stream may read, which bounds its resume cursor (an SSE id) to about 52 bytes each.
     stream_max_channels: int = 32
@@ -222,7 +251,7 @@ class Settings(BaseSettings):
         """What mint_token signs with: the first of JWT_ALGORITHMS when they are HMAC ones."""
         return self.jwt_algorithms[0] if self.jwt_algorithms and self.jwt_algorithms[0] in HMAC_ALGORITHMS else "HS256"
 
-    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", mode="before")
+    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", "proxy_headers", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -251,6 +280,7 @@ class Settings(BaseSettings):
         "max_channels_per_connection",
         "max_connections",
         "history_read_bytes",
+        "proxy_max_concurrency",
         "max_channels_anonymous",
         "max_in_flight_bytes",
         "history_bytes_burst",
@@ -314,12 +344,19 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or more")
         return value
 
-    @field_validator("hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout")
+    @field_validator(
+        "hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout", "proxy_timeout"
+    )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @field_validator("connect_proxy_url", "refresh_proxy_url", "rpc_proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        return check_proxy_url(value) if value else None
 
     @model_validator(mode="after")
     def _load_files(self) -> Settings:
@@ -327,6 +364,12 @@ class Settings(BaseSettings):
         self._file = read_config(self.config)
         self._namespaces = Namespaces(self._file, self.history, self.config.name if self.config else "")
         self._hooks = load_hooks(self.hooks) if self.hooks else None
+        return self
+
+    @model_validator(mode="after")
+    def _tracing_environment(self) -> Settings:
+        if self.tracing:  # a wrong OTEL_TRACES_EXPORTER stops start-up with one line
+            check_environment()
         return self
 
     @model_validator(mode="after")
@@ -341,6 +384,22 @@ class Settings(BaseSettings):
             # Printed once at start-up (app/main.py); never valid on another instance.
             self.api_keys = [SecretStr(secrets.token_urlsafe(32))]
             self._generated_api_key = True
+        return self
+
+    @model_validator(mode="after")
+    def _admin_password_policy(self) -> Settings:
+        if not self.admin:
+            return self
+        password = self.admin_password.get_secret_value()
+        if not password:
+            raise ValueError("SWITCHBOARD_ADMIN is on but SWITCHBOARD_ADMIN_PASSWORD is empty")
+        others = [*self.api_keys, self.jwt_secret]
+        if any(hmac.compare_digest(o.get_secret_value().encode(), password.encode()) for o in others):
+            raise ValueError("SWITCHBOARD_ADMIN_PASSWORD must differ from every API key and the JWT secret")
+        if not self.dev_mode:
+            check_secret(password, "SWITCHBOARD_ADMIN_PASSWORD")
+        if self.admin_session_ttl < 60:
+            raise ValueError("SWITCHBOARD_ADMIN_SESSION_TTL must be at least 60 seconds")
         return self
 
     @model_validator(mode="after")

@@ -55,6 +55,8 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
+# Reason for TRY_AGAIN_LATER when the connect proxy failed (error 113), not the broker.
+BACKEND_UNAVAILABLE = "Backend unavailable, try again later"
 # The tutorial endpoints' close (1008) when the connection's token expires: they cannot refresh.
 TOKEN_EXPIRED_REASON = "Token expired"
 
@@ -79,6 +81,9 @@ class ErrorCode(IntEnum):
     TOO_MANY_REQUESTS = 111
     # The connection's history byte budget is spent (SWITCHBOARD_HISTORY_BYTES_*): retry later.
     OVER_BUDGET = 112
+    # A proxy to the backend (docs/proxies.md) timed out, was busy, answered non-2xx or a malformed
+    # body: refused (fail closed), try again later. Switchboard never retries the call itself.
+    BACKEND_UNAVAILABLE = 113
 
 
 ERROR_MESSAGES: dict[ErrorCode, str] = {
@@ -95,7 +100,12 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NOT_SUBSCRIBED: "not subscribed",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
     ErrorCode.OVER_BUDGET: "history byte budget spent",
+    ErrorCode.BACKEND_UNAVAILABLE: "backend unavailable",
 }
+
+# A backend's own error codes (a proxy's {"error":{"code":C,...}}) are passed to the client in this
+# range, as Centrifugo's proxies do; any other code from a backend is a malformed answer.
+BACKEND_ERROR_CODES = range(400, 2000)
 
 
 class UnsubCode(IntEnum):
@@ -114,6 +124,11 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message or ERROR_MESSAGES[code]
         super().__init__(self.message)
+
+    @property
+    def wire_code(self) -> int:
+        """The code the ``/ws`` client is sent: ``code``, or a backend's own (app/proxy_calls.py)."""
+        return int(self.code)
 
 
 def reason_for(code: CloseCode) -> str:

@@ -6,11 +6,15 @@ The object may define any of three async methods; each returns a verdict::
         async def on_connect(self, client: ClientInfo) -> Verdict: ...
         async def on_subscribe(self, client: ClientInfo, channel: str) -> Verdict: ...
         async def on_publish(self, client: ClientInfo, channel: str, data: Any) -> Verdict: ...
+        async def on_rpc(self, client: ClientInfo, method: str, data: Any) -> Any: ...
 
 * ``None``: no opinion; the namespace's rules decide.
 * ``True`` or ``Allow()``: allowed. In a ``granted`` namespace this grants the channel.
 * ``False`` or ``Deny("why")``: refused with error 103 and that message.
 * ``Allow(data=...)`` from ``on_publish``: allowed, and subscribers get this data instead.
+
+``on_rpc`` answers an ``rpc`` command that no proxy takes (app/rpc.py): what it returns is the
+reply's ``data``, and ``Deny("why")`` refuses with 103.
 
 A hook that raises, or takes longer than ``SWITCHBOARD_HOOK_TIMEOUT``, refuses with error 100; it is
 logged and counted (``switchboard_hook_failures_total{hook}``), and the socket stays open. The answer
@@ -30,7 +34,7 @@ from typing import Any
 
 # Not app.metrics: config imports this module, and gunicorn's master must not touch metrics.
 
-HOOK_NAMES = ("on_connect", "on_subscribe", "on_publish")
+HOOK_NAMES = ("on_connect", "on_subscribe", "on_publish", "on_rpc")
 UNCHANGED: Any = object()
 
 

@@ -22,11 +22,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, ItemsView
 
 import orjson
 
-from app import metrics
+from app import metrics, tracing
 from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
@@ -82,6 +82,10 @@ class Hub:
 
     def channel(self, name: str) -> Channel | None:
         return self._channels.get(name)
+
+    def local_channels(self) -> ItemsView[str, Channel]:
+        """This process's channels with their state (for the server API's cluster queries)."""
+        return self._channels.items()
 
     def members(self, channel: str) -> int:
         ch = self._channels.get(channel)
@@ -244,12 +248,35 @@ class Hub:
             history = NO_HISTORY
         elif history is None:
             history = self.namespaces.for_channel(channel).history
+        if tracing.ON:
+            return await self._traced_publish(channel, frame, exclude, history, idempotency_key)
         head = header(exclude.id if exclude else None)
         try:
             return await self.broker.publish(channel, head, frame, history, idempotency_key)
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.inc()
             raise
+
+    async def _traced_publish(
+        self,
+        channel: str,
+        frame: bytes,
+        exclude: Connection | None,
+        history: HistoryOptions,
+        idempotency_key: str | None,
+    ) -> Position | None:
+        """``publish`` inside a ``publish`` span, whose context the envelope carries if sampled."""
+        attributes = {"messaging.system": "switchboard", "messaging.destination.name": channel}
+        with tracing.span("publish", "producer", attributes) as span:
+            head = header(exclude.id if exclude else None, trace=tracing.traceparent(span))
+            try:
+                position = await self.broker.publish(channel, head, frame, history, idempotency_key)
+            except BrokerUnavailable:
+                metrics.PUBLISH_FAILURES.inc()
+                raise
+            if position is not None and span is not None:
+                span.set_attribute("switchboard.offset", position.offset)
+            return position
 
     async def history_page(self, channel: str, since: int | None, limit: int) -> tuple[list[bytes], Position]:
         """Publications as pushed (oldest first): the first ``limit`` after ``since``, or the latest
@@ -308,6 +335,9 @@ class Hub:
         self.deliver(ch, env)
 
     def deliver(self, ch: Channel, env: Envelope) -> None:
+        # A traced publication (its envelope carries a trace only if sampled): one span per
+        # message per process, around the whole fan-out. Untraced, this is one comparison.
+        span = tracing.start_deliver(env.trace, ch.name) if env.trace is not None else None
         started = time.perf_counter()
         # Built once, on first use, for every member: the frame as published, and (on a tutorial
         # channel with /ws members) the ``pub`` push that wraps it.
@@ -333,6 +363,10 @@ class Hub:
             for sub in ch.recovering.values():
                 sub.hold(env, limit, max_bytes)
         finished = time.perf_counter()
+        if span is not None:
+            span.set_attribute("switchboard.delivered", delivered)
+            span.end()
+        ch.count_publication(finished)
         metrics.HOT_BROADCASTS.inc()
         metrics.HOT_DELIVERED.inc(delivered)
         metrics.HOT_FANOUT.observe(finished - started)

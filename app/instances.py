@@ -1,5 +1,7 @@
 """Which instances are alive, with their connection counts: the server API's ``info``.
 
+An entry is what ``Services.instance_stats`` said at its last heartbeat (at most TTL/3 old).
+
 Each instance writes its own entry in one Redis hash every TTL/3, stamped with an expiry on
 Redis's clock; ``list`` returns the unexpired ones and drops the rest. With the memory broker the
 process is the whole cluster.
@@ -50,18 +52,18 @@ return live
 
 
 class Instances:
-    def __init__(
-        self, instance_id: str, connections: Callable[[], int], client: RedisClient | None, ttl: float
-    ) -> None:
+    def __init__(self, instance_id: str, client: RedisClient | None, ttl: float) -> None:
         self._id = instance_id
-        self._connections = connections
+        # What the entry says besides id and version (connections, channels, uptime...): set by
+        # Services, which knows them.
+        self.stats: Callable[[], dict[str, Any]] = dict
         self._client = client
         self._ttl = ttl
         self._beat = client.register_script(_BEAT) if client is not None else None
         self._list = client.register_script(_LIST) if client is not None else None
 
     def entry(self) -> dict[str, Any]:
-        return {"id": self._id, "connections": self._connections(), "version": __version__}
+        return {"id": self._id, "version": __version__, **self.stats()}
 
     async def list(self) -> list[dict[str, Any]]:
         if self._list is None:

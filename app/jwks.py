@@ -28,7 +28,7 @@ import httpx
 import jwt
 import orjson
 
-from app import metrics
+from app import metrics, tracing
 from app.auth_config import DISCOVERY_PATH, JwksOptions, check_url, key_fits
 
 log = logging.getLogger("switchboard.auth")
@@ -167,6 +167,13 @@ class RemoteKeys:
         await asyncio.shield(self._inflight)
 
     async def _fetch(self) -> None:
+        # A root span of its own (or the verifying handshake's child, for an on-demand fetch).
+        with tracing.span("jwks fetch", "client", {"switchboard.provider": self.label}) as span:
+            await self._fetch_keys()
+            if span is not None:
+                span.set_attribute("switchboard.fetched", self._last_ok)
+
+    async def _fetch_keys(self) -> None:
         self._last_attempt = time.monotonic()
         try:
             async with asyncio.timeout(self.options.timeout):
@@ -189,6 +196,7 @@ class RemoteKeys:
         self._fetched_at, self._ttl = time.monotonic(), max_age(cache_control, self.options)
         metrics.JWKS_FETCHES.labels("ok").inc()
         metrics.JWKS_KEYS.labels(self.label).set(len(entries))
+        metrics.JWKS_KEYS_EXPIRY.labels(self.label).set(time.time() + self._ttl)
 
     def _failed(self, result: str, detail: str = "") -> None:
         self._last_ok = False

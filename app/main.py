@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import Match, WebSocketRoute
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from app import __version__, drain, gc_tuning, metrics
+from app import __version__, drain, gc_tuning, metrics, tracing
+from app.admin_auth import AdminKeys, SignInLimiter
 from app.api_methods import ApiError
 from app.config import Settings
 from app.fd_limit import raise_open_files_limit
 from app.logs import install_redaction
-from app.routes import api, health, seed, server_api, ws
+from app.routes import admin, api, health, seed, server_api, ws
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
 from app.streams import endpoint as streams
 
 log = logging.getLogger("switchboard")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Switchboard(FastAPI):
@@ -40,12 +44,19 @@ class Switchboard(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
         router = self.router
+        # Span names come from the routes, never from a request path as sent (bounded names).
+        api_paths = _api_paths(router.routes)
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "websocket":
-                # The one-way streams live as long as a socket does: past the middleware too.
-                if scope["type"] == "http" and scope["path"] in streams.WIRES:
+                path = scope.get("path", "")
+                if scope["type"] == "http" and path in streams.WIRES:
+                    # The one-way streams live as long as a socket does: past the middleware too.
                     await streams.endpoint(scope, receive, send)
+                elif tracing.ON and scope["type"] == "http" and path.startswith("/api/"):
+                    method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
+                    name = f"{method} {path if path in api_paths else '/api/*'}"
+                    await tracing.traced_http(stack, name, scope, receive, send)
                 else:
                     await stack(scope, receive, send)
                 return
@@ -59,6 +70,18 @@ class Switchboard(FastAPI):
             await router(scope, receive, send)
 
         return app
+
+
+def _api_paths(routes: Iterable[BaseRoute]) -> frozenset[str]:
+    """The fixed ``/api/`` paths of the routes, routers included (FastAPI wraps each included one)."""
+    found: set[str] = set()
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            found |= _api_paths(inner.routes)
+        elif isinstance(route, APIRoute) and route.path.startswith("/api/") and "{" not in route.path:
+            found.add(route.path)
+    return frozenset(found)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "set a redis:// URL before running a second instance"
             )
         key_file = announce_api_key(settings) if settings.generated_api_key else None
+        # Per process (gunicorn forks workers before their lifespans run): the exporter's thread
+        # belongs to the worker. OTEL_TRACES_EXPORTER=none leaves it off.
+        traced = settings.tracing and tracing.start(settings.instance_id, __version__)
         services = app.state.services = Services.build(settings)
         await services.start()
         metrics_server = None
@@ -103,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics_server.close()
                 await metrics_server.wait_closed()
             await services.close()
+            if traced:
+                await asyncio.to_thread(tracing.stop)  # flushes the spans still queued
             if key_file is not None:
                 key_file.unlink(missing_ok=True)
                 key_file.parent.rmdir()
@@ -132,4 +160,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(server_api.router)
     if settings.dev_mode:
         app.include_router(api.dev_router)
+    if settings.admin:  # off by default: then /admin is a 404 like any unknown path
+        keys = AdminKeys(settings.admin_password.get_secret_value(), settings.admin_session_ttl)
+        app.include_router(admin.build_router(keys, SignInLimiter()))
+        app.mount("/admin/static", admin.static_files(), name="admin-static")
+        app.add_middleware(admin.SecureHeaders)
     return app

@@ -35,7 +35,7 @@ if _MULTIPROC_DIR := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 CONNECTIONS = Gauge("switchboard_connections", "Open WebSockets and streams", ["endpoint"], multiprocess_mode="livesum")
 CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["result"])
-for _result in ("accepted", "refused_draining", "refused_full", "refused_rate"):
+for _result in ("accepted", "refused_draining", "refused_full", "refused_rate", "refused_user_limit"):
     CONNECTS.labels(_result)  # exported from the start, so dashboards show zeros
 DISCONNECTS = Counter("switchboard_disconnects", "Disconnects by close code", ["code"])
 # Close codes a client may choose freely (RFC 6455 7.4.2): one series per range, not per code.
@@ -124,6 +124,22 @@ PROCESS_CPU = Counter("switchboard_process_cpu_seconds", "User and system CPU ti
 PROCESS_RSS = Gauge(
     "switchboard_process_resident_memory_bytes", "Resident memory of the worker processes", multiprocess_mode="livesum"
 )
+# Proxies to the backend (app/proxy.py): both labels from fixed sets, exported from the start.
+PROXY_KINDS = ("connect", "refresh", "subscribe", "publish", "rpc")
+PROXY_RESULTS = ("ok", "error", "disconnect", "timeout", "busy", "status", "malformed", "unreachable")
+PROXY_CALLS = Counter(
+    "switchboard_proxy_calls", "Calls to the backend's proxy endpoints by kind and result", ["kind", "result"]
+)
+PROXY_SECONDS = Histogram(
+    "switchboard_proxy_call_seconds",
+    "Time of one call to the backend (waiting for a slot included), by kind",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+for _kind in PROXY_KINDS:
+    PROXY_SECONDS.labels(_kind)
+    for _result in PROXY_RESULTS:
+        PROXY_CALLS.labels(_kind, _result)
 # A gauge, not an Info: Info does not work in multiprocess mode.
 BUILD_INFO = Gauge(
     "switchboard_build_info",
@@ -301,3 +317,38 @@ JWKS_KEYS = Gauge(
 JWKS_KEYS_REFUSED = Counter(
     "switchboard_jwks_keys_refused", "JWKS entries refused: private key material, or not a signing key", ["reason"]
 )
+for _reason in ("private", "unsupported"):
+    JWKS_KEYS_REFUSED.labels(_reason)
+# When the keys held expire (their Cache-Control lifetime): a time in the past means refreshes are
+# failing and tokens are checked against stale keys (until SWITCHBOARD_JWKS_MAX_STALE). The oldest
+# across gunicorn workers, as each fetches its own.
+JWKS_KEYS_EXPIRY = Gauge(
+    "switchboard_jwks_keys_expiry_timestamp_seconds",
+    "Unix time at which the signing keys held per provider expire (refreshed before then unless fetches fail)",
+    ["provider"],
+    multiprocess_mode="livemin",
+)
+
+# The presence sweeper (app/sweeper.py): rounds this instance swept (it held the lock), and how far
+# behind the sweep is: how long ago the oldest channel still waiting in the expiry index was due.
+PRESENCE_SWEEPS = Counter("switchboard_presence_sweeps", "Presence sweep rounds run by this instance", ["result"])
+for _result in ("ok", "error"):
+    PRESENCE_SWEEPS.labels(_result)
+PRESENCE_SWEEP_LAG = Gauge(
+    "switchboard_presence_sweep_lag_seconds",
+    "Seconds since the oldest channel waiting to be swept was due (0 when none, or when another instance sweeps)",
+    multiprocess_mode="livemax",
+)
+
+# Admin web UI (app/routes/admin.py): sign-ins by outcome, and actions by server API method.
+ADMIN_SIGN_INS = Counter("switchboard_admin_sign_ins", "Admin UI sign-ins: ok, refused, limited", ["outcome"])
+for _outcome in ("ok", "refused", "limited"):
+    ADMIN_SIGN_INS.labels(_outcome)
+ADMIN_ACTIONS = Counter(
+    "switchboard_admin_actions", "Admin UI actions by server API method and outcome (ok, error)", ["method", "outcome"]
+)
+# The server API methods that change something: the admin UI logs and counts these.
+ADMIN_ACTION_METHODS = ("publish", "broadcast", "send", "disconnect", "subscribe", "unsubscribe")
+for _method in ADMIN_ACTION_METHODS:
+    for _outcome in ("ok", "error"):
+        ADMIN_ACTIONS.labels(_method, _outcome)

@@ -16,6 +16,11 @@ published to, never per delivered message::
     history_ttl = 600
     presence = true             # presence and presence_stats allowed to subscribers
     join_leave = false          # join/leave pushes (not in the tutorial's room and global)
+    subscribe_proxy = "http://backend:9000/switchboard/subscribe"  # the backend decides (docs/proxies.md)
+    publish_proxy = "http://backend:9000/switchboard/publish"      # ... and may rewrite the data
+
+    [rpc.proxies]               # rpc methods by prefix; the longest matching prefix wins
+    "billing." = "http://billing:9000/switchboard/rpc"
 
 Without a file every namespace is ``public``/``subscribers`` with the global history settings,
 which is the tutorial endpoints' open behaviour. With a file, a channel in a namespace the file
@@ -30,6 +35,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,6 +50,14 @@ PublishMode = Literal["server", "subscribers", "authenticated", "granted"]
 TUTORIAL_NAMESPACES = ("room", "global")
 # A namespace is the part of a channel name before its first colon, so it has none itself.
 NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def check_proxy_url(url: str) -> str:
+    """A backend URL from configuration: absolute http(s), with a host. Raises ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    return url
 
 
 class ConfigError(ValueError):
@@ -61,6 +75,16 @@ class Namespace(BaseModel):
     history_ttl: float | None = Field(default=None, ge=1, le=30 * 86400)
     presence: bool = True
     join_leave: bool = False
+    subscribe_proxy: str | None = None
+    publish_proxy: str | None = None
+
+
+class Rpc(BaseModel):
+    """``[rpc]``: where ``rpc`` methods go, by method prefix (beside SWITCHBOARD_RPC_PROXY_URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    proxies: dict[str, str] = {}
 
 
 class ConfigFile(BaseModel):
@@ -68,6 +92,7 @@ class ConfigFile(BaseModel):
 
     default: Namespace = Namespace()
     namespaces: dict[str, Namespace] = {}
+    rpc: Rpc = Rpc()
     # Token providers (docs/auth.md): the same file, read once, so one file says who may do what.
     auth: AuthSection = AuthSection()
 
@@ -82,6 +107,9 @@ class ChannelOptions:
     history: HistoryOptions
     presence: bool
     join_leave: bool
+    # Backend URLs that decide subscribe and publish here (app/proxy_calls.py), or None.
+    subscribe_proxy: str | None = None
+    publish_proxy: str | None = None
 
 
 class Namespaces:
@@ -97,13 +125,17 @@ class Namespaces:
         self.history = history or HistoryOptions()
         self._default = self._resolve("", config.default)
         self._by_name = {name: self._resolve(name, ns) for name, ns in config.namespaces.items()}
+        # Longest prefix first, so that the first match is the most specific.
+        self.rpc_proxies = sorted(config.rpc.proxies.items(), key=lambda item: -len(item[0]))
 
     def _resolve(self, name: str, ns: Namespace) -> ChannelOptions:
         size = self.history.size if ns.history_size is None else ns.history_size
         ttl = self.history.ttl if ns.history_ttl is None else ns.history_ttl
         # The epoch must outlive the messages, or a channel could pass a gap off as "nothing missed".
         history = replace(self.history, size=size, ttl=ttl, meta_ttl=max(self.history.meta_ttl, ttl))
-        return ChannelOptions(name, ns.subscribe, ns.publish, history, ns.presence, ns.join_leave)
+        return ChannelOptions(
+            name, ns.subscribe, ns.publish, history, ns.presence, ns.join_leave, ns.subscribe_proxy, ns.publish_proxy
+        )
 
     def for_channel(self, channel: str) -> ChannelOptions:
         name, colon, _ = channel.partition(":")
@@ -133,6 +165,10 @@ class Namespaces:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def rpc_proxy(self, method: str) -> str | None:
+        """The URL of the longest ``[rpc.proxies]`` prefix that ``method`` starts with, or None."""
+        return next((url for prefix, url in self.rpc_proxies if method.startswith(prefix)), None)
+
 
 def load_namespaces(path: Path | None, history: HistoryOptions) -> Namespaces:
     """Read and check the file; raises ConfigError with one line that names the key and the problem."""
@@ -156,6 +192,11 @@ def read_config(path: Path | None) -> ConfigFile | None:
         where = ".".join(str(part) for part in err["loc"])
         problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {where}: {problem}") from None
+    for where, url in _proxy_urls(config):
+        try:
+            check_proxy_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {where}: {exc}") from None
     for name, ns in config.namespaces.items():
         if not NAMESPACE_NAME.fullmatch(name):
             raise ConfigError(f"{path}: namespaces.{name}: a namespace name is 1-64 letters, digits, '_', '.' or '-'")
@@ -166,3 +207,16 @@ def read_config(path: Path | None) -> ConfigFile | None:
                 f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"
             )
     return config
+
+
+def _proxy_urls(config: ConfigFile) -> list[tuple[str, str]]:
+    """Every backend URL in the file, with the key it is under."""
+    tables = [("default", config.default), *((f"namespaces.{n}", ns) for n, ns in config.namespaces.items())]
+    found = [
+        (f"{where}.{key}", url)
+        for where, ns in tables
+        for key in ("subscribe_proxy", "publish_proxy")
+        if (url := getattr(ns, key)) is not None
+    ]
+    found += [(f"rpc.proxies.{prefix}", url) for prefix, url in config.rpc.proxies.items()]
+    return found

@@ -7,6 +7,9 @@ The order of the checks, each of which refuses with a protocol error:
 2. a user-limited channel (``dm:#alice,bob``) admits only the users it names;
 3. a subscription token, when given, must be valid, unexpired, for this user and this channel;
 4. the hook may refuse, allow (a grant), or replace published data;
+   then a namespace's ``subscribe_proxy``/``publish_proxy`` asks the backend (docs/proxies.md),
+   which refuses or allows (a grant) the same way, after the ``authenticated``/``subscribers``
+   rules, so that a call is never spent on what those refuse;
 5. the namespace's mode: ``public``/``authenticated``/``granted`` to subscribe, and
    ``server``/``subscribers``/``authenticated``/``granted`` to publish. ``server`` is never
    overridden: only the server API publishes there.
@@ -20,13 +23,14 @@ import re
 from functools import partial
 from typing import Any, Protocol
 
-from app import metrics
+from app import metrics, tracing
 from app.auth import Authenticator, AuthError, Identity
 from app.config import Settings
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.grants import Grants
 from app.hooks import HOOK_NAMES, UNCHANGED, Allow, ClientInfo, Deny
 from app.namespaces import ChannelOptions
+from app.proxy_calls import Proxies
 from app.reserved import reserved
 
 log = logging.getLogger("switchboard.hooks")
@@ -79,18 +83,23 @@ class Hooks:
     def has(self, name: str) -> bool:
         return self._target is not None and callable(getattr(self._target, name, None))
 
-    async def ask(self, name: str, *args: Any) -> Allow | None:
-        """``Allow`` (maybe with new data), or None for no opinion. Raises ProtocolError to refuse."""
-        if not self.has(name):
-            return None
+    async def invoke(self, name: str, *args: Any) -> Any:
+        """What the hook method returns, by its deadline; one that raises or overruns refuses with 100."""
         try:
-            verdict = await self._call(name, *args)
+            with tracing.span(f"hook {name}"):  # name is one of HOOK_NAMES
+                return await self._call(name, *args)
         except (asyncio.CancelledError, ProtocolError):
             raise
         except Exception:
             metrics.HOOK_FAILURES.labels(name).inc()
             log.exception("hook %s raised: refused", name)
             raise ProtocolError(ErrorCode.INTERNAL, f"{name} hook failed") from None
+
+    async def ask(self, name: str, *args: Any) -> Allow | None:
+        """``Allow`` (maybe with new data), or None for no opinion. Raises ProtocolError to refuse."""
+        if not self.has(name):
+            return None
+        verdict = await self.invoke(name, *args)
         if verdict is None:
             return None
         if verdict is True:
@@ -151,11 +160,14 @@ class Caller(Protocol):
 
 
 class Permissions:
-    def __init__(self, settings: Settings, hooks: Hooks, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self, settings: Settings, hooks: Hooks, auth: Authenticator | None = None, proxies: Proxies | None = None
+    ) -> None:
         self._settings = settings
         self.auth = auth or Authenticator.from_settings(settings)
         self.namespaces = settings.namespaces
         self.hooks = hooks
+        self.proxies = proxies  # the namespaces' subscribe_proxy and publish_proxy go through it
 
     def options(self, channel: object) -> ChannelOptions:
         """The channel's options; refuses an invalid name (107), a reserved or unknown namespace (102)."""
@@ -177,6 +189,10 @@ class Permissions:
         mode = opts.subscribe
         if mode == "authenticated" and not user:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to subscribe here")
+        # The backend decides, as Centrifugo's does, unless a subscription token already has.
+        if opts.subscribe_proxy and token is None and self.proxies is not None:
+            await self.proxies.subscribe(opts.subscribe_proxy, caller.client, caller.identity, channel)
+            granted = True
         if mode == "granted" and not granted:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
 
@@ -193,10 +209,14 @@ class Permissions:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "subscribe before publishing here")
         if mode == "authenticated" and not user:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to publish here")
+        if allowed is not None and allowed.data is not UNCHANGED:
+            data = allowed.data
+        if opts.publish_proxy and self.proxies is not None:
+            # The backend sees what would be published (the hook's rewrite), and may rewrite it.
+            replaced = await self.proxies.publish(opts.publish_proxy, caller.client, caller.identity, channel, data)
+            return data if replaced is UNCHANGED else replaced
         if mode == "granted" and allowed is None and not _matches(caller.grants, channel):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
-        if allowed is not None and allowed.data is not UNCHANGED:
-            return allowed.data
         return data
 
     async def check_connect(self, caller: Caller) -> None:

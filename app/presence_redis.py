@@ -191,7 +191,8 @@ class RedisPresence:
         """Sweep the channels due in the expiry index: one read when none are."""
         swept = []
         try:
-            due = await self._due(keys=[EXPIRIES], args=[DUE_BATCH])
+            now, due = await self._due(keys=[EXPIRIES], args=[DUE_BATCH])
+            metrics.PRESENCE_SWEEP_LAG.set(sweep_lag(float(now), due[1::2]))
             for raw, score in zip(due[::2], due[1::2], strict=True):
                 channel = _text(raw)
                 gone, left, earliest = await self._sweep(keys=_keys(channel))
@@ -255,6 +256,16 @@ class RedisPresence:
 
 def _keys(channel: str) -> list[str]:
     return [key(channel), users_key(channel)]
+
+
+def sweep_lag(now: float, scores: list[bytes]) -> float:
+    """How long ago the oldest channel due was due: the sweep's backlog, about a round when healthy.
+
+    Scores come in ascending order; 0 is an emptied channel's (due at once, forgotten by this pass),
+    not an expiry, so it says nothing about lag.
+    """
+    oldest = next((float(s) for s in scores if float(s) > 0), None)
+    return max(0.0, now - oldest) if oldest is not None else 0.0
 
 
 def _score(earliest: bytes | str) -> float:

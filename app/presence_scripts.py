@@ -128,8 +128,12 @@ if left == 0 then redis.call('DEL', KEYS[2]) end
 return {gone, left, earliest(KEYS[1])}
 """
 )
-# KEYS = expiry index, ARGV = most channels: {channel, score, ...} of those due now.
-DUE = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])\n"
+# KEYS = expiry index, ARGV = most channels: {now, {channel, score, ...} of those due now}; now as a
+# string, since Redis truncates a Lua number in a reply to an integer (the sweep lag needs the rest).
+DUE = (
+    _NOW
+    + "return {tostring(now), redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])}\n"
+)
 # KEYS = expiry index, ARGV = channel, the score the sweeper read: forget an emptied channel,
 # unless a join has indexed it again meanwhile (with a later score).
 FORGET = """

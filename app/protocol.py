@@ -3,11 +3,14 @@
 An envelope is what travels through the broker (and what channel history stores)::
 
     b"<exclude> <published_at> <offset> <epoch>\\n<frame>"
+    b"<exclude> <published_at> <traceparent> <offset> <epoch>\\n<frame>"    (a sampled trace)
 
 ``exclude`` is the id of a connection that must not receive the frame (``-`` for none), so the
 tutorial's "everyone but the sender" holds across instances. ``published_at`` is the publisher's
 ``time.time()``, read by the delivery-latency histogram. ``offset`` and ``epoch`` are the channel
-position the broker assigned (``- -`` with history off). ``frame`` is the exact UTF-8 JSON text
+position the broker assigned (``- -`` with history off). ``traceparent`` (W3C) is there only when
+the publish was traced and sampled (app/tracing.py): the trace reaches every delivering instance,
+never a client, and an untraced envelope is as it always was. ``frame`` is the exact UTF-8 JSON text
 every subscriber receives; with history on, the broker has spliced ``"offset":N,"epoch":"E"`` into
 it once, at publish. A listener only splits the header off; it never parses the frame.
 """
@@ -31,10 +34,12 @@ def encode(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame)
 
 
-def header(exclude: str | None = None, published_at: float | None = None) -> bytes:
-    """The envelope's first two fields; the broker appends the position."""
+def header(exclude: str | None = None, published_at: float | None = None, trace: bytes | None = None) -> bytes:
+    """The envelope's first fields (the trace's only if given); the broker appends the position."""
     stamp = time.time() if published_at is None else published_at
-    return b"%s %.6f" % ((exclude or NO_EXCLUDE).encode(), stamp)
+    if trace is None:
+        return b"%s %.6f" % ((exclude or NO_EXCLUDE).encode(), stamp)
+    return b"%s %.6f %s" % ((exclude or NO_EXCLUDE).encode(), stamp, trace)
 
 
 def pack(head: bytes, frame: bytes, offset: int = 0, epoch: str = "") -> bytes:
@@ -61,12 +66,18 @@ class Envelope:
     offset: int  # 0 when the channel keeps no history
     epoch: str
     frame: bytes
+    trace: bytes | None = None  # the publish span's traceparent, when it was sampled
 
 
 def unpack(envelope: bytes) -> Envelope:
     """Split the header off. Raises ValueError on a malformed envelope."""
     newline = envelope.index(b"\n")
-    exclude, stamp, offset, epoch = envelope[:newline].split(b" ", 3)
+    fields = envelope[:newline].split(b" ")
+    trace = None
+    if len(fields) == 4:
+        exclude, stamp, offset, epoch = fields
+    else:  # five fields: a traced publication (anything else raises ValueError here)
+        exclude, stamp, trace, offset, epoch = fields
     excluded = exclude.decode()
     positioned = offset != b"-"
     return Envelope(
@@ -75,6 +86,7 @@ def unpack(envelope: bytes) -> Envelope:
         offset=int(offset) if positioned else 0,
         epoch=epoch.decode() if positioned else "",
         frame=envelope[newline + 1 :],
+        trace=trace,
     )
 
 

@@ -91,6 +91,9 @@ class Joined:
         return recovered_frame(self.ok, p.epoch, p.offset, count=self.count, reason=self.reason)
 
 
+RATE_WINDOW = 10.0  # seconds
+
+
 class Channel:
     __slots__ = (
         "backlog",
@@ -103,6 +106,9 @@ class Channel:
         "offset",
         "options",
         "overflowed",
+        "rate_count",
+        "rate_previous",
+        "rate_window",
         "recovering",
         "subscribed",
         "tutorial",
@@ -126,6 +132,29 @@ class Channel:
         # Live messages held back while the Hub catches up; None when it is not catching up.
         self.backlog: list[Envelope] | None = None
         self.overflowed = False
+        # Publications delivered here in the current and the previous RATE_WINDOW: two ints, not
+        # a log, so the server API's top_channels can report a rate (app/cluster_query.py).
+        self.rate_window = 0
+        self.rate_count = 0
+        self.rate_previous = 0
+
+    def count_publication(self, now: float) -> None:
+        window = int(now // RATE_WINDOW)
+        if window != self.rate_window:
+            self.rate_previous = self.rate_count if window == self.rate_window + 1 else 0
+            self.rate_window, self.rate_count = window, 0
+        self.rate_count += 1
+
+    def rate(self, now: float) -> float:
+        """Publications per second over the last one to two windows (monotonic ``now``)."""
+        window = int(now // RATE_WINDOW)
+        if window == self.rate_window:
+            counted = self.rate_previous + self.rate_count
+        elif window == self.rate_window + 1:
+            counted = self.rate_count
+        else:
+            return 0.0
+        return counted / (RATE_WINDOW + now - window * RATE_WINDOW)
 
 
 HISTORY_OFF_FRAME = b'{"type":"recovered","ok":false,"reason":"history off"}'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,11 +16,14 @@ from app import __version__, admission, drain, metrics
 from app.admission import HandshakeRate
 from app.auth import Authenticator
 from app.broker import Broker, create_broker, redis_client
+from app.cluster_query import ClusterQuery
 from app.config import Settings
 from app.hub import Hub
 from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import Presence, create_presence
+from app.proxy import Backend
+from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
 from app.user_slots import create_slots
 from app.users import Users
@@ -36,7 +40,10 @@ class Services:
     instances: Instances
     handshakes: HandshakeRate
     auth: Authenticator
+    proxies: Proxies
+    queries: ClusterQuery
     draining: bool = field(default=False)
+    started: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -52,23 +59,42 @@ class Services:
         ttl = settings.presence_ttl
         client = redis_client(broker)
         auth = Authenticator.from_settings(settings)
-        return cls(
+        proxies = Proxies(settings, Backend(settings))
+        users = Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl)
+        instances = Instances(settings.instance_id, client, ttl)
+        built = cls(
             settings=settings,
             broker=broker,
             hub=hub,
             presence=create_presence(broker, ttl),
-            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth),
-            users=Users(hub, create_slots(broker, ttl), settings.user_connection_limit, ttl),
-            instances=Instances(settings.instance_id, lambda: len(hub.connections), client, ttl),
+            permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth, proxies),
+            users=users,
+            instances=instances,
             handshakes=HandshakeRate(settings.max_handshakes_per_second, admission.workers()),
             auth=auth,
+            proxies=proxies,
+            queries=ClusterQuery(hub, users, instances, client, settings.instance_id),
         )
+        instances.stats = built.instance_stats
+        return built
+
+    def instance_stats(self) -> dict[str, Any]:
+        """What ``info`` lists for this instance."""
+        memory = redis_client(self.broker) is None
+        return {
+            "connections": len(self.hub.connections),
+            "channels": len(self.hub.local_channels()),
+            "uptime": round(time.monotonic() - self.started, 1),
+            "draining": self.draining,
+            "redis": "memory" if memory else "up" if self.broker.healthy() else "down",
+        }
 
     async def start(self) -> None:
         metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
         await self.auth.start()  # JWKS fetches begin; a provider that is down delays nothing
         await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
         await self.users.start()
+        await self.queries.start()
         await self.presence.start()
         client = redis_client(self.broker)
         sweeper = Sweeper(self.presence, self.hub, client, self.settings.instance_id)
@@ -86,10 +112,12 @@ class Services:
         # Waited for, not just cancelled: the sampler's last flush hands over the final second.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.presence.close()
+        await self.queries.close()
         await self.users.close()
         await self.hub.close()
         await self.broker.close()
         await self.auth.close()
+        await self.proxies.backend.close()
 
     def ready(self) -> bool:
         """What /readyz and the switchboard_ready gauge report."""

@@ -112,9 +112,11 @@ class Session:
         "_join_leave",
         "_member",
         "_publisher",
+        "_renew",
         "_standing",
         "conn",
         "display_name",
+        "handshake",
         "identity",
         "permissions",
         "refreshable",
@@ -138,11 +140,15 @@ class Session:
         self._publisher: str | None = None  # likewise
         self._join_leave: JoinLeave | None = None  # likewise: made on the first announcement
         self._expiry: asyncio.TimerHandle | None = None
+        # Called at the expiry instead of closing: the refresh proxy (app/routes/ws_proxy.py).
+        self._renew: Callable[[], None] | None = None
         # Channels that stand on something other than the connection token: a subscription token
         # or the server API. A refresh does not re-check them. Made on first need.
         self._standing: set[str] | None = None
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
+        # The handshake headers the connect proxy is sent (its allowlist), until connect is done.
+        self.handshake: dict[str, str] | None = None
 
     @property
     def client(self) -> str:
@@ -198,11 +204,15 @@ class Session:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        expires = self.identity.expires
+        expires, renew = self.identity.expires, self._renew
         if expires is not None:
-            grace = self.services.settings.refresh_grace if self.refreshable else 0.0
+            grace = self.services.settings.refresh_grace if self.refreshable and renew is None else 0.0
             delay = max(0.0, expires - time.time() + grace)
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+            self._expiry = asyncio.get_running_loop().call_later(delay, renew or self._expired)
+
+    def renew_with(self, renew: Callable[[], None] | None) -> None:
+        """At the next identity's expiry, call ``renew`` (the refresh proxy) rather than close."""
+        self._renew = renew
 
     def _expired(self) -> None:
         metrics.AUTH_FAILURES.labels("expired").inc()

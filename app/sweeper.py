@@ -46,14 +46,21 @@ class Sweeper:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(ROUND_SECONDS)
+            if self._lock is None:
+                continue  # in-memory presence: nothing expires, nothing to sweep
             try:
-                if self._lock is not None and await self._lock(keys=[LOCK], args=[self._instance, LOCK_MS]):
-                    for channel, gone, left in await self._presence.sweep():
-                        await self._announce(channel, gone, left)
+                if not await self._lock(keys=[LOCK], args=[self._instance, LOCK_MS]):
+                    # Another instance sweeps and reports the lag: ours would be stale.
+                    metrics.PRESENCE_SWEEP_LAG.set(0)
+                    continue
+                for channel, gone, left in await self._presence.sweep():
+                    await self._announce(channel, gone, left)
+                metrics.PRESENCE_SWEEPS.labels("ok").inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 metrics.LISTENER_ERRORS.inc()
+                metrics.PRESENCE_SWEEPS.labels("error").inc()
                 log.warning("presence sweep failed: %s", exc)
 
     async def _announce(self, channel: str, gone: list[str], left: int) -> None:

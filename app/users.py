@@ -103,6 +103,10 @@ class Users:
                 del self._admitted[user]
             await self._slots.release(user, session.client)
 
+    def sessions_of(self, user: str) -> set[Session]:
+        """This instance's signed-in sessions of ``user`` (for the server API's user_connections)."""
+        return self._by_user.get(user, set())
+
     # -- cluster-wide commands --------------------------------------------------------------------
 
     async def command(self, op: str, user: str, **fields: Any) -> None:

@@ -37,6 +37,10 @@ def quantiles(metric: str) -> list[tuple[str, str]]:
     ]
 
 
+def by_rate(labels: str, selector: str) -> str:
+    return f"sum by ({labels}) (rate({selector}[{RATE}]))"
+
+
 # (row title, [(panel title, unit, kind, [(legend, expr), ...]), ...])
 ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
     (
@@ -160,6 +164,120 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
         ],
     ),
     (
+        "Refusals and errors",
+        [
+            (
+                "Connections refused /s by reason (admission, user limit, auth)",
+                "ops",
+                "timeseries",
+                [("{{result}}", by_rate("result", f'switchboard_connects_total{{{SEL},result=~"refused_.*"}}'))],
+            ),
+            (
+                "/ws command errors /s by code",
+                "ops",
+                "timeseries",
+                [("{{code}}", by_rate("code", f"switchboard_command_errors_total{{{SEL}}}"))],
+            ),
+            (
+                "Per-connection budgets holding clients back /s",
+                "ops",
+                "timeseries",
+                [("{{budget}}", by_rate("budget", f"switchboard_budget_limited_total{{{SEL}}}"))],
+            ),
+            (
+                "Publishes refused (broker down), protocol errors, background-loop errors /s",
+                "ops",
+                "timeseries",
+                [
+                    ("publish refused", by_rate("instance", f"switchboard_publish_failures_total{{{SEL}}}")),
+                    ("protocol {{kind}}", by_rate("kind", f"switchboard_protocol_errors_total{{{SEL}}}")),
+                    ("loop errors", by_rate("instance", f"switchboard_listener_errors_total{{{SEL}}}")),
+                ],
+            ),
+        ],
+    ),
+    (
+        "Hooks and proxies",
+        [
+            (
+                "Hook failures /s by hook (each refused its request)",
+                "ops",
+                "timeseries",
+                [("{{hook}}", by_rate("hook", f"switchboard_hook_failures_total{{{SEL}}}"))],
+            ),
+            (
+                "Hook overruns /s by hook (still running at the deadline)",
+                "ops",
+                "timeseries",
+                [("{{hook}}", by_rate("hook", f"switchboard_hook_overruns_total{{{SEL}}}"))],
+            ),
+            (
+                "Proxy calls /s by kind and result",
+                "ops",
+                "timeseries",
+                [("{{kind}} {{result}}", by_rate("kind, result", f"switchboard_proxy_calls_total{{{SEL}}}"))],
+            ),
+            (
+                "Proxy call duration p99 by kind",
+                "s",
+                "timeseries",
+                [
+                    (
+                        "{{kind}}",
+                        "histogram_quantile(0.99, sum by (kind, le)"
+                        f" (rate(switchboard_proxy_call_seconds_bucket{{{SEL}}}[{RATE}])))",
+                    )
+                ],
+            ),
+        ],
+    ),
+    (
+        "Presence sweeps and identity providers",
+        [
+            (
+                "Presence sweeps /s by result, members of dead instances announced /s",
+                "ops",
+                "timeseries",
+                [
+                    ("sweeps {{result}}", by_rate("result", f"switchboard_presence_sweeps_total{{{SEL}}}")),
+                    ("members expired", by_rate("instance", f"switchboard_presence_expired_total{{{SEL}}}")),
+                ],
+            ),
+            (
+                "Presence sweep lag (oldest channel waiting)",
+                "s",
+                "timeseries",
+                [("{{instance}}", f"max by (instance) (switchboard_presence_sweep_lag_seconds{{{SEL}}})")],
+            ),
+            (
+                "JWKS fetches /s by result; entries refused /s",
+                "ops",
+                "timeseries",
+                [
+                    ("fetch {{result}}", by_rate("result", f"switchboard_jwks_fetches_total{{{SEL}}}")),
+                    ("refused {{reason}}", by_rate("reason", f"switchboard_jwks_keys_refused_total{{{SEL}}}")),
+                ],
+            ),
+            (
+                "JWKS signing keys held by provider",
+                "short",
+                "timeseries",
+                [("{{provider}}", f"min by (provider) (switchboard_jwks_keys{{{SEL}}})")],
+            ),
+            (
+                "JWKS keys expire in (negative: stale, fetches failing)",
+                "s",
+                "timeseries",
+                [
+                    (
+                        "{{provider}}",
+                        f"min by (provider) (switchboard_jwks_keys_expiry_timestamp_seconds{{{SEL}}}) - time()",
+                    )
+                ],
+            ),
+        ],
+    ),
+    (
         "Process",
         [
             (
@@ -191,6 +309,23 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
                 "short",
                 "table",
                 [("{{version}}", f"max by (instance, version, python) (switchboard_build_info{{{SEL}}})")],
+            ),
+        ],
+    ),
+    (
+        "Admin UI",
+        [
+            (
+                "Admin sign-ins /s by outcome (limited: an address over its failures)",
+                "ops",
+                "timeseries",
+                [("{{outcome}}", by_rate("outcome", f"switchboard_admin_sign_ins_total{{{SEL}}}"))],
+            ),
+            (
+                "Admin actions /s by method and outcome",
+                "ops",
+                "timeseries",
+                [("{{method}} {{outcome}}", by_rate("method, outcome", f"switchboard_admin_actions_total{{{SEL}}}"))],
             ),
         ],
     ),

@@ -35,7 +35,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.support import ROOT, AppProcess
 
-VOLATILE = frozenset({"client", "epoch", "expires", "timestamp", "server_time", "token", "cursor"})
+VOLATILE = frozenset({"client", "epoch", "expires", "timestamp", "server_time", "token", "uptime", "cursor"})
 BANNER = "Connected (press CTRL+C to quit)"
 _CLOSED = re.compile(r'^Disconnected \(code: (\d+), reason: "(.*)"\)$')
 _ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):8000\b")

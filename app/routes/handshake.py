@@ -11,7 +11,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
-from app import metrics
+from app import metrics, tracing
 from app.auth import AuthError, Identity
 from app.broker import Position
 from app.connection import Connection, origin_allowed
@@ -25,6 +25,7 @@ from app.errors import (
     reason_for,
 )
 from app.protocol import BadFrame, parse_object
+from app.proxy_calls import pick_headers
 from app.services import Services, services
 from app.session import Session, resume_from
 
@@ -47,35 +48,50 @@ async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
 
 async def run_session(websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False) -> None:
     s = services(websocket)
+    # The span covers the handshake only (admission to accept), not the socket's life.
+    with tracing.span("ws handshake", "server", {"switchboard.endpoint": endpoint}, websocket.scope["headers"]) as span:
+        session = await _admit(websocket, s, endpoint, ws)
+        if span is not None:
+            span.set_attribute("switchboard.accepted", session is not None)
+    if session is None:
+        return
+    conn = session.conn
+    try:
+        await conn.serve(handler(session))
+    finally:
+        await session.close()
+        await s.hub.drop(conn)
+
+
+async def _admit(websocket: WebSocket, s: Services, endpoint: str, ws: bool) -> Session | None:
+    """The accepted socket's Session, attached to the Hub; or None after a refusal."""
     full = len(s.hub.connections) >= s.settings.max_connections
     # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
     if s.draining or full:
         metrics.CONNECTS.labels("refused_full" if full and not s.draining else "refused_draining").inc()
         body = {"error": FULL if full and not s.draining else reason_for(CloseCode.SERVICE_RESTART)}
         await websocket.send_denial_response(JSONResponse(body, status_code=503))
-        return
+        return None
     if not s.handshakes.admit():
         metrics.CONNECTS.labels("refused_rate").inc()
         denial = JSONResponse({"error": TOO_MANY_HANDSHAKES}, status_code=503, headers={"Retry-After": "1"})
         await websocket.send_denial_response(denial)
-        return
+        return None
     if not origin_allowed(websocket, s.settings.allowed_origins):
         await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
-        return
+        return None
     conn = Connection(websocket, endpoint, s.settings)
     session = Session(conn, s, ws=ws)
     # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
     await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
+    if ws and s.proxies.connect_url:
+        session.handshake = pick_headers(websocket.scope["headers"], s.proxies.headers)
     # Nothing reads a socket's request headers after its handshake, and they would stay for its
     # whole life: about 0.7 KB of small objects per open socket.
     websocket.scope["headers"] = []
     ACCEPTED.inc()
     s.hub.attach(conn)
-    try:
-        await conn.serve(handler(session))
-    finally:
-        await session.close()
-        await s.hub.drop(conn)
+    return session
 
 
 async def authenticate_first(conn: Connection, s: Services) -> tuple[Identity, dict[str, Any]] | None:

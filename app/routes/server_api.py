@@ -93,8 +93,16 @@ async def read_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 async def call(method: str, request: Request, s: Services) -> Response:
+    return await run_method(method, await read_body(request, s), s)
+
+
+async def read_body(request: Request, s: Services) -> dict[str, Any]:
+    return await read_object(request, s.settings.max_message_bytes + BODY_ALLOWANCE)
+
+
+async def run_method(method: str, raw: dict[str, Any], s: Services) -> Response:
+    """One method on a parsed body: the server API's route and the admin UI both come here."""
     model, run, _, _ = METHODS[method]
-    raw = await read_object(request, s.settings.max_message_bytes + BODY_ALLOWANCE)
     try:
         body = model.model_validate(raw)
     except ValidationError as exc:

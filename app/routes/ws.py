@@ -20,25 +20,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from app import metrics
+from app import metrics, tracing
 from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
 from app.budgets import InFlight
 from app.connection import ConnectionGone
-from app.errors import AUTH_FAILED, AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
+from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
+from app.hooks import UNCHANGED
+from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
 from app.routes.ws_commands import COMMANDS, Reply, reply_bytes, subscribe
+from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 log = logging.getLogger("switchboard.ws")
 
 MAX_IN_FLIGHT = 32
+KNOWN_ERRORS = frozenset(int(code) for code in ErrorCode)
 PING_PUSH = b'{"op":"ping"}'
 # What `connect` reads; anything else is ignored, and the reply's `hint` says so (a token sent as
 # "jwt" would otherwise connect silently as anonymous).
@@ -49,8 +54,9 @@ HINT_FIELDS = 5
 HINT_FIELD_CHARS = 32
 
 
-def error_bytes(cmd_id: object, code: ErrorCode, message: str, **extra: str) -> bytes:
-    metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
+def error_bytes(cmd_id: object, code: int, message: str, **extra: str) -> bytes:
+    # A backend's own codes (app/proxy.py) share one label: metric labels come from fixed sets.
+    metrics.COMMAND_ERRORS.labels(str(int(code)) if code in KNOWN_ERRORS else "backend").inc()
     return orjson.dumps({"id": cmd_id, "ok": False, "error": {"code": int(code), "message": message, **extra}})
 
 
@@ -74,6 +80,7 @@ class WsClient:
         self._load = InFlight(MAX_IN_FLIGHT, self.settings.max_in_flight_bytes)
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
+        self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
@@ -101,9 +108,25 @@ class WsClient:
             self.send(error_bytes(cmd_id, code, "the first command must be connect, with an id"))
             self.conn.close(CloseCode.POLICY_VIOLATION, "Connect required")
             return False
-        hint = self._hint(frame)
+        with tracing.span("ws connect", attributes={"switchboard.client": self.session.client}) as span:
+            connected = await self._connect(cmd_id, frame)
+            if span is not None:
+                span.set_attribute("switchboard.connected", connected)
+        return connected
+
+    async def _connect(self, cmd_id: int, frame: dict[str, Any]) -> bool:
+        """The connect command's checks, identity and reply (or refusal and 1008)."""
+        token = frame.get("token", self.conn.websocket.query_params.get("token"))
+        extra: dict[str, Any] = {}
+        headers, self.session.handshake = self.session.handshake, None  # read once, never kept
+        hint = self._hint(frame, proxied=headers is not None)
         try:
-            identity = await self._identity(frame.get("token", self.conn.websocket.query_params.get("token")))
+            if token is None and headers is not None:
+                connected = await connect_by_proxy(self.session, frame.get("data", UNCHANGED), headers)
+                identity = connected.identity
+                self._refresh, extra = proxied_reply(self.session, connected, self._expired)
+            else:
+                identity = await self._identity(token)
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
@@ -112,8 +135,8 @@ class WsClient:
                 return False
         except ProtocolError as exc:
             # "token required" with the token in a header is the case a hint is most needed for.
-            self.send(error_bytes(cmd_id, exc.code, exc.message, **({"hint": hint} if hint else {})))
-            self.conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
+            self.send(error_bytes(cmd_id, exc.wire_code, exc.message, **({"hint": hint} if hint else {})))
+            self.conn.close(*connect_close(exc))
             return False
         except BrokerUnavailable:
             self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
@@ -124,20 +147,22 @@ class WsClient:
             "user": identity.user_id,
             "expires": identity.expires,
             "ping": self.settings.ping_interval,
+            **extra,
+            **({"hint": hint} if hint else {}),
         }
-        if hint:
-            reply["hint"] = hint
         self.send(reply_bytes(cmd_id, reply))
         self._schedule_ping()
         return True
 
-    def _hint(self, frame: dict[str, Any]) -> str:
-        """What this connect sent where nothing reads it (never the values: they may be tokens)."""
+    def _hint(self, frame: dict[str, Any], proxied: bool = False) -> str:
+        """What this connect sent where nothing reads it (never the values: they may be tokens).
+        ``proxied``: the connect proxy is asked, and is sent ``data`` and the allowlisted headers."""
         hints = []
-        if self.authorization_header:
+        if self.authorization_header and not proxied:
             log.debug("connect %s: the handshake's Authorization header is ignored on /ws", self.session.client)
             hints.append(HEADER_HINT)
-        ignored = sorted(name[:HINT_FIELD_CHARS] for name in frame if name not in CONNECT_FIELDS)[:HINT_FIELDS]
+        read = CONNECT_FIELDS | {"data"} if proxied else CONNECT_FIELDS
+        ignored = sorted(name[:HINT_FIELD_CHARS] for name in frame if name not in read)[:HINT_FIELDS]
         if ignored:
             # repr() escapes control characters: client text is never logged as is.
             log.debug("connect %s: ignored fields %s", self.session.client, ", ".join(map(repr, ignored)))
@@ -165,8 +190,15 @@ class WsClient:
         identity = await self._identity(token)
         if identity.user_id != self.session.identity.user_id or not identity.user_id:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "the token is for another user")
+        if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
+            self._refresh.stop()
+            self._refresh = None
         await self.session.refresh(identity)
         return identity.expires
+
+    def _expired(self) -> None:
+        metrics.AUTH_FAILURES.labels("expired").inc()
+        self.conn.close(CloseCode.TOKEN_EXPIRED)
 
     # -- keepalive --------------------------------------------------------------------------------
 
@@ -245,14 +277,12 @@ class WsClient:
                 assert parsed is not None  # it parsed when it was read
                 frame = parsed
             try:
-                if op == "refresh":
-                    result: Reply = {"expires": await self.refresh(frame.get("token"))}
-                elif op == "subscribe":
-                    result = await subscribe(self.session, cmd_id, frame, registered=next_turn)
-                else:
-                    result = await COMMANDS[op](self.session, cmd_id, frame)
+                run = self._traced if tracing.ON else self._command
+                result = await run(op, cmd_id, frame, next_turn)
             except ProtocolError as exc:
-                self.send(error_bytes(cmd_id, exc.code, exc.message))
+                self.send(error_bytes(cmd_id, exc.wire_code, exc.message))
+                if isinstance(exc, BackendDisconnect):
+                    self.conn.close(exc.close_code, exc.reason)
             except BrokerUnavailable:
                 if op == "publish":  # Redis never confirmed it: it may have happened
                     self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN, outcome="unknown"))
@@ -271,6 +301,22 @@ class WsClient:
             del self._in_flight[cmd_id]
             self._load.done(size)
 
+    async def _command(self, op: str, cmd_id: int, frame: dict[str, Any], next_turn: Callable[[], None]) -> Reply:
+        if op == "refresh":
+            return {"expires": await self.refresh(frame.get("token"))}
+        if op == "subscribe":
+            return await subscribe(self.session, cmd_id, frame, registered=next_turn)
+        return await COMMANDS[op](self.session, cmd_id, frame)
+
+    async def _traced(self, op: str, cmd_id: int, frame: dict[str, Any], next_turn: Callable[[], None]) -> Reply:
+        """``_command`` in a ``ws <op>`` span: op is one of COMMANDS or refresh, a bounded name."""
+        channel = frame.get("channel")
+        attributes = {"switchboard.client": self.session.client}
+        if isinstance(channel, str):
+            attributes["messaging.destination.name"] = channel
+        with tracing.span(f"ws {op}", attributes=attributes):
+            return await self._command(op, cmd_id, frame, next_turn)
+
     def _limited(self, text: str) -> None:
         frame = _parse(text)
         cmd_id = command_id(frame) if frame is not None else None
@@ -280,6 +326,8 @@ class WsClient:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._refresh is not None:
+            self._refresh.stop()
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()

@@ -19,6 +19,7 @@ from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
 from app.recovery import Joined, Subscription
+from app.rpc import rpc
 from app.session import Session, idempotency_key_of, valid_position
 
 Reply = dict[str, Any] | bytes | None
@@ -159,4 +160,5 @@ COMMANDS: dict[str, Command] = {
     "history": history,
     "presence": presence,
     "presence_stats": presence_stats,
+    "rpc": rpc,
 }

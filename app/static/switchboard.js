@@ -476,6 +476,17 @@ export class Switchboard extends Reconnecting {
   }
 
   /**
+   * Ask your backend through the server (its rpc proxy or on_rpc hook, docs/proxies.md); resolves
+   * with the answer's `data`, rejects with a CommandError (104 when nothing takes the method).
+   * @param {string} method
+   * @param {any} [data]
+   * @returns {Promise<any>}
+   */
+  async rpc(method, data = null) {
+    return (await this.command("rpc", { method, data })).data;
+  }
+
+  /**
    * Send a command once connected; resolves with the ok reply, rejects with a CommandError.
    * @param {string} op
    * @param {Record<string, unknown>} [fields]

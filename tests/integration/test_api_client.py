@@ -54,6 +54,8 @@ def test_the_sync_client_and_its_errors(tmp_path: Path) -> None:
             assert api.history("news")["publications"][0]["data"] == {"headline": "hi"}
             assert api.presence_stats("news") == {"clients": 0, "users": 0}
             assert api.send("nobody", 1) == {}
+            assert api.top_channels(sort="rate") == {"channels": [], "answered": 1, "missing": []}
+            assert api.user_connections("nobody") == {"connections": [], "answered": 1, "missing": []}
             with SwitchboardAPISync(a.http, "wrong-key-0123456789-abcdefghijklmnopqrstuvwxyz") as wrong:
                 with pytest.raises(APIError) as refused:
                     wrong.info()

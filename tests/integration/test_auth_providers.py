@@ -326,6 +326,9 @@ def test_rotation_outage_slow_huge_and_private_keys_without_a_restart(workdir: P
             assert answer(new) == "ok"
             wait_until(lambda: answer(new) == "bad token: no_keys", 20, "the stale keys dropped")
             assert "past SWITCHBOARD_JWKS_MAX_STALE" in app.log_text()
+            # What SwitchboardJwksKeysStale reads: the keys' expiry, now in the past.
+            expiry = metric(app, "switchboard_jwks_keys_expiry_timestamp_seconds{")
+            assert time.time() - 30 < expiry < time.time()
             assert httpx.get(app.http + "/healthz", timeout=5).status_code == 200
     finally:
         idp.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, TEST_SECRET, free_port, wait_until
+from tests.support import ROOT, TEST_SECRET, RedisServer, free_port, wait_until
 
 RATE = 10
 WAVES = 3  # storms of handshakes, one second apart
@@ -24,14 +24,19 @@ PER_WAVE = 40
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[int]:
-    """gunicorn -c gunicorn.conf.py with WEB_CONCURRENCY=2, on a free port; its port."""
+    """gunicorn -c gunicorn.conf.py with WEB_CONCURRENCY=2, on a free port; its port.
+
+    Two workers need a real broker: memory:// is one process's, and refused with more than one worker.
+    """
     port = free_port()
+    redis_server = RedisServer(tmp_path / "redis").start()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "PROMETHEUS_", "WEB_"))}
     env = {
         **clean,
         "SWITCHBOARD_HOST": "127.0.0.1",
         "SWITCHBOARD_PORT": str(port),
         "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+        "SWITCHBOARD_BROKER_URL": redis_server.url,
         "SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND": str(RATE),
         "SWITCHBOARD_DRAIN_SECONDS": "1",
         "WEB_CONCURRENCY": "2",
@@ -51,6 +56,7 @@ def gunicorn(tmp_path: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(30)
+        redis_server.stop()
 
 
 def ready(port: int) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
+from prometheus_client import REGISTRY
 
 from app.presence import member_id
 from app.presence_redis import RedisPresence
@@ -107,3 +108,19 @@ async def test_a_leave_during_a_refresh_round_is_not_undone(client: redis.asynci
     await task
     assert await client.keys(f"{key('brief:')[:-2]}*") == []  # no member put back after its leave
     assert await presence.stats("stays") == {"clients": 1, "users": 1}
+
+
+async def test_a_sweep_reports_how_far_behind_it_is(client: redis.asyncio.Redis) -> None:
+    """The lag gauge: how long ago the oldest channel due was due (an emptied channel's 0 is not an
+    expiry); after the pass has caught up, 0."""
+    presence = RedisPresence(client, ttl=30)
+    seconds, _ = await client.time()
+    await client.zadd(key("late"), {member("l", "lou"): seconds - 60})  # its instance died a minute ago
+    await client.zadd(EXPIRIES, {"late": seconds - 60, "emptied": 0})
+    swept = await presence.sweep()
+    assert [(channel, len(gone)) for channel, gone, _ in swept] == [("late", 1)]
+    lag = REGISTRY.get_sample_value("switchboard_presence_sweep_lag_seconds")
+    assert lag is not None
+    assert 59 <= lag < 70
+    assert await presence.sweep() == []
+    assert REGISTRY.get_sample_value("switchboard_presence_sweep_lag_seconds") == 0

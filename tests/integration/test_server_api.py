@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -329,3 +331,80 @@ async def test_server_side_subscribe_and_unsubscribe_on_every_instance(three: Th
         three.ok("publish", {"channel": "x:assigned", "data": "gone"})
         for proto in (s0, s2):
             assert [f for f in await proto.quiet(0.3) if f.get("data") == "gone"] == []
+
+
+# -- questions every instance answers (app/cluster_query.py) ---------------------------------------
+
+
+async def test_top_channels_user_connections_and_info_cover_every_instance(three: Three) -> None:
+    a, b, c = three.apps
+    ivy = user_token("ivy")
+    async with all_connected((a.ws("/ws"), ivy), (b.ws("/ws"), ivy), (c.ws("/ws"), user_token("jo"))) as protos:
+        ivy_a, ivy_b, jo = protos
+        for proto in protos:
+            await proto.ok("subscribe", channel="x:hot")
+        await ivy_a.ok("subscribe", channel="x:warm")
+        await jo.ok("subscribe", channel="x:warm")
+        await ivy_b.ok("subscribe", channel="x:cool")
+        for n in range(5):
+            three.ok("publish", {"channel": "x:hot", "data": n})
+        three.ok("publish", {"channel": "x:cool", "data": "once"})
+        for proto in protos:
+            await proto.pubs("x:hot", 5)
+        # Subscribers add up across instances; the rate is the same publications on each, so not summed.
+        top = three.ok("top_channels", {"limit": 100}, on=1)
+        assert (top["answered"], top["missing"]) == (3, [])
+        mine = [row for row in top["channels"] if row["channel"] in ("x:hot", "x:warm", "x:cool")]
+        assert [(r["channel"], r["subscribers"]) for r in mine] == [("x:hot", 3), ("x:warm", 2), ("x:cool", 1)]
+        hot = mine[0]["rate"]
+        assert 5 / 20 <= hot <= 5 / 10  # 5 in this window, over one to two 10 s windows
+        by_rate = three.ok("top_channels", {"sort": "rate", "limit": 100})["channels"]
+        assert [r["channel"] for r in by_rate if r["channel"] in ("x:hot", "x:cool")] == ["x:hot", "x:cool"]
+        # Every connection of a user, on whichever instance holds it, with its channels.
+        found = three.ok("user_connections", {"user": "ivy"}, on=2)
+        assert (found["answered"], found["missing"]) == (3, [])
+        assert [(x["instance"], x["client"], x["channels"]) for x in found["connections"]] == [
+            ("a", ivy_a.client_id, ["x:hot", "x:warm"]),
+            ("b", ivy_b.client_id, ["x:cool", "x:hot"]),
+        ]
+        assert three.ok("user_connections", {"user": "nobody"})["connections"] == []
+        # info: what the operator's instance view shows, from each instance's last heartbeat.
+        wait_until(lambda: all(i["channels"] >= 1 for i in three.ok("info")["instances"]), 3, "channel counts")
+        for entry in three.ok("info")["instances"]:
+            assert entry["uptime"] > 0
+            assert (entry["draining"], entry["redis"]) == (False, "up")
+
+
+async def test_an_instance_that_does_not_answer_is_named_missing(three: Three) -> None:
+    stopped = three.apps[2]
+    assert stopped.proc is not None
+    os.kill(stopped.proc.pid, signal.SIGSTOP)  # alive and listed (its entry outlives 2 s), but silent
+    try:
+        started = time.monotonic()
+        found = three.ok("user_connections", {"user": "ivy"})
+        assert time.monotonic() - started >= 2.0  # it waited for the slowest, up to the deadline
+        assert (found["answered"], found["missing"]) == (2, ["c"])
+        assert three.ok("top_channels")["missing"] == ["c"]
+    finally:
+        os.kill(stopped.proc.pid, signal.SIGCONT)
+    wait_until(lambda: three.ok("top_channels")["missing"] == [], 5, "c answers again")
+
+
+def test_top_channels_and_user_connections_bodies_are_checked(three: Three) -> None:
+    for method, body in (
+        ("top_channels", {"limit": 101}),
+        ("top_channels", {"sort": "name"}),
+        ("user_connections", {}),
+        ("user_connections", {"user": ""}),
+        ("user_connections", {"user": "ivy", "extra": 1}),
+    ):
+        response = three.call(method, body)
+        assert response.status_code == 400, (method, body, response.text)
+        assert response.json()["error"]["code"] == 107
+
+
+def test_the_admin_ui_is_off_by_default(three: Three) -> None:
+    for method, path in (("GET", "/admin"), ("POST", "/admin/signin"), ("POST", "/admin/api/info")):
+        response = httpx.request(method, three.apps[0].http + path, timeout=5)
+        assert response.status_code == 404, (method, path, response.text)
+    assert httpx.get(three.apps[0].http + "/admin/static/admin.js", timeout=5).status_code == 404

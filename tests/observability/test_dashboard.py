@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from scripts import observability
+from tests.observability import panels
 
 BOARD: dict[str, Any] = json.loads(observability.DASHBOARD.read_text())
 PANELS = [p for p in BOARD["panels"] if p["type"] != "row"]
@@ -76,3 +77,25 @@ def test_k8s_rule_and_dashboard_copies_carry_the_same_content() -> None:
     assert rule["spec"] == yaml.safe_load(observability.RULES.read_text())
     configmap = yaml.safe_load(observability.K8S_DASHBOARD.read_text())
     assert json.loads(configmap["data"]["switchboard.json"]) == BOARD
+
+
+def test_every_registered_metric_has_a_panel() -> None:
+    """Every metric the app defines, exercised or not, is queried by a panel (or allowlisted with a
+    reason in tests/observability/panels.py). The live check after real traffic is in
+    test_prometheus_e2e.py; this one also covers metrics that traffic there does not reach."""
+    import prometheus_client
+
+    import app.main  # noqa: F401  (imports every module that defines metrics)
+
+    found = list(prometheus_client.REGISTRY.collect())
+    assert len([f for f in found if f.name.startswith("switchboard_")]) >= 30
+    assert not panels.without_panel(found), "add a panel in scripts/observability.py"
+
+
+def test_the_allowlist_excuses_only_what_it_names() -> None:
+    assert panels.allowed("process_open_fds")
+    assert panels.allowed("python_info")
+    assert not panels.allowed("python_info_extra")
+    assert not panels.allowed("switchboard_process_cpu_seconds")
+    assert panels.allowed("switchboard_connects_created")
+    assert not panels.allowed("switchboard_created_things")

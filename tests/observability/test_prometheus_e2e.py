@@ -24,6 +24,9 @@ import yaml
 from websockets.asyncio.client import ClientConnection
 
 from scripts import observability
+from tests.idp import IdentityProvider, SigningKey
+from tests.observability import panels
+from tests.observability.traffic import not_moved, protocol_traffic, traffic_env
 from tests.support import (
     API_HEADERS,
     ROOT,
@@ -53,6 +56,8 @@ class Stack:
     gunicorn_port: int
     second: AppProcess
     prometheus: str
+    idp: IdentityProvider
+    key: SigningKey
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
@@ -71,11 +76,13 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("observability")
     redis_server = RedisServer(tmp / "redis").start()
+    idp, key = IdentityProvider(tmp).start(), SigningKey("RS256", "obs-1")
     env_common = {
         "SWITCHBOARD_BROKER_URL": redis_server.url,
         "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "2",
         "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
         "SWITCHBOARD_SEND_QUEUE_SIZE": "8",
+        **traffic_env(tmp, idp, key),
     }
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHBOARD_", "PROMETHEUS_"))}
@@ -125,7 +132,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 stdout=log,
                 stderr=log,
             )
-        s = Stack(redis_server, gunicorn, port, second, f"http://127.0.0.1:{prom_port}")
+        s = Stack(redis_server, gunicorn, port, second, f"http://127.0.0.1:{prom_port}", idp, key)
         # Poll for the first scrape of both targets rather than sleeping.
         wait_until(
             lambda: len([r for r in s.query('up{job="switchboard"}') if r["value"][1] == "1"]) == 2,
@@ -140,6 +147,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 proc.wait(30)
         second.stop()
         redis_server.stop()
+        idp.stop()
 
 
 @dataclass
@@ -229,6 +237,7 @@ async def traffic(stack: Stack) -> AsyncIterator[Traffic]:
                 break
     assert instance_metric(stack.second.http, "switchboard_slow_consumer_disconnects_total") >= 1
     stalled.transport.abort()
+    await protocol_traffic(g, b, stack.second.http, stack.idp, stack.key)
     yield Traffic(opened, received, deliveries)
     await asyncio.gather(*(ws.close() for ws in opened))
 
@@ -301,3 +310,14 @@ async def test_promtool_accepts_the_real_metrics_output(stack: Stack) -> None:
         assert "switchboard_connections" in text
         result = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_every_metric_exported_after_real_traffic_has_a_panel(stack: Stack, traffic: Traffic) -> None:
+    """What both instances' /metrics export (gunicorn's merged view and a single process), after
+    the traffic above, is each on the dashboard or on the commented allowlist (panels.py)."""
+    texts = [httpx.get(url + "/metrics").text for url in (f"http://127.0.0.1:{stack.gunicorn_port}", stack.second.http)]
+    found = [family for text in texts for family in panels.families(text)]
+    assert len({f.name for f in found if f.name.startswith("switchboard_")}) >= 30
+    assert not panels.without_panel(found), "add a panel in scripts/observability.py"
+    # The traffic reached the newer metrics, rather than their exported zeros passing alone.
+    assert not not_moved("\n".join(texts))

@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import ROOT
-
-RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-JOB = 'job="switchboard"'
-
-
-def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
-def description(alert: str) -> str:
-    for group in yaml.safe_load(RULES.read_text())["groups"]:
-        for rule in group["rules"]:
-            if rule.get("alert") == alert:
-                text: str = rule["annotations"]["description"]
-                return text
-    raise KeyError(alert)
-
-
-def fires(alert: str, at: str, labels: dict[str, str], summary: str) -> dict[str, Any]:
-    expected = {"exp_labels": labels, "exp_annotations": {"summary": summary, "description": description(alert)}}
-    return {"eval_time": at, "alertname": alert, "exp_alerts": [expected]}
-
-
-def quiet(alert: str, at: str) -> dict[str, Any]:
-    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
-
-
-def counter(name: str, per_step: float, steps: int = 20, labels: str = "") -> dict[str, str]:
-    """A counter growing by ``per_step`` every 30 s."""
-    return {"series": f'{name}{{{JOB},instance="a:8000"{labels}}}', "values": f"0+{per_step}x{steps}"}
-
+from tests.observability.alert_cases import JOB, NEWER_CASES, RULES, counter, fires, promtool, quiet
 
 CASES: dict[str, dict[str, Any]] = {
+    **NEWER_CASES,
     "broker down on one instance, for over a minute": {
         "input_series": [
             {"series": f'switchboard_broker_up{{{JOB},instance="a:8000"}}', "values": "1 0 0 0 0 0"},

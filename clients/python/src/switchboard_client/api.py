@@ -106,6 +106,14 @@ class _Methods(Generic[R]):
     def info(self) -> R:
         return self._call("info", {})
 
+    def top_channels(self, *, sort: str = "subscribers", limit: int = 20) -> R:
+        """``{"channels": [{"channel","subscribers","rate"}], "answered", "missing"}``."""
+        return self._call("top_channels", {"sort": sort, "limit": limit})
+
+    def user_connections(self, user: str) -> R:
+        """Every connection of ``user`` on every instance: ``{"connections", "answered", "missing"}``."""
+        return self._call("user_connections", {"user": user})
+
 
 def _headers(api_key: str) -> dict[str, str]:
     return {"X-API-Key": api_key, "Content-Type": "application/json"}

@@ -15,6 +15,7 @@
 * ``url`` may be a function (sync or async) called before every connect, to rotate servers.
 * ``token`` (a string, or a function, sync or async) goes in ``connect``, never in the URL. A
   function is called again before the token expires, and the fresh token is sent as ``refresh``.
+* ``rpc(method, data)`` asks your backend through the server (docs/proxies.md) and returns its data.
 * ``publish`` waits for the server's acknowledgement and returns the offset. While disconnected it
   waits (bounded by ``queue_limit`` commands) for the next connection. A publish whose connection
   died before its reply raises ``ConnectionError``: it may or may not have been published.
@@ -141,6 +142,10 @@ class Client:
 
     async def history(self, channel: str, **fields: Any) -> dict[str, Any]:
         return await self.call("history", channel=channel, **fields)
+
+    async def rpc(self, method: str, data: Any = None) -> Any:
+        """Ask the server's backend (its rpc proxy or ``on_rpc`` hook); its answer's ``data``."""
+        return (await self.call("rpc", method=method, data=data)).get("data")
 
     async def presence_stats(self, channel: str) -> dict[str, Any]:
         return await self.call("presence_stats", channel=channel)
