@@ -40,6 +40,15 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
                 event_id = value
 
 
+async def next_data(stream: AsyncIterator[Event]) -> Event:
+    """The next event with data (comments skipped). The caller holds ``stream``: an abandoned
+    generator is closed when collected, and its response (the stream) with it."""
+    async for event in stream:
+        if event.data is not None:
+            return event
+    raise AssertionError("the stream ended")
+
+
 @dataclass
 class Reader:
     """An EventSource-like client: reconnects with ``Last-Event-ID`` until stopped, and records

@@ -25,17 +25,20 @@ from app.auth import ANONYMOUS, AuthError, Identity
 from app.broker import BrokerUnavailable, Position
 from app.connection import Connection, origin_allowed
 from app.errors import ORIGIN_REFUSED, CloseCode, ErrorCode, ProtocolError, reason_for
+from app.hooks import UNCHANGED
 from app.hub import Announce
 from app.protocol import Outgoing
+from app.proxy_calls import pick_headers
 from app.recovery import Joined, Subscription
 from app.routes.handshake import ACCEPTED, FULL, TOO_MANY_HANDSHAKES
+from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, proxied_reply
 from app.services import Services, services
 from app.session import Session
 from app.streams.wires import KEEPALIVE, Cursor, NdjsonWire, SseWire, parse_cursor
 
 log = logging.getLogger("switchboard.streams")
 
-STATUS = {
+STATUS: dict[int, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.PERMISSION_DENIED: 403,
@@ -43,6 +46,7 @@ STATUS = {
     ErrorCode.LIMIT_EXCEEDED: 429,
     ErrorCode.TOO_MANY_REQUESTS: 503,
     ErrorCode.NOT_AVAILABLE: 503,
+    ErrorCode.BACKEND_UNAVAILABLE: 503,
 }
 WIRES: dict[str, tuple[str, type[SseWire] | type[NdjsonWire]]] = {
     "/sse": ("sse", SseWire),
@@ -53,7 +57,7 @@ PATTERN = frozenset("*?[")
 
 
 class Refused(Exception):
-    def __init__(self, code: ErrorCode, message: str, status: int | None = None, **headers: str) -> None:
+    def __init__(self, code: int, message: str, status: int | None = None, **headers: str) -> None:
         super().__init__(message)
         self.code, self.message, self.headers = code, message, headers
         self.status = status or STATUS.get(code, 400)
@@ -100,12 +104,25 @@ def resume_of(request: Request, count: int) -> list[Position | None]:
         raise Refused(ErrorCode.BAD_REQUEST, str(exc)) from None
 
 
-async def identity_of(request: Request, s: Services) -> Identity:
+async def identity_of(request: Request, s: Services, session: Session) -> tuple[Identity, ProxyRefresh | None]:
+    """The token's identity; without a token, the connect proxy's when one is configured (it is
+    sent the allowlisted headers, the cookie among them: how ``EventSource``, which cannot set
+    headers, signs in without a token in its URL), else anonymous if allowed."""
     token = token_of(request)
+    if token is None and s.proxies.connect_url:
+        try:
+            connected = await connect_by_proxy(
+                session, UNCHANGED, pick_headers(request.scope["headers"], s.proxies.headers)
+            )
+        except ProtocolError as exc:
+            raise Refused(exc.wire_code, exc.message) from None
+        # A proxied identity with an expiry is refreshed by the server (the refresh proxy), or ends 4002.
+        refresh, _ = proxied_reply(session, connected, lambda: session.conn.close(CloseCode.TOKEN_EXPIRED))
+        return connected.identity, refresh
     if token is None and s.settings.allow_anonymous:
-        return ANONYMOUS
+        return ANONYMOUS, None
     try:
-        return await s.auth.verify(token)
+        return await s.auth.verify(token), None
     except AuthError as exc:
         metrics.AUTH_FAILURES.labels(exc.reason).inc()
         if exc.reason == "expired":
@@ -141,7 +158,7 @@ async def check(session: Session, identity: Identity, channels: list[str]) -> No
         if not await session.sign_in(identity):
             raise Refused(ErrorCode.LIMIT_EXCEEDED, "this user has too many connections")
     except ProtocolError as exc:
-        raise Refused(exc.code, exc.message) from None
+        raise Refused(exc.wire_code, exc.message) from None
     except BrokerUnavailable:
         raise Refused(ErrorCode.NOT_AVAILABLE, "broker unavailable: try again") from None
 
@@ -201,12 +218,13 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     session: Session | None = None
     try:
         admit(request, s)
-        identity = await identity_of(request, s)
-        channels = channels_of(request, identity, s.settings.stream_max_channels)
-        resume = resume_of(request, len(channels))
-        wire = wire_type(Cursor(channels, resume))
+        wire = wire_type(Cursor())
         conn = Connection(request, label, s.settings, wire)
         session = Session(conn, s, ws=True, refreshable=False)
+        identity, refresh = await identity_of(request, s, session)
+        channels = channels_of(request, identity, s.settings.stream_max_channels)
+        resume = resume_of(request, len(channels))
+        wire.cursor.start(channels, resume)
         await check(session, identity, channels)
     except Refused as exc:
         if session is not None:
@@ -232,5 +250,7 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         await conn.serve(run(session, channels, resume))
     finally:
+        if refresh is not None:
+            refresh.stop()
         await session.close()
         await s.hub.drop(conn)

@@ -37,10 +37,16 @@ KEEPALIVE = Outgoing(b'{"op":"ping"}')
 class Cursor:
     __slots__ = ("_index", "_parts", "_text")
 
-    def __init__(self, channels: list[str], start: list[Position | None]) -> None:
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._parts: list[bytes] = []
+        self._text: bytes | None = None
+
+    def start(self, channels: list[str], start: list[Position | None]) -> None:
+        """The stream's channels, known once its identity is (they may be the token's claim)."""
         self._index = {name: i for i, name in enumerate(channels)}
         self._parts = [NONE if p is None else _entry(p.offset, p.epoch) for p in start]
-        self._text: bytes | None = None
+        self._text = None
 
     def move(self, position: tuple[str, int, str] | None) -> bool:
         """Follow a message's position; False if it has none this cursor follows."""

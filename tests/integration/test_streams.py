@@ -10,7 +10,7 @@ import re
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from app.auth import mint_token
 from app.config import Settings
 from tests.integration.conftest import Cluster, token
-from tests.sse import Event, Reader, events
+from tests.sse import Reader, events, next_data
 from tests.support import API_HEADERS, TEST_SECRET
 
 CONFIG = """
@@ -185,15 +185,6 @@ async def test_a_gap_history_no_longer_covers_is_reported_as_an_event(cluster: C
             got = [(await next_data(events(r))).data]
     assert (got[0]["op"], got[0]["recovered"]) == ("subscribed", False)
     assert (got[0]["reason"], got[0]["offset"]) == ("history too short", 12)
-
-
-async def next_data(stream: AsyncIterator[Event]) -> Event:
-    """The next event with data (comments skipped). The caller holds ``stream``: an abandoned
-    generator is closed when collected, and its response (the stream) with it."""
-    async for event in stream:
-        if event.data is not None:
-            return event
-    raise AssertionError("the stream ended")
 
 
 async def test_keepalive_comments_come_at_the_ping_interval(cluster: Cluster) -> None:
