@@ -242,6 +242,9 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     if origin is not None:  # admitted above: an allowed or same origin may read the stream
         headers += [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    # Nothing reads the request's headers again, and they would stay for the stream's whole life.
+    scope["headers"] = []
+    conn.websocket = Request(scope, receive, send)
     opening = wire.opening()
     if opening:
         await send({"type": "http.response.body", "body": opening, "more_body": True})
