@@ -180,7 +180,10 @@ def subscribed(conn: Connection, channel: str) -> Announce:
 
 
 async def run(session: Session, channels: list[str], resume: list[Position | None]) -> None:
-    """Join each channel (replaying what the cursor missed), then hold until the stream ends."""
+    """Join each channel (replaying what the cursor missed), then hold until the stream ends.
+
+    The disconnect is watched from the start: a client that goes away during a long replay stops
+    it at its next page (``Connection.drained`` raises ConnectionGone), not after all of it."""
     conn, interval = session.conn, session.services.settings.ping_interval
     loop = asyncio.get_running_loop()
     timer: asyncio.TimerHandle | None = None
@@ -191,8 +194,11 @@ async def run(session: Session, channels: list[str], resume: list[Position | Non
         timer = loop.call_later(interval, keepalive)
 
     timer = loop.call_later(interval, keepalive)
+    gone = asyncio.ensure_future(conn.wait_disconnect())
     try:
         for channel, position in zip(channels, resume, strict=True):
+            if gone.done():
+                return
             try:
                 opts = await session.subscribe(channel, position, announce=subscribed(conn, channel))
                 await session.announce_join(channel, opts)  # in presence, as a /ws subscriber is
@@ -201,10 +207,11 @@ async def run(session: Session, channels: list[str], resume: list[Position | Non
                 conn.send_json(push)
             except BrokerUnavailable:
                 conn.close(CloseCode.TRY_AGAIN_LATER)
-                return
-        await conn.wait_disconnect()
+                break
+        await gone
     finally:
         timer.cancel()
+        gone.cancel()
 
 
 async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
