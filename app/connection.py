@@ -12,6 +12,11 @@ calls it synchronously for each member and never waits on a slow client:
 
 Without FAST_WRITE (another ASGI server) the writer sends ASGI messages one by one. Close frames
 always take the ASGI path, so the server knows the socket is closing.
+
+A one-way stream (app/streams/) is a Connection too, with a ``Wire``: each message is encoded by
+the wire (an SSE event, an NDJSON line, with the stream's cursor) instead of as a WebSocket frame,
+and our HTTP protocol's FAST_WRITE writes it as an HTTP/1.1 chunk. Queue, bounds, abort, drain and
+metrics are the same code.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ class Chunk:
 
     @property
     def message(self) -> dict[str, Any]:
-        return {"type": "http.response.body", "body": self.frame, "more_body": True}
+        return _body(self.frame)
 
 
 def _body(data: bytes, *, more: bool = True) -> dict[str, Any]:
