@@ -46,15 +46,15 @@ unit: install ## Unit tests only (no processes)
 test: install deps lint typecheck ## Everything CI runs: lint, types, the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-cluster: install deps ## Local cluster, no Docker: redis + $(INSTANCES) instances + nginx on :$(CLUSTER_PORT)
-	$(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT)
+cluster: install deps ## Local cluster, no Docker: redis + $(INSTANCES) instances + nginx on :$(CLUSTER_PORT) (OUTBOX=1: + PostgreSQL, relaying)
+	$(BIN)/python scripts/cluster.py up --instances $(INSTANCES) --port $(CLUSTER_PORT) $(if $(filter 1,$(OUTBOX)),--outbox)
 
 cluster-down: ## Stop exactly what `make cluster` started
 	$(BIN)/python scripts/cluster.py down
 
 .env:
-	@umask 077; sed "s|^SWITCHBOARD_JWT_SECRET=.*|SWITCHBOARD_JWT_SECRET=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')|; s|^SWITCHBOARD_API_KEYS=.*|SWITCHBOARD_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')|; s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')|" .env.example > .env
-	@echo "created .env with a random JWT secret, server API key and Grafana password"
+	@umask 077; sed "s|^SWITCHBOARD_JWT_SECRET=.*|SWITCHBOARD_JWT_SECRET=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')|; s|^SWITCHBOARD_API_KEYS=.*|SWITCHBOARD_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')|; s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')|; s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')|" .env.example > .env
+	@echo "created .env with a random JWT secret, server API key, Grafana and PostgreSQL passwords"
 
 up: .env ## docker compose: redis, app1-3, nginx on :8080, Prometheus :9090, Grafana :3000
 	docker compose up --build -d
@@ -98,9 +98,10 @@ bench-api: install deps ## Server API: presence of 10,000 members, disconnect on
 bench-cluster: install deps ## One Redis vs a 3-shard Redis Cluster: Redis CPU per shard, fan-out -> docs/benchmarks.md (~2 min)
 	$(BIN)/python -m bench.cluster
 
-bench-delivery: install deps ## History cost, crash recovery, churn and storms at scale -> docs/delivery.md (~12 min)
+bench-delivery: install deps ## History cost, crash recovery, churn and storms at scale, the outbox relay -> docs/delivery.md (~12 min)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.churn
+	$(BIN)/python -m bench.outbox
 
 observability-sync: install ## Regenerate the Grafana dashboard and its k8s copies from scripts/observability.py
 	$(BIN)/python scripts/observability.py

@@ -128,7 +128,9 @@ def channel_options(s: Services, channel: str) -> ChannelOptions:
     return found
 
 
-async def _publish(s: Services, channel: str, data: Any, key: str | None) -> Position | None:
+async def publish_data(s: Services, channel: str, data: Any, key: str | None) -> Position | None:
+    """Publish as the server: the API's publish and broadcast, and the outbox relay (app/outbox/).
+    Raises ApiError or ProtocolError for what can never be published, BrokerUnavailable."""
     opts = channel_options(s, channel)
     frame = frame_for(channel, data, SERVER) or {"op": "pub", "channel": channel, "data": data}
     encoded = encode_publication(frame, s.settings.max_message_bytes)
@@ -142,7 +144,7 @@ def _position(position: Position | None) -> dict[str, Any]:
 async def publish(s: Services, body: PublishBody) -> dict[str, Any]:
     key = idempotency_key_of(body.idempotency_key, SERVER_PUBLISHER)
     try:
-        return _position(await _publish(s, body.channel, body.data, key))
+        return _position(await publish_data(s, body.channel, body.data, key))
     except BrokerUnavailable:
         raise outcome_unknown() from None
 
@@ -150,7 +152,7 @@ async def publish(s: Services, body: PublishBody) -> dict[str, Any]:
 async def broadcast(s: Services, body: BroadcastBody) -> dict[str, Any]:
     async def one(channel: str) -> dict[str, Any]:
         try:
-            return {"channel": channel, **_position(await _publish(s, channel, body.data, None))}
+            return {"channel": channel, **_position(await publish_data(s, channel, body.data, None))}
         except (ApiError, ProtocolError) as exc:
             return {"channel": channel, "error": {"code": int(exc.code), "message": exc.message}}
         except BrokerUnavailable:

@@ -177,6 +177,17 @@ class Settings(BaseSettings):
     # configured by the standard OTEL_* variables (endpoint, sampler, service name).
     tracing: bool = False
 
+    # -- The transactional outbox (issue 27, app/outbox/; docs/outbox.md). A PostgreSQL DSN: when
+    # set, this instance relays committed switchboard_outbox rows. A secret: only its host and
+    # database are ever logged. Rows per claim; the poll that catches a NOTIFY lost while
+    # disconnected; the longest back-off after an error; PostgreSQL's idle-in-transaction timeout
+    # for a relay's claim (a relay that hangs holding its lanes loses them after this long).
+    outbox_url: SecretStr | None = None
+    outbox_batch_size: int = 500
+    outbox_poll_interval: float = 1.0
+    outbox_retry_max: float = 10.0
+    outbox_claim_timeout: float = 30.0
+
     # One-way streams (issue 26, app/streams/; docs/protocol.md): the most channels one /sse or
     # /stream may read, which bounds its resume cursor (an SSE id) to about 52 bytes each.
     stream_max_channels: int = 32
@@ -284,6 +295,7 @@ class Settings(BaseSettings):
         "max_channels_anonymous",
         "max_in_flight_bytes",
         "history_bytes_burst",
+        "outbox_batch_size",
         "stream_max_channels",
     )
     @classmethod
@@ -345,7 +357,15 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "hook_timeout", "refresh_grace", "idempotency_ttl", "write_timeout", "handshake_timeout", "proxy_timeout"
+        "hook_timeout",
+        "refresh_grace",
+        "idempotency_ttl",
+        "write_timeout",
+        "handshake_timeout",
+        "proxy_timeout",
+        "outbox_poll_interval",
+        "outbox_retry_max",
+        "outbox_claim_timeout",
     )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
@@ -377,6 +397,33 @@ class Settings(BaseSettings):
         if self.history_meta_ttl < self.history_ttl:
             raise ValueError("SWITCHBOARD_HISTORY_META_TTL must be at least SWITCHBOARD_HISTORY_TTL")
         return self
+
+    @property
+    def outbox_worst_retry(self) -> float:
+        """The longest a published outbox row can wait for its retry: a relay's longest back-off,
+        then a poll, or a hung relay's claim timing out (docs/outbox.md)."""
+        return self.outbox_retry_max + self.outbox_poll_interval + self.outbox_claim_timeout
+
+    @model_validator(mode="after")
+    def _idempotency_outlives_outbox_retry(self) -> Settings:
+        # A row published but not yet deleted is published again on retry; only the idempotency
+        # record makes that a no-op, so it must still exist when the retry comes.
+        if self.outbox_url is not None and self.idempotency_ttl <= self.outbox_worst_retry:
+            raise ValueError(
+                f"SWITCHBOARD_IDEMPOTENCY_TTL ({self.idempotency_ttl:g} s) must outlive the outbox relay's worst "
+                f"retry delay ({self.outbox_worst_retry:g} s: OUTBOX_RETRY_MAX + OUTBOX_POLL_INTERVAL + "
+                "OUTBOX_CLAIM_TIMEOUT), or a retried row could be delivered twice"
+            )
+        return self
+
+    @field_validator("outbox_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
 
     @model_validator(mode="after")
     def _dev_api_key(self) -> Settings:

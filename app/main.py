@@ -121,6 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         unregister = drain.register(services)
         gc_tuning.tune(settings.gc_threshold)  # last: what start-up made lives for good
         services.spawn("ready-log", log_readiness(services))
+        if settings.outbox_url is not None:
+            from app.outbox.relay import Relay  # psycopg is imported only by instances that relay
+
+            services.spawn("outbox", Relay(services).run())
         try:
             yield
         finally:

@@ -352,3 +352,22 @@ ADMIN_ACTION_METHODS = ("publish", "broadcast", "send", "disconnect", "subscribe
 for _method in ADMIN_ACTION_METHODS:
     for _outcome in ("ok", "error"):
         ADMIN_ACTIONS.labels(_method, _outcome)
+
+
+# The transactional outbox relay (app/outbox/). Pending rows and their age are the database's, the
+# same for every relay that samples them: the gauges keep the largest live value, not a sum.
+OUTBOX_PENDING = Gauge(
+    "switchboard_outbox_pending_rows", "Rows waiting in switchboard_outbox", multiprocess_mode="livemax"
+)
+OUTBOX_OLDEST = Gauge(
+    "switchboard_outbox_oldest_pending_seconds",
+    "Age of the oldest row waiting in switchboard_outbox (the relay's lag)",
+    multiprocess_mode="livemax",
+)
+OUTBOX_DELIVERED = Counter("switchboard_outbox_delivered", "Outbox rows published and deleted by this relay")
+OUTBOX_DEAD = Counter(
+    "switchboard_outbox_dead_lettered", "Outbox rows that can never be published, moved to switchboard_outbox_dead"
+)
+OUTBOX_ERRORS = Counter(
+    "switchboard_outbox_errors", "Relay errors (database or broker unavailable, anything unexpected), each retried"
+)

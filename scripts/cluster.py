@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """A local Switchboard cluster without Docker: redis-server, N gunicorn instances, nginx.
 
-    python scripts/cluster.py up [--instances 3] [--port 8080] [--dir .cluster]
+    python scripts/cluster.py up [--instances 3] [--port 8080] [--dir .cluster] [--outbox]
     python scripts/cluster.py down [--dir .cluster]
     python scripts/cluster.py kill app1 [--signal KILL|TERM]   # a crash, or a drain
     python scripts/cluster.py restart app1                      # start it again, same port
 
 Everything listens on 127.0.0.1. nginx runs the project's nginx.conf with only the upstream
 ``server appN:8000`` lines rewritten to the local instances (the compose hostnames do not resolve
-here). ``down`` stops exactly the processes ``up`` recorded in DIR/state.json.
+here). ``down`` stops exactly the processes ``up`` recorded in DIR/state.json. With ``--outbox``
+(``make cluster OUTBOX=1``), a private PostgreSQL with the outbox table too, and every instance
+relays it (scripts/cluster_postgres.py; docs/outbox.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -79,7 +82,7 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     return proc.pid
 
 
-def spawn_app(state_dir: Path, i: int, port: int, redis_port: int) -> int:
+def spawn_app(state_dir: Path, i: int, port: int, redis_port: int, outbox_url: str | None = None) -> int:
     env = {
         **os.environ,
         "SWITCHBOARD_HOST": "127.0.0.1",
@@ -92,6 +95,8 @@ def spawn_app(state_dir: Path, i: int, port: int, redis_port: int) -> int:
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "1"),
         "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "metrics" / f"app{i}"),
     }
+    if outbox_url:
+        env["SWITCHBOARD_OUTBOX_URL"] = outbox_url
     shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # a restart starts counting anew
     return spawn([str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"], state_dir / "logs" / f"app{i}.log", env)
 
@@ -124,7 +129,7 @@ def restart(args: argparse.Namespace) -> None:
     state_file, state = load_state(args)
     i = int(args.name.removeprefix("app"))
     port = state["backends"][i - 1]
-    state["pids"][args.name] = spawn_app(Path(state["dir"]), i, port, state["redis_port"])
+    state["pids"][args.name] = spawn_app(Path(state["dir"]), i, port, state["redis_port"], state.get("outbox_url"))
     state_file.write_text(json.dumps(state, indent=2))
     wait_http(f"http://127.0.0.1:{port}/readyz", 30, args.name)
     print(f"{args.name} ready on 127.0.0.1:{port}", flush=True)
@@ -167,12 +172,21 @@ def up(args: argparse.Namespace) -> None:
         fd = os.open(state_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as secret_file:
             secret_file.write(value)
+    outbox_url = None
+    if args.outbox:
+        sys.path.insert(0, str(ROOT))  # run as a script: make the repository's packages importable
+        from scripts import cluster_postgres
+
+        pids["postgres"], pg_dir, outbox_url = cluster_postgres.start(state_dir, free_port())
+        state.update({"postgres_dir": str(pg_dir), "outbox_url": outbox_url})  # trust auth on loopback: no secret
+        save()
+        print(f"      postgresql with the outbox table: {outbox_url}", flush=True)
     backends: list[int] = []
     state.update({"backends": backends, "redis_port": redis_port})
     print(f"[2/3] {args.instances} app instances (gunicorn, dev mode)", flush=True)
     for i in range(1, args.instances + 1):
         port = free_port()
-        pids[f"app{i}"] = spawn_app(state_dir, i, port, redis_port)
+        pids[f"app{i}"] = spawn_app(state_dir, i, port, redis_port, outbox_url)
         backends.append(port)
         save()
     for i, port in enumerate(backends, start=1):
@@ -198,9 +212,10 @@ def down(args: argparse.Namespace) -> None:
     if not state_file.exists():
         print("cluster: nothing running")
         return
-    pids: dict[str, int] = json.loads(state_file.read_text())["pids"]
-    # nginx first (no new clients), then the apps (they drain), then redis.
-    order = sorted(pids, key=lambda name: (name != "nginx", name == "redis", name))
+    state = json.loads(state_file.read_text())
+    pids: dict[str, int] = state["pids"]
+    # nginx first (no new clients), then the apps (they drain), then postgres and redis.
+    order = sorted(pids, key=lambda name: (name != "nginx", name in ("postgres", "redis"), name))
     for name in order:
         try:
             os.killpg(pids[name], signal.SIGTERM)
@@ -216,6 +231,8 @@ def down(args: argparse.Namespace) -> None:
         else:
             os.killpg(pids[name], signal.SIGKILL)
         print(f"stopped {name} (pid {pids[name]})", flush=True)
+    if "postgres_dir" in state:
+        shutil.rmtree(state["postgres_dir"], ignore_errors=True)
     state_file.unlink()
 
 
@@ -227,6 +244,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=int(os.environ.get("INSTANCES", "3")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLUSTER_PORT", "8080")))
     parser.add_argument("--dir", default=os.environ.get("CLUSTER_DIR", str(ROOT / ".cluster")))
+    parser.add_argument("--outbox", action="store_true", default=os.environ.get("OUTBOX", "") not in ("", "0"))
     args = parser.parse_args()
     if args.command == "up":
         try:

@@ -10,6 +10,8 @@ declare -A PACKAGE_FOR=(
   [chromium]=chromium
   [node]=nodejs
   [npm]=npm
+  # The outbox tests start their own PostgreSQL from Debian's binaries (not on PATH).
+  [/usr/lib/postgresql/15/bin/postgres]=postgresql-15
 )
 missing=()
 for binary in "${!PACKAGE_FOR[@]}"; do

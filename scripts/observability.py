@@ -278,6 +278,38 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
         ],
     ),
     (
+        "Outbox",
+        [
+            (
+                "Outbox lag (oldest pending row)",
+                "s",
+                "timeseries",
+                [("lag", f"max(switchboard_outbox_oldest_pending_seconds{{{SEL}}})")],
+            ),
+            (
+                "Outbox rows pending",
+                "short",
+                "timeseries",
+                [("pending", f"max(switchboard_outbox_pending_rows{{{SEL}}})")],
+            ),
+            (
+                "Outbox rows /s",
+                "ops",
+                "timeseries",
+                [
+                    ("delivered", f"sum(rate(switchboard_outbox_delivered_total{{{SEL}}}[{RATE}]))"),
+                    ("dead-lettered", f"sum(rate(switchboard_outbox_dead_lettered_total{{{SEL}}}[{RATE}]))"),
+                ],
+            ),
+            (
+                "Outbox relay errors",
+                "short",
+                "timeseries",
+                [("{{instance}}", f"sum by (instance) (increase(switchboard_outbox_errors_total{{{SEL}}}[{RATE}]))")],
+            ),
+        ],
+    ),
+    (
         "Process",
         [
             (

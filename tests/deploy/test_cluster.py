@@ -1,4 +1,7 @@
-"""`make cluster`: three instances behind nginx on loopback, and a `down` that stops them all."""
+"""`make cluster`: three instances behind nginx on loopback, and a `down` that stops them all.
+
+It runs as `make cluster OUTBOX=1` (one start-up pays for both): a private PostgreSQL with the
+outbox table too, relayed by the instances."""
 
 from __future__ import annotations
 
@@ -9,20 +12,26 @@ import sys
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tests.support import ROOT, free_port, recv_json, send_json, wait_until, ws_connect
 
 SCRIPT = ROOT / "scripts" / "cluster.py"
+CLUSTER = ["--instances", "3", "--outbox"]
 
 
 def cluster(command: str, state: Path, port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), command, "--dir", str(state), "--port", str(port), "--instances", "3"],
+        [sys.executable, str(SCRIPT), command, "--dir", str(state), "--port", str(port), *CLUSTER],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
 
 
 def alive(pid: int) -> bool:
@@ -40,8 +49,11 @@ async def test_cluster_up_serves_through_nginx_and_down_stops_everything(tmp_pat
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"cluster up: http://127.0.0.1:{port}/" in started.stdout
-        pids = json.loads((state / "state.json").read_text())["pids"]
-        assert sorted(pids) == ["app1", "app2", "app3", "nginx", "redis"]
+        recorded = json.loads((state / "state.json").read_text())
+        pids = recorded["pids"]
+        assert sorted(pids) == ["app1", "app2", "app3", "nginx", "postgres", "redis"]
+        with psycopg.connect(recorded["outbox_url"]) as conn:
+            conn.execute("INSERT INTO switchboard_outbox (channel, data) VALUES ('news:eu', '{\"n\": 1}')")
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
         # Find two client addresses that nginx sends to different instances, and chat across them.
         by_instance: dict[str, str] = {}
@@ -65,8 +77,15 @@ async def test_cluster_up_serves_through_nginx_and_down_stops_everything(tmp_pat
                 assert (await recv_json(wa))["members"] == 2
                 await send_json(wb, {"content": "across the cluster"})
                 assert (await recv_json(wa))["content"] == "across the cluster"
+
+        def relayed() -> list[object]:
+            reply = httpx.post(f"http://127.0.0.1:{port}/api/v1/history", json={"channel": "news:eu"}, headers=headers)
+            return [pub["data"] for pub in reply.json()["publications"]]
+
+        wait_until(lambda: relayed() == [{"n": 1}], 15, "the outbox row relayed")
     finally:
         stopped = cluster("down", state, port)
     assert stopped.returncode == 0, stopped.stderr
     assert not [name for name, pid in pids.items() if alive(pid)]
     assert not (state / "state.json").exists()
+    assert not exists(recorded["postgres_dir"])  # PostgreSQL's files went with it

@@ -42,13 +42,13 @@ def test_server_api_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.
         env = python_env(console)
         monkeypatch.setenv("KEY", env["KEY"])
         monkeypatch.chdir(tmp_path)
-        asyncio.run(ship_an_order(example(page, "fastapi"), console.port))
+        asyncio.run(ship_an_order(example(page, "fastapi-after-commit"), console.port))
 
 
 async def ship_an_order(code: str, port: int) -> None:
     """The FastAPI example's app, its database, and customer 42 watching their order channel."""
     shop = types.ModuleType("shop")
-    exec(compile(localize(code, port), "docs/server-api.md#fastapi", "exec"), shop.__dict__)
+    exec(compile(localize(code, port), "docs/server-api.md#fastapi-after-commit", "exec"), shop.__dict__)
     with shop.db:
         shop.db.execute("INSERT INTO orders VALUES (1, '42', 'paid')")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as switchboard:

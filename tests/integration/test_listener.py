@@ -10,7 +10,9 @@ from app.protocol import header
 from tests.integration.conftest import Cluster
 from tests.support import RedisServer, wait_until, ws_connect
 
-FIXED = 2  # switchboard:control (the listener's probe) and switchboard:users (user commands)
+# switchboard:control (the listener's probe), switchboard:users (user commands) and
+# switchboard:queries (the questions every instance answers, app/cluster_query.py)
+FIXED = 3
 
 
 def pubsub_clients(c: Cluster, instance: str) -> list[dict[str, Any]]:
@@ -30,8 +32,8 @@ async def test_fifty_sockets_in_ten_channels_share_one_pubsub_connection(cluster
             sockets.append((i % 10, await ws_connect(app.ws(f"/ws/global/load-{i % 10}"))))
         for ch in range(10):
             cluster.wait_presence(f"global:load-{ch}", 5)
-        # Each instance: exactly one pub/sub connection, holding the broker's probe channel and the
-        # users' command channel (FIXED), plus its channels.
+        # Each instance: exactly one pub/sub connection, holding its control channels (FIXED),
+        # plus its channels.
         assert subscriptions(cluster) == {"a": [FIXED + 10], "b": [FIXED + len({i % 10 for i in range(30, 50)})]}
         for cl in cluster.redis.client().client_list():
             if cl["name"].startswith("sb-pub:"):

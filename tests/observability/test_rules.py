@@ -142,6 +142,30 @@ CASES: dict[str, dict[str, Any]] = {
         "input_series": [counter("switchboard_auth_failures_total", 2, 30, ',reason="expired"')],
         "alert_rule_test": [quiet("SwitchboardAuthFailureSpike", "12m")],
     },
+    "outbox rows waiting over a minute, for 5 minutes": {
+        "input_series": [
+            {"series": f'switchboard_outbox_oldest_pending_seconds{{{JOB},instance="a:8000"}}', "values": "0 0+30x20"},
+            {"series": f'switchboard_outbox_oldest_pending_seconds{{{JOB},instance="b:8000"}}', "values": "0x20"},
+        ],
+        "alert_rule_test": [
+            quiet("SwitchboardOutboxLagging", "4m"),
+            fires(
+                "SwitchboardOutboxLagging",
+                "8m",
+                {"severity": "warning", "job": "switchboard"},
+                "The oldest outbox row has waited 7m 30s",
+            ),
+        ],
+    },
+    "a short outbox lag stays quiet": {
+        "input_series": [
+            {
+                "series": f'switchboard_outbox_oldest_pending_seconds{{{JOB},instance="a:8000"}}',
+                "values": "0 90 90 90 0x10",
+            },
+        ],
+        "alert_rule_test": [quiet("SwitchboardOutboxLagging", "2m"), quiet("SwitchboardOutboxLagging", "6m")],
+    },
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.parser
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -172,7 +173,9 @@ def project(tmp_path: Path, switchboard: AppProcess) -> Path:
     """The user's project: its own package ``app`` (``app/main.py`` is the page's FastAPI app)."""
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "__init__.py").write_text("")
-    (tmp_path / "app" / "main.py").write_text(localize(example("docs/server-api.md", "fastapi"), switchboard.port))
+    (tmp_path / "app" / "main.py").write_text(
+        localize(example("docs/server-api.md", "fastapi-after-commit"), switchboard.port)
+    )
     (tmp_path / "app" / "uses.py").write_text(USES)
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "1"\n')
     return tmp_path
@@ -245,7 +248,13 @@ def test_the_wheel_declares_its_version_python_and_dependency_ranges(dist: Path)
     assert metadata["Name"] == "switchboard-client"
     assert metadata["Version"] == version["__version__"]
     assert metadata["Requires-Python"] == ">=3.11"
-    requires = {line.split("<")[0].split(">")[0]: line for line in metadata.get_all("Requires-Dist") or []}
+    every = metadata.get_all("Requires-Dist") or []
+    requires = {line.split("<")[0].split(">")[0]: line for line in every if "extra ==" not in line}
     assert sorted(requires) == ["httpx", "orjson", "websockets"]
     assert all("<" in spec and ">=" in spec for spec in requires.values()), requires  # ranges, not pins
+    # The outbox's drivers only with the extra (switchboard-client[outbox]), as ranges too.
+    extras = {re.split(r"[\[<>=;]", line)[0]: line for line in every if "extra ==" in line}
+    assert sorted(extras) == ["psycopg", "sqlalchemy"], every
+    assert all("extra == 'outbox'" in spec and "<" in spec for spec in extras.values()), extras
+    assert metadata.get_all("Provides-Extra") == ["outbox"]
     assert str(metadata.get_payload()).startswith("# switchboard-client")  # its README is the PyPI page
