@@ -188,6 +188,10 @@ class Settings(BaseSettings):
     outbox_retry_max: float = 10.0
     outbox_claim_timeout: float = 30.0
 
+    # One-way streams (issue 26, app/streams/; docs/protocol.md): the most channels one /sse or
+    # /stream may read, which bounds its resume cursor (an SSE id) to about 52 bytes each.
+    stream_max_channels: int = 32
+
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
     _namespaces: Namespaces | None = PrivateAttr(default=None)
@@ -292,6 +296,7 @@ class Settings(BaseSettings):
         "max_in_flight_bytes",
         "history_bytes_burst",
         "outbox_batch_size",
+        "stream_max_channels",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:

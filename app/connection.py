@@ -12,6 +12,11 @@ calls it synchronously for each member and never waits on a slow client:
 
 Without FAST_WRITE (another ASGI server) the writer sends ASGI messages one by one. Close frames
 always take the ASGI path, so the server knows the socket is closing.
+
+A one-way stream (app/streams/) is a Connection too, with a ``StreamWire``: each message is encoded by
+the wire (an SSE event, an NDJSON line, with the stream's cursor) instead of as a WebSocket frame,
+and our HTTP protocol's FAST_WRITE writes it as an HTTP/1.1 chunk. Queue, bounds, abort, drain and
+metrics are the same code.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
+from starlette.requests import Request
 from starlette.websockets import WebSocket
 
 from app import metrics
@@ -60,11 +66,40 @@ class Close:
 
     __slots__ = ("message",)
 
-    def __init__(self, code: int, reason: str) -> None:
-        self.message = {"type": "websocket.close", "code": code, "reason": reason}
+    def __init__(self, code: int, reason: str, message: dict[str, Any] | None = None) -> None:
+        self.message = message or {"type": "websocket.close", "code": code, "reason": reason}
 
 
-def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+class StreamWire(Protocol):
+    """How a streaming HTTP response (app/streams/) writes what a WebSocket sends as frames.
+
+    ``encode`` is called once per message offered to this connection, in order, at offer time:
+    the bytes may carry the connection's own resume cursor, which moves with each message.
+    """
+
+    def encode(self, out: Outgoing) -> bytes: ...
+
+    def close_body(self, code: int, reason: str) -> bytes: ...
+
+
+class Chunk:
+    """One queued piece of a streaming response, already in its wire format."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+
+    @property
+    def message(self) -> dict[str, Any]:
+        return _body(self.frame)
+
+
+def _body(data: bytes, *, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def origin_allowed(websocket: WebSocket | Request, allowed: list[str]) -> bool:
     # The raw header list, read once: Starlette's Headers would decode every header per lookup.
     origin: str | None = None
     host: str | None = None
@@ -105,6 +140,7 @@ class Connection:
         "_task",
         "_tokens",
         "_wakeup",
+        "_wire",
         "_write_timeout",
         "_writer",
         "channels",
@@ -116,10 +152,14 @@ class Connection:
         "wire_codes",
     )
 
-    def __init__(self, websocket: WebSocket, endpoint: str, settings: Settings) -> None:
+    def __init__(
+        self, websocket: WebSocket | Request, endpoint: str, settings: Settings, wire: StreamWire | None = None
+    ) -> None:
         self.id = secrets.token_hex(8)
+        # None: a WebSocket. Otherwise a streaming HTTP response in that wire format.
+        self._wire = wire
         self.endpoint = endpoint
-        self.websocket = websocket
+        self.websocket = websocket  # the Request, for a stream
         self.channels: set[str] = set()
         self.close_code: int | None = None
         # How a frame dropped by the rate limiter is answered; the default is an error frame.
@@ -131,7 +171,7 @@ class Connection:
         self._receive = websocket._receive
         self._fast: FastWriter | None = websocket.scope.get("extensions", {}).get(FAST_WRITE)
         # A list, not a deque: an empty deque is 760 bytes, and most sockets never queue a frame.
-        self._queue: list[Outgoing | Close] = []
+        self._queue: list[Outgoing | Chunk | Close] = []
         self._queue_limit = self._base_limit = settings.send_queue_size
         # Created on first need: most sockets never queue a frame or run a heartbeat.
         self._wakeup: asyncio.Event | None = None
@@ -161,14 +201,16 @@ class Connection:
         if self._closing:
             return False
         queue = self._queue
-        if not queue and self._fast is not None and self._fast.try_write(out.frame):
+        wire = self._wire
+        frame = out.frame if wire is None else wire.encode(out)
+        if not queue and self._fast is not None and self._fast.try_write(frame):
             return True
         depth = len(queue)
         if depth >= self._queue_limit:
             self.abort(CloseCode.SLOW_CONSUMER)
             metrics.SLOW_CONSUMERS.inc()
             return False
-        queue.append(out)
+        queue.append(out if wire is None else Chunk(frame))
         if depth:
             metrics.HOT_QUEUE_DEPTH.observe(depth + 1)
         self._wake_writer()
@@ -199,7 +241,10 @@ class Connection:
         self.close_code = int(code)
         text = reason or CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
         # RFC 6455: a close reason fits in 123 bytes of UTF-8 (the server API's may not).
-        self._queue.append(Close(self._wire_code(code), text.encode()[:123].decode(errors="ignore")))
+        text = text.encode()[:123].decode(errors="ignore")
+        wire = self._wire
+        ending = None if wire is None else _body(wire.close_body(int(code), text), more=False)
+        self._queue.append(Close(self._wire_code(code), text, ending))
         self._wake_writer()
 
     def _wire_code(self, code: int) -> int:
@@ -259,7 +304,11 @@ class Connection:
                 frames = b"".join(out.frame for out in queue[:count])  # type: ignore[union-attr]
                 del queue[:count]
                 if not fast.try_write(frames):
-                    raise ConnectionError("socket closed while frames were queued")
+                    if self._wire is None:
+                        raise ConnectionError("socket closed while frames were queued")
+                    # A stream's writer declines once its peer is gone or its response is
+                    # complete; uvicorn's send knows which, and drops what it cannot write.
+                    await self._send(_body(frames))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -358,6 +407,18 @@ class Connection:
                 self.send_error(str(exc))
         return None
 
+    async def wait_disconnect(self) -> None:
+        """A stream's reading side: return once the peer has gone, or the response is complete
+        (uvicorn then reports a disconnect too). The request body, if any, is discarded."""
+        while (await self._receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
+            pass
+        if not self._closing:
+            self._closing = self._peer_gone = True
+            self._queue.clear()
+            self._resolve_emptied()
+            if self.close_code is None:
+                self.close_code = 1005  # as a WebSocket that vanished without a close frame
+
     def _tell_limited(self, text: str) -> None:
         """Tell the client this frame was dropped by the rate limiter (``/ws`` answers its own way)."""
         if not self._closing:
@@ -435,7 +496,11 @@ class Connection:
         if not self._closing:
             self.close(CloseCode.NORMAL)
         writer = self._writer
-        if self._aborted:
+        if self._aborted and self._wire is not None and self._fast is not None:
+            # A stream has no close frame to try: a reader that stopped would not read it. Drop
+            # the connection and whatever it still buffers, now.
+            self._fast.abort()
+        elif self._aborted:
             # The writer was cancelled while the socket was stalled; try once to say why, bounded.
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 code = CloseCode(self.close_code or CloseCode.SLOW_CONSUMER)

@@ -364,9 +364,11 @@ class Hub:
         started = time.perf_counter()
         # Built once, on first use, for every member: the frame as published, and (on a tutorial
         # channel with /ws members) the ``pub`` push that wraps it.
-        out = Outgoing(env.frame)
-        encoded: list[Outgoing | None] | None = None  # the other encodings, made on first need
         exclude, offset = env.exclude, env.offset
+        # Where the message moves its subscribers to: a stream's resume cursor follows it.
+        mark = (ch.name, offset, env.epoch) if offset else None
+        out = Outgoing(env.frame, mark)
+        encoded: list[Outgoing | None] | None = None  # the other encodings, made on first need
         delivered = 0
         for conn_id, sub in ch.members.items():
             if offset:
@@ -382,7 +384,7 @@ class Hub:
                 encoded = [None] * ENCODINGS
             other = encoded[sub.encoding]
             if other is None:
-                other = encoded[sub.encoding] = self._encode(ch, env, sub.encoding)
+                other = encoded[sub.encoding] = self._encode(ch, env, sub.encoding, mark)
             if other is not SKIP:
                 delivered += sub.conn.offer(other)
         if offset and ch.recovering:  # almost always empty: nothing to do per message
@@ -414,14 +416,14 @@ class Hub:
             raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, RESERVED_CHANNEL)
 
     @staticmethod
-    def _encode(ch: Channel, env: Envelope, encoding: int) -> Outgoing:
+    def _encode(ch: Channel, env: Envelope, encoding: int, mark: tuple[str, int, str] | None) -> Outgoing:
         """One message in one wire format; SKIP if that protocol has no push for it."""
         if encoding == WS_PUB:
-            return Outgoing(wrap_pub(ch.name_json, env))
+            return Outgoing(wrap_pub(ch.name_json, env), mark)
         if encoding == CENTRIFUGE_PUSH:
             push = channel_push(ch.name_json, env, ch.tutorial)
-            return SKIP if push is None else Outgoing(push)
-        return Outgoing(env.frame)
+            return SKIP if push is None else Outgoing(push, mark)
+        return Outgoing(env.frame, mark)
 
     @classmethod
     def _offer(cls, ch: Channel, sub: Subscription, env: Envelope) -> None:
@@ -434,7 +436,7 @@ class Hub:
                     if pub is not None:
                         sub.collected.append(pub)
                     return
-                out = cls._encode(ch, env, sub.encoding)
+                out = cls._encode(ch, env, sub.encoding, (ch.name, env.offset, env.epoch))
                 if out is not SKIP:
                     sub.conn.offer(out)
 

@@ -25,6 +25,7 @@ from app.protocols import centrifuge
 from app.routes import admin, api, health, seed, server_api, ws
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
+from app.streams import endpoint as streams
 
 log = logging.getLogger("switchboard")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -33,7 +34,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 class Switchboard(FastAPI):
     """FastAPI, with WebSocket scopes sent straight to their endpoint.
 
-    The middleware stack (server errors, CORS, exception handlers) and Starlette's routing layers
+    The same holds for the one-way streams (``/sse``, ``/stream``: app/streams/), which set their
+    own CORS header. The middleware stack (server errors, CORS, exception handlers) and Starlette's routing layers
     do nothing for a WebSocket whose session handles its own errors, yet each layer's coroutine
     frame stays suspended for the socket's whole life: about 3 KB per idle connection. So the
     endpoint is called here, with the path parameters its route matched; a path no WebSocket
@@ -49,7 +51,10 @@ class Switchboard(FastAPI):
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "websocket":
                 path = scope.get("path", "")
-                if tracing.ON and scope["type"] == "http" and path.startswith("/api/"):
+                if scope["type"] == "http" and path in streams.WIRES:
+                    # The one-way streams live as long as a socket does: past the middleware too.
+                    await streams.endpoint(scope, receive, send)
+                elif tracing.ON and scope["type"] == "http" and path.startswith("/api/"):
                     method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
                     name = f"{method} {path if path in api_paths else '/api/*'}"
                     await tracing.traced_http(stack, name, scope, receive, send)

@@ -33,7 +33,7 @@ log = logging.getLogger("switchboard.metrics")
 if _MULTIPROC_DIR := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(_MULTIPROC_DIR, exist_ok=True)
 
-CONNECTIONS = Gauge("switchboard_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
+CONNECTIONS = Gauge("switchboard_connections", "Open WebSockets and streams", ["endpoint"], multiprocess_mode="livesum")
 CONNECTS = Counter("switchboard_connects", "Connection attempts by result", ["result"])
 for _result in ("accepted", "refused_draining", "refused_full", "refused_rate", "refused_user_limit"):
     CONNECTS.labels(_result)  # exported from the start, so dashboards show zeros

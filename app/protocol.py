@@ -139,17 +139,26 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class Outgoing:
-    """One text message for many sockets: its wire frame and its ASGI message, each built once."""
+    """One text message for many sockets: each wire format's bytes, each built once, on first use.
 
-    __slots__ = ("_frame", "_message", "payload")
+    ``position`` is the channel position the message moves its subscribers to, ``(channel,
+    offset, epoch)``, for a positioned publication or a lost-history notice (else None): a
+    stream's resume cursor (app/streams/cursor.py) follows it without parsing the frame.
+    """
 
-    def __init__(self, payload: bytes) -> None:
+    __slots__ = ("_frame", "_line", "_message", "_sse", "payload", "position")
+
+    def __init__(self, payload: bytes, position: tuple[str, int, str] | None = None) -> None:
         self.payload = payload
+        self.position = position
         self._frame: bytes | None = None
         self._message: dict[str, Any] | None = None
+        self._sse: bytes | None = None
+        self._line: bytes | None = None
 
     @property
     def frame(self) -> bytes:
+        """The WebSocket text frame."""
         if self._frame is None:
             self._frame = text_frame(self.payload)
         return self._frame
@@ -159,6 +168,22 @@ class Outgoing:
         if self._message is None:
             self._message = {"type": "websocket.send", "text": self.payload.decode()}
         return self._message
+
+    @property
+    def sse(self) -> bytes:
+        """The Server-Sent Events ``data:`` line (JSON never holds a raw newline), without the
+        ``id:`` and blank line that end the event: those are the stream's own."""
+        if self._sse is None:
+            self._sse = b"data: " + self.payload + b"\n"
+        return self._sse
+
+    @property
+    def line(self) -> bytes:
+        """The newline-delimited JSON object, open at its end (``...``, no ``}``): a stream adds
+        its own cursor field and the closing ``}\n``."""
+        if self._line is None:
+            self._line = self.payload[:-1]
+        return self._line
 
 
 class BadFrame(ValueError):

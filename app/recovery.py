@@ -232,22 +232,23 @@ class CatchUp:
         the last writes), so members past it are told too: offsets they saw will be reused.
         """
         out = ws_out = None
+        mark = (ch.name, position.offset, position.epoch)
         for sub in ch.members.values():
             if (
                 sub.epoch != position.epoch
                 or sub.offset < position.offset
                 or (rewound and sub.offset > position.offset)
             ):
+                sub.offset, sub.epoch = position.offset, position.epoch
                 if sub.encoding == CENTRIFUGE_PUSH:
                     # Centrifugo's way: reconnect, and the SDK recovers what it can (or is told).
                     sub.conn.close(CentrifugeDisconnect.INSUFFICIENT_STATE, reason)
                 elif sub.ws:
-                    ws_out = ws_out or Outgoing(recovered_push(ch.name_json, position, reason))
+                    ws_out = ws_out or Outgoing(recovered_push(ch.name_json, position, reason), mark)
                     sub.conn.offer(ws_out)
                 else:
-                    out = out or Outgoing(_lost_frame(position, reason))
+                    out = out or Outgoing(_lost_frame(position, reason), mark)
                     sub.conn.offer(out)
-                sub.offset, sub.epoch = position.offset, position.epoch
         ch.offset, ch.epoch = position.offset, position.epoch
         metrics.RECOVERIES.labels("channel", "lost").inc()
         log.warning("channel history could not fill a gap (%s); members were told", reason)

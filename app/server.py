@@ -22,6 +22,7 @@ from app import admission, drain
 from app.config import Settings
 from app.launch import load_settings
 from app.protocol import FAST_WRITE
+from app.streams.chunks import ChunkWriter
 
 # A request's head before it is complete: the target, and the header fields (count and bytes).
 MAX_URL = 8192
@@ -173,6 +174,10 @@ class HttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_deadline()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # an HTTP request, not an upgrade
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[FAST_WRITE] = ChunkWriter(cycle)
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # our own refusal already answered

@@ -121,18 +121,31 @@ class Session:
         "handshake",
         "identity",
         "permissions",
+        "refreshable",
         "services",
         "wire",
         "ws",
     )
 
-    def __init__(self, conn: Connection, services: Services, *, ws: bool = False, wire: Wire | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        services: Services,
+        *,
+        ws: bool = False,
+        wire: Wire | None = None,
+        refreshable: bool | None = None,
+    ) -> None:
         self.conn = conn
         self.services = services
         self.permissions = services.permissions
         self.wire = wire if wire is not None else Wire.WS if ws else Wire.TUTORIAL
-        # Speaks a command protocol (/ws, or Centrifugo's): it can refresh, and gets pushes.
+        # Gets pushes: speaks a command protocol (/ws, or Centrifugo's), or is a one-way stream of
+        # /ws pushes (app/streams/).
         self.ws = self.wire is not Wire.TUTORIAL
+        # Can take a fresh token (``refresh``), so gets the grace after ``exp``: the command
+        # protocols can; the one-way streams speak /ws pushes but have no way to send one.
+        self.refreshable = self.ws if refreshable is None else refreshable
         self.identity = ANONYMOUS
         self._grants: Grants | None = None
         self._member: str | None = None  # built on first use (idle memory per socket)
@@ -197,14 +210,15 @@ class Session:
         """One timer per connection, moved by each new identity, on every endpoint alike.
 
         ``/ws`` can ``refresh``, so it has ``SWITCHBOARD_REFRESH_GRACE`` after ``exp`` to do so,
-        and is then closed 4002; the tutorial endpoints cannot, so they are closed 1008 at ``exp``.
+        and is then closed 4002; the one-way streams cannot refresh, so they are closed 4002 at
+        ``exp``; the tutorial endpoints cannot either, and are closed 1008 at ``exp``.
         """
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         expires, renew = self.identity.expires, self._renew
         if expires is not None:
-            grace = self.services.settings.refresh_grace if self.ws and renew is None else 0.0
+            grace = self.services.settings.refresh_grace if self.refreshable and renew is None else 0.0
             delay = max(0.0, expires - time.time() + grace)
             self._expiry = asyncio.get_running_loop().call_later(delay, renew or self._expired)
 

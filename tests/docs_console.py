@@ -14,7 +14,8 @@ the output the page promises. Three kinds of command:
 compared line by line; a line that is (or ends in) JSON is compared as JSON, where the values of
 ``VOLATILE`` fields (ids, epochs, clocks; an ``id`` when it is a string) the page shows stand for
 whatever the server sent, consistently: the same value on the page must be the same value on the
-wire, and ``""`` means ``""``.
+wire, and ``""`` means ``""``. A Server-Sent Events ``id:`` line (a stream's cursor) binds its
+epochs the same way, and a ``retry:`` line (jittered) matches any number.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.support import ROOT, AppProcess
 
-VOLATILE = frozenset({"client", "epoch", "expires", "timestamp", "server_time", "token", "uptime"})
+VOLATILE = frozenset({"client", "epoch", "expires", "timestamp", "server_time", "token", "uptime", "cursor"})
 BANNER = "Connected (press CTRL+C to quit)"
 _CLOSED = re.compile(r'^Disconnected \(code: (\d+), reason: "(.*)"\)$')
 _ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):8000\b")
@@ -101,8 +102,29 @@ def _split_json(line: str) -> tuple[str, str | None]:
     return line, None
 
 
+def _same_sse(page_line: str, seen_line: str, bound: dict[str, Any]) -> list[str] | None:
+    """SSE lines that are not JSON: an ``id:`` (a stream's cursor, ``offset.epoch,...``) whose
+    epochs are placeholders like JSON ones; a ``retry:``, jittered, is any number. None: neither."""
+    if page_line.startswith("retry: ") and seen_line.startswith("retry: "):
+        return [] if seen_line[7:].isdigit() else [f"{seen_line!r} is not a retry in ms"]
+    if not (page_line.startswith("id: ") and seen_line.startswith("id: ")):
+        return None
+    page, seen = page_line[4:].split(","), seen_line[4:].split(",")
+    problems = [] if len(page) == len(seen) else [f"{page_line!r} on the page, {seen_line!r} seen"]
+    for page_part, seen_part in zip(page, seen, strict=False):
+        (page_offset, _, page_epoch), (seen_offset, _, seen_epoch) = page_part.partition("."), seen_part.partition(".")
+        if page_offset != seen_offset or (page_epoch == "") != (seen_epoch == ""):
+            problems.append(f"{page_part!r} on the page, {seen_part!r} seen")
+        elif page_epoch and bound.setdefault(json.dumps(page_epoch), seen_epoch) != seen_epoch:
+            problems.append(f"epoch {page_epoch!r} stood for {bound[json.dumps(page_epoch)]!r}, now {seen_epoch!r}")
+    return problems
+
+
 def same(page_line: str, seen_line: str, bound: dict[str, Any]) -> list[str]:
     """Why ``seen_line`` is not what ``page_line`` shows (empty: it is)."""
+    sse = _same_sse(page_line, seen_line, bound)
+    if sse is not None:
+        return sse
     page_text, page_json = _split_json(page_line)
     seen_text, seen_json = _split_json(seen_line)
     if page_json is None or seen_json is None or page_text != seen_text:

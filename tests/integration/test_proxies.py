@@ -24,6 +24,7 @@ from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.backends import Backend, backend
 from tests.integration.test_ws_protocol import user_token
 from tests.integration.wsproto import Proto, connected, is_pub
+from tests.sse import events, next_data
 from tests.support import AppProcess, expect_close, running, wait_until, ws_connect
 
 TIMEOUT = 1.0
@@ -345,3 +346,17 @@ async def test_centrifugos_protocol_closes_a_refused_connect_with_its_codes(
     assert reply["error"]["code"] == code
     found, _ = await expect_close(ws)
     assert found == close
+
+
+async def test_an_sse_stream_signs_in_with_its_cookie_through_the_connect_proxy(
+    app: AppProcess, server: Backend
+) -> None:
+    """EventSource cannot set headers: with a connect proxy, its cookie is how it signs in."""
+    url = f"{app.http}/sse?channel=team:streamed"  # granted by the proxy's answer (team:*) only
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", url, headers={"Cookie": "session=from-the-browser"}) as response:
+            assert response.status_code == 200
+            assert (await next_data(events(response))).data["channel"] == "team:streamed"
+        assert stats(server)["last"]["connect"]["headers"]["cookie"] == "session=from-the-browser"
+        refused = await http.get(url, headers={"Cookie": "x=1"}, params={"token": "not-a-jwt"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, 101)  # a token is not proxied

@@ -1,0 +1,1 @@
+"""One-way streams over plain HTTP: Server-Sent Events (``/sse``) and NDJSON (``/stream``)."""
