@@ -110,17 +110,21 @@ def span(
     kind: str = "internal",
     attributes: Mapping[str, Any] | None = None,
     headers: Iterable[tuple[bytes, bytes]] | None = None,
+    start_ns: int | None = None,
 ) -> contextlib.AbstractContextManager[Span | None]:
     """A span around a block, current inside it (children nest): ``with span(...) as s``.
 
     ``s`` is None when tracing is off. ``headers`` (ASGI's, raw) may carry a caller's
-    ``traceparent``: the span then joins the caller's trace. An exception leaving the block is
-    recorded on the span and sets its status to error.
+    ``traceparent``: the span then joins the caller's trace. ``start_ns`` (``time.time_ns()``)
+    backdates a span that is only worth recording once some of its work is done. An exception
+    leaving the block is recorded on the span and sets its status to error.
     """
     if _tracer is None:
         return _NOOP
     parent = _from_headers(headers) if headers is not None else None
-    return _tracer.start_as_current_span(name, context=parent, kind=_kind(kind), attributes=attributes)
+    return _tracer.start_as_current_span(
+        name, context=parent, kind=_kind(kind), attributes=attributes, start_time=start_ns
+    )
 
 
 def traceparent(current: Span | None) -> bytes | None:
@@ -158,6 +162,13 @@ def start_deliver(parent: bytes, channel: str) -> Span | None:
     )
 
 
+def set_error(current: Span) -> None:
+    """Mark a span failed without an exception leaving it (a 5xx answer, a relay left to retry)."""
+    from opentelemetry.trace import StatusCode
+
+    current.set_status(StatusCode.ERROR)
+
+
 def _from_headers(headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
     for name, value in headers:
         if name == b"traceparent":
@@ -191,6 +202,4 @@ async def traced_http(app: ASGIApp, name: str, scope: Scope, receive: Receive, s
         if current is not None:
             current.set_attribute("http.response.status_code", status[0])
             if status[0] >= 500:
-                from opentelemetry.trace import StatusCode
-
-                current.set_status(StatusCode.ERROR)
+                set_error(current)
