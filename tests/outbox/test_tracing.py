@@ -71,7 +71,7 @@ def one_trace(collector: Collector) -> list[Span]:
     """The relay span's trace, once its publish and B's deliver have arrived."""
 
     def whole() -> list[Span]:
-        relay = next(s for s in collector.snapshot() if s.name == "outbox relay")
+        relay = next(s for s in collector.snapshot() if s.attributes.get("switchboard.outbox.claimed"))
         spans = [s for s in collector.snapshot() if s.trace_id == relay.trace_id]
         assert {("A", "outbox relay"), ("A", "publish"), ("B", "deliver")} <= {(s.instance, s.name) for s in spans}
         return spans
