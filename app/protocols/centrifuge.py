@@ -203,7 +203,18 @@ class CentrifugeClient:
             while (text := await self.conn.receive_text()) is not None:
                 # Any frame shows the client is there, its pong ({}) too (the worker skips that).
                 self._awaiting_pong = False
-                await self._frames.put(text)
+                if worker.done():
+                    break  # the worker stopped: the connection is closing
+                if not self._frames.full():
+                    self._frames.put_nowait(text)
+                    continue
+                # A full queue: wait for room, or for the worker to stop (it returns when the
+                # connection closes, mid-frame), or the reader would wait here for ever.
+                put = asyncio.ensure_future(self._frames.put(text))
+                await asyncio.wait((put, worker), return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():
+                    put.cancel()
+                    break
         finally:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)

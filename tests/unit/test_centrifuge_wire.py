@@ -3,6 +3,7 @@ and Switchboard's closes under Centrifugo's codes."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -16,6 +17,8 @@ from app.config import Settings
 from app.connection import Connection
 from app.errors import CENTRIFUGE_CLOSES, CloseCode
 from app.protocol import Wire
+from app.protocols import centrifuge_commands as commands_module
+from app.protocols.centrifuge import CentrifugeClient
 from app.protocols.centrifuge_wire import channel_push as encode
 from app.recovery import Joined, Subscription
 from tests.unit.test_recovery import Member, hub_with, wait_for
@@ -116,3 +119,55 @@ async def test_a_gap_history_cannot_fill_makes_a_centrifugo_member_reconnect_301
     clock[0] = 11.0  # the history and its epoch expire: the next publication starts a new epoch
     await hub.publish("x", orjson.dumps({"op": "pub", "channel": "x", "data": 2}))
     assert member.closed == [(3010, "epoch changed")]  # the SDK reconnects and recovers, or is told
+
+
+class StubConn:
+    """What CentrifugeClient.serve uses of a Connection: frames in, a close code, the rate limit."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+        self.close_code: int | None = None
+        self.wire_codes: Any = None
+        self.on_limited: Any = None
+        self.sent: list[bytes] = []
+
+    async def receive_text(self) -> str | None:
+        if self.frames:
+            return self.frames.pop(0)
+        await asyncio.Event().wait()  # a client that sends nothing more, and stays
+        return None
+
+    def allow(self) -> bool:
+        return True
+
+    def send_text(self, payload: bytes) -> None:
+        self.sent.append(payload)
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.close_code = code
+
+
+async def test_a_reader_behind_a_full_queue_ends_when_the_connection_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker stops mid-frame once the connection is closing; a reader waiting for room in the
+    frame queue must stop too, or the handler never returns and the session is never closed."""
+    release = asyncio.Event()
+
+    async def slow(session: Any, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {}
+
+    monkeypatch.setitem(commands_module.COMMANDS, "history", slow)
+    frames = ['{"id":2,"history":{}}\n{"id":3,"history":{}}'] + [f'{{"id":{n},"history":{{}}}}' for n in range(4, 9)]
+    conn = StubConn(frames)
+    session = SimpleNamespace(conn=conn, services=SimpleNamespace(settings=Settings(dev_mode=True)))
+    client = CentrifugeClient(cast(Any, session))
+
+    async def connected() -> bool:
+        return True
+
+    monkeypatch.setattr(client, "connect", connected)
+    serving = asyncio.create_task(client.serve())
+    await wait_for(lambda: not conn.frames)  # the reader took every frame it could, and waits
+    conn.close(CloseCode.TRY_AGAIN_LATER)  # e.g. the server API disconnects the user meanwhile
+    release.set()
+    await asyncio.wait_for(serving, 5)
