@@ -21,6 +21,7 @@ configured is the one called.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -43,6 +44,8 @@ WHY = {
     "malformed": "the backend's answer was malformed",
     "unreachable": "the backend is unreachable",
 }
+
+log = logging.getLogger("switchboard.proxy")
 
 
 class ProxyFailed(ProtocolError):
@@ -191,6 +194,9 @@ class Backend:
             raise ProxyFailed(kind, "timeout") from None
         except httpx.HTTPError:
             raise ProxyFailed(kind, "unreachable") from None
+        except Exception:  # a request httpx could not even build: refused, never a 1011 or 500
+            log.warning("proxy %s: request failed to build", kind, exc_info=True)
+            raise ProxyFailed(kind, "malformed") from None
         if not 200 <= status < 300:
             raise ProxyFailed(kind, "status")
         try:
@@ -201,8 +207,11 @@ class Backend:
     async def _send(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, bytes | None]:
         """The status and the body (None when over MAX_ANSWER_BYTES); httpx errors raised."""
         client = self._http()
+        # As bytes: a handshake header's value is whatever bytes the client sent (ASGI decodes them
+        # as latin-1, which round-trips), and httpx would refuse a str that is not ASCII.
+        sent = {name: _header_bytes(value) for name, value in headers.items()}
         request = client.build_request(
-            "POST", url, content=content, headers={**headers, "Content-Type": "application/json"}
+            "POST", url, content=content, headers={**sent, "Content-Type": "application/json"}
         )
         response = await client.send(request, stream=True)
         try:
@@ -226,3 +235,10 @@ class Backend:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _header_bytes(value: str) -> bytes:
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:  # an emulated header (Centrifugo's connect ``headers``) is any text
+        return value.encode()

@@ -39,7 +39,10 @@ def emulated_headers(value: object, allowed: frozenset[bytes]) -> dict[str, str]
     return {
         name.lower(): text
         for name, text in value.items()
-        if isinstance(name, str) and isinstance(text, str) and name.lower().encode("latin-1", "replace") in allowed
+        if isinstance(name, str)
+        and isinstance(text, str)
+        and text.isprintable()  # no CR/LF: a header value cannot smuggle another header
+        and name.lower().encode("latin-1", "replace") in allowed
     }
 
 

@@ -336,6 +336,15 @@ async def test_centrifugos_protocol_asks_the_connect_proxy_with_its_emulated_hea
     await ws.send('{"id":2,"subscribe":{"channel":"team:blue"}}')  # the answer's channels are grants
     assert "subscribe" in orjson.loads(await asyncio.wait_for(ws.recv(), 5))
     await ws.close()
+    # Any text may come as an emulated header: sent on as UTF-8; one with CR/LF is dropped.
+    odd = {"Cookie": "session=é€", "User-Agent": "agent\r\nX-Injected: 1"}
+    ws, reply = await centrifugo_connect(app, {"data": {"user": "zed"}, "headers": odd})
+    assert reply["connect"]["data"] == {"welcome": "zed"}
+    sent = stats(server)["last"]["connect"]
+    assert sent["headers"]["cookie"].encode("latin-1").decode() == "session=é€"  # read as latin-1
+    assert "x-injected" not in sent["headers"]
+    assert "X-Injected" not in sent["headers"].get("user-agent", "")
+    await ws.close()
 
 
 @pytest.mark.parametrize(("do", "code", "close"), [("deny", 1403, 3500), ("disconnect", 103, 4501), ("5xx", 108, 3004)])
