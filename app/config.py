@@ -423,6 +423,12 @@ class Settings(BaseSettings):
             return None
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        from psycopg.conninfo import conninfo_to_dict  # only with an outbox configured
+
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except Exception:  # libpq's message may quote the password (a bad %-escape): never shown
+            raise ValueError("is not a valid PostgreSQL connection URL (check its %-escapes)") from None
         return value
 
     @model_validator(mode="after")

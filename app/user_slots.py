@@ -113,8 +113,11 @@ class RedisSlots:
             await self._client.zrem(SLOTS_PREFIX + user, client)
 
     async def keep(self, held: dict[str, set[str]]) -> None:
-        for user, clients in tuple(held.items()):
-            await self._keep(keys=[SLOTS_PREFIX + user], args=[self._ttl, *clients])
+        try:
+            for user, clients in tuple(held.items()):
+                await self._keep(keys=[SLOTS_PREFIX + user], args=[self._ttl, *clients])
+        except (RedisError, OSError) as exc:  # an admission waiting on this is told 108, not 1011
+            raise BrokerUnavailable(str(exc)) from exc
 
     async def epoch(self, new: str) -> tuple[str, float]:
         try:

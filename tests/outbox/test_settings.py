@@ -34,3 +34,12 @@ def test_the_dsn_is_a_secret_and_a_postgresql_url() -> None:
         Settings(jwt_secret=TEST_SECRET, outbox_url="mysql://u:hunter2@h/db")
     assert "must be a postgresql:// URL" in settings_error_line(caught.value)
     assert "hunter2" not in settings_error_line(caught.value)
+
+
+def test_a_dsn_libpq_cannot_parse_is_refused_without_quoting_it() -> None:
+    """libpq's own message for a bad %-escape quotes the password; start-up says it in its own words."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(jwt_secret=TEST_SECRET, outbox_url="postgresql://shop:hunter2%zz@db.internal/shop")
+    line = settings_error_line(caught.value)
+    assert "not a valid PostgreSQL connection URL" in line
+    assert "hunter2" not in line

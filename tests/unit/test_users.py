@@ -6,10 +6,15 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+import redis.asyncio
+
+from app.broker import BrokerUnavailable
 from app.broker.memory import MemoryBroker
 from app.hub import Hub
-from app.user_slots import MemorySlots
+from app.user_slots import MemorySlots, RedisSlots
 from app.users import Users
+from tests.support import free_port
 
 
 class Lossy(MemorySlots):
@@ -70,3 +75,14 @@ async def test_after_a_new_epoch_our_slots_are_registered_before_anyone_is_admit
     slots.log.clear()
     assert await users.admit(session("bob", "c5"))
     assert slots.log == ["admit"]
+
+
+async def test_re_registering_slots_with_redis_gone_is_broker_unavailable() -> None:
+    """An admission that re-registers the slots (after Redis lost them) while Redis is away is
+    told 108 like any other; a RedisError would have reached the handshake as a 1011."""
+    client = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=1)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await RedisSlots(client, 30).keep({"alice": {"c1"}})
+    finally:
+        await client.aclose()
