@@ -23,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
 
 # What presence, user slots, the instance registry and the sweeper run their scripts on.
 RedisClient = Redis | RedisCluster
@@ -129,7 +130,15 @@ def check_sentinel_master(url: str, timeout: float = 1.0) -> None:
     target = parse_sentinel_url(url)
     answered = False
     for host, port in target.hosts:
-        client = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # One try each: redis-py's default retries with backoff made a start with every Sentinel
+        # down wait 4 s per Sentinel before the instance even listened.
+        client = redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=SyncRetry(NoBackoff(), 0),
+        )
         try:
             masters = client.sentinel_masters()
         except redis.RedisError:
