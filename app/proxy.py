@@ -209,10 +209,9 @@ class Backend:
         client = self._http()
         # As bytes: a handshake header's value is whatever bytes the client sent (ASGI decodes them
         # as latin-1, which round-trips), and httpx would refuse a str that is not ASCII.
-        sent = {name: _header_bytes(value) for name, value in headers.items()}
-        request = client.build_request(
-            "POST", url, content=content, headers={**sent, "Content-Type": "application/json"}
-        )
+        sent = {_header_bytes(name): _header_bytes(value) for name, value in headers.items()}
+        sent[b"Content-Type"] = b"application/json"
+        request = client.build_request("POST", url, content=content, headers=sent)
         response = await client.send(request, stream=True)
         try:
             if not 200 <= response.status_code < 300:
