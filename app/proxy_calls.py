@@ -77,6 +77,8 @@ def parse_connect(result: dict[str, Any]) -> Connected:
         raise Malformed("user (and name) must be strings")
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise Malformed("channels must be a list of strings")
+    if channels and not user:  # as a token with an empty sub: grants belong to someone
+        raise Malformed("channels need a user: an anonymous connection holds no grants")
     identity = Identity(
         user_id=user,
         name=name if user else "Anonymous",

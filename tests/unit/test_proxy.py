@@ -235,3 +235,10 @@ async def test_a_caller_that_gives_up_never_cancels_the_request() -> None:
     assert connections == 1  # the first request ended normally; its connection was reused
     server.close()
     await client.close()
+
+
+def test_an_anonymous_connect_answer_cannot_carry_grants() -> None:
+    """The token path refuses an empty ``sub`` with ``channels``; the connect proxy does the same."""
+    assert parse_connect({"user": ""}).identity.channels == ()
+    with pytest.raises(Malformed):
+        parse_connect({"user": "", "channels": ["team:*"]})
