@@ -101,6 +101,8 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
                 rejected = True
                 error = {"code": int(CentrifugeError.UNRECOVERABLE_POSITION), "message": "unrecoverable position"}
                 session.conn.send_text(orjson.dumps({"id": cmd_id, "error": error}))
+                if sub.pending:
+                    sub.pending.clear()  # refused: the live messages held back are not for it
                 return
         pubs = sub.collected or []
         body = orjson.dumps(result)
