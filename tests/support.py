@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -58,6 +59,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -68,12 +70,28 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)]
-        args += ["--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--loglevel", "warning"]
-        args += self.extra
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.client().ping(), 10, f"redis-server on {self.port}")
-        return self
+        for _ in range(3):
+            args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)]
+            args += ["--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--loglevel", "warning"]
+            args += self.extra
+            proc = self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            up = functools.partial(self._up, proc)
+            wait_until(up, 10, f"redis-server on {self.port}")
+            if proc.poll() is None:
+                self._started = True
+                return self
+            if self._started:
+                break  # a restart keeps its port: clients of the first start use it
+            # Its ports were free when chosen and unbound until now: another test worker (or an
+            # outgoing connection) took one meanwhile. Choose again.
+            self.port = free_port()
+            if "--cluster-port" in self.extra:
+                self.extra[self.extra.index("--cluster-port") + 1] = str(free_port())
+        raise AssertionError(f"redis-server exited at start on port {self.port}")
+
+    def _up(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Answering, or gone (then there is nothing to wait for)."""
+        return proc.poll() is not None or bool(self.client().ping())
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
