@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import orjson
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -90,8 +92,14 @@ class RedisServer:
         raise AssertionError(f"redis-server exited at start on port {self.port}")
 
     def _up(self, proc: subprocess.Popen[bytes]) -> bool:
-        """Answering, or gone (then there is nothing to wait for)."""
-        return proc.poll() is not None or bool(self.client().ping())
+        """Answering as this process (another worker's server may hold the port), or gone."""
+        if proc.poll() is not None:
+            return True
+        quick = redis.Redis(port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+        try:
+            return int(quick.info("server")["process_id"]) == proc.pid
+        finally:
+            quick.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
