@@ -6,6 +6,10 @@ first must be ``connect``. The server pings with ``{}`` every ``SWITCHBOARD_PING
 the client answers ``{}``. Disconnects are close frames with Centrifugo's codes
 (``app.errors.CENTRIFUGE_CLOSES``).
 
+The client logic is the transport's (app/protocols/centrifuge_transport.py): commands come in,
+frames go out and the connection closes through it, so the emulated transports (HTTP-streaming
+and SSE, with commands in ``POST /emulation``: app/protocols/emulation.py) run this same class.
+
 The reader only reads: it notes pongs at once and hands frames to one worker through a queue of
 ``MAX_QUEUED_FRAMES``, which runs their commands in order. A full queue stops the reading, so a
 client that sends faster than its commands complete is held back by TCP, and what waits is at
@@ -39,6 +43,7 @@ from app.hooks import UNCHANGED
 from app.protocol import Wire
 from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.centrifuge_transport import Transport, WebSocketTransport
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
 from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
@@ -55,9 +60,10 @@ VERSION = f"switchboard {__version__}"
 class CentrifugeClient:
     """One connection on ``/connection/websocket``: connect, then commands in order, and pings."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, transport: Transport | None = None) -> None:
         self.session = session
         self.conn = session.conn
+        self.transport: Transport = transport or WebSocketTransport(session.conn)
         self.settings = session.services.settings
         self._frames: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._timer: asyncio.TimerHandle | None = None
@@ -67,11 +73,14 @@ class CentrifugeClient:
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
-        self.conn.send_text(payload)
+        self.transport.send(payload)
+
+    def close_with(self, code: int, reason: str | None = None) -> None:
+        self.transport.close(code, reason)
 
     def refuse(self, cmd_id: int | None, code: int, message: str, close: int) -> bool:
         self.send(error_reply(cmd_id, code, message))
-        self.conn.close(close, message)
+        self.close_with(close, message)
         return False
 
     # -- connecting -------------------------------------------------------------------------------
@@ -79,17 +88,17 @@ class CentrifugeClient:
     async def connect(self) -> bool:
         try:
             async with asyncio.timeout(self.settings.auth_timeout):
-                text = await self.conn.receive_text()
+                text = await self.transport.receive()
         except TimeoutError:
             metrics.AUTH_FAILURES.labels("timeout").inc()
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "connect timeout")
+            self.close_with(CentrifugeDisconnect.BAD_REQUEST, "connect timeout")
             return False
         if text is None:
             return False
         lines = text.split("\n")
         parsed = parse_command(lines[0])
         if parsed is None or parsed[1] != "connect" or not parsed[0]:
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "the first command must be connect, with an id")
+            self.close_with(CentrifugeDisconnect.BAD_REQUEST, "the first command must be connect, with an id")
             return False
         cmd_id, _, params = parsed
         extra = await self._sign_in(cmd_id, params)
@@ -97,6 +106,7 @@ class CentrifugeClient:
             return False
         identity = self.session.identity
         reply: dict[str, Any] = {"client": self.session.client, "version": VERSION, **expiry(identity), **extra}
+        reply.update(self.transport.connect_fields())
         reply.update(ping=max(1, round(self.settings.ping_interval)), pong=True)
         self.send(orjson.dumps({"id": cmd_id, "connect": reply}))
         self._schedule_ping()
@@ -138,7 +148,7 @@ class CentrifugeClient:
                 refused = CentrifugeDisconnect.INVALID_TOKEN if proxied else CentrifugeDisconnect.FORCE_NO_RECONNECT
                 shut = int(refused)
             self.send(error_reply(cmd_id, code, message))
-            self.conn.close(shut, reason)
+            self.close_with(shut, reason)
             return None
         except BrokerUnavailable:
             message = "broker unavailable: try again"
@@ -149,7 +159,7 @@ class CentrifugeClient:
     def _expired(self) -> None:
         """A proxied identity the refresh proxy did not renew: as a token that expired."""
         metrics.AUTH_FAILURES.labels("expired").inc()
-        self.conn.close(CloseCode.TOKEN_EXPIRED)
+        self.close_with(CloseCode.TOKEN_EXPIRED)
 
     async def identity(self, token: object) -> Identity:
         """The connection token's identity; an empty or absent one is anonymous, if allowed."""
@@ -189,7 +199,7 @@ class CentrifugeClient:
 
     def _check_pong(self) -> None:
         if self._awaiting_pong:
-            self.conn.close(CentrifugeDisconnect.NO_PONG, "no pong")
+            self.close_with(CentrifugeDisconnect.NO_PONG, "no pong")
         else:
             self._schedule_ping()
 
@@ -200,7 +210,7 @@ class CentrifugeClient:
             return
         worker = asyncio.create_task(self._work())
         try:
-            while (text := await self.conn.receive_text()) is not None:
+            while (text := await self.transport.receive()) is not None:
                 # Any frame shows the client is there, its pong ({}) too (the worker skips that).
                 self._awaiting_pong = False
                 if worker.done():
@@ -230,7 +240,7 @@ class CentrifugeClient:
                     return
                 parsed = parse_command(line)
                 if parsed is None:
-                    self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "malformed command")
+                    self.close_with(CentrifugeDisconnect.BAD_REQUEST, "malformed command")
                     return
                 if not parsed[1]:
                     continue  # a pong, noted by the reader
@@ -244,7 +254,7 @@ class CentrifugeClient:
     async def _run(self, cmd_id: int, method: str, params: dict[str, Any]) -> None:
         if not cmd_id:
             if method != "send":  # only send goes without a reply, so without an id
-                self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
+                self.close_with(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
             return  # send: no handler of async messages yet (docs/sdks.md); it has no reply
         try:
             if method == "connect":
@@ -261,7 +271,7 @@ class CentrifugeClient:
             code, message = as_centrifuge(exc)
             self.send(error_reply(cmd_id, code, message))
             if isinstance(exc, BackendDisconnect):  # a proxy's disconnect, with its 4000-4999 code
-                self.conn.close(exc.close_code, exc.reason)
+                self.close_with(exc.close_code, exc.reason)
         except BrokerUnavailable:
             self.send(error_reply(cmd_id, CentrifugeError.NOT_AVAILABLE, "broker unavailable: try again"))
         except ConnectionGone:
