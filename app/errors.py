@@ -207,6 +207,23 @@ CENTRIFUGE_ERRORS: dict[ErrorCode, CentrifugeError] = {
 CENTRIFUGE_TEMPORARY = frozenset({CentrifugeError.INTERNAL, CentrifugeError.NOT_AVAILABLE})
 
 
+# ``POST /emulation`` (Centrifugo's bidirectional emulation: app/protocols/emulation.py) answers
+# 204 once the commands were handed to their session; else one of these, with its HTTP status, as
+# ``{"error":{"code":C,"message":M}}``. A 404 or 5xx makes the SDK drop its stream and reconnect.
+EMULATION_MALFORMED = "an emulation request is a JSON object {session, node, data} with data a string"
+EMULATION_TOO_BIG = "emulation request over SWITCHBOARD_MAX_MESSAGE_BYTES"
+EMULATION_UNKNOWN_SESSION = "unknown session: it has ended, or no live instance holds it"
+EMULATION_BUSY = "this session has too many commands in flight: retry"
+EMULATION_UNAVAILABLE = "broker unavailable: the session's instance cannot be reached"
+EMULATION_ERRORS: dict[str, tuple[int, CentrifugeError]] = {
+    EMULATION_MALFORMED: (400, CentrifugeError.BAD_REQUEST),
+    EMULATION_TOO_BIG: (413, CentrifugeError.LIMIT_EXCEEDED),
+    EMULATION_UNKNOWN_SESSION: (404, CentrifugeError.BAD_REQUEST),
+    EMULATION_BUSY: (429, CentrifugeError.TOO_MANY_REQUESTS),
+    EMULATION_UNAVAILABLE: (503, CentrifugeError.NOT_AVAILABLE),
+}
+
+
 class CentrifugeDisconnect(IntEnum):
     """Centrifugo's disconnect codes, sent in the close frame. Its SDKs reconnect after
     3000-3499 and 4000-4499, and stay disconnected after 3500-3999 and 4500-4999."""

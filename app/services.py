@@ -22,6 +22,7 @@ from app.hub import Hub
 from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import Presence, create_presence
+from app.protocols.emulation import Emulation
 from app.proxy import Backend
 from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
@@ -42,6 +43,7 @@ class Services:
     auth: Authenticator
     proxies: Proxies
     queries: ClusterQuery
+    emulation: Emulation
     draining: bool = field(default=False)
     started: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -74,6 +76,7 @@ class Services:
             auth=auth,
             proxies=proxies,
             queries=ClusterQuery(hub, users, instances, client, settings.instance_id),
+            emulation=Emulation(hub, settings.instance_id, clustered=client is not None),
         )
         instances.stats = built.instance_stats
         return built
@@ -95,6 +98,7 @@ class Services:
         await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
         await self.users.start()
         await self.queries.start()
+        await self.emulation.start()
         await self.presence.start()
         client = redis_client(self.broker)
         sweeper = Sweeper(self.presence, self.hub, client, self.settings.instance_id)
@@ -113,6 +117,7 @@ class Services:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.presence.close()
         await self.queries.close()
+        await self.emulation.close()
         await self.users.close()
         await self.hub.close()
         await self.broker.close()

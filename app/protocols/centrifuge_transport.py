@@ -18,6 +18,7 @@ import contextlib
 import secrets
 from typing import Any, Protocol
 
+from app import metrics
 from app.connection import Connection
 
 # Bytes of randomness in a session id: it is the only credential an emulation POST carries.
@@ -96,6 +97,7 @@ class StreamTransport:
                     await get
                 return None
             text = get.result()
+            metrics.received_counter(self.conn.endpoint).inc()
             if self.conn.allow():
                 return text
             self.conn.on_limited(text)
