@@ -2,13 +2,15 @@
 // transports: run by tests/sdk/test_centrifuge_emulation.py, which reads the JSON this prints.
 // The WebSocket endpoint it is given is refused (a path no route has), so the SDK falls back to
 // http_stream or sse on instance A, and every emulation request goes to instance B.
-// Environment: SB_A, SB_B (http://host:port), SB_API_KEY, SB_SECRET.
+// Environment: SB_A, SB_B (http://host:port), SB_API_KEY, SB_SECRET; SB_WS, the WebSocket
+// endpoint to try first (tests/deploy: nginx's, through a config that drops the upgrade).
 import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
 
 const A = process.env.SB_A;
 const B = process.env.SB_B;
+const WS = process.env.SB_WS || A.replace('http', 'ws') + '/connection/no-such-path';
 
 function b64(value) {
   return Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -88,7 +90,7 @@ function emulated(kind, user, posts) {
     return response;
   };
   return new Centrifuge([
-    { transport: 'websocket', endpoint: A.replace('http', 'ws') + '/connection/no-such-path' },
+    { transport: 'websocket', endpoint: WS },
     { transport: kind, endpoint: `${A}/connection/${kind}` },
   ], {
     websocket: WebSocket,
