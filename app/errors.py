@@ -215,12 +215,14 @@ EMULATION_TOO_BIG = "emulation request over SWITCHBOARD_MAX_MESSAGE_BYTES"
 EMULATION_UNKNOWN_SESSION = "unknown session: it has ended, or no live instance holds it"
 EMULATION_BUSY = "this session has too many commands in flight: retry"
 EMULATION_UNAVAILABLE = "broker unavailable: the session's instance cannot be reached"
+EMULATION_RELAYS_FULL = "too many emulation requests waiting for other instances here: retry"
 EMULATION_ERRORS: dict[str, tuple[int, CentrifugeError]] = {
     EMULATION_MALFORMED: (400, CentrifugeError.BAD_REQUEST),
     EMULATION_TOO_BIG: (413, CentrifugeError.LIMIT_EXCEEDED),
     EMULATION_UNKNOWN_SESSION: (404, CentrifugeError.BAD_REQUEST),
     EMULATION_BUSY: (429, CentrifugeError.TOO_MANY_REQUESTS),
     EMULATION_UNAVAILABLE: (503, CentrifugeError.NOT_AVAILABLE),
+    EMULATION_RELAYS_FULL: (503, CentrifugeError.NOT_AVAILABLE),
 }
 
 

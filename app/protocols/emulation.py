@@ -12,7 +12,8 @@ the hand-over, empty (204), like Centrifugo's; the replies go down the stream.
 
 Bounds: the body is at most ``SWITCHBOARD_MAX_MESSAGE_BYTES``; a session holds at most
 ``StreamTransport``'s inbox of batches not yet run (429 past it); a remote process answers within
-``ANSWER_TIMEOUT`` or the node counts as gone (404, and the SDK reconnects). The session id is
+``ANSWER_TIMEOUT`` or the node counts as gone (404, and the SDK reconnects), and at most
+``MAX_RELAYED`` relayed requests wait at once per process (503 past it). The session id is
 the credential: ``secrets.token_urlsafe``, bound to its stream and forgotten when it ends.
 """
 
@@ -34,6 +35,7 @@ from app.errors import (
     EMULATION_BUSY,
     EMULATION_ERRORS,
     EMULATION_MALFORMED,
+    EMULATION_RELAYS_FULL,
     EMULATION_TOO_BIG,
     EMULATION_UNAVAILABLE,
     EMULATION_UNKNOWN_SESSION,
@@ -47,6 +49,9 @@ log = logging.getLogger("switchboard.emulation")
 PREFIX = "switchboard:emulation:"
 ANSWER_TIMEOUT = 2.0  # seconds the asker waits for the session's process to take the commands
 MAX_ID_CHARS = 128  # of a session or node id: ours are 32 and about 40
+# Relayed requests one process waits on at once: each holds a POST for up to ANSWER_TIMEOUT, so
+# requests naming nodes that do not exist must not pile up without end.
+MAX_RELAYED = 1024
 HANDED = "ok"
 # What a hand-over may answer, as the short words the control channel carries.
 OUTCOMES = {HANDED: None, "unknown": EMULATION_UNKNOWN_SESSION, "busy": EMULATION_BUSY}
@@ -92,6 +97,8 @@ class Emulation:
             return self.hand(session, data)
         if not self._clustered:
             return EMULATION_UNKNOWN_SESSION
+        if len(self._asked) >= MAX_RELAYED:
+            return EMULATION_RELAYS_FULL
         ask = secrets.token_hex(8)
         answered = asyncio.get_running_loop().create_future()
         self._asked[ask] = answered
