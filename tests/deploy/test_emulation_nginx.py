@@ -101,8 +101,8 @@ def test_centrifuge_js_falls_back_through_nginx_that_drops_the_upgrade(stack: St
     for kind in ("http_stream", "sse"):
         found = results[kind]
         assert "error" not in found, found["error"]
-        assert found["transports"] == [kind, kind]
-        assert found["data"] == [1, 2, 3]
+        assert found["transports"] == [kind, kind, kind]
+        assert found["data"] == [1, 2, 3, 4, 5]
         assert found["recovered"] is True
         assert found["postStatuses"] == [204]
 

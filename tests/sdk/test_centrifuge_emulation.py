@@ -1,5 +1,5 @@
 """centrifuge-js over Switchboard's bidirectional emulation, in Node, against two real instances
-and redis: the WebSocket is refused, the SDK falls back to ``http_stream`` or ``sse`` on instance
+and redis: the WebSocket is refused, the SDK falls back to ``http_stream`` (or, that refused too, to ``sse``) on instance
 A, and every ``POST /emulation`` goes to instance B, which relays it to A through redis.
 
 ``tests/sdk/js/emulation.mjs`` runs both transports and prints what each saw, as JSON.
@@ -61,8 +61,8 @@ def seen(results: dict[str, Any], kind: str) -> dict[str, Any]:
 def test_the_sdk_falls_back_from_a_refused_websocket_to_the_emulated_transport(
     results: dict[str, Any], kind: str
 ) -> None:
-    # Connected twice (the first connect, then after the cut), each time over the fallback.
-    assert seen(results, kind)["transports"] == [kind, kind]
+    # Connected three times (the first connect, then after each cut), each time over the fallback.
+    assert seen(results, kind)["transports"] == [kind, kind, kind]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -86,7 +86,10 @@ def test_subscribe_publish_presence_and_history_over_the_emulated_transport(resu
 def test_a_cut_stream_reconnects_and_recovers_what_it_missed(results: dict[str, Any], kind: str) -> None:
     found = seen(results, kind)
     assert found["cutCode"] == 4100  # the server API's code, in the stream's disconnect push
-    assert found["data"] == [1, 2, 3]
-    assert found["offsets"] == [1, 2, 3]
     assert found["wasRecovering"] is True
     assert found["recovered"] is True
+    # Then a cut as by the network (the client's side of the stream aborted, no push).
+    assert found["networkCutCode"] == 1  # the SDK's own "transport closed"
+    assert found["recoveredAfterCut"] is True
+    assert found["data"] == [1, 2, 3, 4, 5]
+    assert found["offsets"] == [1, 2, 3, 4, 5]

@@ -1,7 +1,8 @@
 // centrifuge-js (npm, pinned in package-lock.json), unchanged, over Switchboard's emulated
 // transports: run by tests/sdk/test_centrifuge_emulation.py, which reads the JSON this prints.
 // The WebSocket endpoint it is given is refused (a path no route has), so the SDK falls back to
-// http_stream or sse on instance A, and every emulation request goes to instance B.
+// http_stream (or, that refused too, to sse) on instance A, and every emulation request goes to
+// instance B.
 // Environment: SB_A, SB_B (http://host:port), SB_API_KEY, SB_SECRET; SB_WS, the WebSocket
 // endpoint to try first (tests/deploy: nginx's, through a config that drops the upgrade).
 import { createHmac } from 'node:crypto';
@@ -35,14 +36,17 @@ async function api(method, body) {
 // Node 20 has no EventSource: a small one over fetch, reading the stream as the HTML spec's
 // parser does (data lines joined by newlines, dispatched at a blank line, comments skipped).
 class FetchEventSource {
-  constructor(url) {
+  constructor(url, streams) {
     this.onopen = null; this.onmessage = null; this.onerror = null;
-    this._abort = new AbortController();
-    this._run(url).catch((error) => { if (!this._abort.signal.aborted && this.onerror) this.onerror(error); });
+    this._closed = new AbortController(); // close()
+    const network = new AbortController(); // cut(): the stream fails, as when the network does
+    streams.push(network);
+    this._signal = AbortSignal.any([this._closed.signal, network.signal]);
+    this._run(url).catch((error) => { if (!this._closed.signal.aborted && this.onerror) this.onerror(error); });
   }
 
   async _run(url) {
-    const response = await fetch(url, { headers: { Accept: 'text/event-stream' }, signal: this._abort.signal });
+    const response = await fetch(url, { headers: { Accept: 'text/event-stream' }, signal: this._signal });
     if (!response.ok) throw new Error(`status ${response.status}`);
     if (this.onopen) this.onopen();
     const decoder = new TextDecoder();
@@ -66,7 +70,7 @@ class FetchEventSource {
   }
 
   close() {
-    this._abort.abort();
+    this._closed.abort();
   }
 }
 
@@ -82,20 +86,37 @@ function until(predicate, what, ms = 10000) {
   });
 }
 
-function emulated(kind, user, posts) {
+// A client's streams, cut as a network failure would (no disconnect push, no close): aborting
+// one that ended already does nothing.
+function cut(streams) {
+  for (const controller of streams) controller.abort(new Error('cut by the test'));
+}
+
+function emulated(kind, user, posts, streams) {
   // Every request the SDK makes goes through here: the emulation POSTs are recorded.
   const recording = async (url, options) => {
+    if (String(url).endsWith('/connection/http_stream')) {
+      const controller = new AbortController();
+      streams.push(controller);
+      options = { ...options, signal: AbortSignal.any([options.signal, controller.signal]) };
+    }
     const response = await fetch(url, options);
     if (String(url).endsWith('/emulation')) posts.push({ origin: new URL(url).origin, status: response.status });
     return response;
   };
+  // All three transports, in the SDK's order of preference. For the sse run the http_stream
+  // endpoint is refused too (a path no route has), so the SDK falls back twice.
+  const stream = kind === 'http_stream' ? `${A}/connection/http_stream` : `${A}/connection/no-such-stream`;
   return new Centrifuge([
     { transport: 'websocket', endpoint: WS },
-    { transport: kind, endpoint: `${A}/connection/${kind}` },
+    { transport: 'http_stream', endpoint: stream },
+    { transport: 'sse', endpoint: `${A}/connection/sse` },
   ], {
     websocket: WebSocket,
     fetch: recording,
-    eventsource: FetchEventSource,
+    eventsource: class extends FetchEventSource {
+      constructor(url) { super(url, streams); }
+    },
     emulationEndpoint: `${B}/emulation`,
     token: token(user),
     minReconnectDelay: 300,
@@ -107,9 +128,11 @@ async function over(kind) {
   const user = `jo-${kind}`;
   const channel = `chat:emu-${kind}`;
   const posts = [];
-  const c = emulated(kind, user, posts);
+  const streams = [];
+  const c = emulated(kind, user, posts, streams);
   const transports = [];
   c.on('connected', (ctx) => transports.push(ctx.transport));
+  if (process.env.SB_DEBUG) for (const e of ['state', 'connecting', 'disconnected', 'error']) c.on(e, (ctx) => console.error(kind, e, JSON.stringify(ctx)));
   c.connect();
   await c.ready(10000);
   const seen = { data: [], offsets: [], subscribed: [] };
@@ -132,8 +155,15 @@ async function over(kind) {
   await api('publish', { channel, data: { n: 2 } });
   await api('publish', { channel, data: { n: 3 } });
   await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
+  // Then the stream is cut under it, as by the network: the SDK sees its transport fail,
+  // reconnects and recovers what was published meanwhile.
+  cut(streams);
+  await api('publish', { channel, data: { n: 4 } });
+  await api('publish', { channel, data: { n: 5 } });
+  await until(() => seen.subscribed.length === 3 && seen.data.length === 5, 'the recovery after a cut');
   c.disconnect();
   const again = seen.subscribed[1];
+  const afterCut = seen.subscribed[2];
   return {
     transports,
     data: seen.data.map((d) => d.n),
@@ -144,6 +174,8 @@ async function over(kind) {
     cutCode: codes[0],
     wasRecovering: again.wasRecovering,
     recovered: again.recovered,
+    networkCutCode: codes[1],
+    recoveredAfterCut: afterCut.recovered,
     postOrigins: [...new Set(posts.map((p) => p.origin))],
     postStatuses: [...new Set(posts.map((p) => p.status))],
   };
