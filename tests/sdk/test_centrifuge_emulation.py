@@ -1,6 +1,7 @@
 """centrifuge-js over Switchboard's bidirectional emulation, in Node, against two real instances
-and redis: the WebSocket is refused, the SDK falls back to ``http_stream`` (or, that refused too, to ``sse``) on instance
-A, and every ``POST /emulation`` goes to instance B, which relays it to A through redis.
+and redis: the WebSocket is refused, the SDK falls back to ``http_stream`` (or, that refused too,
+to ``sse``) on instance A, and every ``POST /emulation`` goes to instance B, which relays it to A
+through redis.
 
 ``tests/sdk/js/emulation.mjs`` runs both transports and prints what each saw, as JSON.
 """
