@@ -14,7 +14,6 @@ so a command that replies through ``session.conn`` (``subscribe``) needs no tran
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from typing import Any, Protocol
 
@@ -90,11 +89,12 @@ class StreamTransport:
             self._gone = asyncio.ensure_future(self.conn.wait_disconnect())
         while self.conn.close_code is None:
             get = asyncio.ensure_future(self._inbox.get())
-            await asyncio.wait((get, self._gone), return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait((get, self._gone), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not get.done():  # the peer went (or this task was cancelled): take nothing
+                    get.cancel()
             if not get.done():
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
                 return None
             text = get.result()
             metrics.received_counter(self.conn.endpoint).inc()
