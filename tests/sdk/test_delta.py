@@ -81,7 +81,8 @@ class Dashboard:
 
     def step(self) -> dict[str, Any]:
         self.state[f"panel_{self.rng.randrange(64)}"]["value"] = self.rng.randrange(10**6)
-        return json.loads(orjson.dumps(self.state))
+        copy: dict[str, Any] = json.loads(orjson.dumps(self.state))
+        return copy
 
 
 def publish(app: AppProcess, channel: str, data: Any) -> None:
@@ -93,19 +94,21 @@ async def client(app: AppProcess) -> ClientConnection:
     ws = await ws_connect(app.ws("/connection/websocket"))
     await ws.send(orjson.dumps({"id": 1, "connect": {}}).decode())
     assert "connect" in await recv_json(ws)
-    return ws
+    connection: ClientConnection = ws
+    return connection
 
 
 async def subscribe(ws: ClientConnection, channel: str, **params: Any) -> dict[str, Any]:
     await ws.send(orjson.dumps({"id": 2, "subscribe": {"channel": channel, **params}}).decode())
     reply: dict[str, Any] = await recv_json(ws)
     assert reply.get("id") == 2, reply
-    return reply["subscribe"]
+    result: dict[str, Any] = reply["subscribe"]
+    return result
 
 
 async def pubs(ws: ClientConnection, count: int) -> list[tuple[bytes, dict[str, Any]]]:
     """The next ``count`` publication pushes, raw and parsed (pings are answered)."""
-    found = []
+    found: list[tuple[bytes, dict[str, Any]]] = []
     while len(found) < count:
         raw = await asyncio.wait_for(ws.recv(), 10)
         raw = raw.encode() if isinstance(raw, str) else raw
