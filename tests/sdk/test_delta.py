@@ -18,6 +18,7 @@ import pytest
 from centrifuge import Client, DeltaType, PublicationContext, SubscribedContext, SubscriptionEventHandler
 from websockets.asyncio.client import ClientConnection
 
+from tests.docs_examples import example
 from tests.fossil_spec import apply
 from tests.sdk.sdk_support import token
 from tests.sdk.test_centrifuge_js import JS, installed
@@ -32,16 +33,15 @@ from tests.support import (
     ws_connect,
 )
 
-NAMESPACES = """
+
+def namespaces() -> str:
+    """The page's namespace (dash), and two more: deltas without history (live), and none (plain)."""
+    return f"""
 [default]
 subscribe = "public"
 publish = "subscribers"
 
-[namespaces.dash]
-history_size = 100
-history_ttl = 3600
-allowed_delta_types = ["fossil"]
-
+{example("docs/sdks.md", "delta-namespace")}
 [namespaces.live]
 history_size = 0
 allowed_delta_types = ["fossil"]
@@ -50,6 +50,8 @@ allowed_delta_types = ["fossil"]
 history_size = 100
 history_ttl = 3600
 """
+
+
 STATE_BYTES = 4096
 
 
@@ -57,7 +59,7 @@ STATE_BYTES = 4096
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
     workdir = tmp_path_factory.mktemp("delta")
     config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
+    config.write_text(namespaces())
     redis_server = RedisServer(workdir / "redis").start()
     env = {"SWITCHBOARD_BROKER_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(config)}
     instance = AppProcess("delta", workdir, env)

@@ -4,12 +4,16 @@ base, and full when a delta would not be smaller."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
+import pytest
 
+from app.broker import HistoryOptions
 from app.connection import Connection
 from app.hub import Hub
+from app.namespaces import ConfigError, load_namespaces
 from app.protocol import Wire
 from tests.fossil_spec import apply
 from tests.unit.test_hub import Member, RecordingBroker, started_hub
@@ -97,3 +101,14 @@ async def test_joins_and_leaves_do_not_break_the_chain() -> None:
     frames = [orjson.loads(out.payload)["push"] for out in a.offered]
     assert "join" in frames[1]
     assert frames[2]["pub"]["delta"] is True
+
+
+def test_the_namespace_option_allows_fossil_only(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.toml"
+    path.write_text('[namespaces.dash]\nallowed_delta_types = ["fossil"]\n[namespaces.other]\n')
+    found = load_namespaces(path, HistoryOptions())
+    assert found.for_channel("dash:x").delta is True
+    assert found.for_channel("other:x").delta is False  # off unless a namespace allows it
+    path.write_text('[namespaces.dash]\nallowed_delta_types = ["xdelta"]\n')
+    with pytest.raises(ConfigError, match=r"namespaces\.dash\.allowed_delta_types\.0: Input should be 'fossil'"):
+        load_namespaces(path, HistoryOptions())
