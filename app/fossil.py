@@ -10,6 +10,11 @@ a block it shares, which is then grown both ways. Publications that change a lit
 messages share a long head and tail with the previous one, so those are matched first with a few
 slice comparisons (memcmp in C), and only the changed middle is walked byte by byte.
 
+The byte-by-byte walk runs on the event loop, once per publication, so it is bounded: a changed
+middle longer than ``SEARCH_BYTES`` (or whose source side is) is inserted as it is, and the
+caller, seeing a delta no smaller than the target, sends the full publication instead. That
+keeps the worst case to a few milliseconds per publication whatever its size.
+
 ``utf8=True`` (the JSON protocol, where a delta travels as a JSON string) keeps every insert on
 whole UTF-8 characters, so the delta is itself valid UTF-8 whenever the target is.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import struct
 
 NHASH = 16  # bytes per indexed source block, and the width of the rolling window
+SEARCH_BYTES = 16 * 1024  # the most of a changed middle walked, and of source indexed, per delta
 DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _MASK = 0xFFFF
 
@@ -82,10 +88,11 @@ def _hash(data: bytes, start: int) -> tuple[int, int]:
 
 
 class _Encoder:
-    __slots__ = ("index", "out", "source", "target", "utf8")
+    __slots__ = ("index", "indexed", "out", "source", "target", "utf8")
 
-    def __init__(self, source: bytes, target: bytes, utf8: bool) -> None:
+    def __init__(self, source: bytes, target: bytes, utf8: bool, indexed: tuple[int, int]) -> None:
         self.source, self.target, self.utf8 = source, target, utf8
+        self.indexed = indexed  # the part of the source whose blocks are looked up
         self.out: list[bytes] = [_int(len(target)), b"\n"]
         self.index: dict[int, list[int]] | None = None  # built on first need
 
@@ -94,9 +101,10 @@ class _Encoder:
         byte-wise). Built only when a changed middle is long enough to look for copies in."""
         if self.index is None:
             self.index = {}
-            for block in range(len(self.source) // NHASH):
-                a, b = _hash(self.source, block * NHASH)
-                self.index.setdefault(a | b << 16, []).append(block * NHASH)
+            low, high = self.indexed
+            for block in range(low, high - NHASH + 1, NHASH):
+                a, b = _hash(self.source, block)
+                self.index.setdefault(a | b << 16, []).append(block)
         return self.index
 
     def copy(self, count: int, offset: int) -> None:
@@ -110,7 +118,8 @@ class _Encoder:
     def middle(self, start: int, end: int) -> None:
         """Encode ``target[start:end]``: copies of what the source holds, inserts for the rest."""
         literal = pos = start  # literal: the first target byte not yet covered by a command
-        if end - start < NHASH or len(self.source) < NHASH:
+        low, high = self.indexed
+        if end - start < NHASH or high - low < NHASH or end - start > SEARCH_BYTES:
             self.insert(start, end)
             return
         tgt, index = self.target, self._index()
@@ -167,7 +176,6 @@ class _Encoder:
 
 def encode(source: bytes, target: bytes, *, utf8: bool = False) -> bytes:
     """The Fossil delta that turns ``source`` into ``target``."""
-    enc = _Encoder(source, target, utf8)
     head = _common_prefix(source, target)
     tail = _common_suffix(source, target, min(len(source), len(target)) - head)
     if utf8:
@@ -180,6 +188,11 @@ def encode(source: bytes, target: bytes, *, utf8: bool = False) -> bytes:
         head = 0
     if tail <= NHASH:
         tail = 0
+    # Copies are looked for in the whole source when it is small, else in its own changed middle.
+    indexed = (0, len(source)) if len(source) <= SEARCH_BYTES else (head, len(source) - tail)
+    if indexed[1] - indexed[0] > SEARCH_BYTES:
+        indexed = (0, 0)
+    enc = _Encoder(source, target, utf8, indexed)
     enc.copy(head, 0)
     enc.middle(head, len(target) - tail)
     enc.copy(tail, len(source) - tail)

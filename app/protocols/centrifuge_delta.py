@@ -17,6 +17,10 @@ from app import fossil
 from app.protocol import Envelope
 from app.protocols.centrifuge_wire import channel_publication, channel_push, publication
 
+# Above this, a publication is always sent full: the encoder's walk is bounded (app/fossil.py), but
+# its checksum and prefix scans are not, and they run on the event loop.
+MAX_DELTA_BYTES = 256 * 1024
+
 
 def parts(env: Envelope, tutorial: bool) -> tuple[bytes, dict[str, Any]] | None:
     """(the data's JSON text, the Publication's other fields), or None if not a publication."""
@@ -41,7 +45,9 @@ def full(data: bytes, rest: dict[str, Any]) -> bytes:
 
 def delta(base: bytes, data: bytes, rest: dict[str, Any]) -> bytes | None:
     """A delta Publication turning ``base`` into ``data``; None if it would not be smaller than
-    the full one (then the full one is sent)."""
+    the full one (then the full one is sent), or if either is over ``MAX_DELTA_BYTES``."""
+    if len(data) > MAX_DELTA_BYTES or len(base) > MAX_DELTA_BYTES:
+        return None
     patch = fossil.encode(base, data, utf8=True)
     if len(patch) >= len(data):
         return None

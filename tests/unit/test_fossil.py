@@ -11,6 +11,7 @@ import pytest
 from centrifuge.fossil import apply_delta
 
 from app import fossil
+from app.protocols import centrifuge_delta
 from tests.fossil_spec import apply, spec_checksum
 
 
@@ -84,3 +85,21 @@ def test_moved_blocks_are_copied_not_inserted() -> None:
     delta = fossil.encode(a + b, b + a)
     both_decode(a + b, b + a, delta)
     assert len(delta) < 100
+
+
+def test_a_long_changed_middle_is_inserted_not_searched() -> None:
+    """The walk is bounded (SEARCH_BYTES): past it the delta is no smaller than the target, and
+    the caller sends the full publication."""
+    rng = random.Random(5)
+    source = rng.randbytes(fossil.SEARCH_BYTES * 4)
+    target = source[:100] + rng.randbytes(fossil.SEARCH_BYTES + 1) + source[::-1]
+    delta = fossil.encode(source, target)
+    both_decode(source, target, delta)
+    assert len(delta) > fossil.SEARCH_BYTES  # the middle went in as it is
+
+
+def test_over_the_cap_a_publication_is_full() -> None:
+    big = orjson.dumps({"rows": ["x" * 100] * (centrifuge_delta.MAX_DELTA_BYTES // 100)})
+    assert centrifuge_delta.delta(big, big + b" ", {}) is None
+    small = orjson.dumps({"rows": ["x" * 100] * 40})
+    assert centrifuge_delta.delta(small, small.replace(b"x", b"y", 1), {}) is not None
