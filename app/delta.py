@@ -72,3 +72,19 @@ class DeltaStream:
             assert self._rest is not None
             self._full = Outgoing(wire.wrap(ch.name_json, wire.full(self.last, self._rest)), mark)
         return self._full
+
+
+def delta_joined(ch: Channel, sub: Subscription) -> None:
+    """``sub`` is now a member of ``ch``: count it if it negotiated deltas."""
+    if sub.delta:
+        if ch.delta is None:
+            ch.delta = DeltaStream()
+        ch.delta.subscribers += 1
+
+
+def delta_left(ch: Channel, sub: Subscription) -> None:
+    """``sub`` left ``ch``: the last delta subscriber takes the channel's state with it."""
+    if sub.delta and ch.delta is not None:
+        ch.delta.subscribers -= 1
+        if not ch.delta.subscribers:
+            ch.delta = None

@@ -30,7 +30,7 @@ from app import metrics, tracing
 from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.connection import Connection
-from app.delta import DeltaStream
+from app.delta import delta_joined, delta_left
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.history_reads import SharedReads
 from app.namespaces import Namespaces
@@ -243,10 +243,7 @@ class Hub:
             return
         sub = ch.members.pop(conn.id, None)
         if sub is not None:
-            if sub.delta and ch.delta is not None:
-                ch.delta.subscribers -= 1
-                if not ch.delta.subscribers:
-                    ch.delta = None  # the last delta subscriber left: so does the channel's state
+            delta_left(ch, sub)
             await self._release(channel, ch)
         elif conn.id in ch.recovering:
             # Its replay stops at its next step; a new subscribe may start another meanwhile.
@@ -467,10 +464,7 @@ class Hub:
     @staticmethod
     def _add_member(ch: Channel, sub: Subscription) -> None:
         ch.members[sub.conn.id] = sub
-        if sub.delta:
-            if ch.delta is None:
-                ch.delta = DeltaStream()
-            ch.delta.subscribers += 1
+        delta_joined(ch, sub)
 
     async def _subscribe(self, channel: str) -> Channel:
         async with self._channel_lock(channel):
