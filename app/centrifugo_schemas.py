@@ -88,7 +88,9 @@ class InfoResult(Result):
 
 def reply(name: str, result: type[BaseModel]) -> type[BaseModel]:
     """``{"result": R}`` or ``{"error": E}``: the body of every 200."""
-    return create_model(f"{name}Reply", __base__=Result, result=(cast(Any, result | None), None), error=(Error | None, None))
+    return create_model(
+        f"{name}Reply", __base__=Result, result=(cast(Any, result | None), None), error=(Error | None, None)
+    )
 
 
 class ErrorReply(Result):
