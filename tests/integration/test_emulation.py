@@ -177,6 +177,17 @@ async def test_sse_opens_with_cf_connect_and_refuses_what_is_not_a_stream(cluste
         # A refused connect: the error reply, then a disconnect push, then the end of the stream.
         assert orjson.loads(events[0])["error"]["code"] == 101
         assert orjson.loads(events[1]) == {"push": {"disconnect": {"code": 3500, "reason": "bad token: malformed"}}}
+        # A good one: the connect reply is the first event; the token in the URL is never logged.
+        secret = token("emu-sse")
+        params = {"cf_connect": command(1, "connect", token=secret).decode()}
+        async with http.stream("GET", url, params=params) as response:
+            lines = response.aiter_lines()
+            async with asyncio.timeout(10):
+                while not (line := await anext(lines)).startswith("data: "):
+                    pass
+            assert orjson.loads(line[6:])["connect"]["session"]
+        await eventually(lambda: "GET /connection/sse" in cluster.a.log_text(), "the request logged")
+        assert secret not in cluster.a.log_text()
 
 
 async def test_a_stream_whose_reader_stops_is_cut_off_at_the_queue_bound(cluster: Cluster) -> None:
