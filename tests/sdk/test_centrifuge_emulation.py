@@ -30,7 +30,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     config = workdir / "switchboard.toml"
     config.write_text(NAMESPACES)
     redis_server = RedisServer(workdir / "redis").start()
-    env = {"SWITCHBOARD_BROKER_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(config)}
+    env = {
+        "SWITCHBOARD_BROKER_URL": redis_server.url,
+        "SWITCHBOARD_CONFIG": str(config),
+        # A ping a second, a pong due within two: pongs relayed through B keep A's streams open.
+        "SWITCHBOARD_PING_INTERVAL": "1",
+        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "2",
+    }
     a, b = AppProcess("emu-a", workdir, env), AppProcess("emu-b", workdir, env)
     try:
         with running(a, b):
@@ -73,6 +79,11 @@ def test_every_emulation_request_went_to_the_other_instance_and_was_handed_over(
     found = seen(results, kind)
     assert found["postOrigins"] == [results["origins"]["b"]]  # never A, where the stream is
     assert found["postStatuses"] == [204]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pongs_sent_to_the_other_instance_keep_the_stream_open(results: dict[str, Any], kind: str) -> None:
+    assert seen(results, kind)["connectsAfterPongs"] == 1  # three pings answered, never closed 3012
 
 
 @pytest.mark.parametrize("kind", KINDS)

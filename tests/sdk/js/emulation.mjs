@@ -101,7 +101,10 @@ function emulated(kind, user, posts, streams) {
       options = { ...options, signal: AbortSignal.any([options.signal, controller.signal]) };
     }
     const response = await fetch(url, options);
-    if (String(url).endsWith('/emulation')) posts.push({ origin: new URL(url).origin, status: response.status });
+    if (String(url).endsWith('/emulation')) {
+      const pong = JSON.parse(options.body).data === '{}'; // the answer to a server ping
+      posts.push({ origin: new URL(url).origin, status: response.status, pong });
+    }
     return response;
   };
   // All three transports, in the SDK's order of preference. For the sse run the http_stream
@@ -141,6 +144,10 @@ async function over(kind) {
   sub.on('subscribed', (ctx) => seen.subscribed.push(ctx));
   sub.subscribe();
   await sub.ready(10000);
+  // Pings every second (SWITCHBOARD_PING_INTERVAL): each pong travels in an emulation request
+  // to the other instance and back to the stream's, in time, or the stream would be closed 3012.
+  await until(() => posts.filter((p) => p.pong).length >= 3, 'three pongs');
+  const connectsAfterPongs = transports.length;
   await sub.publish({ n: 1 });
   await until(() => seen.data.length === 1, 'its own publication');
   const presence = await sub.presence();
@@ -166,6 +173,7 @@ async function over(kind) {
   const afterCut = seen.subscribed[2];
   return {
     transports,
+    connectsAfterPongs,
     data: seen.data.map((d) => d.n),
     offsets: seen.offsets,
     presenceUsers: Object.values(presence.clients).map((info) => info.user),
