@@ -25,7 +25,7 @@ import secrets
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -155,11 +155,14 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     if size.isdigit() and int(size) > limit:
         return None
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""  # gone mid-body: answered as malformed, to nobody, rather than with a traceback
     return b"".join(chunks)
 
 

@@ -215,3 +215,19 @@ async def test_a_stream_whose_reader_stops_is_cut_off_at_the_queue_bound(cluster
         stalled.close()
     response = httpx.get(f"{app.http}/api/presence/chat:fire", headers=API_HEADERS, timeout=5)
     assert response.json()["members"] == 0
+
+
+async def test_a_client_gone_mid_body_leaves_no_traceback(cluster: Cluster) -> None:
+    app = cluster.b
+    for path in ("/emulation", "/connection/http_stream"):
+        with socket.create_connection(("127.0.0.1", app.port)) as sock:
+            sock.sendall(b'POST %s HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n{"session"' % path.encode())
+            sock.shutdown(socket.SHUT_WR)  # gone, 990 bytes short
+            sock.settimeout(5)
+            while sock.recv(4096):  # until the server has closed its side
+                pass
+        # The next request is served after the broken one was handled, in the same process.
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await emulate(http, app.http, b"[]")).status_code == 400
+    assert "Traceback" not in app.log_text()
+    assert "Exception in ASGI application" not in app.log_text()
