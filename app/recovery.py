@@ -13,12 +13,12 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
 from app import metrics
-from app.broker import BrokerUnavailable, Position
+from app.broker import Broker, BrokerUnavailable, Position
 from app.errors import CentrifugeDisconnect
 from app.namespaces import ChannelOptions
 from app.protocol import CENTRIFUGE_PUSH, Envelope, Outgoing
@@ -26,7 +26,6 @@ from app.tutorial import is_tutorial
 
 if TYPE_CHECKING:
     from app.connection import Connection
-    from app.hub import Hub
 
 log = logging.getLogger("switchboard.recovery")
 
@@ -194,8 +193,22 @@ def recovered_push(channel_json: bytes, position: Position, reason: str) -> byte
     )
 
 
+class Fanout(Protocol):
+    """What a catch-up needs of the Hub that runs it. The Hub hands itself in (``CatchUp(self)``),
+    so this layer below it never imports it."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    def channel(self, name: str) -> Channel | None: ...
+
+    def deliver(self, ch: Channel, env: Envelope) -> None: ...
+
+    def accept(self, channel: str, ch: Channel, env: Envelope) -> None: ...
+
+
 class CatchUp:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Fanout) -> None:
         self._hub = hub
         self._tasks: set[asyncio.Task[None]] = set()
 
