@@ -23,6 +23,7 @@ from app import metrics
 from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
 from app.budgets import JoinLeave
+from app.channel_state import Joined, Subscription, Unsubscribed
 from app.connection import Connection
 from app.errors import (
     INVALID_RESUME,
@@ -39,7 +40,6 @@ from app.namespaces import ChannelOptions
 from app.presence import member_id
 from app.protocol import Wire
 from app.protocols.centrifuge_wire import push as centrifuge_push
-from app.recovery import Joined, Subscription, Unsubscribed
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
