@@ -1,9 +1,9 @@
 """Session: the one object per connection that every endpoint uses, ``/ws`` and the tutorial's.
 
 A session owns who the client is, which channels it is in (the Hub's ``Subscription`` keeps each
-one's position), its limits and its permission checks. ``routes/`` hold only adapters that turn
-frames into these calls and the results back into frames: ``routes/ws.py`` for the ``/ws``
-protocol, ``routes/seed.py`` for the tutorial endpoints. Failures are ``ProtocolError`` (the
+one's position), its limits and its permission checks. Adapters turn frames into these calls
+and the results back into frames: ``protocols/switchboard.py`` for the ``/ws`` protocol,
+``routes/seed.py`` for the tutorial endpoints. Failures are ``ProtocolError`` (the
 client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis is down).
 """
 

@@ -34,9 +34,9 @@ from app.budgets import InFlight
 from app.connection import ConnectionGone
 from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
+from app.protocols.switchboard_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
-from app.routes.ws_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
