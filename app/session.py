@@ -152,7 +152,7 @@ class Session:
         self._publisher: str | None = None  # likewise
         self._join_leave: JoinLeave | None = None  # likewise: made on the first announcement
         self._expiry: asyncio.TimerHandle | None = None
-        # Called at the expiry instead of closing: the refresh proxy (app/routes/ws_proxy.py).
+        # Called at the expiry instead of closing: the refresh proxy (app/protocols/proxied.py).
         self._renew: Callable[[], None] | None = None
         # Channels that stand on something other than the connection token: a subscription token
         # or the server API. A refresh does not re-check them. Made on first need.

@@ -31,11 +31,11 @@ from app.broker import BrokerUnavailable
 from app.budgets import InFlight
 from app.errors import AUTH_TIMEOUT, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
+from app.protocols.handshake import run_session
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.protocols.switchboard_codec import command_error, command_id, connect_hint, error_bytes, identify, parse_frame
 from app.protocols.switchboard_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.proxy import BackendDisconnect
-from app.routes.handshake import run_session
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 MAX_IN_FLIGHT = 32
@@ -277,7 +277,7 @@ class WsClient:
 
 
 async def endpoint(websocket: WebSocket) -> None:
-    # Read before the handshake drops the request headers (app/routes/handshake.py).
+    # Read before the handshake drops the request headers (app/protocols/handshake.py).
     authorization = any(name == b"authorization" for name, _ in websocket.scope["headers"])
 
     async def handler(session: Session) -> None:

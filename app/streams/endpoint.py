@@ -29,9 +29,9 @@ from app.errors import ORIGIN_REFUSED, CloseCode, ErrorCode, ProtocolError, reas
 from app.hooks import UNCHANGED
 from app.hub import Announce
 from app.protocol import Outgoing
+from app.protocols.handshake import ACCEPTED, FULL, TOO_MANY_HANDSHAKES
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, proxied_reply
 from app.proxy_calls import pick_headers
-from app.routes.handshake import ACCEPTED, FULL, TOO_MANY_HANDSHAKES
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, proxied_reply
 from app.services import Services, services
 from app.session import Session
 from app.streams.wires import KEEPALIVE, Cursor, NdjsonWire, SseWire, parse_cursor
