@@ -101,7 +101,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def cycles(graph: dict[str, set[str]], limit: int = 20) -> list[list[str]]:
     """Up to ``limit`` cycles, each found after cutting the last edge of the ones before it."""
     graph = {name: set(targets) for name, targets in graph.items()}
-    found = []
+    found: list[list[str]] = []
     while len(found) < limit and (cycle := find_cycle(graph)):
         found.append(cycle)
         graph[cycle[-2]].discard(cycle[-1])
