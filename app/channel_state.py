@@ -9,17 +9,29 @@ given); ``Joined`` where a joiner stands after ``Hub.join``. The Hub (app/hub.py
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
 from app.broker import Position
 from app.namespaces import ChannelOptions
-from app.protocol import Envelope
+from app.protocol import Envelope, Outgoing
 from app.tutorial import is_tutorial
 
 if TYPE_CHECKING:
     from app.connection import Connection
+
+
+class DeltaState(Protocol):
+    """What the Hub uses of a channel's Fossil delta state. ``app.delta.DeltaStream`` is one;
+    app/delta.py builds on this module, so this module names what it needs as a Protocol and
+    never imports it."""
+
+    subscribers: int
+
+    def push(self, ch: Channel, env: Envelope, sub: Subscription, mark: tuple[str, int, str] | None) -> Outgoing | None:
+        """The frame for ``sub``, built once per message; None if ``env`` is no publication."""
+        ...
 
 
 class Subscription:
@@ -35,6 +47,8 @@ class Subscription:
     __slots__ = (
         "collected",
         "conn",
+        "delta",
+        "delta_seq",
         "encoding",
         "epoch",
         "left",
@@ -60,6 +74,10 @@ class Subscription:
         self.pending_bytes = 0
         self.overflowed = False
         self.left = False  # unsubscribed while its replay ran: the replay stops (Hub.leave)
+        # Fossil deltas negotiated (Centrifugo's JSON wire), and the channel's DeltaStream
+        # publication number last sent to it (app/delta.py): -1, none yet.
+        self.delta = False
+        self.delta_seq = -1
 
     def hold(self, env: Envelope, limit: int, max_bytes: int) -> None:
         assert self.pending is not None
@@ -100,6 +118,7 @@ RATE_WINDOW = 10.0  # seconds
 class Channel:
     __slots__ = (
         "backlog",
+        "delta",
         "epoch",
         "history",
         "known",
@@ -127,6 +146,7 @@ class Channel:
         self.members: dict[str, Subscription] = {}
         self.recovering: dict[str, Subscription] = {}
         self.subscribed = False
+        self.delta: DeltaState | None = None  # only while members negotiated deltas (app/delta.py)
         # The last position this process received; ``known`` once it has read or been told it
         # (a channel never published to is known at (0, "")).
         self.offset = 0
