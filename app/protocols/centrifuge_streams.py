@@ -28,8 +28,8 @@ from app.protocol import Outgoing, Wire
 from app.protocols.centrifuge import MAX_QUEUED_FRAMES, CentrifugeClient
 from app.protocols.centrifuge_transport import StreamTransport
 from app.protocols.emulation import read_body
+from app.protocols.handshake import ACCEPTED
 from app.proxy_calls import pick_headers
-from app.routes.handshake import ACCEPTED
 from app.services import services
 from app.session import Session
 from app.streams.endpoint import Refused, admit, respond_error
