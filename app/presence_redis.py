@@ -148,12 +148,13 @@ class RedisPresence:
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
-    async def stats(self, channel: str) -> dict[str, int]:
+    async def stats(self, channel: str, anonymous: bool = False) -> dict[str, int]:
         try:
-            clients, users = await self._stats(keys=_keys(channel))
+            clients, users, anonymous_clients = await self._stats(keys=_keys(channel))
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        return {"clients": int(clients), "users": int(users)}
+        found = {"clients": int(clients), "users": int(users)}
+        return {**found, "anonymous": int(anonymous_clients)} if anonymous else found
 
     async def members(self, channel: str) -> list[str]:
         try:

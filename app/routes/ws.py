@@ -34,6 +34,7 @@ from app.budgets import InFlight
 from app.connection import ConnectionGone
 from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
+from app.permissions import personal_channel
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
 from app.routes.ws_commands import COMMANDS, Reply, reply_bytes, subscribe
@@ -152,6 +153,14 @@ class WsClient:
         }
         self.send(reply_bytes(cmd_id, reply))
         self._schedule_ping()
+        # The personal channel (SWITCHBOARD_PERSONAL_CHANNEL_NAMESPACE): a server-side subscription,
+        # told with a ``sub`` push after the connect reply, as the server API's subscribe is.
+        personal = personal_channel(self.settings.personal_channel_namespace, identity.user_id)
+        if personal is not None:
+            try:
+                await self.session.server_subscribe(personal)
+            except BrokerUnavailable:
+                log.warning("personal channel not subscribed at connect: the broker is unavailable")
         return True
 
     def _hint(self, frame: dict[str, Any], proxied: bool = False) -> str:
