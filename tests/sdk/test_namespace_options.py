@@ -176,9 +176,9 @@ async def test_the_personal_channel_gets_a_server_api_publish(app: AppProcess) -
 
 async def test_the_token_channels_are_subscribed_at_connect_and_recovered(app: AppProcess) -> None:
     events = ServerSide()
-    claims = {"channels": ["feed:ivy", "feed:*"]}  # a pattern grants; only a name subscribes
+    channels = ["feed:ivy", "feed:*"]  # a pattern grants; only a name subscribes
     client = await connected(
-        app, token=token("ivy", **claims), events=events, min_reconnect_delay=1.0, max_reconnect_delay=1.0
+        app, token=token("ivy", channels=channels), events=events, min_reconnect_delay=1.0, max_reconnect_delay=1.0
     )
     assert sorted(ctx.channel for ctx in events.subscribed) == ["feed:ivy", "personal:#ivy"]
     api(app, "publish", {"channel": "feed:ivy", "data": 1})
