@@ -298,3 +298,25 @@ async def test_anonymous_connections_count_as_users_in_presence_stats(app: AppPr
         await asyncio.sleep(0.05)
     for client in clients[1:]:
         await client.disconnect()
+
+
+async def test_recovery_from_the_start_history_limits_and_the_version(app: AppProcess) -> None:
+    """An empty epoch at offset 0 recovers the whole history (offsets start at 1); history's limit
+    0 is the position only, -1 everything; the connect reply names the server's version."""
+    for n in (1, 2):
+        api(app, "publish", {"channel": "chat:whole", "data": n})
+    async with ws_connect(url(app)) as ws:
+        await ws.send('{"id":1,"connect":{}}')
+        reply = await recv_until(ws, lambda f: f.get("id") == 1)
+        assert reply["connect"]["version"].startswith("switchboard ")
+        subscribe = {"channel": "chat:whole", "recover": True, "epoch": "", "offset": 0}
+        await ws.send(orjson.dumps({"id": 2, "subscribe": subscribe}).decode())
+        result = (await recv_until(ws, lambda f: f.get("id") == 2))["subscribe"]
+        assert (result["was_recovering"], result["recovered"]) == (True, True)
+        assert [(p["offset"], p["data"]) for p in result["publications"]] == [(1, 1), (2, 2)]
+        await ws.send('{"id":3,"history":{"channel":"chat:whole","limit":0}}')
+        top = (await recv_until(ws, lambda f: f.get("id") == 3))["history"]
+        assert (top["publications"], top["offset"], top["epoch"]) == ([], 2, result["epoch"])
+        await ws.send('{"id":4,"history":{"channel":"chat:whole","limit":-1}}')
+        every = (await recv_until(ws, lambda f: f.get("id") == 4))["history"]
+        assert [p["data"] for p in every["publications"]] == [1, 2]

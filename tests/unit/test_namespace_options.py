@@ -12,6 +12,7 @@ from app.broker import HistoryOptions
 from app.config import Settings
 from app.namespaces import ConfigError, Namespaces, load_namespaces
 from app.permissions import personal_channel
+from tests.docs_examples import example
 from tests.support import TEST_SECRET
 
 GLOBAL = HistoryOptions(size=1000, ttl=300, meta_ttl=86400)
@@ -91,3 +92,12 @@ def test_personal_channel_names() -> None:
     assert personal_channel("personal", "a,b") is None  # would admit two users
     assert personal_channel("personal", "a b") is None  # not a channel name
     assert personal_channel("personal", "x" * 200) is None  # too long
+
+
+def test_the_docs_example_feed_namespace_resolves_as_its_comments_say(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.toml"
+    path.write_text(example("docs/protocol.md", "namespaces-toml"))
+    feed = load_namespaces(path, GLOBAL).for_channel("feed:x")
+    assert (feed.force_recovery, feed.force_positioning, feed.force_join_leave) == (True, True, False)
+    assert (feed.history_read, feed.presence_read, feed.publish) == ("subscribers", "subscribers", "server")
+    assert feed.history.size == 50
