@@ -23,6 +23,7 @@ published to, never per delivered message::
     allow_presence_for_subscriber = true  # false: presence kept, read by the server API only
     subscribe_proxy = "http://backend:9000/switchboard/subscribe"  # the backend decides (docs/proxies.md)
     publish_proxy = "http://backend:9000/switchboard/publish"      # ... and may rewrite the data
+    allowed_delta_types = ["fossil"]  # Centrifugo subscribers may negotiate Fossil deltas (docs/sdks.md)
 
     [rpc.proxies]               # rpc methods by prefix; the longest matching prefix wins
     "billing." = "http://billing:9000/switchboard/rpc"
@@ -85,6 +86,7 @@ class Namespace(BaseModel):
     join_leave: bool = False
     subscribe_proxy: str | None = None
     publish_proxy: str | None = None
+    allowed_delta_types: tuple[Literal["fossil"], ...] = ()
     # Centrifugo's names (docs/sdks.md#moving-from-centrifugo), mapped onto the options above.
     # Recovery and positioning are forced by default: every Centrifugo SDK subscription in a
     # namespace with history is recoverable and positioned, as Switchboard always made them.
@@ -146,6 +148,7 @@ class ChannelOptions:
     # Backend URLs that decide subscribe and publish here (app/proxy_calls.py), or None.
     subscribe_proxy: str | None = None
     publish_proxy: str | None = None
+    delta: bool = False  # Fossil deltas may be negotiated (``allowed_delta_types``)
     # Centrifugo's SDK options (app/protocols/centrifuge_commands.py): join/leave pushes to every
     # subscriber (not only those whose subscribe asked), recovery and positioning without asking.
     force_join_leave: bool = False
@@ -185,6 +188,7 @@ class Namespaces:
             ns.join_leave or ns.force_push_join_leave,
             ns.subscribe_proxy,
             ns.publish_proxy,
+            delta="fossil" in ns.allowed_delta_types,
             force_join_leave=ns.force_push_join_leave,
             force_recovery=ns.force_recovery,
             force_positioning=ns.force_positioning,

@@ -114,8 +114,9 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
     """Recover from ``epoch``/``offset`` if asked; the recovered publications are in the reply.
 
     ``positioned``/``recoverable`` as ``stream_flags`` says; ``join_leave`` as ``quiet_unless``.
-    ``delta`` is not negotiated (the reply says ``delta`` false), ``data``, ``tf`` and map types
-    are ignored. A subscription token's ``exp`` gives the reply ``expires``/``ttl`` (sub_refresh).
+    ``delta: "fossil"`` is negotiated (the reply says ``delta: true``) where the namespace allows
+    it (app/delta.py); ``data``, ``tf`` and map types are ignored. A subscription token's ``exp``
+    gives the reply ``expires``/``ttl`` (sub_refresh).
     """
     channel = _channel(params)
     token = params.get("token") or None
@@ -126,6 +127,10 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
     resume = _position(params) if params.get("recover") is True and recoverable else None
     flag = params.get("flag", 0)
     reject = isinstance(flag, int) and bool(flag & REJECT_UNRECOVERED) and resume is not None
+    asked = params.get("delta", "")
+    if not isinstance(asked, str):
+        raise CommandError(CentrifugeError.BAD_REQUEST, "delta must be a string")
+    delta = asked == "fossil" and opts.delta
     if resume is not None:
         resume = await resume_position(session, channel, opts, resume)
     rejected = False
@@ -134,6 +139,8 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
         nonlocal rejected
         result = stream_result(recoverable, positioned, joined.position)
         result.update(ttl(session.subscription_expires(channel)))
+        if delta:
+            result["delta"] = True
         quiet_unless(sub, opts, params.get("join_leave") is True)
         if resume is not None:
             result.update(was_recovering=True, recovered=joined.ok is True)
@@ -150,7 +157,7 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
             body = body[:-1] + (b"," if result else b"") + b'"publications":[' + b",".join(pubs) + b"]}"
         session.conn.send_text(b'{"id":%d,"subscribe":%s}' % (cmd_id, body))
 
-    await session.subscribe(channel, resume, token=token, announce=announce)
+    await session.subscribe(channel, resume, token=token, announce=announce, delta=delta)
     if rejected:
         await session.unsubscribe(channel)
         return None
