@@ -103,7 +103,7 @@ class CentrifugeClient:
         if subs := await connect_subs(self.session, params):  # the personal and the token's channels
             reply["subs"] = subs
         reply.update(ping=max(1, round(self.settings.ping_interval)), pong=True)
-        self.send(orjson.dumps({"id": cmd_id, "connect": reply}))
+        self.conn.release(orjson.dumps({"id": cmd_id, "connect": reply}))  # before any push (connect_subs)
         self._schedule_ping()
         rest = "\n".join(lines[1:]).strip()
         if rest:  # commands batched behind the connect

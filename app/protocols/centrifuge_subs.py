@@ -52,11 +52,18 @@ def server_channels(session: Session) -> list[str]:
 
 
 async def connect_subs(session: Session, params: dict[str, Any]) -> dict[str, Any]:
-    """Join the server-side channels; the connect reply's ``subs`` (empty: none)."""
+    """Join the server-side channels; the connect reply's ``subs`` (empty: none).
+
+    The connection is held (``Connection.hold``) from the first join: their pushes queue behind
+    the connect reply, which ``Connection.release`` writes first, so that none reaches the SDK
+    before it knows the channel."""
     asked = params.get("subs")
     positions = asked if isinstance(asked, dict) else {}
     subs: dict[str, Any] = {}
-    for channel in server_channels(session):
+    channels = server_channels(session)
+    if channels:
+        session.conn.hold()
+    for channel in channels:
         entry = positions.get(channel)
         try:
             result = await _join(session, channel, entry if isinstance(entry, dict) else {})

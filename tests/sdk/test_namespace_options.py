@@ -320,3 +320,34 @@ async def test_recovery_from_the_start_history_limits_and_the_version(app: AppPr
         await ws.send('{"id":4,"history":{"channel":"chat:whole","limit":-1}}')
         every = (await recv_until(ws, lambda f: f.get("id") == 4))["history"]
         assert [p["data"] for p in every["publications"]] == [1, 2]
+
+
+async def test_no_push_of_a_server_side_channel_comes_before_the_connect_reply(app: AppProcess) -> None:
+    """Publications keep coming while connections join their server-side channels: each gets its
+    connect reply first, then every publication after the reply's offset, in order, none missing."""
+    stop = asyncio.Event()
+
+    async def publish() -> None:
+        async with httpx.AsyncClient(base_url=app.http, headers=API_HEADERS, timeout=5) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = {"channel": "feed:busy", "data": n}
+                (await http.post("/api/v1/publish", json=body)).raise_for_status()
+
+    publisher = asyncio.create_task(publish())
+    try:
+        for attempt in range(10):
+            connect = {"token": token(f"busy-{attempt}", channels=["feed:busy"])}
+            async with ws_connect(url(app)) as ws:
+                await ws.send(orjson.dumps({"id": 1, "connect": connect}).decode())
+                first = orjson.loads(await ws.recv())
+                assert first.get("id") == 1, first  # the reply, before any push
+                offset = first["connect"]["subs"]["feed:busy"]["offset"]
+                for _ in range(3):
+                    push = await recv_until(ws, lambda f: f.get("push", {}).get("channel") == "feed:busy")
+                    offset += 1
+                    assert push["push"]["pub"]["offset"] == offset
+    finally:
+        stop.set()
+        await publisher
