@@ -351,3 +351,26 @@ async def test_no_push_of_a_server_side_channel_comes_before_the_connect_reply(a
     finally:
         stop.set()
         await publisher
+
+
+async def test_ws_follows_the_same_namespace_options(app: AppProcess) -> None:
+    """/ws: history for subscribers only is 110 to others; no presence for clients is 103, and
+    allow_publish_for_subscriber = false is publish = "server" (103)."""
+    api(app, "publish", {"channel": "hist:ws", "data": "x"})
+    async with ws_connect(app.ws("/ws")) as ws:
+        frames = [
+            {"id": 1, "op": "connect", "token": token("wes")},
+            {"id": 2, "op": "history", "channel": "hist:ws"},
+            {"id": 3, "op": "subscribe", "channel": "hist:ws"},
+            {"id": 4, "op": "history", "channel": "hist:ws"},
+            {"id": 5, "op": "presence_stats", "channel": "hist:ws"},
+            {"id": 6, "op": "publish", "channel": "hist:ws", "data": 1},
+        ]
+        replies = {}
+        for frame in frames:
+            await ws.send(orjson.dumps(frame).decode())
+            replies[frame["id"]] = await recv_until(ws, lambda f, n=frame["id"]: f.get("id") == n)
+    assert replies[2]["error"]["code"] == 110
+    assert [p["data"] for p in replies[4]["publications"]] == ["x"]
+    assert replies[5]["error"]["code"] == 103
+    assert replies[6]["error"]["code"] == 103
