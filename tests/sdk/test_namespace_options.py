@@ -358,18 +358,18 @@ async def test_ws_follows_the_same_namespace_options(app: AppProcess) -> None:
     allow_publish_for_subscriber = false is publish = "server" (103)."""
     api(app, "publish", {"channel": "hist:ws", "data": "x"})
     async with ws_connect(app.ws("/ws")) as ws:
-        frames = [
-            {"id": 1, "op": "connect", "token": token("wes")},
-            {"id": 2, "op": "history", "channel": "hist:ws"},
-            {"id": 3, "op": "subscribe", "channel": "hist:ws"},
-            {"id": 4, "op": "history", "channel": "hist:ws"},
-            {"id": 5, "op": "presence_stats", "channel": "hist:ws"},
-            {"id": 6, "op": "publish", "channel": "hist:ws", "data": 1},
+        frames: list[dict[str, Any]] = [
+            {"op": "connect", "token": token("wes")},
+            {"op": "history", "channel": "hist:ws"},
+            {"op": "subscribe", "channel": "hist:ws"},
+            {"op": "history", "channel": "hist:ws"},
+            {"op": "presence_stats", "channel": "hist:ws"},
+            {"op": "publish", "channel": "hist:ws", "data": 1},
         ]
-        replies = {}
-        for frame in frames:
-            await ws.send(orjson.dumps(frame).decode())
-            replies[frame["id"]] = await recv_until(ws, lambda f, n=frame["id"]: f.get("id") == n)
+        replies: dict[int, Any] = {}
+        for n, frame in enumerate(frames, start=1):
+            await ws.send(orjson.dumps({"id": n, **frame}).decode())
+            replies[n] = await recv_until(ws, lambda f: f.get("id") == len(replies) + 1)
     assert replies[2]["error"]["code"] == 110
     assert [p["data"] for p in replies[4]["publications"]] == ["x"]
     assert replies[5]["error"]["code"] == 103
