@@ -18,12 +18,12 @@ import orjson
 from app import metrics
 from app.auth import Identity
 from app.broker import Position
+from app.channel_state import Joined, Subscription
 from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, parse_member
 from app.protocol import CENTRIFUGE_QUIET
 from app.protocols.centrifuge_wire import client_info, publication
-from app.recovery import Joined, Subscription
 from app.rpc import rpc as rpc_call
 from app.session import Session, idempotency_key_of
 from app.sub_expiry import ttl

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from app.broker import BrokerUnavailable, Position
+from app.channel_state import Joined, Subscription
 from app.errors import ProtocolError
 from app.permissions import personal_channel, valid_channel
 from app.protocols.centrifuge_commands import (
@@ -36,7 +37,6 @@ from app.protocols.centrifuge_commands import (
     stream_flags,
     stream_result,
 )
-from app.recovery import Joined, Subscription
 from app.session import Session
 
 log = logging.getLogger("switchboard.centrifuge")
