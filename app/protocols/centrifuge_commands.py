@@ -67,7 +67,7 @@ def _integer(params: dict[str, Any], key: str, default: int, low: int = 0) -> in
     return value
 
 
-def _position(params: dict[str, Any]) -> Position:
+def position_of(params: dict[str, Any]) -> Position:
     epoch = params.get("epoch", "")
     if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_CHARS:
         raise CommandError(CentrifugeError.BAD_REQUEST, f"epoch must be a string of at most {MAX_EPOCH_CHARS}")
@@ -124,7 +124,7 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
         raise CommandError(CentrifugeError.BAD_REQUEST, "token must be a string")
     opts = session.permissions.options(channel)
     recoverable, positioned = stream_flags(opts, params)
-    resume = _position(params) if params.get("recover") is True and recoverable else None
+    resume = position_of(params) if params.get("recover") is True and recoverable else None
     flag = params.get("flag", 0)
     reject = isinstance(flag, int) and bool(flag & REJECT_UNRECOVERED) and resume is not None
     asked = params.get("delta", "")
@@ -217,7 +217,7 @@ async def history(session: Session, cmd_id: int, params: dict[str, Any]) -> Repl
     since_params = params.get("since")
     if since_params is not None and not isinstance(since_params, dict):
         raise CommandError(CentrifugeError.BAD_REQUEST, "since must be an object {offset, epoch}")
-    since = _position(since_params) if since_params else None
+    since = position_of(since_params) if since_params else None
     reverse = params.get("reverse") is True
     opts = session.permissions.options(channel)
     await session.permissions.check_read(session, channel, opts, opts.history_read, "history")

@@ -31,7 +31,7 @@ from app.errors import ProtocolError
 from app.permissions import personal_channel, valid_channel
 from app.protocols.centrifuge_commands import (
     CommandError,
-    _position,
+    position_of,
     quiet_unless,
     resume_position,
     stream_flags,
@@ -82,7 +82,7 @@ async def _join(session: Session, channel: str, asked: dict[str, Any]) -> dict[s
     recoverable, positioned = stream_flags(opts, {})
     resume: Position | None = None
     if asked.get("recover") is True and recoverable:
-        resume = await resume_position(session, channel, opts, _position(asked))
+        resume = await resume_position(session, channel, opts, position_of(asked))
     result: dict[str, Any] = {}
 
     def announce(sub: Subscription, joined: Joined) -> None:
