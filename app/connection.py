@@ -124,6 +124,7 @@ class Connection:
         "_emptied",
         "_fast",
         "_heartbeat",
+        "_held",
         "_history",
         "_last_refill",
         "_max_bytes",
@@ -177,6 +178,9 @@ class Connection:
         self._wakeup: asyncio.Event | None = None
         self._emptied: asyncio.Future[None] | None = None  # drained(): resolved once the queue empties
         self._closing = False
+        # hold(): frames queue but are not written until release() (a connect reply that must
+        # precede the pushes of the channels joined for it).
+        self._held = False
         self._aborted = False
         self._peer_gone = False
         self._task: asyncio.Task[Any] | None = None
@@ -203,7 +207,7 @@ class Connection:
         queue = self._queue
         wire = self._wire
         frame = out.frame if wire is None else wire.encode(out)
-        if not queue and self._fast is not None and self._fast.try_write(frame):
+        if not queue and not self._held and self._fast is not None and self._fast.try_write(frame):
             return True
         depth = len(queue)
         if depth >= self._queue_limit:
@@ -215,6 +219,22 @@ class Connection:
             metrics.HOT_QUEUE_DEPTH.observe(depth + 1)
         self._wake_writer()
         return True
+
+    def hold(self) -> None:
+        """Queue every frame from now on without writing it, until ``release``."""
+        self._held = True
+
+    def release(self, first: bytes) -> None:
+        """End ``hold`` (if held): ``first`` is written before every frame queued meanwhile.
+
+        Centrifugo's connect reply names the channels the server joined for it, whose pushes may
+        already be queued: the SDKs drop a push of a channel they do not know yet."""
+        self._held = False
+        if self._closing:
+            return
+        out = Outgoing(first)
+        self._queue.insert(0, out if self._wire is None else Chunk(self._wire.encode(out)))
+        self._wake_writer()
 
     def make_room(self, count: int) -> None:
         """Let the next ``count`` frames queue beyond the limit, until the queue next drains.
@@ -238,6 +258,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
+        self._held = False  # the close, and what was queued before it, go out
         self.close_code = int(code)
         text = reason or CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
         # RFC 6455: a close reason fits in 123 bytes of UTF-8 (the server API's may not).
@@ -278,9 +299,10 @@ class Connection:
         assert wakeup is not None
         try:
             while True:
-                if not queue:
-                    self._queue_limit = self._base_limit
-                    self._resolve_emptied()
+                if not queue or self._held:
+                    if not queue:
+                        self._queue_limit = self._base_limit
+                        self._resolve_emptied()
                     wakeup.clear()
                     await wakeup.wait()
                     continue
@@ -335,7 +357,7 @@ class Connection:
         page per client; a socket that does not drain within WRITE_TIMEOUT is aborted as a slow
         consumer. Raises ConnectionGone once the connection is closing.
         """
-        if self._queue and not self._closing:
+        if self._queue and not self._closing and not self._held:  # held: nothing drains until released
             if self._emptied is None:
                 self._emptied = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._emptied)  # the writer itself aborts a stalled socket

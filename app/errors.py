@@ -115,6 +115,9 @@ class UnsubCode(IntEnum):
     SERVER = 2000
     # A ``refresh`` took a token (or a hook now says) that no longer allows this channel.
     REVOKED = 2001
+    # Centrifugo's "subscription expired": its subscription token's ``exp`` passed without a
+    # ``sub_refresh`` (/connection/websocket); the SDKs subscribe again with a new token.
+    EXPIRED = 2501
 
 
 class ProtocolError(Exception):

@@ -38,6 +38,7 @@ from app.namespaces import Namespaces
 from app.protocol import (
     AS_PUBLISHED,
     CENTRIFUGE_PUSH,
+    CENTRIFUGE_QUIET,
     ENCODINGS,
     WS_PUB,
     Envelope,
@@ -434,8 +435,8 @@ class Hub:
         """One message in one wire format; SKIP if that protocol has no push for it."""
         if encoding == WS_PUB:
             return Outgoing(wrap_pub(ch.name_json, env), mark)
-        if encoding == CENTRIFUGE_PUSH:
-            push = channel_push(ch.name_json, env, ch.tutorial)
+        if encoding in (CENTRIFUGE_PUSH, CENTRIFUGE_QUIET):
+            push = channel_push(ch.name_json, env, ch.tutorial, join_leave=encoding == CENTRIFUGE_PUSH)
             return SKIP if push is None else Outgoing(push, mark)
         return Outgoing(env.frame, mark)
 

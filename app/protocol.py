@@ -44,7 +44,10 @@ class Wire(IntEnum):
 # channel whose frames are /ws pushes already), a tutorial frame wrapped in a /ws ``pub`` push, or
 # a Centrifugo push (app/protocols/centrifuge_wire.py).
 AS_PUBLISHED, WS_PUB, CENTRIFUGE_PUSH = 0, 1, 2
-ENCODINGS = 3
+# A Centrifugo subscription that gets no join/leave pushes: it did not ask (``join_leave``) and the
+# namespace does not force them (``force_push_join_leave``).
+CENTRIFUGE_QUIET = 3
+ENCODINGS = 4
 
 
 def encoding_for(wire: Wire, tutorial: bool) -> int:

@@ -21,6 +21,7 @@ is charged to the rate limit: 10,000 commands in one frame run no further than t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, cast
 
@@ -43,6 +44,8 @@ from app.hooks import UNCHANGED
 from app.protocol import Wire
 from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.centrifuge_commands import send as send_message
+from app.protocols.centrifuge_subs import connect_subs
 from app.protocols.centrifuge_transport import Transport, WebSocketTransport
 from app.protocols.handshake import run_session
 from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
@@ -107,8 +110,10 @@ class CentrifugeClient:
         identity = self.session.identity
         reply: dict[str, Any] = {"client": self.session.client, "version": VERSION, **expiry(identity), **extra}
         reply.update(self.transport.connect_fields())
+        if subs := await connect_subs(self.session, params):  # the personal and the token's channels
+            reply["subs"] = subs
         reply.update(ping=max(1, round(self.settings.ping_interval)), pong=True)
-        self.send(orjson.dumps({"id": cmd_id, "connect": reply}))
+        self.conn.release(orjson.dumps({"id": cmd_id, "connect": reply}))  # before any push (connect_subs)
         self._schedule_ping()
         rest = "\n".join(lines[1:]).strip()
         if rest:  # commands batched behind the connect
@@ -257,7 +262,10 @@ class CentrifugeClient:
         if not cmd_id:
             if method != "send":  # only send goes without a reply, so without an id
                 self.close_with(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
-            return  # send: no handler of async messages yet (docs/sdks.md); it has no reply
+                return
+            with contextlib.suppress(BrokerUnavailable, ConnectionGone):
+                await send_message(self.session, params)  # to the rpc path; it has no reply
+            return
         try:
             if method == "connect":
                 raise CommandError(CentrifugeError.BAD_REQUEST, "already connected")
