@@ -37,9 +37,9 @@ class Recording(Member):
 async def test_centrifuge_members_share_one_push_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def counted(*args: Any) -> bytes | None:
+    def counted(*args: Any, **kwargs: Any) -> bytes | None:
         calls.append(args)
-        return encode(*args)
+        return encode(*args, **kwargs)
 
     monkeypatch.setattr(hub_module, "channel_push", counted)
     hub = await hub_with(MemoryBroker())
