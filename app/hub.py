@@ -35,6 +35,8 @@ from app.history_reads import SharedReads
 from app.namespaces import Namespaces
 from app.protocol import (
     AS_PUBLISHED,
+    CENTRIFUGE_ENCODINGS,
+    CENTRIFUGE_PROTOBUF_PUSH,
     CENTRIFUGE_PUSH,
     ENCODINGS,
     WS_PUB,
@@ -46,6 +48,7 @@ from app.protocol import (
     unpack,
     wrap_pub,
 )
+from app.protocols import centrifuge_protobuf
 from app.protocols.centrifuge_wire import channel_publication, channel_push
 from app.recovery import CatchUp, Channel, Joined, Subscription, Unsubscribed
 from app.reserved import internal
@@ -154,7 +157,7 @@ class Hub:
             conn.channels.add(channel)
             return sub
         sub = Subscription(conn, 0, resume.epoch, ws, encoding)
-        if encoding == CENTRIFUGE_PUSH:
+        if encoding in CENTRIFUGE_ENCODINGS:
             sub.collected = []
         sub.pending = []  # live messages wait here while the history is read
         ch.recovering[conn.id] = sub
@@ -423,6 +426,9 @@ class Hub:
         if encoding == CENTRIFUGE_PUSH:
             push = channel_push(ch.name_json, env, ch.tutorial)
             return SKIP if push is None else Outgoing(push, mark)
+        if encoding == CENTRIFUGE_PROTOBUF_PUSH:
+            pb_push = centrifuge_protobuf.channel_push(ch.name, env, ch.tutorial)
+            return SKIP if pb_push is None else centrifuge_protobuf.BinaryOutgoing(pb_push, mark)
         return Outgoing(env.frame, mark)
 
     @classmethod
@@ -432,7 +438,10 @@ class Hub:
             sub.offset = env.offset
             if env.exclude != sub.conn.id:
                 if sub.collected is not None:
-                    pub = channel_publication(env, ch.tutorial)
+                    if sub.encoding == CENTRIFUGE_PROTOBUF_PUSH:
+                        pub = centrifuge_protobuf.channel_publication(env, ch.tutorial)
+                    else:
+                        pub = channel_publication(env, ch.tutorial)
                     if pub is not None:
                         sub.collected.append(pub)
                     return

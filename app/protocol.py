@@ -37,19 +37,23 @@ class Wire(IntEnum):
     TUTORIAL = 0  # the tutorial endpoints: each channel's frames as published
     WS = 1  # /ws (docs/protocol.md)
     CENTRIFUGE = 2  # /connection/websocket: Centrifugo's client protocol, JSON (docs/sdks.md)
+    CENTRIFUGE_PROTOBUF = 3  # the same, in Protobuf (the centrifuge-protobuf subprotocol)
 
 
 # How a subscription gets a channel's messages (``Subscription.encoding``), one Outgoing each per
 # message per process (``Hub.deliver``): the frame as published (a tutorial endpoint; /ws on a
 # channel whose frames are /ws pushes already), a tutorial frame wrapped in a /ws ``pub`` push, or
-# a Centrifugo push (app/protocols/centrifuge_wire.py).
-AS_PUBLISHED, WS_PUB, CENTRIFUGE_PUSH = 0, 1, 2
-ENCODINGS = 3
+# a Centrifugo push (app/protocols/centrifuge_wire.py), or one in Protobuf (centrifuge_protobuf.py).
+AS_PUBLISHED, WS_PUB, CENTRIFUGE_PUSH, CENTRIFUGE_PROTOBUF_PUSH = 0, 1, 2, 3
+ENCODINGS = 4
+CENTRIFUGE_ENCODINGS = frozenset((CENTRIFUGE_PUSH, CENTRIFUGE_PROTOBUF_PUSH))
 
 
 def encoding_for(wire: Wire, tutorial: bool) -> int:
     if wire is Wire.CENTRIFUGE:
         return CENTRIFUGE_PUSH
+    if wire is Wire.CENTRIFUGE_PROTOBUF:
+        return CENTRIFUGE_PROTOBUF_PUSH
     return WS_PUB if wire is Wire.WS and tutorial else AS_PUBLISHED
 
 

@@ -21,7 +21,7 @@ from app import metrics
 from app.broker import BrokerUnavailable, Position
 from app.errors import CentrifugeDisconnect
 from app.namespaces import ChannelOptions
-from app.protocol import CENTRIFUGE_PUSH, Envelope, Outgoing
+from app.protocol import CENTRIFUGE_ENCODINGS, Envelope, Outgoing
 from app.tutorial import is_tutorial
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ class CatchUp:
                 or (rewound and sub.offset > position.offset)
             ):
                 sub.offset, sub.epoch = position.offset, position.epoch
-                if sub.encoding == CENTRIFUGE_PUSH:
+                if sub.encoding in CENTRIFUGE_ENCODINGS:
                     # Centrifugo's way: reconnect, and the SDK recovers what it can (or is told).
                     sub.conn.close(CentrifugeDisconnect.INSUFFICIENT_STATE, reason)
                 elif sub.ws:

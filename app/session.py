@@ -38,7 +38,7 @@ from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.presence import member_id
 from app.protocol import Wire
-from app.protocols.centrifuge_wire import push as centrifuge_push
+from app.protocols.centrifuge_formats import CENTRIFUGE_WIRES, format_for, send
 from app.recovery import Joined, Subscription, Unsubscribed
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
@@ -387,9 +387,10 @@ class Session:
 
         def announce(sub: Subscription, joined: Joined) -> None:
             p = joined.position
-            if self.wire is Wire.CENTRIFUGE:
+            if self.wire in CENTRIFUGE_WIRES:
                 body = {"offset": p.offset, "epoch": p.epoch, "recoverable": opts.history.enabled}
-                self.conn.send_text(centrifuge_push(channel, "subscribe", {**body, "positioned": body["recoverable"]}))
+                told = format_for(self.wire).push(channel, "subscribe", {**body, "positioned": body["recoverable"]})
+                send(self.conn, self.wire, told)
                 return
             push = {"op": "sub", "channel": channel, "offset": p.offset, "epoch": p.epoch}
             self.conn.send_text(orjson.dumps(push))
@@ -405,8 +406,9 @@ class Session:
         """Unsubscribe the client without its asking, and tell it with an ``unsub`` push."""
         if channel in self.subscriptions:
             await self.unsubscribe(channel)
-            if self.wire is Wire.CENTRIFUGE:
-                self.conn.send_text(centrifuge_push(channel, "unsubscribe", {"code": int(code), "reason": reason}))
+            if self.wire in CENTRIFUGE_WIRES:
+                told = format_for(self.wire).push(channel, "unsubscribe", {"code": int(code), "reason": reason})
+                send(self.conn, self.wire, told)
                 return
             push = {"op": "unsub", "channel": channel, "code": int(code), "reason": reason}
             self.conn.send_text(orjson.dumps(push))

@@ -1,8 +1,11 @@
-"""``/connection/websocket``: Centrifugo's client protocol (JSON), so that its SDKs connect as they
-are (docs/sdks.md). A thin adapter over Session, like ``/ws``.
+"""``/connection/websocket``: Centrifugo's client protocol, so that its SDKs connect as they are
+(docs/sdks.md). A thin adapter over Session, like ``/ws``. JSON, or Protobuf where the client asks
+for the ``centrifuge-protobuf`` subprotocol: the same commands, only the frames' decoding
+(app/protocols/centrifuge_frames.py) and the replies' encoding (centrifuge_formats.py) differ.
 
 A frame holds one or more commands, one JSON object a line: ``{"id":N,"<method>":{...}}``. The
-first must be ``connect``. The server pings with ``{}`` every ``SWITCHBOARD_PING_INTERVAL`` and
+first must be ``connect``. (In Protobuf: length-delimited Commands in binary frames.) The server
+pings with ``{}`` every ``SWITCHBOARD_PING_INTERVAL`` and
 the client answers ``{}``. Disconnects are close frames with Centrifugo's codes
 (``app.errors.CENTRIFUGE_CLOSES``).
 
@@ -18,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from typing import Any, cast
 
-import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -37,8 +40,11 @@ from app.errors import (
 )
 from app.hooks import UNCHANGED
 from app.protocol import Wire
-from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
+from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.centrifuge_formats import format_for
+from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames
+from app.protocols.centrifuge_protobuf import SUBPROTOCOL
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
 from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
@@ -48,7 +54,7 @@ log = logging.getLogger("switchboard.centrifuge")
 
 ENDPOINT = "centrifuge"  # the endpoint label of this protocol's metrics
 MAX_QUEUED_FRAMES = 4
-PING = b"{}"
+FIRST_NOT_CONNECT = "the first command must be connect, with an id"
 VERSION = f"switchboard {__version__}"
 
 
@@ -59,7 +65,10 @@ class CentrifugeClient:
         self.session = session
         self.conn = session.conn
         self.settings = session.services.settings
-        self._frames: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        # Each frame's commands, decoded as the worker reaches them.
+        self._frames: asyncio.Queue[Iterator[Parsed]] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self.fmt = format_for(session.wire)
+        self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JsonFrames()
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
@@ -67,10 +76,13 @@ class CentrifugeClient:
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
-        self.conn.send_text(payload)
+        self.conn.offer(self.fmt.outgoing(payload))
+
+    def error(self, cmd_id: int | None, code: int, message: str) -> None:
+        self.send(error_reply(cmd_id, code, message, self.fmt))
 
     def refuse(self, cmd_id: int | None, code: int, message: str, close: int) -> bool:
-        self.send(error_reply(cmd_id, code, message))
+        self.error(cmd_id, code, message)
         self.conn.close(close, message)
         return False
 
@@ -79,30 +91,36 @@ class CentrifugeClient:
     async def connect(self) -> bool:
         try:
             async with asyncio.timeout(self.settings.auth_timeout):
-                text = await self.conn.receive_text()
+                frame = await self.conn.receive_frame(binary=self.fmt.binary)
         except TimeoutError:
             metrics.AUTH_FAILURES.labels("timeout").inc()
             self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "connect timeout")
             return False
-        if text is None:
+        if frame is None:
             return False
-        lines = text.split("\n")
-        parsed = parse_command(lines[0])
+        commands = self.decoder.commands(frame)
+        try:
+            parsed = next(commands, None)
+        except MalformedFrame as exc:  # JSON says what it always said; Protobuf says what broke
+            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, str(exc) if self.fmt.binary else FIRST_NOT_CONNECT)
+            return False
         if parsed is None or parsed[1] != "connect" or not parsed[0]:
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "the first command must be connect, with an id")
+            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, FIRST_NOT_CONNECT)
             return False
-        cmd_id, _, params = parsed
+        cmd_id = parsed[0]
+        try:
+            params = self.decoder.params(parsed[2])
+        except CommandError as exc:
+            return self.refuse(cmd_id, exc.code, exc.message, CentrifugeDisconnect.BAD_REQUEST)
         extra = await self._sign_in(cmd_id, params)
         if extra is None:
             return False
         identity = self.session.identity
         reply: dict[str, Any] = {"client": self.session.client, "version": VERSION, **expiry(identity), **extra}
         reply.update(ping=max(1, round(self.settings.ping_interval)), pong=True)
-        self.send(orjson.dumps({"id": cmd_id, "connect": reply}))
+        self.send(self.fmt.reply(cmd_id, "connect", reply))
         self._schedule_ping()
-        rest = "\n".join(lines[1:]).strip()
-        if rest:  # commands batched behind the connect
-            self._frames.put_nowait(rest)
+        self._frames.put_nowait(commands)  # any commands batched behind the connect
         return True
 
     async def _sign_in(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -137,7 +155,7 @@ class CentrifugeClient:
             if shut == CloseCode.POLICY_VIOLATION:  # a refusal: the proxy's is the token's
                 refused = CentrifugeDisconnect.INVALID_TOKEN if proxied else CentrifugeDisconnect.FORCE_NO_RECONNECT
                 shut = int(refused)
-            self.send(error_reply(cmd_id, code, message))
+            self.error(cmd_id, code, message)
             self.conn.close(shut, reason)
             return None
         except BrokerUnavailable:
@@ -184,7 +202,7 @@ class CentrifugeClient:
 
     def _ping(self) -> None:
         self._awaiting_pong = True
-        self.send(PING)
+        self.send(self.fmt.ping)
         self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
 
     def _check_pong(self) -> None:
@@ -200,17 +218,18 @@ class CentrifugeClient:
             return
         worker = asyncio.create_task(self._work())
         try:
-            while (text := await self.conn.receive_text()) is not None:
+            while (frame := await self.conn.receive_frame(binary=self.fmt.binary)) is not None:
                 # Any frame shows the client is there, its pong ({}) too (the worker skips that).
                 self._awaiting_pong = False
                 if worker.done():
                     break  # the worker stopped: the connection is closing
+                commands = self.decoder.commands(frame)
                 if not self._frames.full():
-                    self._frames.put_nowait(text)
+                    self._frames.put_nowait(commands)
                     continue
                 # A full queue: wait for room, or for the worker to stop (it returns when the
                 # connection closes, mid-frame), or the reader would wait here for ever.
-                put = asyncio.ensure_future(self._frames.put(text))
+                put = asyncio.ensure_future(self._frames.put(commands))
                 await asyncio.wait((put, worker), return_when=asyncio.FIRST_COMPLETED)
                 if not put.done():
                     put.cancel()
@@ -221,32 +240,34 @@ class CentrifugeClient:
 
     async def _work(self) -> None:
         while True:
-            text = await self._frames.get()
+            commands = await self._frames.get()
             first = True
-            for line in text.split("\n"):
-                if not line.strip():
-                    continue
+            while True:
                 if self.conn.close_code is not None:
                     return
-                parsed = parse_command(line)
-                if parsed is None:
-                    self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "malformed command")
+                try:
+                    parsed = next(commands, None)
+                except MalformedFrame as exc:
+                    self.conn.close(CentrifugeDisconnect.BAD_REQUEST, str(exc))
                     return
+                if parsed is None:
+                    break
                 if not parsed[1]:
-                    continue  # a pong, noted by the reader
+                    continue  # a pong (or a blank line), noted by the reader
                 if not first and not self.conn.allow():
                     if parsed[0]:
-                        self.send(error_reply(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded"))
+                        self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
                     continue
                 first = False
                 await self._run(*parsed)
 
-    async def _run(self, cmd_id: int, method: str, params: dict[str, Any]) -> None:
+    async def _run(self, cmd_id: int, method: str, raw: Any) -> None:
         if not cmd_id:
             if method != "send":  # only send goes without a reply, so without an id
                 self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
             return  # send: no handler of async messages yet (docs/sdks.md); it has no reply
         try:
+            params = self.decoder.params(raw)
             if method == "connect":
                 raise CommandError(CentrifugeError.BAD_REQUEST, "already connected")
             if method == "refresh":
@@ -256,30 +277,33 @@ class CentrifugeClient:
             else:
                 raise CommandError(CentrifugeError.METHOD_NOT_FOUND, "method not found")
         except CommandError as exc:
-            self.send(error_reply(cmd_id, exc.code, exc.message))
+            self.error(cmd_id, exc.code, exc.message)
         except ProtocolError as exc:
             code, message = as_centrifuge(exc)
-            self.send(error_reply(cmd_id, code, message))
+            self.error(cmd_id, code, message)
             if isinstance(exc, BackendDisconnect):  # a proxy's disconnect, with its 4000-4999 code
                 self.conn.close(exc.close_code, exc.reason)
         except BrokerUnavailable:
-            self.send(error_reply(cmd_id, CentrifugeError.NOT_AVAILABLE, "broker unavailable: try again"))
+            self.error(cmd_id, CentrifugeError.NOT_AVAILABLE, "broker unavailable: try again")
         except ConnectionGone:
             pass
         except Exception:
             log.exception("/connection/websocket command %r failed", method)
-            self.send(error_reply(cmd_id, CentrifugeError.INTERNAL, "internal error"))
+            self.error(cmd_id, CentrifugeError.INTERNAL, "internal error")
         else:
             if result is not None:
-                self.send(result if isinstance(result, bytes) else orjson.dumps({"id": cmd_id, method: result}))
+                self.send(result if isinstance(result, bytes) else self.fmt.reply(cmd_id, method, result))
 
-    def _limited(self, text: str) -> None:
+    def _limited(self, frame: str | bytes) -> None:
         """A frame over the rate limit: its first command is told 111. Only the first: a frame of
         10,000 commands dropped must not become 10,000 replies (the SDK fails the rest at their
         timeouts, as for a lost frame)."""
-        parsed = parse_command(text.split("\n", 1)[0])
+        try:
+            parsed = next(self.decoder.commands(frame), None)
+        except MalformedFrame:
+            return
         if parsed is not None and parsed[0]:
-            self.send(error_reply(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded"))
+            self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
 
     def close(self) -> None:
         if self._timer is not None:
@@ -296,7 +320,10 @@ async def endpoint(websocket: WebSocket) -> None:
         finally:
             client.close()
 
-    await run_session(websocket, ENDPOINT, handler, wire=Wire.CENTRIFUGE)
+    # Protobuf where the client asks for it (Centrifugo's SDKs do, in their Protobuf builds).
+    protobuf = SUBPROTOCOL in websocket.scope.get("subprotocols", ())
+    wire = Wire.CENTRIFUGE_PROTOBUF if protobuf else Wire.CENTRIFUGE
+    await run_session(websocket, ENDPOINT, handler, wire=wire, subprotocol=SUBPROTOCOL if protobuf else None)
 
 
 routes = [WebSocketRoute("/connection/websocket", endpoint)]

@@ -19,6 +19,7 @@ from app.auth import Identity
 from app.broker import Position
 from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.presence import PAGE_LIMIT, parse_member
+from app.protocols.centrifuge_formats import format_for, send
 from app.protocols.centrifuge_wire import client_info, publication
 from app.recovery import Joined, Subscription
 from app.rpc import rpc as rpc_call
@@ -88,7 +89,7 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
         # channel gets one with it), and an empty epoch means "any" to Centrifugo: the current.
         top = await session.services.hub.broker.history(channel, 1 << 62)
         resume = Position(resume.offset, top.position.epoch)
-    rejected = False
+    rejected, fmt = False, format_for(session.wire)
 
     def announce(sub: Subscription, joined: Joined) -> None:
         nonlocal rejected
@@ -100,15 +101,12 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
             if reject and joined.ok is not True:
                 rejected = True
                 error = {"code": int(CentrifugeError.UNRECOVERABLE_POSITION), "message": "unrecoverable position"}
-                session.conn.send_text(orjson.dumps({"id": cmd_id, "error": error}))
+                send(session.conn, session.wire, fmt.error(cmd_id, error))
                 if sub.pending:
                     sub.pending.clear()  # refused: the live messages held back are not for it
                 return
-        pubs = sub.collected or []
-        body = orjson.dumps(result)
-        if pubs:  # encoded once each, when they were replayed: spliced in, not re-encoded
-            body = body[:-1] + (b"," if result else b"") + b'"publications":[' + b",".join(pubs) + b"]}"
-        session.conn.send_text(b'{"id":%d,"subscribe":%s}' % (cmd_id, body))
+        # The replayed publications were encoded once each, as they were replayed.
+        send(session.conn, session.wire, fmt.subscribe_reply(cmd_id, result, sub.collected or []))
 
     await session.subscribe(channel, resume, token=token, announce=announce)
     if rejected:
