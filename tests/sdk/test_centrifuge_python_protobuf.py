@@ -232,7 +232,11 @@ async def test_server_side_subscribe_push_and_interop_with_ws(app: AppProcess) -
 
 @pytest.mark.parametrize(
     ("body", "code", "reconnects"),
-    [({"code": 4100, "reason": "moved"}, 4100, True), ({"code": 4600, "reason": "banned"}, 4600, False), ({}, 3503, False)],
+    [
+        ({"code": 4100, "reason": "moved"}, 4100, True),
+        ({"code": 4600, "reason": "banned"}, 4600, False),
+        ({}, 3503, False),
+    ],
 )
 async def test_disconnect_codes(app: AppProcess, body: dict[str, Any], code: int, reconnects: bool) -> None:
     """The server API's disconnect: 4000-4499 reconnect, 4500-4999 and 3500-3999 stop the SDK."""
@@ -246,7 +250,7 @@ async def test_disconnect_codes(app: AppProcess, body: dict[str, Any], code: int
         connects.append(1)
         await original(ctx)
 
-    events.on_connected = on_connected  # type: ignore[method-assign]
+    events.on_connected = on_connected
     await conn.connect()
     await conn.ready(5)
     api(app, "disconnect", {"user": user, **body})

@@ -41,5 +41,10 @@ def test_bytes_written_by_the_sdk_schema_read_the_same() -> None:
     command.subscribe.offset = 2**40
     command.subscribe.epoch = "e"
     ours: Any = messages()["Command"].FromString(command.SerializeToString())
-    assert (ours.id, ours.subscribe.channel, ours.subscribe.offset, ours.subscribe.recover) == (7, "chat:a", 2**40, True)
+    assert (ours.id, ours.subscribe.channel, ours.subscribe.offset, ours.subscribe.recover) == (
+        7,
+        "chat:a",
+        2**40,
+        True,
+    )
     assert ours.SerializeToString() == command.SerializeToString()
