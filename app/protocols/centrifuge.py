@@ -1,13 +1,11 @@
 """``/connection/websocket``: Centrifugo's client protocol, so that its SDKs connect as they are
-(docs/sdks.md). A thin adapter over Session, like ``/ws``. JSON, or Protobuf where the client asks
-for the ``centrifuge-protobuf`` subprotocol: the same commands, only the frames' decoding
-(app/protocols/centrifuge_frames.py) and the replies' encoding (centrifuge_formats.py) differ.
+(docs/sdks.md). A thin adapter over Session, like ``/ws``. In JSON, or in Protobuf for a client
+that asks for ``centrifuge-protobuf``: only decoding (centrifuge_frames.py) and encoding differ.
 
-A frame holds one or more commands, one JSON object a line: ``{"id":N,"<method>":{...}}``. The
-first must be ``connect``. (In Protobuf: length-delimited Commands in binary frames.) The server
-pings with ``{}`` every ``SWITCHBOARD_PING_INTERVAL`` and
-the client answers ``{}``. Disconnects are close frames with Centrifugo's codes
-(``app.errors.CENTRIFUGE_CLOSES``).
+A frame holds one or more commands, one JSON object a line: ``{"id":N,"<method>":{...}}`` (or
+length-delimited Protobuf Commands). The first must be ``connect``. The server pings with ``{}``
+every ``SWITCHBOARD_PING_INTERVAL`` and the client answers ``{}``. Disconnects are close frames
+with Centrifugo's codes (``app.errors.CENTRIFUGE_CLOSES``).
 
 The reader only reads: it notes pongs at once and hands frames to one worker through a queue of
 ``MAX_QUEUED_FRAMES``, which runs their commands in order. A full queue stops the reading, so a
@@ -28,7 +26,6 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import __version__, metrics
-from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
 from app.connection import ConnectionGone
 from app.errors import (
@@ -41,9 +38,9 @@ from app.errors import (
 from app.hooks import UNCHANGED
 from app.protocol import Wire
 from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply
-from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry, token_identity
 from app.protocols.centrifuge_formats import format_for
-from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames
+from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames, take
 from app.protocols.centrifuge_protobuf import SUBPROTOCOL
 from app.proxy import BackendDisconnect
 from app.routes.handshake import run_session
@@ -65,8 +62,7 @@ class CentrifugeClient:
         self.session = session
         self.conn = session.conn
         self.settings = session.services.settings
-        # Each frame's commands, decoded as the worker reaches them.
-        self._frames: asyncio.Queue[Iterator[Parsed]] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._frames: asyncio.Queue[Iterator[Parsed]] = asyncio.Queue(MAX_QUEUED_FRAMES)  # decoded lazily
         self.fmt = format_for(session.wire)
         self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JsonFrames()
         self._timer: asyncio.TimerHandle | None = None
@@ -98,14 +94,10 @@ class CentrifugeClient:
             return False
         if frame is None:
             return False
-        commands = self.decoder.commands(frame)
-        try:
-            parsed = next(commands, None)
-        except MalformedFrame as exc:  # JSON says what it always said; Protobuf says what broke
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, str(exc) if self.fmt.binary else FIRST_NOT_CONNECT)
-            return False
-        if parsed is None or parsed[1] != "connect" or not parsed[0]:
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, FIRST_NOT_CONNECT)
+        parsed = take(commands := self.decoder.commands(frame))
+        if not isinstance(parsed, tuple) or parsed[1] != "connect" or not parsed[0]:
+            broken = isinstance(parsed, MalformedFrame) and self.fmt.binary  # Protobuf says what broke
+            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, str(parsed) if broken else FIRST_NOT_CONNECT)
             return False
         cmd_id = parsed[0]
         try:
@@ -138,7 +130,7 @@ class CentrifugeClient:
                 identity = connected.identity
                 self._refresh, extra = proxied_reply(self.session, connected, self._expired)
             else:
-                identity = await self.identity(token)
+                identity = await token_identity(self.session, token)
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
@@ -169,24 +161,9 @@ class CentrifugeClient:
         metrics.AUTH_FAILURES.labels("expired").inc()
         self.conn.close(CloseCode.TOKEN_EXPIRED)
 
-    async def identity(self, token: object) -> Identity:
-        """The connection token's identity; an empty or absent one is anonymous, if allowed."""
-        if token in (None, "") and self.settings.allow_anonymous:
-            return self.session.identity
-        if not isinstance(token, str) or not token:
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            raise CommandError(CentrifugeError.UNAUTHORIZED, "token required")
-        try:
-            return await self.session.services.auth.verify(token)
-        except AuthError as exc:
-            metrics.AUTH_FAILURES.labels(exc.reason).inc()
-            if exc.reason == "expired":
-                raise CommandError(CentrifugeError.TOKEN_EXPIRED, "token expired") from None
-            raise CommandError(CentrifugeError.UNAUTHORIZED, f"bad token: {exc.detail}") from None
-
     async def refresh(self, params: dict[str, Any]) -> Reply:
         """A fresh token for the same user: a new expiry, every channel checked again."""
-        identity = await self.identity(params.get("token"))
+        identity = await token_identity(self.session, params.get("token"))
         if not identity.user_id or identity.user_id != self.session.identity.user_id:
             raise CommandError(CentrifugeError.PERMISSION_DENIED, "the token is for another user")
         if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
@@ -245,10 +222,8 @@ class CentrifugeClient:
             while True:
                 if self.conn.close_code is not None:
                     return
-                try:
-                    parsed = next(commands, None)
-                except MalformedFrame as exc:
-                    self.conn.close(CentrifugeDisconnect.BAD_REQUEST, str(exc))
+                if isinstance(parsed := take(commands), MalformedFrame):
+                    self.conn.close(CentrifugeDisconnect.BAD_REQUEST, str(parsed))
                     return
                 if parsed is None:
                     break
@@ -298,11 +273,8 @@ class CentrifugeClient:
         """A frame over the rate limit: its first command is told 111. Only the first: a frame of
         10,000 commands dropped must not become 10,000 replies (the SDK fails the rest at their
         timeouts, as for a lost frame)."""
-        try:
-            parsed = next(self.decoder.commands(frame), None)
-        except MalformedFrame:
-            return
-        if parsed is not None and parsed[0]:
+        parsed = take(self.decoder.commands(frame))
+        if isinstance(parsed, tuple) and parsed[0]:
             self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
 
     def close(self) -> None:

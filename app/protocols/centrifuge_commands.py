@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from app import metrics
-from app.auth import Identity
+from app.auth import AuthError, Identity
 from app.broker import Position
 from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.presence import PAGE_LIMIT, parse_member
@@ -46,6 +46,22 @@ def expiry(identity: Identity) -> dict[str, Any]:
     if identity.expires is None:
         return {}
     return {"expires": True, "ttl": max(1, int(identity.expires - time.time()))}
+
+
+async def token_identity(session: Session, token: object) -> Identity:
+    """A connect's or refresh's token as an identity; an empty or absent one is anonymous, if allowed."""
+    if token in (None, "") and session.services.settings.allow_anonymous:
+        return session.identity
+    if not isinstance(token, str) or not token:
+        metrics.AUTH_FAILURES.labels("missing").inc()
+        raise CommandError(CentrifugeError.UNAUTHORIZED, "token required")
+    try:
+        return await session.services.auth.verify(token)
+    except AuthError as exc:
+        metrics.AUTH_FAILURES.labels(exc.reason).inc()
+        if exc.reason == "expired":
+            raise CommandError(CentrifugeError.TOKEN_EXPIRED, "token expired") from None
+        raise CommandError(CentrifugeError.UNAUTHORIZED, f"bad token: {exc.detail}") from None
 
 
 def _channel(params: dict[str, Any]) -> str:

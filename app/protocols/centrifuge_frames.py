@@ -24,7 +24,15 @@ from app.protocols.centrifuge_protobuf import MalformedFrame
 Parsed = tuple[int, str, Any]
 PONG: Parsed = (0, "", {})
 
-__all__ = ["JsonFrames", "MalformedFrame", "Parsed", "ProtobufFrames"]
+__all__ = ["JsonFrames", "MalformedFrame", "Parsed", "ProtobufFrames", "take"]
+
+
+def take(commands: Iterator[Parsed]) -> Parsed | MalformedFrame | None:
+    """The next command; None after the last; the MalformedFrame where the frame breaks."""
+    try:
+        return next(commands, None)
+    except MalformedFrame as exc:
+        return exc
 
 
 class Frames(Protocol):

@@ -35,14 +35,15 @@ ACCEPTED = metrics.CONNECTS.labels("accepted")
 TOO_MANY_HANDSHAKES = "Too many handshakes: SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND reached, retry"
 
 
-async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+async def refuse(websocket: WebSocket, code: CloseCode, reason: str, subprotocol: str | None = None) -> None:
     """Refuse a client with a close code and reason.
 
     We accept first and close at once: browsers see a handshake rejection only as 1006, with no
-    status or body, whereas a close frame carries the code and reason to every client.
+    status or body, whereas a close frame carries the code and reason to every client. (With the
+    subprotocol it asked for: a browser fails a handshake that does not select it, as 1006 too.)
     """
     metrics.CONNECTS.labels(f"refused_{int(code)}").inc()
-    await websocket.accept()
+    await websocket.accept(subprotocol)
     await websocket.close(code=code, reason=reason)
 
 
@@ -89,7 +90,7 @@ async def _admit(
         await websocket.send_denial_response(denial)
         return None
     if not origin_allowed(websocket, s.settings.allowed_origins):
-        await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED, subprotocol)
         return None
     conn = Connection(websocket, endpoint, s.settings)
     session = Session(conn, s, ws=ws, wire=wire)
