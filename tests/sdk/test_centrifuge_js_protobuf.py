@@ -80,7 +80,7 @@ def test_server_side_subscriptions_in_protobuf(results: dict[str, Any]) -> None:
 @pytest.mark.parametrize("build", ["protobuf", "json"])
 def test_disconnect_codes_reconnect_or_stop_by_range(results: dict[str, Any], build: str) -> None:
     """4000-4499 reconnect; 4500-4999 and 3500-3999 (the API's default 3503) stop, at both ends
-    of each range. A bad token at connect stops it too: it reports the reply's 101 (unauthorized),
+    of each range; 3000-3499 reconnect (3005: a token that expired unrefreshed). A bad token at connect stops it too: it reports the reply's 101 (unauthorized),
     which comes before the 3500 close."""
     found = scenario(results, "disconnectCodes")[build]
     assert found == [
@@ -89,5 +89,6 @@ def test_disconnect_codes_reconnect_or_stop_by_range(results: dict[str, Any], bu
         [4500, "stop"],
         [4999, "stop"],
         [3503, "stop"],
+        [3005, "reconnect"],
         [101, "stop"],
     ]

@@ -161,12 +161,39 @@ async function afterDisconnect(Build, user, body) {
   return found;
 }
 
+// 3005, from the 3000-3499 range: the token expired and the SDK could not refresh it (its
+// getToken failed meanwhile); the SDK reconnects, with a token from getToken once it works again.
+async function expiredToken(Build, user) {
+  let calls = 0;
+  let failing = false;
+  const c = client({
+    getToken: async () => {
+      calls += 1;
+      if (failing) throw new Error('the token endpoint is down');
+      return token(user, 2);
+    },
+    minReconnectDelay: 200, maxReconnectDelay: 200,
+  }, Build);
+  await connected(c);
+  failing = true;
+  let outcome = null;
+  let code = null;
+  c.on('connecting', (ctx) => { if (code === null) { code = ctx.code; failing = false; } });
+  c.on('connected', () => { if (code !== null && outcome === null) outcome = 'reconnect'; });
+  c.on('disconnected', (ctx) => { if (outcome === null) { code = ctx.code; outcome = 'stop'; } });
+  await until(() => outcome !== null, 'the expiry and what the SDK does after it');
+  const found = [code, outcome];
+  c.disconnect();
+  return found;
+}
+
 async function disconnectCodes() {
   const found = {};
   for (const [name, Build] of [['protobuf', Centrifuge], ['json', JsonCentrifuge]]) {
     const codes = [[4005, 'a'], [4499, 'b'], [4500, 'c'], [4999, 'd']];
     const runs = codes.map(([code, tag]) => afterDisconnect(Build, `pj-${name}-${tag}`, { code, reason: 'test' }));
     runs.push(afterDisconnect(Build, `pj-${name}-default`, {}));
+    runs.push(expiredToken(Build, `pj-${name}-expired`));
     found[name] = await Promise.all(runs);
     // A bad token at connect (101, then the 3500 close): the SDK stops, with the reply's code.
     const bad = client({ token: 'not-a-token' }, Build);
