@@ -80,8 +80,8 @@ def test_server_side_subscriptions_in_protobuf(results: dict[str, Any]) -> None:
 @pytest.mark.parametrize("build", ["protobuf", "json"])
 def test_disconnect_codes_reconnect_or_stop_by_range(results: dict[str, Any], build: str) -> None:
     """4000-4499 reconnect; 4500-4999 and 3500-3999 (the API's default 3503) stop, at both ends
-    of each range; 3000-3499 reconnect (3005: a token that expired unrefreshed). A bad token at connect stops it too: it reports the reply's 101 (unauthorized),
-    which comes before the 3500 close."""
+    of each range; 3000-3499 reconnect (3005: a token that expired unrefreshed). A bad token at
+    connect stops it too: it reports the reply's 101 (unauthorized), before the 3500 close."""
     found = scenario(results, "disconnectCodes")[build]
     assert found == [
         [4005, "reconnect"],
