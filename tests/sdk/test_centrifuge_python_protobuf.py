@@ -16,6 +16,7 @@ import pytest
 from centrifuge import (
     Client,
     ClientEventHandler,
+    DeltaType,
     DisconnectedContext,
     JoinContext,
     LeaveContext,
@@ -28,9 +29,17 @@ from centrifuge import (
 from centrifuge.exceptions import ReplyError
 
 from tests.sdk.sdk_support import NAMESPACES, token
+from tests.sdk.test_centrifuge_bad_input import Client as RawClient
 from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
 
 REFRESH_GRACE = 1
+# A namespace that allows deltas (docs/sdks.md#delta-compression): in Protobuf they are never negotiated.
+DELTA_NAMESPACE = """
+[namespaces.dash]
+history_size = 100
+history_ttl = 3600
+allowed_delta_types = ["fossil"]
+"""
 
 
 def doc(value: Any) -> bytes:
@@ -81,7 +90,7 @@ class ClientEvents(ClientEventHandler):
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
     workdir = tmp_path_factory.mktemp("centrifuge-python-protobuf")
     config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
+    config.write_text(NAMESPACES + DELTA_NAMESPACE)
     redis_server = RedisServer(workdir / "redis").start()
     env = {
         "SWITCHBOARD_BROKER_URL": redis_server.url,
@@ -261,4 +270,31 @@ async def test_disconnect_codes(app: AppProcess, body: dict[str, Any], code: int
         await until(lambda: events.disconnects, "the disconnect")
         assert events.disconnects == [code]
         assert conn.state.value == "disconnected"
+    await conn.disconnect()
+
+
+async def test_delta_is_not_negotiated_in_protobuf(app: AppProcess) -> None:
+    """The SDK asks for Fossil deltas where the namespace allows them: the reply leaves ``delta``
+    out, every publication is full, and the SDK hands over the data as published."""
+    raw = await RawClient.connect(app, protobuf=True)
+    await raw.send({"id": 2, "subscribe": {"channel": "dash:pb", "delta": "fossil"}})
+    assert "delta" not in (await raw.reply(2))["subscribe"]
+    conn = client(app)
+    await conn.connect()
+    await conn.ready(5)
+    seen = Events()
+    sub = conn.new_subscription("dash:pb", events=seen, delta=DeltaType.FOSSIL)
+    await sub.subscribe()
+    await sub.ready(5)
+    states = [{"state": "x" * 200, "n": n} for n in range(3)]
+    for state in states:
+        api(app, "publish", {"channel": "dash:pb", "data": state})
+    pushes: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while len(pushes) < len(states):
+            pushes += [r["push"]["pub"] for r in await raw.frames() if "pub" in r.get("push", {})]
+    assert not any(pub.get("delta") for pub in pushes)
+    await until(lambda: len(seen.data) == len(states), "the publications on the SDK")
+    assert seen.data == states
+    await raw.ws.close()
     await conn.disconnect()
