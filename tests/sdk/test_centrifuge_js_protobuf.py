@@ -28,6 +28,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "SWITCHBOARD_BROKER_URL": redis_server.url,
         "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
+        # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
+        "SWITCHBOARD_PING_INTERVAL": "1",
+        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
         "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
     }
     instance = AppProcess("sdk-js-pb", workdir, env)

@@ -30,6 +30,7 @@ from centrifuge.exceptions import ReplyError
 
 from tests.sdk.sdk_support import NAMESPACES, token
 from tests.sdk.test_centrifuge_bad_input import Client as RawClient
+from tests.sdk.test_centrifuge_bad_input import pb_replies
 from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
 
 REFRESH_GRACE = 1
@@ -96,6 +97,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
         "SWITCHBOARD_BROKER_URL": redis_server.url,
         "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
+        # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
+        "SWITCHBOARD_PING_INTERVAL": "1",
+        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
         "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
     }
     instance = AppProcess("sdk-python-pb", workdir, env)
@@ -298,3 +302,14 @@ async def test_delta_is_not_negotiated_in_protobuf(app: AppProcess) -> None:
     assert seen.data == states
     await raw.ws.close()
     await conn.disconnect()
+
+
+async def test_pings_are_empty_replies_and_a_client_that_does_not_answer_is_closed_3012(app: AppProcess) -> None:
+    """(The SDKs' own pongs keep them connected: the refresh tests run for several pings.)"""
+    ws = await ws_connect(app.ws("/connection/websocket"), subprotocols=["centrifuge-protobuf"])
+    raw = RawClient(ws, protobuf=True)
+    await raw.send({"id": 1, "connect": {}})
+    [connect] = pb_replies(await ws.recv())
+    assert (connect["id"], connect["connect"]["ping"], connect["connect"]["pong"]) == (1, 1, True)
+    assert await asyncio.wait_for(ws.recv(), 5) == b"\x00"  # an empty Reply, length-delimited
+    assert await raw.closed() == (3012, "no pong")

@@ -66,6 +66,12 @@ def test_commands_become_the_json_protocols_params() -> None:
     assert request is not None
     with pytest.raises(pb.BadData):
         pb.as_params(request)
+    subscribe = client_pb2.Command(id=6)
+    subscribe.subscribe.channel = "chat:b"
+    subscribe.subscribe.tf.op = "eq"  # a field Switchboard does not declare: ignored
+    _, _, request = pb.command(subscribe.SerializeToString())
+    assert request is not None
+    assert pb.as_params(request) == {"channel": "chat:b"}
     assert pb.command(b"") == (0, "", None)  # an empty Command: a pong
     assert pb.command(client_pb2.Command(id=9).SerializeToString()) == (9, "unknown", None)
     with pytest.raises(MalformedFrame, match="invalid protobuf"):
