@@ -14,7 +14,7 @@ from centrifuge.protocol import client_pb2
 from app.broker import Position
 from app.broker.memory import MemoryBroker
 from app.connection import Connection
-from app.protocol import Wire
+from app.protocol import Envelope, Wire
 from app.protocols import centrifuge_protobuf as pb
 from app.protocols.centrifuge_protobuf import BinaryOutgoing, MalformedFrame
 from app.recovery import Joined, Subscription
@@ -138,3 +138,13 @@ async def test_a_protobuf_recovery_is_collected_as_encoded_publications() -> Non
     pubs = [client_pb2.Publication.FromString(p) for p in collected[0]]
     assert [(p.data, p.offset) for p in pubs] == [(b"1", 2), (b"2", 3)]
     assert member.offered == []  # they travel in the subscribe reply
+
+
+def test_a_tutorial_frame_is_the_data_unchanged_and_join_leave_become_pushes() -> None:
+    tutorial = Envelope(None, 0.0, 4, "e", b'{"type":"message","text":"hi"}')
+    [reply] = replies(pb.channel_push("chat", tutorial, True) or b"")
+    assert (reply.push.pub.data, reply.push.pub.offset) == (tutorial.frame, 4)  # not re-encoded
+    join = {"op": "join", "channel": "c", "info": {"user": "u", "client": "k", "info": {"a": 1}}}
+    [reply] = replies(pb.channel_push("c", Envelope(None, 0.0, 0, "", orjson.dumps(join)), False) or b"")
+    assert (reply.push.join.info.user, reply.push.join.info.conn_info) == ("u", b'{"a":1}')
+    assert pb.channel_push("c", Envelope(None, 0.0, 0, "", b"not json"), False) is None
