@@ -42,9 +42,9 @@ from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, exp
 from app.protocols.centrifuge_formats import format_for
 from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames, take
 from app.protocols.centrifuge_protobuf import SUBPROTOCOL
+from app.protocols.handshake import run_session
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.proxy import BackendDisconnect
-from app.routes.handshake import run_session
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 log = logging.getLogger("switchboard.centrifuge")

@@ -13,11 +13,11 @@ from centrifuge.protocol import client_pb2
 
 from app.broker import Position
 from app.broker.memory import MemoryBroker
+from app.channel_state import Joined, Subscription
 from app.connection import Connection
 from app.protocol import Envelope, Wire
 from app.protocols import centrifuge_protobuf as pb
 from app.protocols.centrifuge_protobuf import BinaryOutgoing, MalformedFrame
-from app.recovery import Joined, Subscription
 from tests.unit.test_recovery import Member, hub_with
 
 
