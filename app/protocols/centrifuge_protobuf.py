@@ -151,12 +151,14 @@ def _bytes(value: Any) -> bytes:
 
 
 def fill(message: Message, values: Mapping[str, Any]) -> Message:
-    """Set ``message``'s fields from a JSON protocol object (unknown keys, None: left out)."""
+    """Set ``message``'s fields from a JSON protocol object. Unknown keys are left out, and None
+    but in a bytes field: there it is JSON's ``null`` (a publication of null, an rpc answering
+    nothing), as the JSON protocol has it."""
     fields: Mapping[str, Any] = message.DESCRIPTOR.fields_by_name
     target: Any = message
     for key, value in values.items():
         field = fields.get(key)
-        if field is None or value is None:
+        if field is None or (value is None and field.type != FieldDescriptor.TYPE_BYTES):
             continue
         if _is_map(field):
             entries, nested = getattr(target, key), field.message_type.fields_by_name["value"]

@@ -83,6 +83,8 @@ def test_results_become_replies_with_data_as_json_bytes() -> None:
     [reply] = replies(pb.reply({"id": 3, "presence": {"presence": {"c": info}}}))
     assert reply.id == 3
     assert reply.presence.presence["c"].conn_info == b'{"k":1}'
+    [nothing] = replies(pb.reply({"id": 4, "rpc": {"data": None}}))
+    assert nothing.rpc.data == b"null"  # JSON's null, as the JSON protocol sends it
     [empty] = replies(pb.reply({"id": 5, "unsubscribe": {}}))
     assert empty.HasField("unsubscribe")  # an empty result is still there for the SDK to see
     [error] = replies(pb.reply({"id": 6, "error": {"code": 100, "message": "m", "temporary": True}}))
