@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.budgets import TokenBucket
 from app.config import Settings
-from app.errors import CLOSE_REASONS, CloseCode, error_frame, reason_for
+from app.errors import CLOSE_REASONS, PROTOBUF_TEXT_FRAME, CloseCode, error_frame, reason_for
 from app.errors import RATE_LIMITED as RATE_LIMITED_REASON
 from app.protocol import FAST_WRITE, BadFrame, Outgoing, parse_object
 
@@ -164,7 +164,7 @@ class Connection:
         self.channels: set[str] = set()
         self.close_code: int | None = None
         # How a frame dropped by the rate limiter is answered; the default is an error frame.
-        self.on_limited: Callable[[str], None] = self._tell_limited
+        self.on_limited: Callable[[str | bytes], None] = self._tell_limited
         # Close codes as this endpoint's protocol names them (Centrifugo's); None: as CloseCode.
         # ``close_code`` (and the disconnect metric) keep Switchboard's own code.
         self.wire_codes: dict[int, int] | None = None
@@ -224,7 +224,7 @@ class Connection:
         """Queue every frame from now on without writing it, until ``release``."""
         self._held = True
 
-    def release(self, first: bytes) -> None:
+    def release(self, first: Outgoing) -> None:
         """End ``hold`` (if held): ``first`` is written before every frame queued meanwhile.
 
         Centrifugo's connect reply names the channels the server joined for it, whose pushes may
@@ -232,8 +232,7 @@ class Connection:
         self._held = False
         if self._closing:
             return
-        out = Outgoing(first)
-        self._queue.insert(0, out if self._wire is None else Chunk(self._wire.encode(out)))
+        self._queue.insert(0, first if self._wire is None else Chunk(self._wire.encode(first)))
         self._wake_writer()
 
     def make_room(self, count: int) -> None:
@@ -393,6 +392,13 @@ class Connection:
 
     async def receive_text(self) -> str | None:
         """The next text frame within the size and rate limits, or None once the socket is done."""
+        frame = await self.receive_frame(binary=False)
+        assert not isinstance(frame, bytes)
+        return frame
+
+    async def receive_frame(self, *, binary: bool) -> str | bytes | None:
+        """The next frame of the protocol's kind: text, or binary (Centrifugo's Protobuf, which
+        closes a text frame with PROTOBUF_TEXT_FRAME); else as ``receive_text``."""
         while not self._closing:
             if self._queue:
                 # Replies are waiting: let the writer flush them before taking the next frame.
@@ -405,19 +411,19 @@ class Connection:
                 if self.close_code is None:
                     self.close_code = message.get("code", 1005)
                 return None
-            text: str | None = message.get("text")
-            if text is None:
-                self.close(CloseCode.UNSUPPORTED_DATA)
+            frame: str | bytes | None = message.get("bytes" if binary else "text")
+            if frame is None:
+                self.close(CloseCode.UNSUPPORTED_DATA, PROTOBUF_TEXT_FRAME if binary else None)
                 return None
-            if len(text) > self._max_bytes or (
-                4 * len(text) > self._max_bytes and len(text.encode()) > self._max_bytes
+            if len(frame) > self._max_bytes or (
+                isinstance(frame, str) and 4 * len(frame) > self._max_bytes and len(frame.encode()) > self._max_bytes
             ):
                 self.close(CloseCode.MESSAGE_TOO_BIG)
                 return None
             self._received.inc()
             if self._allow():
-                return text
-            self.on_limited(text)
+                return frame
+            self.on_limited(frame)
         return None
 
     async def receive_object(self) -> dict[str, Any] | None:
@@ -441,7 +447,7 @@ class Connection:
             if self.close_code is None:
                 self.close_code = 1005  # as a WebSocket that vanished without a close frame
 
-    def _tell_limited(self, text: str) -> None:
+    def _tell_limited(self, text: str | bytes) -> None:
         """Tell the client this frame was dropped by the rate limiter (``/ws`` answers its own way)."""
         if not self._closing:
             self.send_error(RATE_LIMITED_REASON)

@@ -55,6 +55,8 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
+# Reason for UNSUPPORTED_DATA (Centrifugo's 3501) on a Protobuf connection (app/protocols/).
+PROTOBUF_TEXT_FRAME = "a text frame on a protobuf connection"
 # Reason for TRY_AGAIN_LATER when the connect proxy failed (error 113), not the broker.
 BACKEND_UNAVAILABLE = "Backend unavailable, try again later"
 # The tutorial endpoints' close (1008) when the connection's token expires: they cannot refresh.

@@ -38,8 +38,8 @@ from app.grants import Grants, compile_grants
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.presence import member_id
-from app.protocol import CENTRIFUGE_QUIET, Wire
-from app.protocols.centrifuge_wire import push as centrifuge_push
+from app.protocol import QUIET, Wire
+from app.protocols.centrifuge_formats import CENTRIFUGE_WIRES, format_for, send
 from app.services import Services
 from app.sub_expiry import SubscriptionExpiry
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
@@ -428,13 +428,13 @@ class Session:
 
         def pushed(sub: Subscription, joined: Joined) -> None:
             p = joined.position
-            if self.wire is Wire.CENTRIFUGE:
+            if self.wire in CENTRIFUGE_WIRES:
                 recoverable = opts.history.enabled and opts.force_recovery
                 positioned = opts.history.enabled and (recoverable or opts.force_positioning)
                 body = {"offset": p.offset, "epoch": p.epoch, "recoverable": recoverable, "positioned": positioned}
-                self.conn.send_text(centrifuge_push(channel, "subscribe", body))
+                send(self.conn, self.wire, format_for(self.wire).push(channel, "subscribe", body))
                 if not opts.force_join_leave:  # nobody asked for them: only a forced namespace's
-                    sub.encoding = CENTRIFUGE_QUIET
+                    sub.encoding = QUIET.get(sub.encoding, sub.encoding)
                 return
             push = {"op": "sub", "channel": channel, "offset": p.offset, "epoch": p.epoch}
             self.conn.send_text(orjson.dumps(push))
@@ -455,8 +455,9 @@ class Session:
         """Unsubscribe the client without its asking, and tell it with an ``unsub`` push."""
         if channel in self.subscriptions:
             await self.unsubscribe(channel)
-            if self.wire is Wire.CENTRIFUGE:
-                self.conn.send_text(centrifuge_push(channel, "unsubscribe", {"code": int(code), "reason": reason}))
+            if self.wire in CENTRIFUGE_WIRES:
+                told = format_for(self.wire).push(channel, "unsubscribe", {"code": int(code), "reason": reason})
+                send(self.conn, self.wire, told)
                 return
             push = {"op": "unsub", "channel": channel, "code": int(code), "reason": reason}
             self.conn.send_text(orjson.dumps(push))

@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 
 from app import metrics
-from app.auth import Identity
+from app.auth import AuthError, Identity
 from app.broker import Position
 from app.channel_state import Joined, Subscription
 from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, parse_member
-from app.protocol import CENTRIFUGE_QUIET
+from app.protocol import QUIET
+from app.protocols.centrifuge_formats import format_for, send
 from app.protocols.centrifuge_wire import client_info, publication
 from app.rpc import rpc as rpc_call
 from app.session import Session, idempotency_key_of
@@ -51,6 +52,22 @@ def expiry(identity: Identity) -> dict[str, Any]:
     if identity.expires is None:
         return {}
     return {"expires": True, "ttl": max(1, int(identity.expires - time.time()))}
+
+
+async def token_identity(session: Session, token: object) -> Identity:
+    """A connect's or refresh's token as an identity; an empty or absent one is anonymous, if allowed."""
+    if token in (None, "") and session.services.settings.allow_anonymous:
+        return session.identity
+    if not isinstance(token, str) or not token:
+        metrics.AUTH_FAILURES.labels("missing").inc()
+        raise CommandError(CentrifugeError.UNAUTHORIZED, "token required")
+    try:
+        return await session.services.auth.verify(token)
+    except AuthError as exc:
+        metrics.AUTH_FAILURES.labels(exc.reason).inc()
+        if exc.reason == "expired":
+            raise CommandError(CentrifugeError.TOKEN_EXPIRED, "token expired") from None
+        raise CommandError(CentrifugeError.UNAUTHORIZED, f"bad token: {exc.detail}") from None
 
 
 def _channel(params: dict[str, Any]) -> str:
@@ -98,7 +115,7 @@ def quiet_unless(sub: Subscription, opts: ChannelOptions, asked: bool) -> None:
     """Join/leave pushes only where the namespace announces them and the client asked (its
     ``join_leave`` flag), or the namespace forces them on every subscriber."""
     if not (opts.force_join_leave or (asked and opts.join_leave)):
-        sub.encoding = CENTRIFUGE_QUIET
+        sub.encoding = QUIET.get(sub.encoding, sub.encoding)
 
 
 async def resume_position(session: Session, channel: str, opts: ChannelOptions, resume: Position) -> Position:
@@ -115,8 +132,8 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
 
     ``positioned``/``recoverable`` as ``stream_flags`` says; ``join_leave`` as ``quiet_unless``.
     ``delta: "fossil"`` is negotiated (the reply says ``delta: true``) where the namespace allows
-    it (app/delta.py); ``data``, ``tf`` and map types are ignored. A subscription token's ``exp``
-    gives the reply ``expires``/``ttl`` (sub_refresh).
+    it (app/delta.py), in JSON only; ``data``, ``tf`` and map types are ignored. A subscription
+    token's ``exp`` gives the reply ``expires``/``ttl`` (sub_refresh).
     """
     channel = _channel(params)
     token = params.get("token") or None
@@ -130,7 +147,8 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
     asked = params.get("delta", "")
     if not isinstance(asked, str):
         raise CommandError(CentrifugeError.BAD_REQUEST, "delta must be a string")
-    delta = asked == "fossil" and opts.delta
+    fmt = format_for(session.wire)
+    delta = asked == "fossil" and opts.delta and not fmt.binary  # Protobuf: never negotiated
     if resume is not None:
         resume = await resume_position(session, channel, opts, resume)
     rejected = False
@@ -147,15 +165,12 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
             if reject and joined.ok is not True:
                 rejected = True
                 error = {"code": int(CentrifugeError.UNRECOVERABLE_POSITION), "message": "unrecoverable position"}
-                session.conn.send_text(orjson.dumps({"id": cmd_id, "error": error}))
+                send(session.conn, session.wire, fmt.error(cmd_id, error))
                 if sub.pending:
                     sub.pending.clear()  # refused: the live messages held back are not for it
                 return
-        pubs = sub.collected or []
-        body = orjson.dumps(result)
-        if pubs:  # encoded once each, when they were replayed: spliced in, not re-encoded
-            body = body[:-1] + (b"," if result else b"") + b'"publications":[' + b",".join(pubs) + b"]}"
-        session.conn.send_text(b'{"id":%d,"subscribe":%s}' % (cmd_id, body))
+        # The replayed publications were encoded once each, as they were replayed.
+        send(session.conn, session.wire, fmt.subscribe_reply(cmd_id, result, sub.collected or []))
 
     await session.subscribe(channel, resume, token=token, announce=announce, delta=delta)
     if rejected:
@@ -258,7 +273,7 @@ async def rpc(session: Session, cmd_id: int, params: dict[str, Any]) -> Reply:
 SEND_METHOD = "$send"
 
 
-async def send(session: Session, params: dict[str, Any]) -> None:
+async def async_message(session: Session, params: dict[str, Any]) -> None:
     """``{data}`` to the rpc proxy or hook as method ``$send`` (app/rpc.py), its answer dropped:
     the client waits for nothing, so a refusal or failure is logged, never sent."""
     try:

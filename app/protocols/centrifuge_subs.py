@@ -37,6 +37,7 @@ from app.protocols.centrifuge_commands import (
     stream_flags,
     stream_result,
 )
+from app.protocols.centrifuge_formats import format_for
 from app.session import Session
 
 log = logging.getLogger("switchboard.centrifuge")
@@ -89,8 +90,9 @@ async def _join(session: Session, channel: str, asked: dict[str, Any]) -> dict[s
         result.update(stream_result(recoverable, positioned, joined.position))
         if resume is not None:
             result.update(was_recovering=True, recovered=joined.ok is True)
-        if sub.collected:  # encoded once each when replayed: kept as they are
-            result["publications"] = [orjson.Fragment(pub) for pub in sub.collected]
+        if sub.collected:  # encoded once each when replayed, in the connection's encoding: kept as they are
+            binary = format_for(session.wire).binary  # Protobuf: encoded Publications, merged in
+            result["publications"] = sub.collected if binary else [orjson.Fragment(pub) for pub in sub.collected]
         quiet_unless(sub, opts, False)
 
     await session.server_subscribe(channel, resume, announce=announce)

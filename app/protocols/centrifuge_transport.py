@@ -1,7 +1,8 @@
 """How a ``CentrifugeClient`` (app/protocols/centrifuge.py) talks to its client: commands in,
 frames out, a close with a code. One client logic, several transports.
 
-* ``WebSocketTransport``: ``/connection/websocket``, each text frame a batch of commands.
+* ``WebSocketTransport``: ``/connection/websocket``, each frame a batch of commands (text in
+  JSON, binary in Protobuf).
 * ``StreamTransport``: Centrifugo's bidirectional emulation (``/connection/http_stream``,
   ``/connection/sse``): the replies and pushes go down one streaming HTTP response (the
   Connection's ``StreamWire`` frames them), the commands come up in separate ``POST /emulation``
@@ -19,17 +20,19 @@ from typing import Any, Protocol
 
 from app import metrics
 from app.connection import Connection
+from app.protocol import Outgoing
 
 # Bytes of randomness in a session id: it is the only credential an emulation POST carries.
 SESSION_BYTES = 24
 
 
 class Transport(Protocol):
-    async def receive(self) -> str | None:
-        """The next batch of commands (one JSON object a line), or None once the client is gone."""
+    async def receive(self) -> str | bytes | None:
+        """The next batch of commands (JSON lines, or length-delimited Protobuf), or None once
+        the client is gone."""
         ...
 
-    def send(self, payload: bytes) -> None: ...
+    def send(self, out: Outgoing) -> None: ...
 
     def close(self, code: int, reason: str | None = None) -> None: ...
 
@@ -39,16 +42,17 @@ class Transport(Protocol):
 
 
 class WebSocketTransport:
-    __slots__ = ("conn",)
+    __slots__ = ("binary", "conn")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, binary: bool = False) -> None:
         self.conn = conn
+        self.binary = binary
 
-    async def receive(self) -> str | None:
-        return await self.conn.receive_text()
+    async def receive(self) -> str | bytes | None:
+        return await self.conn.receive_frame(binary=self.binary)
 
-    def send(self, payload: bytes) -> None:
-        self.conn.send_text(payload)
+    def send(self, out: Outgoing) -> None:
+        self.conn.offer(out)
 
     def close(self, code: int, reason: str | None = None) -> None:
         self.conn.close(code, reason)
@@ -103,8 +107,8 @@ class StreamTransport:
             self.conn.on_limited(text)
         return None
 
-    def send(self, payload: bytes) -> None:
-        self.conn.send_text(payload)
+    def send(self, out: Outgoing) -> None:
+        self.conn.offer(out)
 
     def close(self, code: int, reason: str | None = None) -> None:
         self.conn.close(code, reason)

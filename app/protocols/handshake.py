@@ -35,24 +35,31 @@ ACCEPTED = metrics.CONNECTS.labels("accepted")
 TOO_MANY_HANDSHAKES = "Too many handshakes: SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND reached, retry"
 
 
-async def refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+async def refuse(websocket: WebSocket, code: CloseCode, reason: str, subprotocol: str | None = None) -> None:
     """Refuse a client with a close code and reason.
 
     We accept first and close at once: browsers see a handshake rejection only as 1006, with no
-    status or body, whereas a close frame carries the code and reason to every client.
+    status or body, whereas a close frame carries the code and reason to every client. (With the
+    subprotocol it asked for: a browser fails a handshake that does not select it, as 1006 too.)
     """
     metrics.CONNECTS.labels(f"refused_{int(code)}").inc()
-    await websocket.accept()
+    await websocket.accept(subprotocol)
     await websocket.close(code=code, reason=reason)
 
 
 async def run_session(
-    websocket: WebSocket, endpoint: str, handler: SessionHandler, *, ws: bool = False, wire: Wire | None = None
+    websocket: WebSocket,
+    endpoint: str,
+    handler: SessionHandler,
+    *,
+    ws: bool = False,
+    wire: Wire | None = None,
+    subprotocol: str | None = None,
 ) -> None:
     s = services(websocket)
     # The span covers the handshake only (admission to accept), not the socket's life.
     with tracing.span("ws handshake", "server", {"switchboard.endpoint": endpoint}, websocket.scope["headers"]) as span:
-        session = await _admit(websocket, s, endpoint, ws, wire)
+        session = await _admit(websocket, s, endpoint, ws, wire, subprotocol)
         if span is not None:
             span.set_attribute("switchboard.accepted", session is not None)
     if session is None:
@@ -65,8 +72,11 @@ async def run_session(
         await s.hub.drop(conn)
 
 
-async def _admit(websocket: WebSocket, s: Services, endpoint: str, ws: bool, wire: Wire | None) -> Session | None:
-    """The accepted socket's Session, attached to the Hub; or None after a refusal."""
+async def _admit(
+    websocket: WebSocket, s: Services, endpoint: str, ws: bool, wire: Wire | None, subprotocol: str | None
+) -> Session | None:
+    """The accepted socket's Session, attached to the Hub; or None after a refusal. ``subprotocol``:
+    the one the client asked for that the handshake selects (Centrifugo's Protobuf)."""
     full = len(s.hub.connections) >= s.settings.max_connections
     # An HTTP 503 (not a close frame) so that a load balancer retries another instance.
     if s.draining or full:
@@ -80,12 +90,12 @@ async def _admit(websocket: WebSocket, s: Services, endpoint: str, ws: bool, wir
         await websocket.send_denial_response(denial)
         return None
     if not origin_allowed(websocket, s.settings.allowed_origins):
-        await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED)
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, ORIGIN_REFUSED, subprotocol)
         return None
     conn = Connection(websocket, endpoint, s.settings)
     session = Session(conn, s, ws=ws, wire=wire)
     # Which instance serves this socket: visible in browser dev tools and to proxies' tests.
-    await websocket.accept(headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
+    await websocket.accept(subprotocol, headers=[(b"x-switchboard-instance", s.settings.instance_id.encode())])
     if session.ws and s.proxies.connect_url:  # /ws, and Centrifugo's protocol
         session.handshake = pick_headers(websocket.scope["headers"], s.proxies.headers)
     # Nothing reads a socket's request headers after its handshake, and they would stay for its

@@ -270,8 +270,8 @@ class WsClient:
         with tracing.span(f"ws {op}", attributes=attributes):
             return await self._command(op, cmd_id, frame, next_turn)
 
-    def _limited(self, text: str) -> None:
-        frame = parse_frame(text)
+    def _limited(self, text: str | bytes) -> None:
+        frame = parse_frame(text) if isinstance(text, str) else None  # /ws reads text frames only
         cmd_id = command_id(frame) if frame is not None else None
         if cmd_id is not None:
             self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))
