@@ -240,9 +240,8 @@ async def test_unknown_protobuf_commands_answer_104(app: AppProcess) -> None:
     async def bad() -> list[int]:
         client = await Client.connect(app, protobuf=True)
         unknown = client_pb2.Command(id=2).SerializeToString() + b"\xfa\x06\x00"  # field 111, empty
-        await client.ws.send(
-            varint(len(unknown)) + unknown + pb_command({"id": 3, "sub_refresh": {"channel": channel}})
-        )
+        later = client_pb2.Command(id=3).SerializeToString() + b"\xc2\x07\x00"  # field 120, empty
+        await client.ws.send(varint(len(unknown)) + unknown + varint(len(later)) + later)
         codes = [(await client.reply(2))["error"]["code"], (await client.reply(3))["error"]["code"]]
         await client.send({"id": 4, "subscribe": {"channel": channel}})  # the connection goes on
         assert "subscribe" in await client.reply(4)
