@@ -51,7 +51,7 @@ def test_publish_presence_history_join_leave_and_rpc_in_protobuf(results: dict[s
     assert seen["data"] == seen["otherData"] == [{"text": "hi"}]
     assert seen["offsets"] == [1]
     assert seen["presenceUsers"] == ["", "pj-two"]
-    assert (seen["numClients"], seen["numUsers"]) == (2, 1)
+    assert (seen["numClients"], seen["numUsers"]) == (2, 2)  # pj-two, and the anonymous connection
     assert seen["history"] == [[1, {"text": "hi"}]]
     assert seen["rpc"] == {"method": "echo.it", "echo": {"a": 1}, "user": ""}
     assert seen["leftIsTheOther"] is True

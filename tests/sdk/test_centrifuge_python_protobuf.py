@@ -136,10 +136,10 @@ async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> N
     await one.ready(5)
     await two.ready(5)
     first, second = Events(), Events()
-    sub = one.new_subscription("chat:pb", events=first)
+    sub = one.new_subscription("chat:pb", events=first, join_leave=True)
     await sub.subscribe()
     await sub.ready(5)
-    other = two.new_subscription("chat:pb", events=second)
+    other = two.new_subscription("chat:pb", events=second, join_leave=True)
     await other.subscribe()
     await other.ready(5)
     await until(lambda: len(first.joins) == 2, "the join pushes (its own, then bob's)")
@@ -150,7 +150,7 @@ async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> N
     presence = await sub.presence()
     assert {info.user for info in presence.clients.values()} == {"", "pb-bob"}
     stats = await sub.presence_stats()
-    assert (stats.num_clients, stats.num_users) == (2, 1)
+    assert (stats.num_clients, stats.num_users) == (2, 2)  # bob, and the anonymous connection as a user
     history = await sub.history(limit=-1)
     assert [orjson.loads(p.data) for p in history.publications] == [{"text": "hi"}]
     assert history.offset == 1

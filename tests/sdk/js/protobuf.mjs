@@ -70,8 +70,8 @@ async function subscribed(c, channel, options = {}) {
 async function basics() {
   const one = await connected(client());
   const two = await connected(client({ token: token('pj-two') }));
-  const [sub, seen] = await subscribed(one, 'chat:pbjs');
-  const [, other] = await subscribed(two, 'chat:pbjs');
+  const [sub, seen] = await subscribed(one, 'chat:pbjs', { joinLeave: true });
+  const [, other] = await subscribed(two, 'chat:pbjs', { joinLeave: true });
   await until(() => seen.joins.length === 2, 'two joins');
   await sub.publish(encode({ text: 'hi' }));
   await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
