@@ -25,6 +25,7 @@ from app.protocols import centrifuge
 from app.routes import admin, api, health, seed, server_api, ws
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
+from app.streams import commands
 from app.streams import endpoint as streams
 
 log = logging.getLogger("switchboard")
@@ -54,6 +55,8 @@ class Switchboard(FastAPI):
                 if scope["type"] == "http" and path in streams.WIRES:
                     # The one-way streams live as long as a socket does: past the middleware too.
                     await streams.endpoint(scope, receive, send)
+                elif scope["type"] == "http" and path == commands.PATH:
+                    await commands.endpoint(scope, receive, send)
                 elif tracing.ON and scope["type"] == "http" and path.startswith("/api/"):
                     method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
                     name = f"{method} {path if path in api_paths else '/api/*'}"

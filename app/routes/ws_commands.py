@@ -20,7 +20,7 @@ from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
 from app.recovery import Joined, Subscription
 from app.rpc import rpc
-from app.session import Session, idempotency_key_of, valid_position
+from app.session import DETACHED, Session, idempotency_key_of, valid_position
 
 Reply = dict[str, Any] | bytes | None
 Command = Callable[[Session, int, dict[str, Any]], Awaitable[Reply]]
@@ -123,15 +123,18 @@ def history_reply(head: bytes, pubs: list[bytes], position: Position) -> bytes:
     return head + b'"publications":[' + b",".join(pubs) + tail
 
 
-def _present(session: Session, frame: dict[str, Any]) -> str:
-    """The channel, if its presence may be read: a namespace with presence, by a subscriber."""
+async def _present(session: Session, frame: dict[str, Any]) -> str:
+    """The channel, if its presence may be read: a namespace with presence, by a subscriber; a
+    detached command (``POST /command``, which holds no subscription), by whoever may subscribe."""
     channel = frame.get("channel")
     opts = session.permissions.options(channel)
     assert isinstance(channel, str)
     if not opts.presence:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
     if channel not in session.subscriptions:
-        raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "presence is for subscribers")
+        if session.conn.endpoint != DETACHED:
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "presence is for subscribers")
+        await session.permissions.check_subscribe(session, channel, opts, None)
     return channel
 
 
@@ -144,13 +147,13 @@ async def presence(session: Session, cmd_id: int, frame: dict[str, Any]) -> Repl
         cursor = parse_cursor(frame.get("cursor"))
     except ValueError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
-    channel = _present(session, frame)
+    channel = await _present(session, frame)
     members, following = await session.services.presence.page(channel, cursor, limit)
     return {"clients": [parse_member(m) for m in members], "cursor": format_cursor(following)}
 
 
 async def presence_stats(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
-    return await session.services.presence.stats(_present(session, frame))
+    return await session.services.presence.stats(await _present(session, frame))
 
 
 COMMANDS: dict[str, Command] = {
