@@ -321,7 +321,10 @@ export class SwitchboardClient extends Reconnecting {
 // Subscription handlers (all optional): publication(pub), join(info), leave(info),
 // subscribed(reply), recovered({ok, count | reason, offset, epoch}), unsubscribed({code, reason}),
 // error(error).
-// Client events: state, open, close, reconnecting, message ({data} sent to this user), error,
+// Where WebSockets do not get through, it falls back by itself to /sse for reading and
+// POST /command for commands, each channel resumed from its own offset (docs/client.md).
+// Client events: state, open ({transport}), transport ({transport}: "sse" on the switch), close,
+// reconnecting, message ({data} sent to this user), error,
 // sub ({channel, subscription}: the server subscribed this user; set subscription.handlers),
 // unsub ({channel, code, reason}).
 
