@@ -120,3 +120,22 @@ async def test_a_websocket_that_dies_mid_session_resumes_over_sse_losing_and_rep
     bobs = ["bob: " + text for text in ["before the switch", *gap, "live again"]]
     assert said == [*bobs, "alice: sent over http"]  # each once, in order, across the switch
     assert await alice.evaluate("transports") == ["sse"]
+
+
+async def test_a_stream_refused_for_its_token_is_shown_and_not_retried(
+    browser: Browser, instances: tuple[AppProcess, AppProcess], closing: list[Page]
+) -> None:
+    a, _ = instances
+    context = await browser.new_context()
+    await context.route_web_socket(WS, refuse)
+    page = await context.new_page()
+    closing.append(page)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/sse?" in r.url else None)
+    await page.goto(url(a, "eve") + "&token=not-a-valid-token")
+    await expect(page.locator(".err").first).to_contain_text("refused this connection (1008: 101: token required or bad")
+    await expect(page.locator("#status-text")).to_have_text("refused")
+    state = await page.evaluate("({state: switchboard.state, transport: switchboard.transport})")
+    assert state == {"state": "closed", "transport": "sse"}
+    # The stream, and the one request that read its refusal: no retry after that.
+    assert len(streams) == 2, streams

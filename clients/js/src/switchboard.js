@@ -791,16 +791,49 @@ export class Switchboard extends Reconnecting {
     if (this.stopped) return;
     const stream = new (this.options.EventSourceImpl || EventSource)(url);
     this.stream = stream;
+    let started = false;
     stream.onopen = () => {
+      started = true;
       if (stream === this.stream && !this.ready) this.onStreamOpen(stream);
     };
     stream.onmessage = (event) => {
       if (stream === this.stream) this.onStreamEvent(stream, event.data);
     };
     // Not EventSource's own retry: a fresh token and each channel's position, with backoff.
-    stream.onerror = () => {
-      if (stream === this.stream) this.onStreamEnd(1006, "stream lost");
+    stream.onerror = async () => {
+      if (stream !== this.stream) return;
+      stream.close();
+      // EventSource hides a refusal's status: ask once more to tell a refusal from a lost stream.
+      const refused = started ? null : await this.refusal(url);
+      if (stream === this.stream) this.onStreamEnd(...(refused || [1006, "stream lost"]));
     };
+  }
+
+  /**
+   * Why the stream at `url` is refused, as the close code a WebSocket would have got: 1008 for
+   * a bad token or a channel refused (101, 102, 103), 4004 over the user's connection limit
+   * (106), 4002 for an expired token (109: reconnect with a fresh one); null when it is not
+   * refused (it opens now: it is closed at once), or for a refusal worth retrying (503).
+   * @param {string} url
+   * @returns {Promise<[number, string] | null>}
+   */
+  async refusal(url) {
+    const abort = new AbortController();
+    try {
+      const response = await fetch(url, { signal: abort.signal, headers: { Accept: "text/event-stream" } });
+      if (response.ok) return null;
+      const body = await response.json().catch(() => null);
+      const code = body && body.error ? body.error.code : 0;
+      const reason = body && body.error ? `${code}: ${body.error.message}` : `HTTP ${response.status}`;
+      if ([101, 102, 103].includes(code)) return [1008, reason];
+      if (code === 106) return [4004, reason];
+      if (code === 109) return [4002, reason];
+      return null;
+    } catch {
+      return null;
+    } finally {
+      abort.abort();
+    }
   }
 
   onStreamOpen(stream) {
