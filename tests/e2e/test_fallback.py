@@ -133,7 +133,8 @@ async def test_a_stream_refused_for_its_token_is_shown_and_not_retried(
     streams: list[str] = []
     page.on("request", lambda r: streams.append(r.url) if "/sse?" in r.url else None)
     await page.goto(url(a, "eve") + "&token=not-a-valid-token")
-    await expect(page.locator(".err").first).to_contain_text("refused this connection (1008: 101: token required or bad")
+    refused = "refused this connection (1008: 101: token required or bad"
+    await expect(page.locator(".err").first).to_contain_text(refused)
     await expect(page.locator("#status-text")).to_have_text("refused")
     state = await page.evaluate("({state: switchboard.state, transport: switchboard.transport})")
     assert state == {"state": "closed", "transport": "sse"}
