@@ -26,6 +26,7 @@ from app.tutorial import is_tutorial
 
 if TYPE_CHECKING:
     from app.connection import Connection
+    from app.delta import DeltaStream
     from app.hub import Hub
 
 log = logging.getLogger("switchboard.recovery")
@@ -48,6 +49,8 @@ class Subscription:
     __slots__ = (
         "collected",
         "conn",
+        "delta",
+        "delta_seq",
         "encoding",
         "epoch",
         "left",
@@ -73,6 +76,10 @@ class Subscription:
         self.pending_bytes = 0
         self.overflowed = False
         self.left = False  # unsubscribed while its replay ran: the replay stops (Hub.leave)
+        # Fossil deltas negotiated (Centrifugo's JSON wire), and the channel's DeltaStream
+        # publication number last sent to it (app/delta.py): -1, none yet.
+        self.delta = False
+        self.delta_seq = -1
 
     def hold(self, env: Envelope, limit: int, max_bytes: int) -> None:
         assert self.pending is not None
@@ -113,6 +120,7 @@ RATE_WINDOW = 10.0  # seconds
 class Channel:
     __slots__ = (
         "backlog",
+        "delta",
         "epoch",
         "history",
         "known",
@@ -140,6 +148,7 @@ class Channel:
         self.members: dict[str, Subscription] = {}
         self.recovering: dict[str, Subscription] = {}
         self.subscribed = False
+        self.delta: DeltaStream | None = None  # only while members negotiated deltas (app/delta.py)
         # The last position this process received; ``known`` once it has read or been told it
         # (a channel never published to is known at (0, "")).
         self.offset = 0

@@ -269,6 +269,7 @@ class Session:
         token: str | None = None,
         announce: Announce = tutorial_announce,
         registered: Callable[[], None] | None = None,
+        delta: bool = False,
     ) -> ChannelOptions:
         """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the
         client; ``registered`` is called once the client is in the channel, before a replay
@@ -291,7 +292,7 @@ class Session:
             self._stands(channel)
         try:
             await self.services.hub.join(
-                self.conn, channel, resume, wire=self.wire, announce=announce, registered=registered
+                self.conn, channel, resume, wire=self.wire, announce=announce, registered=registered, delta=delta
             )
         except BaseException as exc:
             if self._standing is not None and channel not in self.subscriptions:

@@ -128,6 +128,7 @@ API_ERRORS = errors(
         401: "missing or wrong API key",
         413: "body or data over the size limit",
         422: "invalid or reserved channel name, or unknown namespace",
+        429: "too many cluster questions (top_channels, user_connections) at once",
         503: "broker unavailable (a publish's outcome is unknown)",
     }
 )
