@@ -440,6 +440,7 @@ export class Switchboard extends Reconnecting {
     this.failedUpgrades = 0; // WebSocket attempts in a row that never got a connect reply
     /** @type {EventSource | null} */
     this.stream = null;
+    this.streams = 0; // bumped by each stream started or ended: a slower start gives way
     this.token = null; // the token the stream and the HTTP commands carry
   }
 
@@ -780,6 +781,7 @@ export class Switchboard extends Reconnecting {
   }
 
   async startStream() {
+    const generation = ++this.streams;
     let url;
     try {
       url = await this.streamUrl();
@@ -788,7 +790,8 @@ export class Switchboard extends Reconnecting {
       this.retry();
       return;
     }
-    if (this.stopped) return;
+    // Stopped, or another start or end came meanwhile (two subscribes in a row): that one stands.
+    if (this.stopped || generation !== this.streams) return;
     const stream = new (this.options.EventSourceImpl || EventSource)(url);
     this.stream = stream;
     let started = false;
@@ -874,6 +877,7 @@ export class Switchboard extends Reconnecting {
   }
 
   endStream() {
+    this.streams += 1;
     if (this.stream) this.stream.close();
     this.stream = null;
   }

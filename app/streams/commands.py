@@ -18,15 +18,12 @@ frames do.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-
 import orjson
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app.broker import BrokerUnavailable
-from app.budgets import TokenBucket
+from app.budgets import CallerRates
 from app.connection import Connection, origin_allowed
 from app.errors import ORIGIN_REFUSED, OUTCOME_UNKNOWN, ErrorCode, ProtocolError
 from app.routes.handshake import TOO_MANY_HANDSHAKES
@@ -38,34 +35,12 @@ from app.streams.endpoint import Refused, identity_of, respond_error
 PATH = "/command"
 # What a client on SSE can send; the others are the stream's business (see the module's doc).
 OPS = frozenset({"publish", "history", "presence", "presence_stats", "rpc"})
-# The per-caller buckets kept per process: the least recently used goes beyond.
-MAX_CALLERS = 10_000
-
-
-class CallerRates:
-    """One command bucket per caller on this process, as each socket has one for its frames."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def admit(self, caller: str) -> bool:
-        now = time.monotonic()
-        bucket = self._buckets.pop(caller, None) or TokenBucket(self.rate, self.burst, now)
-        self._buckets[caller] = bucket
-        if len(self._buckets) > MAX_CALLERS:
-            self._buckets.popitem(last=False)
-        return bucket.take(1, now)
-
-
-_RATES: dict[int, CallerRates] = {}  # per Services, made on the first command
 
 
 def rates_of(s: Services) -> CallerRates:
-    found = _RATES.get(id(s))
-    if found is None:
-        found = _RATES[id(s)] = CallerRates(s.settings.rate_limit_per_second, s.settings.rate_limit_burst)
-    return found
+    if s.command_rates is None:  # a Services not made by Services.build
+        s.command_rates = CallerRates(s.settings.rate_limit_per_second, s.settings.rate_limit_burst)
+    return s.command_rates
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

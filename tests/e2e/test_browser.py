@@ -345,7 +345,8 @@ RESUME_CHECK = """async ({wsUrl, channel, firstMessage, apiKey}) => {
     // ?since= has no reply after the join: `open` is the socket's, and a publish from elsewhere
     // can beat the join. Its presence entry, registered once it is in, says it is. (In the
     // first-message flow auth_success itself comes once the client is in the channel.)
-    const present = async () => (await (await fetch(`/api/presence/global:${channel}`, {headers: {"X-API-Key": apiKey}})).json()).members;
+    const presence = () => fetch(`/api/presence/global:${channel}`, {headers: {"X-API-Key": apiKey}});
+    const present = async () => (await (await presence()).json()).members;
     for (let i = 0; i < 250 && !((await present()) >= 1); i++) await new Promise((r) => setTimeout(r, 20));
   }
   await publish(1);
