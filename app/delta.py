@@ -17,7 +17,7 @@ from app.protocol import Envelope, Outgoing
 from app.protocols import centrifuge_delta as wire
 
 if TYPE_CHECKING:
-    from app.recovery import Channel, Subscription
+    from app.channel_state import Channel, Subscription
 
 Mark = tuple[str, int, str] | None
 

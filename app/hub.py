@@ -29,6 +29,7 @@ import orjson
 from app import metrics, tracing
 from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
+from app.channel_state import Channel, Joined, Subscription, Unsubscribed
 from app.connection import Connection
 from app.delta import delta_joined, delta_left
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
@@ -49,7 +50,7 @@ from app.protocol import (
 )
 from app.protocols import centrifuge_delta
 from app.protocols.centrifuge_wire import channel_publication, channel_push
-from app.recovery import CatchUp, Channel, Joined, Subscription, Unsubscribed
+from app.recovery import CatchUp
 from app.reserved import internal
 from app.tutorial import is_tutorial
 

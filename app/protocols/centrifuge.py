@@ -39,9 +39,9 @@ from app.hooks import UNCHANGED
 from app.protocol import Wire
 from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.handshake import run_session
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.proxy import BackendDisconnect
-from app.routes.handshake import run_session
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 log = logging.getLogger("switchboard.centrifuge")

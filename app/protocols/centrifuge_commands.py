@@ -17,10 +17,10 @@ import orjson
 from app import metrics
 from app.auth import Identity
 from app.broker import Position
+from app.channel_state import Joined, Subscription
 from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.presence import PAGE_LIMIT, parse_member
 from app.protocols.centrifuge_wire import client_info, publication
-from app.recovery import Joined, Subscription
 from app.rpc import rpc as rpc_call
 from app.session import Session, idempotency_key_of
 

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 from app import metrics, tutorial
 from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable, Position
+from app.channel_state import Joined, Subscription
 from app.connection import Connection
 from app.errors import (
     AUTH_FAILED,
@@ -38,9 +39,8 @@ from app.errors import (
 )
 from app.hub import Announce, tutorial_announce
 from app.permissions import TUTORIAL_CHANNEL_PART
-from app.recovery import Joined, Subscription
+from app.protocols.handshake import auth_success, authenticate_first, opening, refuse, run_session
 from app.reserved import reserved
-from app.routes.handshake import auth_success, authenticate_first, opening, refuse, run_session
 from app.services import services
 from app.session import Build, Session
 

@@ -7,7 +7,7 @@ with the new channel set and each channel's position; ``refresh`` reopens it wit
 
 Each request is one short-lived Session for the token's identity, run through the same path as a
 ``/ws`` command: the connect hook, then the command's own permission checks, hooks and budgets
-(app/routes/ws_commands.py). It holds no subscription, so what ``/ws`` gives its subscribers
+(app/protocols/switchboard_commands.py). It holds no subscription, so what ``/ws`` gives its subscribers
 (presence, and publishing where ``publish = "subscribers"``) is given to whoever may subscribe to
 the channel: the check ``history`` makes, and what such a caller could get over ``/ws`` anyway.
 Bounds: the body is at most ``SWITCHBOARD_MAX_MESSAGE_BYTES``; each request spends from the
@@ -26,8 +26,8 @@ from app.broker import BrokerUnavailable
 from app.budgets import CallerRates
 from app.connection import Connection, origin_allowed
 from app.errors import ORIGIN_REFUSED, OUTCOME_UNKNOWN, ErrorCode, ProtocolError
-from app.routes.handshake import TOO_MANY_HANDSHAKES
-from app.routes.ws_commands import COMMANDS
+from app.protocols.handshake import TOO_MANY_HANDSHAKES
+from app.protocols.switchboard_commands import COMMANDS
 from app.services import Services, services
 from app.session import DETACHED, Session
 from app.streams.endpoint import Refused, identity_of, respond_error
