@@ -25,6 +25,7 @@ from app.protocols import centrifuge, centrifuge_streams, emulation, switchboard
 from app.routes import admin, api, api_centrifugo, health, seed, server_api
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
+from app.streams import commands
 from app.streams import endpoint as streams
 
 log = logging.getLogger("switchboard")
@@ -57,6 +58,8 @@ class Switchboard(FastAPI):
                 elif scope["type"] == "http" and path in centrifuge_streams.ROUTES and scope["method"] != "OPTIONS":
                     # Centrifugo's emulated transports likewise; a CORS preflight goes to the stack.
                     await centrifuge_streams.endpoint(scope, receive, send)
+                elif scope["type"] == "http" and path == commands.PATH:
+                    await commands.endpoint(scope, receive, send)
                 elif tracing.ON and scope["type"] == "http" and path.startswith("/api/"):
                     method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
                     name = f"{method} {path if path in api_paths else '/api/*'}"

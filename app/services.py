@@ -16,6 +16,7 @@ from app import __version__, admission, drain, metrics
 from app.admission import HandshakeRate
 from app.auth import Authenticator
 from app.broker import Broker, create_broker, redis_client
+from app.budgets import CallerRates
 from app.cluster_query import ClusterQuery
 from app.config import Settings
 from app.hub import Hub
@@ -45,6 +46,8 @@ class Services:
     proxies: Proxies
     queries: ClusterQuery
     emulation: Emulation
+    # POST /command's per-caller buckets (app/streams/commands.py).
+    command_rates: CallerRates | None = None
     draining: bool = field(default=False)
     started: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -78,6 +81,7 @@ class Services:
             proxies=proxies,
             queries=ClusterQuery(hub, users, instances, client, settings.instance_id),
             emulation=Emulation(hub, settings.instance_id, clustered=client is not None),
+            command_rates=CallerRates(settings.rate_limit_per_second, settings.rate_limit_burst),
         )
         instances.stats = built.instance_stats
         return built

@@ -108,6 +108,11 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
     return encoded
 
 
+# The endpoint of ``POST /command`` (app/streams/commands.py): a Session for one command, which
+# holds no subscription of its own.
+DETACHED = "command"
+
+
 class Session:
     __slots__ = (
         "_expiry",
@@ -493,6 +498,11 @@ class Session:
         joined = self.services.hub.channel(channel) if isinstance(channel, str) and subscribed else None
         opts = joined.options if joined is not None else self.permissions.options(channel)
         assert isinstance(channel, str)
+        if check and not subscribed and opts.publish == "subscribers" and self.conn.endpoint == DETACHED:
+            # POST /command holds no subscription: one who may subscribe counts as a subscriber,
+            # as it could subscribe over /ws and then publish (it reads over /sse meanwhile).
+            await self.permissions.check_subscribe(self, channel, opts, None)
+            subscribed = True
         if check:
             data = await self.permissions.check_publish(self, channel, opts, data, subscribed)
         frame = build(data) if build is not None else self._frame(channel, data)

@@ -106,11 +106,18 @@ async def _admit(
     return session
 
 
-async def authenticate_first(conn: Connection, s: Services) -> tuple[Identity, dict[str, Any]] | None:
+def auth_success(conn: Connection, identity: Identity) -> None:
+    conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
+
+
+async def authenticate_first(
+    conn: Connection, s: Services, *, confirm: bool = True
+) -> tuple[Identity, dict[str, Any]] | None:
     """The tutorial's first-message flow: ``auth_required``, then ``{"type":"auth","token":JWT,...}``.
 
     Returns the identity and the whole auth message (it may carry ``since``/``epoch``), or None
-    after an error frame and 1008.
+    after an error frame and 1008. ``confirm=False`` leaves ``auth_success`` to the caller: a
+    channel endpoint sends it once the client is in its channel (``seed.join``).
     """
     conn.send_json({"type": "auth_required"})
     try:
@@ -139,13 +146,18 @@ async def authenticate_first(conn: Connection, s: Services) -> tuple[Identity, d
         conn.send_error(INVALID_TOKEN)
         conn.close(CloseCode.POLICY_VIOLATION, AUTH_FAILED)
         return None
-    conn.send_json({"type": "auth_success", "user": identity.name, "user_id": identity.user_id})
+    if confirm:
+        auth_success(conn, identity)
     return identity, data
 
 
 @dataclass(frozen=True, slots=True)
 class Opening:
-    """How a channel session starts: who (first-message auth only) and where to resume from."""
+    """How a channel session starts: who (first-message auth only) and where to resume from.
+
+    A first-message identity is not confirmed yet: ``auth_success`` goes out once the client is
+    in the channel, so that a client that acts on it (publishes, has its backend publish) cannot
+    race its own join and miss the first message of a channel it joined live."""
 
     identity: Identity | None
     resume: Position | None
@@ -159,7 +171,7 @@ async def opening(conn: Connection, s: Services) -> Opening | None:
     query = conn.websocket.query_params
     identity: Identity | None = None
     if query.get("auth") == "first":
-        found = await authenticate_first(conn, s)
+        found = await authenticate_first(conn, s, confirm=False)
         if found is None:
             return None
         identity, data = found
@@ -169,5 +181,7 @@ async def opening(conn: Connection, s: Services) -> Opening | None:
     try:
         return Opening(identity, resume_from(since, epoch))
     except ValueError as exc:
+        if identity is not None:  # the token was good: it is the position that is refused
+            auth_success(conn, identity)
         conn.close(CloseCode.POLICY_VIOLATION, str(exc))
         return None

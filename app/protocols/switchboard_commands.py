@@ -20,7 +20,7 @@ from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
 from app.rpc import rpc
-from app.session import Session, idempotency_key_of, valid_position
+from app.session import DETACHED, Session, idempotency_key_of, valid_position
 
 Reply = dict[str, Any] | bytes | None
 Command = Callable[[Session, int, dict[str, Any]], Awaitable[Reply]]
@@ -124,13 +124,18 @@ def history_reply(head: bytes, pubs: list[bytes], position: Position) -> bytes:
 
 
 async def _present(session: Session, frame: dict[str, Any]) -> str:
-    """The channel, if its presence may be read: a namespace with presence, by a subscriber."""
+    """The channel, if its presence may be read: a namespace with presence, by whom the namespace
+    says (subscribers by default); a detached command (``POST /command``, which holds no
+    subscription) where subscribers may, by whoever may subscribe."""
     channel = frame.get("channel")
     opts = session.permissions.options(channel)
     assert isinstance(channel, str)
     if not opts.presence:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
-    await session.permissions.check_read(session, channel, opts, opts.presence_read, "presence")
+    mode = opts.presence_read
+    if mode == "subscribers" and session.conn.endpoint == DETACHED:
+        mode = "subscribable"  # it could subscribe over /ws and then read it
+    await session.permissions.check_read(session, channel, opts, mode, "presence")
     return channel
 
 
