@@ -167,6 +167,11 @@ class Caller(Protocol):
     def identity(self) -> Identity: ...
 
     @property
+    def proxy_transport(self) -> dict[str, str]:
+        """What a proxy request says of the caller's transport (app/proxy_calls.py)."""
+        ...
+
+    @property
     def grants(self) -> Grants | None:
         """The identity's ``channels`` claim, compiled."""
         ...
@@ -211,7 +216,8 @@ class Permissions:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "sign in to subscribe here")
         # The backend decides, as Centrifugo's does, unless a subscription token already has.
         if opts.subscribe_proxy and token is None and self.proxies is not None:
-            await self.proxies.subscribe(opts.subscribe_proxy, caller.client, caller.identity, channel)
+            transport = caller.proxy_transport
+            await self.proxies.subscribe(opts.subscribe_proxy, caller.client, caller.identity, channel, transport)
             granted = True
         if mode == "granted" and not granted:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
@@ -234,7 +240,8 @@ class Permissions:
             data = allowed.data
         if opts.publish_proxy and self.proxies is not None:
             # The backend sees what would be published (the hook's rewrite), and may rewrite it.
-            replaced = await self.proxies.publish(opts.publish_proxy, caller.client, caller.identity, channel, data)
+            url, transport = opts.publish_proxy, caller.proxy_transport
+            replaced = await self.proxies.publish(url, caller.client, caller.identity, channel, data, transport)
             return data if replaced is UNCHANGED else replaced
         if mode == "granted" and allowed is None and not _matches(caller.grants, channel):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)

@@ -34,6 +34,24 @@ from app.hooks import UNCHANGED
 from app.proxy import Backend, Malformed
 
 TRANSPORT = {"transport": "websocket", "protocol": "json", "encoding": "json"}
+# Centrifugo's names for the transports of Switchboard's endpoints, as its proxy requests give them
+# (an endpoint not listed is a WebSocket).
+TRANSPORTS = {
+    "centrifuge_http_stream": "http_stream",
+    "centrifuge_sse": "sse",
+    "sse": "uni_sse",
+    "stream": "uni_http_stream",
+    "command": "http",
+}
+PROTOBUF = {"transport": "websocket", "protocol": "protobuf", "encoding": "binary"}
+
+
+def transport_fields(endpoint: str, protobuf: bool = False) -> dict[str, str]:
+    """``transport``, ``protocol`` and ``encoding`` of a proxy request from this endpoint."""
+    if protobuf:
+        return PROTOBUF
+    name = TRANSPORTS.get(endpoint)
+    return TRANSPORT if name is None else {**TRANSPORT, "transport": name}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,26 +141,34 @@ class Proxies:
         self.headers = frozenset(name.lower().encode("latin-1") for name in settings.proxy_headers)
         self.emulated = frozenset(name.lower().encode("latin-1") for name in settings.proxy_emulated_headers)
 
-    async def connect(self, client: str, data: Any, headers: dict[str, str]) -> Connected:
+    async def connect(
+        self, client: str, data: Any, headers: dict[str, str], transport: dict[str, str] = TRANSPORT
+    ) -> Connected:
         assert self.connect_url is not None
-        body = {"client": client, **TRANSPORT, **({} if data is UNCHANGED else {"data": data})}
+        body = {"client": client, **transport, **({} if data is UNCHANGED else {"data": data})}
         return await self.backend.call("connect", self.connect_url, body, parse_connect, headers)
 
-    async def refresh(self, client: str, identity: Identity) -> Identity | None:
+    async def refresh(self, client: str, identity: Identity, transport: dict[str, str] = TRANSPORT) -> Identity | None:
         assert self.refresh_url is not None
-        body = {"client": client, **TRANSPORT, "user": identity.user_id}
+        body = {"client": client, **transport, "user": identity.user_id}
         return await self.backend.call("refresh", self.refresh_url, body, refresh_parser(identity))
 
-    async def subscribe(self, url: str, client: str, identity: Identity, channel: str) -> None:
-        body = {"client": client, **TRANSPORT, "user": identity.user_id, "channel": channel}
+    async def subscribe(
+        self, url: str, client: str, identity: Identity, channel: str, transport: dict[str, str] = TRANSPORT
+    ) -> None:
+        body = {"client": client, **transport, "user": identity.user_id, "channel": channel}
         await self.backend.call("subscribe", url, body, _allowed)
 
-    async def publish(self, url: str, client: str, identity: Identity, channel: str, data: Any) -> Any:
+    async def publish(
+        self, url: str, client: str, identity: Identity, channel: str, data: Any, transport: dict[str, str] = TRANSPORT
+    ) -> Any:
         """The data to publish: the backend's replacement, or UNCHANGED."""
-        body = {"client": client, **TRANSPORT, "user": identity.user_id, "channel": channel, "data": data}
+        body = {"client": client, **transport, "user": identity.user_id, "channel": channel, "data": data}
         return await self.backend.call("publish", url, body, _data)
 
-    async def rpc(self, url: str, client: str, identity: Identity, method: str, data: Any) -> Any:
-        body = {"client": client, **TRANSPORT, "user": identity.user_id, "method": method, "data": data}
+    async def rpc(
+        self, url: str, client: str, identity: Identity, method: str, data: Any, transport: dict[str, str] = TRANSPORT
+    ) -> Any:
+        body = {"client": client, **transport, "user": identity.user_id, "method": method, "data": data}
         found = await self.backend.call("rpc", url, body, _data)
         return None if found is UNCHANGED else found

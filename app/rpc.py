@@ -36,7 +36,10 @@ async def rpc(session: Session, cmd_id: int, frame: dict[str, Any]) -> dict[str,
     services = session.services
     url = services.settings.namespaces.rpc_proxy(method) or services.settings.rpc_proxy_url
     if url:
-        return {"data": await services.proxies.rpc(url, session.client, session.identity, method, data)}
+        answer = await services.proxies.rpc(
+            url, session.client, session.identity, method, data, session.proxy_transport
+        )
+        return {"data": answer}
     hooks = services.permissions.hooks
     if hooks.has("on_rpc"):
         answer = await hooks.invoke("on_rpc", client_info(session.client, session.identity), method, data)

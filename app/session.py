@@ -40,6 +40,7 @@ from app.namespaces import ChannelOptions
 from app.presence import member_id
 from app.protocol import QUIET, Wire
 from app.protocols.centrifuge_formats import CENTRIFUGE_WIRES, format_for, send
+from app.proxy_calls import transport_fields
 from app.services import Services
 from app.sub_expiry import SubscriptionExpiry
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
@@ -199,6 +200,11 @@ class Session:
     def grants(self) -> Grants | None:
         """The identity's ``channels`` claim, compiled once per token."""
         return self._grants
+
+    @property
+    def proxy_transport(self) -> dict[str, str]:
+        """What a proxy request says of this connection's transport and encoding."""
+        return transport_fields(self.conn.endpoint, self.wire is Wire.CENTRIFUGE_PROTOBUF)
 
     async def sign_in(self, identity: Identity) -> bool:
         """Take ``identity``; a signed-in user is reachable by the server API from now on.

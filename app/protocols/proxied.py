@@ -39,7 +39,7 @@ def connect_close(exc: ProtocolError) -> tuple[int, str | None]:
 
 async def connect_by_proxy(session: Session, data: object, headers: dict[str, str]) -> Connected:
     """Ask the backend who this client is; raises ProtocolError (and subclasses) to refuse."""
-    return await session.services.proxies.connect(session.client, data, headers)
+    return await session.services.proxies.connect(session.client, data, headers, session.proxy_transport)
 
 
 def proxied_reply(
@@ -78,7 +78,7 @@ class ProxyRefresh:
         proxies, conn = self.session.services.proxies, self.session.conn
         while True:
             try:
-                found = await proxies.refresh(self.session.client, identity)
+                found = await proxies.refresh(self.session.client, identity, self.session.proxy_transport)
             except BackendDisconnect as exc:
                 conn.close(exc.close_code, exc.reason)
                 return

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.hooks import UNCHANGED
 from app.namespaces import ConfigError, load_namespaces
 from app.proxy import MAX_ANSWER_BYTES, Backend, BackendDisconnect, BackendError, Malformed, ProxyFailed
-from app.proxy_calls import _data, parse_connect, pick_headers, refresh_parser
+from app.proxy_calls import _data, parse_connect, pick_headers, refresh_parser, transport_fields
 from tests.support import TEST_SECRET
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -242,3 +242,22 @@ def test_an_anonymous_connect_answer_cannot_carry_grants() -> None:
     assert parse_connect({"user": ""}).identity.channels == ()
     with pytest.raises(Malformed):
         parse_connect({"user": "", "channels": ["team:*"]})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "protobuf", "expected"),
+    [
+        ("ws", False, ("websocket", "json", "json")),
+        ("centrifuge", False, ("websocket", "json", "json")),
+        ("centrifuge", True, ("websocket", "protobuf", "binary")),
+        ("centrifuge_http_stream", False, ("http_stream", "json", "json")),
+        ("centrifuge_sse", False, ("sse", "json", "json")),
+        ("sse", False, ("uni_sse", "json", "json")),
+        ("stream", False, ("uni_http_stream", "json", "json")),
+    ],
+)
+def test_a_proxy_request_names_the_clients_transport_as_centrifugo_does(
+    endpoint: str, protobuf: bool, expected: tuple[str, str, str]
+) -> None:
+    fields = transport_fields(endpoint, protobuf)
+    assert (fields["transport"], fields["protocol"], fields["encoding"]) == expected
