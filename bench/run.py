@@ -286,6 +286,24 @@ async def stop_profilers(spies: list[asyncio.subprocess.Process]) -> None:
         await asyncio.wait_for(spy.wait(), 30)
 
 
+async def burst_phase(
+    stack: Stack,
+    publishers: dict[str, Any],
+    channels: list[str],
+    first: int,
+    count: int,
+    per_channel: int,
+    phase: int = 0,
+) -> None:
+    """Publish ``count`` numbered messages round-robin over the channels as fast as the loop allows."""
+    for seq in range(first, first + count):
+        channel = channels[seq % len(channels)]
+        publishers[channel].publish(channel, {"s": seq, "t": time.time(), "p": PAD})
+        if seq % 50 == 49:
+            await asyncio.sleep(0)  # let the publisher's transport flush
+    await wait_phase(stack, phase, count * per_channel)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -301,7 +319,7 @@ def layout(scenario: str, args: argparse.Namespace, instances: int) -> tuple[lis
         channels = [f"mux-{i}" for i in range(100)]
         sockets = 1000
         channel_of: list[Any] = [[(n * 10 + k) % 100 for k in range(10)] for n in range(sockets)]
-        return channels, 100, args.room_messages, channel_of, [(n // 10) % instances for n in range(sockets)]
+        return channels, 100, args.mux_messages, channel_of, [(n // 10) % instances for n in range(sockets)]
     if scenario == "fanout":
         channels, per_channel, burst = ["bench"], args.subscribers, args.messages
     else:
@@ -315,9 +333,13 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
     channels, per_channel, burst, channel_of, target_of = layout(scenario, args, server.instances)
     flavor = "ws" if scenario == "multiplex" else server.flavor
     rate_messages = int(args.rate / (per_channel * len(channels)) * args.rate_seconds) if scenario == "fanout" else 0
-    phases = [{"start": 0, "end": burst}]
+    # Phase 0 primes the server with a burst like the measured one (phase 1), unmeasured: a JIT
+    # (Node's V8) compiles its hot paths and every process's buffers and caches reach their steady
+    # size before the CPU counters are read, whatever the server.
+    prime = burst if args.prime else 0
+    phases = [{"start": 0, "end": prime}, {"start": prime, "end": prime + burst}]
     if rate_messages:
-        phases.append({"start": burst, "end": burst + rate_messages, "latency": True})
+        phases.append({"start": prime + burst, "end": prime + burst + rate_messages, "latency": True})
     stack = Stack(server)
     try:
         await stack.start(server.instances, workdir)
@@ -340,6 +362,8 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
             host, port = targets[i % len(targets)]
             publishers[channel] = await connect(host, port, channel, flavor, lambda s, t: None)
         await warm_up(stack, publishers, channels, sockets)
+        if prime:
+            await burst_phase(stack, publishers, channels, 0, prime, per_channel)
 
         pids = stack.server_pids
         redis_pids = [stack.redis.pid] if stack.redis else []
@@ -351,12 +375,7 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
         profiled = args.profile and not server.name.startswith("node-")  # py-spy samples Python only
         spies = await start_profilers(pids, scenario, server.name, args.profile) if profiled else []
         wall_start = time.perf_counter()
-        for seq in range(burst):
-            channel = channels[seq % len(channels)]
-            publishers[channel].publish(channel, {"s": seq, "t": time.time(), "p": PAD})
-            if seq % 50 == 49:
-                await asyncio.sleep(0)  # let the publisher's transport flush
-        await wait_phase(stack, 0, burst * per_channel)
+        await burst_phase(stack, publishers, channels, prime, burst, per_channel, phase=1)
         wall = time.perf_counter() - wall_start
         await stop_profilers(spies)
         server_cpu = cpu_seconds(pids) - cpu_start
@@ -370,12 +389,12 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
                 delay = start + i * interval - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                seq = burst + i
+                seq = prime + burst + i
                 publishers[channels[0]].publish(channels[0], {"s": seq, "t": time.time(), "p": PAD})
-            await wait_phase(stack, 1, rate_messages * per_channel)
+            await wait_phase(stack, 2, rate_messages * per_channel)
         final = await stack.ask("report")
         latencies = sorted(x for r in final for x in r["latencies"])
-        burst_stats = [r["phases"][0] for r in final]
+        burst_stats = [r["phases"][1] for r in final]
         delivered = sum(p["unique"] for p in burst_stats)
         result = {
             "server": server.name,
@@ -541,6 +560,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.profile:  # sampling slows the servers: these results are not for the docs
         print(f"done in {machine['seconds']}s: profiles in {args.profile}; summarise with python -m bench.profile")
         return
+    if args.no_docs:
+        print(f"done in {machine['seconds']}s: bench/results/latest.json (docs untouched)")
+        return
     report.write(results, machine, command, ROOT / "docs")
     print(f"done in {machine['seconds']}s: docs/benchmarks.md, docs/bench-*.png")
 
@@ -552,7 +574,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200, help="burst messages in the fanout scenario")
-    parser.add_argument("--room-messages", type=int, default=6000, help="burst messages in the rooms scenario")
+    parser.add_argument("--room-messages", type=int, default=20000, help="burst messages in the rooms scenario")
+    parser.add_argument("--mux-messages", type=int, default=6000, help="burst messages in the multiplex scenario")
     parser.add_argument("--rate", type=float, default=20000, help="deliveries/s in the latency phase")
     parser.add_argument("--rate-seconds", type=float, default=5)
     parser.add_argument("--idle", type=int, default=5000, help="idle connections for the memory scenario")
@@ -560,6 +583,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="py-spy each server process during each burst into this folder (docs untouched)"
     )
+    parser.add_argument(
+        "--prime",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an unmeasured burst before each measured one",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/ alone (results in latest.json only)")
     parser.add_argument("--scale", type=int, default=18000, help="sockets on one instance in the scale scenario")
     parser.add_argument("--scale-deliveries", type=int, default=900_000, help="deliveries per size in it")
     args = parser.parse_args()
