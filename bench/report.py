@@ -17,10 +17,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["switchboard", "ceiling", "node-ws", "node-socketio", "tutorial", "socketio"]
+ORDER = [
+    "switchboard",
+    "switchboard-centrifuge",
+    "switchboard-sse",
+    "gunicorn-1",
+    "gunicorn-2",
+    "ceiling",
+    "picows",
+    "node-ws",
+    "node-socketio",
+    "tutorial",
+    "socketio",
+]
 LABELS = {
     "switchboard": "Switchboard",
+    "switchboard-centrifuge": "Switchboard, /connection/websocket",
+    "switchboard-sse": "Switchboard, SSE",
+    "gunicorn-1": "Switchboard, gunicorn, 1 worker",
+    "gunicorn-2": "Switchboard, gunicorn, 2 workers",
     "ceiling": "websockets broadcast()",
+    "picows": "picows",
     "node-ws": "Node ws + Redis",
     "node-socketio": "Node socket.io + redis-adapter",
     "tutorial": "tutorial pattern",
@@ -29,7 +46,12 @@ LABELS = {
 
 COLORS = {
     "switchboard": "#2563eb",
+    "switchboard-centrifuge": "#3b82f6",
+    "switchboard-sse": "#60a5fa",
+    "gunicorn-1": "#93c5fd",
+    "gunicorn-2": "#bfdbfe",
     "ceiling": "#64748b",
+    "picows": "#475569",
     "node-ws": "#16a34a",
     "node-socketio": "#86efac",
     "tutorial": "#94a3b8",
