@@ -41,7 +41,7 @@ from typing import Any
 import uvloop
 
 from bench import report
-from bench.wsclient import Client, connect
+from bench.wsclient import Client, connect, publisher_flavor
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -97,8 +97,8 @@ class Server:
 
 SERVERS = {
     "switchboard": Server("switchboard", "Switchboard (2 instances + Redis)", "plain", 2, True),
-    # The same two instances, other transports: Centrifugo's JSON protocol, and SSE streams
-    # (published to from /ws clients, since a stream cannot send).
+    # The same two instances and publishers (/ws/global clients), other subscribers: Centrifugo's
+    # JSON protocol, and SSE streams, each on the channel /ws/global/{name} publishes to.
     "switchboard-centrifuge": Server(
         "switchboard-centrifuge", "Switchboard, /connection/websocket (2 instances + Redis)", "centrifuge", 2, True
     ),
@@ -384,7 +384,7 @@ def layout(scenario: str, args: argparse.Namespace, instances: int) -> tuple[lis
 async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     channels, per_channel, burst, channel_of, target_of = layout(scenario, args, server.instances)
     flavor = "ws" if scenario == "multiplex" else server.flavor
-    by = "ws" if flavor == "sse" else flavor  # the publishers' flavor: a stream cannot publish
+    by = publisher_flavor(flavor)
     rate_messages = int(args.rate / (per_channel * len(channels)) * args.rate_seconds) if scenario == "fanout" else 0
     # Phase 0 primes the server with a burst like the measured one (phase 1), unmeasured: a JIT
     # (Node's V8) compiles its hot paths and every process's buffers and caches reach their steady
@@ -492,7 +492,7 @@ async def run_idle(server: Server, args: argparse.Namespace, workdir: Path) -> d
         }
         ready = await stack.start_clients(spec, args.client_processes)
         sockets = sum(r["connected"] for r in ready)
-        by = "ws" if server.flavor == "sse" else server.flavor
+        by = publisher_flavor(server.flavor)
         publisher = await connect("127.0.0.1", stack.ports[0], "idle", by, lambda s, t: None)
         await warm_up(stack, {"idle": publisher}, ["idle"], sockets)
         after = rss_bytes(stack.procs[0].pid)

@@ -81,6 +81,8 @@ class SseClient(asyncio.Protocol):
         op = event.get("op")
         if op == "pub":
             data = event.get("data")
+            if isinstance(data, dict) and isinstance(data.get("content"), dict):  # a /ws/global message
+                data = data["content"]
             if isinstance(data, dict) and "s" in data:
                 self.on_payload(data["s"], data["t"])
         elif op == "subscribed":

@@ -24,6 +24,10 @@ import orjson
 
 from bench.sseclient import SseClient
 
+# The centrifuge and sse flavors subscribe to the channel a /ws/global/{name} client publishes to,
+# so that their publishers are the plain flavor's and only the subscribers' transport differs.
+TUTORIAL = "global:"
+
 # Masking is mandatory for clients; an all-zero key is valid and makes masking free.
 _MASK = b"\x00\x00\x00\x00"
 
@@ -93,7 +97,7 @@ class Client(asyncio.Protocol):
             elif self.flavor == "centrifuge":
                 self.centrifuge({"connect": {}})
                 for channel in self.rooms:
-                    self.centrifuge({"subscribe": {"channel": channel}})
+                    self.centrifuge({"subscribe": {"channel": TUTORIAL + channel}})
                 self.pending = len(self.rooms)
         # Frames from a server are never masked.
         while len(buf) >= 2:
@@ -176,6 +180,8 @@ class Client(asyncio.Protocol):
         push = frame.get("push")
         if push is not None:
             data = push.get("pub", {}).get("data")
+            if isinstance(data, dict) and isinstance(data.get("content"), dict):  # a /ws/global message
+                data = data["content"]
             if isinstance(data, dict) and "s" in data:
                 self.on_payload(data["s"], data["t"])
         elif frame.get("id", 1) > 1:  # a subscribe reply (or, for a publisher, a publish's)
@@ -207,8 +213,6 @@ class Client(asyncio.Protocol):
             self.send_text(orjson.dumps({"content": content}))
         elif self.flavor == "ws":
             self.command({"op": "publish", "channel": channel, "data": content})
-        elif self.flavor == "centrifuge":
-            self.centrifuge({"publish": {"channel": channel, "data": content}})
         else:
             self.send_text(b'42["publish",' + orjson.dumps({"channel": channel, "content": content}) + b"]")
 
@@ -225,6 +229,11 @@ def path_for(flavor: str, channel: str) -> str:
     if flavor == "centrifuge":
         return "/connection/websocket"
     return f"/ws/global/{channel}"
+
+
+def publisher_flavor(flavor: str) -> str:
+    """Who publishes to a flavor's subscribers: /ws/global clients for the centrifuge and sse ones."""
+    return "plain" if flavor in ("centrifuge", "sse") else flavor
 
 
 async def connect(
@@ -248,6 +257,7 @@ async def subscribe(
         return await connect(host, port, channel, flavor, on_payload)
     rooms = [channel] if isinstance(channel, str) else channel
     loop = asyncio.get_running_loop()
-    _, sse = await loop.create_connection(lambda: SseClient(f"{host}:{port}", rooms, on_payload), host, port)
+    names = [TUTORIAL + room for room in rooms]
+    _, sse = await loop.create_connection(lambda: SseClient(f"{host}:{port}", names, on_payload), host, port)
     await asyncio.wait_for(sse.ready, 30)
     return sse
