@@ -18,7 +18,7 @@ SCENARIO ?= mixed
 LOCUSTFILE = $(if $(filter mixed,$(SCENARIO)),loadtest/locustfile.py,loadtest/$(SCENARIO).py)
 
 .DEFAULT_GOAL := help
-.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster bench-auth bench-tracing
+.PHONY: help install deps run test lint typecheck unit fmt clean cluster cluster-down up down k8s-validate hadolint observability-sync loadtest bench bench-peers bench-delivery bench-api bench-cluster bench-auth bench-tracing bench-delta
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -78,10 +78,14 @@ loadtest: install deps ## Locust vs `make cluster` (started if not running); SCE
 	$(BIN)/python -m loadtest.summary loadtest/results/$(SCENARIO).json --users $(USERS) || rc=1; \
 	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
-bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers, then bench-auth and bench-tracing -> docs/benchmarks.md and charts (~14 min)
+bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers, then bench-auth, bench-tracing and bench-delta -> docs/benchmarks.md and charts (~14 min)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.tracing
+	$(BIN)/python -m bench.delta
+
+bench-delta: install deps ## Fossil deltas on a 4 KB dashboard stream: bytes per publication and server CPU per delivery, delta vs none -> docs/benchmarks.md (~1 min)
+	$(BIN)/python -m bench.delta
 
 bench-tracing: install deps ## Fan-out per app CPU-second with traces off, on at 1% sampling, and on for every message -> docs/benchmarks.md (~2 min)
 	$(BIN)/python -m bench.tracing

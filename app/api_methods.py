@@ -50,6 +50,7 @@ STATUS = {
     ErrorCode.UNKNOWN_CHANNEL: 422,
     ErrorCode.LIMIT_EXCEEDED: 413,
     ErrorCode.NOT_AVAILABLE: 400,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
 }
 
 

@@ -180,7 +180,7 @@ class Authenticator:
         # An empty id would be the anonymous identity, but one carrying the token's grants.
         if isinstance(user, bool) or not isinstance(user, str | int) or user == "":
             self._refuse(AuthError("bad_claims", c.user_claim), c)
-        return str(user)
+        return c.user_prefix + str(user)
 
     async def _claims(self, token: str | None) -> tuple[dict[str, Any], _Provider]:
         if not token:

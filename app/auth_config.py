@@ -138,6 +138,11 @@ class ProviderConfig(ClaimMapping):
     """One ``[[auth.providers]]`` table (or the provider the ``SWITCHBOARD_JWT_*`` settings make)."""
 
     name: str = Field(default="", max_length=64)
+    # Put before every user id this provider's tokens give. Providers share one space of user ids
+    # by default (a backend minting tokens for the identity provider's users); providers whose
+    # users are different people (two tenants' issuers) each take a prefix, so that the same
+    # ``sub`` from both is two users, and one's subscription token is not the other's.
+    user_prefix: str = Field(default="", max_length=32, pattern=r"^[!-~]*$")
     # Pinned ``iss``; a provider without one takes tokens whose ``iss`` no other provider claims.
     issuer: str | None = None
     audience: str | None = None

@@ -9,6 +9,12 @@ in the question; the asker pops answers until every instance that ``info`` lists
 from all its workers, or ``DEADLINE`` passes. A reply
 says which instances did not answer in time (``missing``), so a partial view is never passed off
 as whole. With the memory broker the process is the cluster and answers itself.
+
+The asker's BLPOP holds a connection of the broker's bounded pool (the one publishes use) for up
+to ``DEADLINE``, so at most ``AT_ONCE`` questions a process are waited on at a time; another waits
+for its turn within the deadline, and is then refused 111 (the server API's 429). An answer that
+cannot be read (a rolling upgrade's other shape) is counted, logged and skipped: its instance is
+reported ``missing``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from redis.exceptions import RedisError
 from app import admission, metrics
 from app.broker import BrokerUnavailable
 from app.broker.redis_target import RedisClient
+from app.errors import ErrorCode, ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.instances import Instances
 from app.protocol import header
@@ -39,6 +46,8 @@ DEADLINE = 2.0  # seconds an asker waits for the slowest instance
 REPLY_TTL = 10  # seconds a reply list outlives a question nobody waits for any more
 LOCAL_LIMIT = 100  # channels (by subscribers, and by rate) or connections each instance reports
 CHANNELS_SHOWN = 50  # of a user connection's channels
+AT_ONCE = 2  # questions a process waits on at once: each holds a pooled Redis connection
+BUSY = "too many cluster questions at once: try again"
 
 
 def local_channels(hub: Hub) -> list[dict[str, Any]]:
@@ -70,6 +79,21 @@ def local_connections(users: Users, user: str, instance: str) -> list[dict[str, 
     return found
 
 
+# The fields of each kind's rows that the merging and sorting read, with their types.
+SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "channels": {"channel": str, "subscribers": int, "rate": (int, float)},
+    "user": {"client": str, "instance": str, "endpoint": str, "channels": list, "channel_count": int},
+}
+
+
+def readable(kind: str, rows: object) -> bool:
+    """Whether an answer's rows have the shape this version reads for ``kind``."""
+    if not isinstance(rows, list):
+        return False
+    shape = SHAPES.get(kind, {})
+    return all(isinstance(row, dict) and all(isinstance(row.get(k), t) for k, t in shape.items()) for row in rows)
+
+
 def merge_channels(answers: list[list[dict[str, Any]]], sort: str, limit: int) -> list[dict[str, Any]]:
     """Subscribers add up across instances; the rate is the same publications seen on each
     instance that delivers them, so the cluster's is the highest, not the sum."""
@@ -89,6 +113,7 @@ class ClusterQuery:
         self._client = client
         self._instance = instance
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = asyncio.Semaphore(AT_ONCE)
 
     async def start(self) -> None:
         if self._client is not None:
@@ -109,10 +134,22 @@ class ClusterQuery:
     async def ask(self, kind: str, **question: Any) -> tuple[list[list[dict[str, Any]]], list[str]]:
         """Every instance's answer, and the ids of live instances that did not answer in time.
 
-        Raises BrokerUnavailable.
+        Raises BrokerUnavailable, or ProtocolError (111) when ``AT_ONCE`` questions are waited on
+        already and none ends within the deadline.
         """
         if self._client is None:
             return [self.answer(kind, question)], []
+        try:
+            await asyncio.wait_for(self._turns.acquire(), DEADLINE)
+        except TimeoutError:
+            raise ProtocolError(ErrorCode.TOO_MANY_REQUESTS, BUSY) from None
+        try:
+            return await self._ask(kind, question)
+        finally:
+            self._turns.release()
+
+    async def _ask(self, kind: str, question: dict[str, Any]) -> tuple[list[list[dict[str, Any]]], list[str]]:
+        assert self._client is not None
         expected = {str(entry["id"]) for entry in await self._instances.list()}
         reply = REPLY_PREFIX + uuid.uuid4().hex
         frame = orjson.dumps({"kind": kind, "reply": reply, **question})
@@ -132,11 +169,19 @@ class ClusterQuery:
                 popped = await self._client.blpop([reply], timeout=max(0.01, left))
                 if popped is None:
                     break
-                found = orjson.loads(popped[1])
-                name = str(found["instance"])
-                workers.setdefault(name, set()).add(int(found["worker"]))
-                running[name] = max(running.get(name, 1), int(found["workers"]))
-                answers.append(found["rows"])
+                try:
+                    found = orjson.loads(popped[1])
+                    name, worker, count = str(found["instance"]), int(found["worker"]), int(found["workers"])
+                    rows = found["rows"]
+                    if not readable(kind, rows):
+                        raise TypeError("rows")
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    metrics.LISTENER_ERRORS.inc()
+                    log.warning("skipped an unreadable answer to a cluster query")
+                    continue
+                workers.setdefault(name, set()).add(worker)
+                running[name] = max(running.get(name, 1), count)
+                answers.append(rows)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
         return answers, short()

@@ -133,6 +133,10 @@ class Settings(BaseSettings):
         "X-Forwarded-For",
         "Origin",
     ]
+    # Names a Centrifugo client may send in connect's emulated ``headers`` for the connect proxy
+    # (none by default). Always the client's own words: they never stand in for a real handshake
+    # header (a proxy's X-Forwarded-For, the browser's Origin), which is kept when both come.
+    proxy_emulated_headers: Annotated[list[str], NoDecode] = []
     proxy_timeout: float = 1.0
     # Calls in flight to the backend per process; the rest wait (up to AUTH_TIMEOUT) for a slot.
     proxy_max_concurrency: int = 64
@@ -262,7 +266,9 @@ class Settings(BaseSettings):
         """What mint_token signs with: the first of JWT_ALGORITHMS when they are HMAC ones."""
         return self.jwt_algorithms[0] if self.jwt_algorithms and self.jwt_algorithms[0] in HMAC_ALGORITHMS else "HS256"
 
-    @field_validator("jwt_algorithms", "allowed_origins", "api_keys", "proxy_headers", mode="before")
+    @field_validator(
+        "jwt_algorithms", "allowed_origins", "api_keys", "proxy_headers", "proxy_emulated_headers", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

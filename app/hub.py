@@ -29,7 +29,9 @@ import orjson
 from app import metrics, tracing
 from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
+from app.channel_state import Channel, Joined, Subscription, Unsubscribed
 from app.connection import Connection
+from app.delta import delta_joined, delta_left
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.history_reads import SharedReads
 from app.namespaces import Namespaces
@@ -46,8 +48,9 @@ from app.protocol import (
     unpack,
     wrap_pub,
 )
+from app.protocols import centrifuge_delta
 from app.protocols.centrifuge_wire import channel_publication, channel_push
-from app.recovery import CatchUp, Channel, Joined, Subscription, Unsubscribed
+from app.recovery import CatchUp
 from app.reserved import internal
 from app.tutorial import is_tutorial
 
@@ -123,6 +126,7 @@ class Hub:
         wire: Wire | None = None,
         announce: Announce = tutorial_announce,
         registered: Callable[[], None] | None = None,
+        delta: bool = False,
     ) -> Subscription:
         """Join ``channel``; with ``resume``, first deliver what was published after it.
 
@@ -132,7 +136,8 @@ class Hub:
         ``announce`` is called once, after any recovered messages and before any live
         one. ``registered`` is called once the connection is in the channel (before a replay), from
         when on it may do anything else: a publish sees the subscription, an unsubscribe ends the
-        replay. Raises BrokerUnavailable if the channel cannot be subscribed or its history read,
+        replay. ``delta``: a Centrifugo subscriber that negotiated Fossil deltas (app/delta.py).
+        Raises BrokerUnavailable if the channel cannot be subscribed or its history read,
         ConnectionGone if the connection closed during a replay, or Unsubscribed if the client
         left the channel during it; nothing is changed then.
         Raises ProtocolError (102) for a name of Switchboard's own: every entry point refuses those
@@ -149,11 +154,13 @@ class Hub:
         if resume is None or not ch.history:
             start = ch.backlog[-1].offset if ch.backlog else ch.offset
             sub = Subscription(conn, start, ch.epoch, ws, encoding)
+            sub.delta = delta
             announce(sub, Joined(Position(start, ch.epoch), history_off=resume is not None))
-            ch.members[conn.id] = sub
+            self._add_member(ch, sub)
             conn.channels.add(channel)
             return sub
         sub = Subscription(conn, 0, resume.epoch, ws, encoding)
+        sub.delta = delta
         if encoding == CENTRIFUGE_PUSH:
             sub.collected = []
         sub.pending = []  # live messages wait here while the history is read
@@ -181,7 +188,7 @@ class Hub:
                 sub.offset, sub.epoch = 0, env.epoch
             self._offer(ch, sub, env)
         sub.pending = None
-        ch.members[conn.id] = sub
+        self._add_member(ch, sub)
         conn.channels.add(channel)
         return sub
 
@@ -235,7 +242,9 @@ class Hub:
         ch = self._channels.get(channel)
         if ch is None:
             return
-        if ch.members.pop(conn.id, None) is not None:
+        sub = ch.members.pop(conn.id, None)
+        if sub is not None:
+            delta_left(ch, sub)
             await self._release(channel, ch)
         elif conn.id in ch.recovering:
             # Its replay stops at its next step; a new subscribe may start another meanwhile.
@@ -380,6 +389,11 @@ class Hub:
             if sub.encoding == AS_PUBLISHED:
                 delivered += sub.conn.offer(out)
                 continue
+            if sub.delta and ch.delta is not None:
+                out_delta = ch.delta.push(ch, env, sub, mark)
+                if out_delta is not None:
+                    delivered += sub.conn.offer(out_delta)
+                    continue
             if encoded is None:
                 encoded = [None] * ENCODINGS
             other = encoded[sub.encoding]
@@ -432,13 +446,26 @@ class Hub:
             sub.offset = env.offset
             if env.exclude != sub.conn.id:
                 if sub.collected is not None:
-                    pub = channel_publication(env, ch.tutorial)
+                    if sub.delta:
+                        pub = centrifuge_delta.full_publication(env, ch.tutorial)
+                    else:
+                        pub = channel_publication(env, ch.tutorial)
                     if pub is not None:
                         sub.collected.append(pub)
                     return
-                out = cls._encode(ch, env, sub.encoding, (ch.name, env.offset, env.epoch))
+                mark = (ch.name, env.offset, env.epoch)
+                if sub.delta:  # one by one, so full: the next live one is full too (DeltaStream)
+                    push = centrifuge_delta.full_push(ch.name_json, env, ch.tutorial)
+                    out = SKIP if push is None else Outgoing(push, mark)
+                else:
+                    out = cls._encode(ch, env, sub.encoding, mark)
                 if out is not SKIP:
                     sub.conn.offer(out)
+
+    @staticmethod
+    def _add_member(ch: Channel, sub: Subscription) -> None:
+        ch.members[sub.conn.id] = sub
+        delta_joined(ch, sub)
 
     async def _subscribe(self, channel: str) -> Channel:
         async with self._channel_lock(channel):

@@ -21,8 +21,8 @@ from app.api_methods import ApiError
 from app.config import Settings
 from app.fd_limit import raise_open_files_limit
 from app.logs import install_redaction
-from app.protocols import centrifuge
-from app.routes import admin, api, health, seed, server_api, ws
+from app.protocols import centrifuge, switchboard
+from app.routes import admin, api, api_centrifugo, health, seed, server_api
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
 from app.streams import endpoint as streams
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(ApiError, server_api.api_error_handler)
-    app.router.routes.extend(ws.routes + seed.routes + centrifuge.routes)
+    app.router.routes.extend(switchboard.routes + seed.routes + centrifuge.routes)
     app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
     # Browser pages on another allowed origin (a second instance, say) may call /api/*.
     app.add_middleware(
@@ -163,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(server_api.router)
+    app.include_router(api_centrifugo.router)
     if settings.dev_mode:
         app.include_router(api.dev_router)
     if settings.admin:  # off by default: then /admin is a 404 like any unknown path

@@ -18,6 +18,7 @@ published to, never per delivered message::
     join_leave = false          # join/leave pushes (not in the tutorial's room and global)
     subscribe_proxy = "http://backend:9000/switchboard/subscribe"  # the backend decides (docs/proxies.md)
     publish_proxy = "http://backend:9000/switchboard/publish"      # ... and may rewrite the data
+    allowed_delta_types = ["fossil"]  # Centrifugo subscribers may negotiate Fossil deltas (docs/sdks.md)
 
     [rpc.proxies]               # rpc methods by prefix; the longest matching prefix wins
     "billing." = "http://billing:9000/switchboard/rpc"
@@ -77,6 +78,7 @@ class Namespace(BaseModel):
     join_leave: bool = False
     subscribe_proxy: str | None = None
     publish_proxy: str | None = None
+    allowed_delta_types: tuple[Literal["fossil"], ...] = ()
 
 
 class Rpc(BaseModel):
@@ -110,6 +112,7 @@ class ChannelOptions:
     # Backend URLs that decide subscribe and publish here (app/proxy_calls.py), or None.
     subscribe_proxy: str | None = None
     publish_proxy: str | None = None
+    delta: bool = False  # Fossil deltas may be negotiated (``allowed_delta_types``)
 
 
 class Namespaces:
@@ -134,7 +137,15 @@ class Namespaces:
         # The epoch must outlive the messages, or a channel could pass a gap off as "nothing missed".
         history = replace(self.history, size=size, ttl=ttl, meta_ttl=max(self.history.meta_ttl, ttl))
         return ChannelOptions(
-            name, ns.subscribe, ns.publish, history, ns.presence, ns.join_leave, ns.subscribe_proxy, ns.publish_proxy
+            name,
+            ns.subscribe,
+            ns.publish,
+            history,
+            ns.presence,
+            ns.join_leave,
+            ns.subscribe_proxy,
+            ns.publish_proxy,
+            delta="fossil" in ns.allowed_delta_types,
         )
 
     def for_channel(self, channel: str) -> ChannelOptions:

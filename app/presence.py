@@ -12,7 +12,8 @@ Guarantees (both implementations):
 * ``page`` lists a channel in pages of at most ``limit`` members: a member present for the whole
   listing is returned at least once (members joining or leaving meanwhile may be missed or repeat).
 
-Redis: ``app/presence_redis.py``. In one process (the memory broker) no instance can die alone, so
+Redis: ``app/presence_redis.py`` (which builds on this module; ``Services.build`` picks one of the
+two). In one process (the memory broker) no instance can die alone, so
 ``MemoryPresence.sweep`` finds nothing.
 """
 
@@ -22,8 +23,6 @@ import re
 from typing import Any, Protocol
 
 import orjson
-
-from app.broker import Broker
 
 PAGE_LIMIT = 1000
 Cursor = tuple[int, int]
@@ -175,11 +174,3 @@ class MemoryPresence:
         if not members:
             del self._members[channel]
         return len(members)
-
-
-def create_presence(broker: Broker, ttl: float) -> Presence:
-    from app.broker import redis_client
-    from app.presence_redis import RedisPresence
-
-    client = redis_client(broker)
-    return RedisPresence(client, ttl) if client is not None else MemoryPresence()

@@ -121,6 +121,7 @@ class Proxies:
         self.connect_url = settings.connect_proxy_url
         self.refresh_url = settings.refresh_proxy_url
         self.headers = frozenset(name.lower().encode("latin-1") for name in settings.proxy_headers)
+        self.emulated = frozenset(name.lower().encode("latin-1") for name in settings.proxy_emulated_headers)
 
     async def connect(self, client: str, data: Any, headers: dict[str, str]) -> Connected:
         assert self.connect_url is not None

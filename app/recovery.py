@@ -1,10 +1,10 @@
-"""Per-channel state for offsets and the Hub's own catch-up after its pub/sub feed had a gap.
+"""The Hub's own catch-up after its pub/sub feed had a gap.
 
 A channel's pub/sub feed has a gap when the broker connection dropped (``Hub.on_reconnect``) or
 when an offset arrives that is not the next one (``Hub.accept``). Then ``CatchUp`` holds the live
-messages back in ``Channel.backlog``, reads the missed ones from history, delivers them, and
-replays the backlog: members get every offset once, in order. If history no longer covers the
-gap, members that missed something are told ``{"type":"recovered","ok":false,...}``.
+messages back in ``Channel.backlog`` (app/channel_state.py), reads the missed ones from history,
+delivers them, and replays the backlog: members get every offset once, in order. If history no
+longer covers the gap, members that missed something are told ``{"type":"recovered","ok":false,...}``.
 """
 
 from __future__ import annotations
@@ -12,176 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
 from app import metrics
-from app.broker import BrokerUnavailable, Position
+from app.broker import Broker, BrokerUnavailable, Position
+from app.channel_state import Channel, recovered_frame
 from app.errors import CentrifugeDisconnect
-from app.namespaces import ChannelOptions
 from app.protocol import CENTRIFUGE_PUSH, Envelope, Outgoing
-from app.tutorial import is_tutorial
-
-if TYPE_CHECKING:
-    from app.connection import Connection
-    from app.hub import Hub
 
 log = logging.getLogger("switchboard.recovery")
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 POSITION_UNKNOWN = "position unknown"
-
-
-class Subscription:
-    """One connection in one channel, and the last offset it was given (it never gets it again).
-
-    ``ws``: the connection speaks the ``/ws`` protocol. ``encoding``: how it gets the channel's
-    messages (``app.protocol.AS_PUBLISHED``, ``WS_PUB``: a ``/ws`` connection on a tutorial channel,
-    whose frames it gets wrapped in ``pub`` pushes, or ``CENTRIFUGE_PUSH``). ``collected``: while
-    not None, a replay's messages are kept here, encoded, instead of sent (Centrifugo's SDKs take
-    a recovery's publications in the subscribe reply).
-    """
-
-    __slots__ = (
-        "collected",
-        "conn",
-        "encoding",
-        "epoch",
-        "left",
-        "offset",
-        "overflowed",
-        "pending",
-        "pending_bytes",
-        "ws",
-    )
-
-    def __init__(self, conn: Connection, offset: int, epoch: str, ws: bool = False, encoding: int = 0) -> None:
-        self.conn = conn
-        self.offset = offset
-        self.epoch = epoch
-        self.ws = ws
-        self.encoding = int(encoding)
-        self.collected: list[bytes] | None = None
-        # Live messages held back while this subscription's own history is read (Hub.join),
-        # bounded like a channel's backlog, and in bytes like a page of history (the client's own
-        # publishes may land here while its replay runs): ``overflowed`` means some were dropped
-        # (read them again).
-        self.pending: list[Envelope] | None = None
-        self.pending_bytes = 0
-        self.overflowed = False
-        self.left = False  # unsubscribed while its replay ran: the replay stops (Hub.leave)
-
-    def hold(self, env: Envelope, limit: int, max_bytes: int) -> None:
-        assert self.pending is not None
-        if len(self.pending) >= limit or self.pending_bytes + len(env.frame) > max_bytes:
-            self.pending.clear()
-            self.pending_bytes = 0
-            self.overflowed = True
-        self.pending.append(env)
-        self.pending_bytes += len(env.frame)
-
-
-class Unsubscribed(Exception):
-    """The client unsubscribed from the channel while its replay ran: the join is abandoned."""
-
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """Where a joiner stands; after a resume, whether it was recovered (``ok``) and how."""
-
-    position: Position
-    ok: bool | None = None  # None: no resume was asked for
-    count: int = 0
-    reason: str = ""
-    history_off: bool = False  # a resume was asked for, but the channel keeps no history
-
-    def tutorial_frame(self) -> bytes | None:
-        if self.history_off:
-            return HISTORY_OFF_FRAME
-        if self.ok is None:
-            return None
-        p = self.position
-        return recovered_frame(self.ok, p.epoch, p.offset, count=self.count, reason=self.reason)
-
-
-RATE_WINDOW = 10.0  # seconds
-
-
-class Channel:
-    __slots__ = (
-        "backlog",
-        "epoch",
-        "history",
-        "known",
-        "members",
-        "name",
-        "name_json",
-        "offset",
-        "options",
-        "overflowed",
-        "rate_count",
-        "rate_previous",
-        "rate_window",
-        "recovering",
-        "subscribed",
-        "tutorial",
-    )
-
-    def __init__(self, name: str, options: ChannelOptions) -> None:
-        # Looked up once, when the channel is first joined, never per message.
-        self.options = options
-        self.history = options.history.enabled
-        self.tutorial = is_tutorial(name)
-        self.name = name
-        self.name_json = orjson.dumps(name)  # for the ``pub`` pushes that wrap tutorial frames
-        self.members: dict[str, Subscription] = {}
-        self.recovering: dict[str, Subscription] = {}
-        self.subscribed = False
-        # The last position this process received; ``known`` once it has read or been told it
-        # (a channel never published to is known at (0, "")).
-        self.offset = 0
-        self.epoch = ""
-        self.known = False
-        # Live messages held back while the Hub catches up; None when it is not catching up.
-        self.backlog: list[Envelope] | None = None
-        self.overflowed = False
-        # Publications delivered here in the current and the previous RATE_WINDOW: two ints, not
-        # a log, so the server API's top_channels can report a rate (app/cluster_query.py).
-        self.rate_window = 0
-        self.rate_count = 0
-        self.rate_previous = 0
-
-    def count_publication(self, now: float) -> None:
-        window = int(now // RATE_WINDOW)
-        if window != self.rate_window:
-            self.rate_previous = self.rate_count if window == self.rate_window + 1 else 0
-            self.rate_window, self.rate_count = window, 0
-        self.rate_count += 1
-
-    def rate(self, now: float) -> float:
-        """Publications per second over the last one to two windows (monotonic ``now``)."""
-        window = int(now // RATE_WINDOW)
-        if window == self.rate_window:
-            counted = self.rate_previous + self.rate_count
-        elif window == self.rate_window + 1:
-            counted = self.rate_count
-        else:
-            return 0.0
-        return counted / (RATE_WINDOW + now - window * RATE_WINDOW)
-
-
-HISTORY_OFF_FRAME = b'{"type":"recovered","ok":false,"reason":"history off"}'
-
-
-def recovered_frame(ok: bool, epoch: str, offset: int, *, count: int = 0, reason: str = "") -> bytes:
-    """What a client is told after recovery: ``offset``/``epoch`` are where it now stands."""
-    body: dict[str, object] = {"type": "recovered", "ok": ok}
-    body.update({"count": count} if ok else {"reason": reason})
-    body.update(offset=offset, epoch=epoch)
-    return orjson.dumps(body)
 
 
 def recovered_push(channel_json: bytes, position: Position, reason: str) -> bytes:
@@ -194,8 +39,22 @@ def recovered_push(channel_json: bytes, position: Position, reason: str) -> byte
     )
 
 
+class Fanout(Protocol):
+    """What a catch-up needs of the Hub that runs it. The Hub hands itself in (``CatchUp(self)``),
+    so this layer below it never imports it."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    def channel(self, name: str) -> Channel | None: ...
+
+    def deliver(self, ch: Channel, env: Envelope) -> None: ...
+
+    def accept(self, channel: str, ch: Channel, env: Envelope) -> None: ...
+
+
 class CatchUp:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Fanout) -> None:
         self._hub = hub
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -21,7 +21,8 @@ from app.config import Settings
 from app.hub import Hub
 from app.instances import Instances
 from app.permissions import Hooks, Permissions
-from app.presence import Presence, create_presence
+from app.presence import MemoryPresence, Presence
+from app.presence_redis import RedisPresence
 from app.proxy import Backend
 from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
@@ -66,7 +67,7 @@ class Services:
             settings=settings,
             broker=broker,
             hub=hub,
-            presence=create_presence(broker, ttl),
+            presence=RedisPresence(client, ttl) if client is not None else MemoryPresence(),
             permissions=Permissions(settings, Hooks(settings.hook_object, settings.hook_timeout), auth, proxies),
             users=users,
             instances=instances,

@@ -1,9 +1,9 @@
 """Session: the one object per connection that every endpoint uses, ``/ws`` and the tutorial's.
 
 A session owns who the client is, which channels it is in (the Hub's ``Subscription`` keeps each
-one's position), its limits and its permission checks. ``routes/`` hold only adapters that turn
-frames into these calls and the results back into frames: ``routes/ws.py`` for the ``/ws``
-protocol, ``routes/seed.py`` for the tutorial endpoints. Failures are ``ProtocolError`` (the
+one's position), its limits and its permission checks. Adapters turn frames into these calls
+and the results back into frames: ``protocols/switchboard.py`` for the ``/ws`` protocol,
+``routes/seed.py`` for the tutorial endpoints. Failures are ``ProtocolError`` (the
 client is told a code and the socket stays open) or ``BrokerUnavailable`` (Redis is down).
 """
 
@@ -23,6 +23,7 @@ from app import metrics
 from app.auth import ANONYMOUS, Identity
 from app.broker import BrokerUnavailable, Position
 from app.budgets import JoinLeave
+from app.channel_state import Joined, Subscription, Unsubscribed
 from app.connection import Connection
 from app.errors import (
     INVALID_RESUME,
@@ -39,7 +40,6 @@ from app.namespaces import ChannelOptions
 from app.presence import member_id
 from app.protocol import Wire
 from app.protocols.centrifuge_wire import push as centrifuge_push
-from app.recovery import Joined, Subscription, Unsubscribed
 from app.services import Services
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
@@ -152,7 +152,7 @@ class Session:
         self._publisher: str | None = None  # likewise
         self._join_leave: JoinLeave | None = None  # likewise: made on the first announcement
         self._expiry: asyncio.TimerHandle | None = None
-        # Called at the expiry instead of closing: the refresh proxy (app/routes/ws_proxy.py).
+        # Called at the expiry instead of closing: the refresh proxy (app/protocols/proxied.py).
         self._renew: Callable[[], None] | None = None
         # Channels that stand on something other than the connection token: a subscription token
         # or the server API. A refresh does not re-check them. Made on first need.
@@ -264,6 +264,7 @@ class Session:
         token: str | None = None,
         announce: Announce = tutorial_announce,
         registered: Callable[[], None] | None = None,
+        delta: bool = False,
     ) -> ChannelOptions:
         """Check, then join (delivering what was missed since ``resume``). ``announce`` tells the
         client; ``registered`` is called once the client is in the channel, before a replay
@@ -286,7 +287,7 @@ class Session:
             self._stands(channel)
         try:
             await self.services.hub.join(
-                self.conn, channel, resume, wire=self.wire, announce=announce, registered=registered
+                self.conn, channel, resume, wire=self.wire, announce=announce, registered=registered, delta=delta
             )
         except BaseException as exc:
             if self._standing is not None and channel not in self.subscriptions:

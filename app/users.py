@@ -26,20 +26,19 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from app import metrics
+from app.auth import Identity
 from app.broker import BrokerUnavailable
+from app.connection import Connection
 from app.errors import ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.protocol import Outgoing, Wire, header
 from app.protocols.centrifuge_wire import push as centrifuge_push
 from app.user_slots import CHECK_SECONDS, SETTLE_SECONDS, Slots
-
-if TYPE_CHECKING:
-    from app.session import Session
 
 log = logging.getLogger("switchboard.users")
 
@@ -53,13 +52,40 @@ def message_push(wire: Wire, data: Any) -> bytes:
     return orjson.dumps({"op": "message", "data": data})
 
 
+class UserSession(Protocol):
+    """What Users needs of a signed-in session. ``app.session.Session`` is one; it hands itself
+    in (``admit``, ``remove``), so Users, a layer below the sessions, never imports them."""
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def client(self) -> str: ...
+
+    @property
+    def conn(self) -> Connection: ...
+
+    @property
+    def ws(self) -> bool: ...
+
+    @property
+    def wire(self) -> Wire: ...
+
+    @property
+    def subscriptions(self) -> set[str]: ...
+
+    async def server_subscribe(self, channel: str) -> None: ...
+
+    async def server_unsubscribe(self, channel: str) -> None: ...
+
+
 class Users:
     def __init__(self, hub: Hub, slots: Slots, limit: int, ttl: float) -> None:
         self._hub = hub
         self._slots = slots
         self._limit = limit
         self._ttl = ttl
-        self._by_user: dict[str, set[Session]] = {}
+        self._by_user: dict[str, set[UserSession]] = {}
         self._admitted: dict[str, set[str]] = {}  # user -> connection ids holding a slot here
         self._tasks: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
@@ -82,7 +108,7 @@ class Users:
 
     # -- this instance's connections --------------------------------------------------------------
 
-    async def admit(self, session: Session) -> bool:
+    async def admit(self, session: UserSession) -> bool:
         """Register a signed-in session; False if its user is at the cluster-wide limit."""
         user, client = session.identity.user_id, session.client
         if self._limit:
@@ -96,7 +122,7 @@ class Users:
         self._by_user.setdefault(user, set()).add(session)
         return True
 
-    async def remove(self, session: Session) -> None:
+    async def remove(self, session: UserSession) -> None:
         user = session.identity.user_id
         sessions = self._by_user.get(user)
         if sessions is None or session not in sessions:
@@ -111,7 +137,7 @@ class Users:
                 del self._admitted[user]
             await self._slots.release(user, session.client)
 
-    def sessions_of(self, user: str) -> set[Session]:
+    def sessions_of(self, user: str) -> set[UserSession]:
         """This instance's signed-in sessions of ``user`` (for the server API's user_connections)."""
         return self._by_user.get(user, set())
 
@@ -150,7 +176,7 @@ class Users:
                 if session.ws:
                     self._spawn(session, op, str(command.get("channel")))
 
-    def _spawn(self, session: Session, op: str, channel: str) -> None:
+    def _spawn(self, session: UserSession, op: str, channel: str) -> None:
         work = session.server_subscribe(channel) if op == "subscribe" else session.server_unsubscribe(channel)
         task = asyncio.create_task(self._guard(work, op))
         self._tasks.add(task)

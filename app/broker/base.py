@@ -174,4 +174,9 @@ class Broker(Protocol):
         """
         ...
 
+    async def remove_history(self, channel: str) -> None:
+        """Drop a channel's stored messages, keeping its position: offsets go on from where they
+        were, so a reader behind them learns its history is gone rather than reading a new one."""
+        ...
+
     def healthy(self) -> bool: ...

@@ -276,6 +276,13 @@ class RedisClusterBroker:
         offset, epoch = int(found[0]), found[1].decode() if isinstance(found[1], bytes) else str(found[1])
         return Position(offset, epoch) if epoch else None
 
+    async def remove_history(self, channel: str) -> None:
+        # The meta key (epoch, offset) stays: only the stream of messages goes.
+        try:
+            await self.client.delete(history_keys(channel)[1])
+        except _TRANSIENT as exc:
+            raise BrokerUnavailable(brief(exc)) from exc
+
     async def history(self, channel: str, since: int, limit: int | None = None) -> History:
         try:
             epoch, top, entries = await self._history(

@@ -110,6 +110,11 @@ class MemoryBroker:
             entries.append(unpack(ch.entries[i]))
         return History(Position(ch.offset, ch.epoch), entries)
 
+    async def remove_history(self, channel: str) -> None:
+        ch = self._existing(channel)
+        if ch is not None:
+            ch.entries.clear()
+
     def healthy(self) -> bool:
         return self._on_message is not None
 

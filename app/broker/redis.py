@@ -171,6 +171,13 @@ class RedisBroker:
         """Queue the publish for the flusher and wait for Redis's reply (order is FIFO)."""
         return await self._publisher.publish(channel, head, frame, history or self.history_options, idempotency_key)
 
+    async def remove_history(self, channel: str) -> None:
+        # The meta key (epoch, offset) stays: only the stream of messages goes.
+        try:
+            await self.client.delete(history_keys(channel)[1])
+        except _TRANSIENT as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
     async def history(self, channel: str, since: int, limit: int | None = None) -> History:
         try:
             epoch, top, entries = await self._history_script(

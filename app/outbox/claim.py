@@ -3,7 +3,7 @@ delete the published rows and move the dead ones, all before the commit.
 
 A crash anywhere before the commit leaves every row where it was, claimable at once (the locks go
 with the connection); a row that was published is published again by the next claim, and that
-second publish is absorbed by its idempotency record (``outbox:<id>`` or the row's own key).
+second publish is absorbed by its idempotency record (the row's id, or the row's own key).
 
 With tracing on (app/tracing.py), a claim that claimed rows is one ``outbox relay`` span, from its
 first query to its commit, and each row's ``publish`` span is its child (the lanes' tasks inherit
@@ -33,18 +33,20 @@ if TYPE_CHECKING:  # the SDK is imported only when tracing is on
 
 log = logging.getLogger("switchboard.outbox")
 
-# Publishes one row's data to its channel with the idempotency key; raises ApiError or
-# ProtocolError for a row that can never be published, BrokerUnavailable to try again later.
-Publish = Callable[[str, Any, str], Awaitable[object]]
-
 
 @dataclass(slots=True)
 class Row:
     id: int
     channel: str
     data: Any
-    key: str | None
+    key: str | None  # the row's own idempotency key, if it has one
     lane: str
+    born: int  # created_at in microseconds: with the id, it tells this row from an earlier one of that id
+
+
+# Publishes one row's data to its channel under the row's idempotency key; raises ApiError or
+# ProtocolError for a row that can never be published, BrokerUnavailable to try again later.
+Publish = Callable[[Row], Awaitable[object]]
 
 
 @dataclass(slots=True)
@@ -113,9 +115,8 @@ async def _lock_lanes(conn: AsyncConnection[Any], batch: int) -> list[str]:
 
 async def _relay_lane(rows: list[Row], publish: Publish, outcome: Outcome) -> None:
     for row in rows:
-        key = row.key if row.key is not None else f"outbox:{row.id}"
         try:
-            await publish(row.channel, row.data, key)
+            await publish(row)
         except (ApiError, ProtocolError) as exc:
             # Never publishable: set aside with the reason, and the lane goes on behind it.
             reason = f"{int(exc.code)} {exc.message}"

@@ -32,7 +32,8 @@ LIMIT (SELECT greatest(1, (count(*) + 1) / 2) FROM lanes)
 """
 
 CLAIM_ROWS = """
-SELECT id, channel, data, idempotency_key, lane FROM switchboard_outbox
+SELECT id, channel, data, idempotency_key, lane, (extract(epoch FROM created_at) * 1000000)::bigint
+FROM switchboard_outbox
 WHERE lane = ANY(%(lanes)s::text[]) ORDER BY id LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """

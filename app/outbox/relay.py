@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from app import metrics
 from app.api_methods import publish_data
 from app.outbox import queries
-from app.outbox.claim import claim
+from app.outbox.claim import Row, claim
 from app.services import Services
 from app.session import SERVER_PUBLISHER, idempotency_key_of
 
@@ -30,6 +30,11 @@ log = logging.getLogger("switchboard.outbox")
 
 FIRST_BACKOFF = 0.1
 BACKLOG_EVERY = 2.0  # seconds between samples of the pending-rows gauges
+# The idempotency scope of a row without a key of its own (app/session.py names the others: "s"
+# the server API, "u..." a user, "c..." an anonymous connection). A scope of its own, so that no
+# server API key can take a row's; and the key holds the row's creation time beside its id, so
+# that ids that start again (a restored or recreated table) are not taken for rows relayed before.
+OUTBOX_PUBLISHER = "o"
 
 
 def where(dsn: str) -> str:
@@ -39,6 +44,17 @@ def where(dsn: str) -> str:
     except Exception:  # an unparsable DSN is reported by the connection attempt
         return "(unparsable DSN)"
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def claim_options(dsn: str, timeout_ms: int) -> str:
+    """The claim connections' ``options``: the DSN's own (a ``search_path``, say), then the claim
+    timeout. A keyword argument replaces the DSN's value, so they are joined here; a later ``-c``
+    of the same setting wins, so the DSN cannot lift the timeout by accident."""
+    try:
+        given = conninfo_to_dict(dsn).get("options") or ""
+    except Exception:  # an unparsable DSN is reported by the connection attempt
+        given = ""
+    return f"{given} -c idle_in_transaction_session_timeout={timeout_ms}".strip()
 
 
 class Relay:
@@ -53,12 +69,16 @@ class Relay:
         # Each claim's connection: a relay that hangs mid-claim (stopped, partitioned away) loses
         # its lanes to the others once PostgreSQL gives up on it.
         timeout_ms = int(settings.outbox_claim_timeout * 1000)
-        self._options = f"-c idle_in_transaction_session_timeout={timeout_ms}"
+        self._options = claim_options(self._dsn, timeout_ms)
         self._wake = asyncio.Event()
         self._backlog_at = 0.0
 
-    async def _publish(self, channel: str, data: Any, key: str) -> object:
-        return await publish_data(self._services, channel, data, idempotency_key_of(key, SERVER_PUBLISHER))
+    async def _publish(self, row: Row) -> object:
+        if row.key is not None:  # the row's own key: shared with the server API's, as documented
+            key = idempotency_key_of(row.key, SERVER_PUBLISHER)
+        else:
+            key = f"{OUTBOX_PUBLISHER}:{row.id}.{row.born}"
+        return await publish_data(self._services, row.channel, row.data, key)
 
     async def run(self) -> None:
         log.info("outbox relay on %s", where(self._dsn))

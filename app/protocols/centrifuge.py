@@ -39,9 +39,9 @@ from app.hooks import UNCHANGED
 from app.protocol import Wire
 from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.handshake import run_session
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.proxy import BackendDisconnect
-from app.routes.handshake import run_session
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
 log = logging.getLogger("switchboard.centrifuge")
@@ -114,8 +114,10 @@ class CentrifugeClient:
         try:
             if proxied:
                 assert headers is not None
-                # Centrifugo's emulated headers count as the handshake's, within the same allowlist.
-                headers.update(emulated_headers(params.get("headers"), self.session.services.proxies.headers))
+                # Centrifugo's emulated headers: only the names SWITCHBOARD_PROXY_EMULATED_HEADERS
+                # lists, and never in place of a real handshake header (a gateway's X-Forwarded-For).
+                emulated = emulated_headers(params.get("headers"), self.session.services.proxies.emulated)
+                headers = {**emulated, **headers}
                 connected = await connect_by_proxy(self.session, params.get("data", UNCHANGED), headers)
                 identity = connected.identity
                 self._refresh, extra = proxied_reply(self.session, connected, self._expired)

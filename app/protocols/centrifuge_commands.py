@@ -17,10 +17,10 @@ import orjson
 from app import metrics
 from app.auth import Identity
 from app.broker import Position
+from app.channel_state import Joined, Subscription
 from app.errors import CentrifugeError, ErrorCode, ProtocolError
 from app.presence import PAGE_LIMIT, parse_member
 from app.protocols.centrifuge_wire import client_info, publication
-from app.recovery import Joined, Subscription
 from app.rpc import rpc as rpc_call
 from app.session import Session, idempotency_key_of
 
@@ -72,8 +72,9 @@ def _position(params: dict[str, Any]) -> Position:
 async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Reply:
     """Recover from ``epoch``/``offset`` if asked; the recovered publications are in the reply.
 
-    ``positioned``/``recoverable`` follow the namespace: a channel with history is both. ``delta``
-    is not negotiated (the reply says ``delta`` false), ``data``, ``tf`` and map types are ignored.
+    ``positioned``/``recoverable`` follow the namespace: a channel with history is both.
+    ``delta: "fossil"`` is negotiated (the reply says ``delta: true``) where the namespace allows
+    it (app/delta.py); ``data``, ``tf`` and map types are ignored.
     """
     channel = _channel(params)
     token = params.get("token") or None
@@ -83,6 +84,10 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
     flag = params.get("flag", 0)
     reject = isinstance(flag, int) and bool(flag & REJECT_UNRECOVERED) and resume is not None
     opts = session.permissions.options(channel)
+    asked = params.get("delta", "")
+    if not isinstance(asked, str):
+        raise CommandError(CentrifugeError.BAD_REQUEST, "delta must be a string")
+    delta = asked == "fossil" and opts.delta
     if resume is not None and not resume.epoch and resume.offset and opts.history.enabled:
         # An SDK that subscribed before the channel's first publication has no epoch (here a
         # channel gets one with it), and an empty epoch means "any" to Centrifugo: the current.
@@ -95,6 +100,8 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
         position, result = joined.position, {}
         if opts.history.enabled:
             result = {"recoverable": True, "positioned": True, "epoch": position.epoch, "offset": position.offset}
+        if delta:
+            result["delta"] = True
         if resume is not None:
             result.update(was_recovering=True, recovered=joined.ok is True)
             if reject and joined.ok is not True:
@@ -110,7 +117,7 @@ async def subscribe(session: Session, cmd_id: int, params: dict[str, Any]) -> Re
             body = body[:-1] + (b"," if result else b"") + b'"publications":[' + b",".join(pubs) + b"]}"
         session.conn.send_text(b'{"id":%d,"subscribe":%s}' % (cmd_id, body))
 
-    await session.subscribe(channel, resume, token=token, announce=announce)
+    await session.subscribe(channel, resume, token=token, announce=announce, delta=delta)
     if rejected:
         await session.unsubscribe(channel)
         return None

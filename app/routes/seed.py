@@ -36,8 +36,8 @@ from app.errors import (
     error_frame,
 )
 from app.permissions import TUTORIAL_CHANNEL_PART
+from app.protocols.handshake import authenticate_first, opening, refuse, run_session
 from app.reserved import reserved
-from app.routes.handshake import authenticate_first, opening, refuse, run_session
 from app.services import services
 from app.session import Build, Session
 

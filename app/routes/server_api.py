@@ -29,7 +29,7 @@ from app.api_methods import METHODS, STATUS, ApiError
 from app.api_schemas import errors
 from app.broker import BrokerUnavailable
 from app.errors import ErrorCode, ProtocolError
-from app.routes.ws_commands import history_reply
+from app.protocols.switchboard_commands import history_reply
 from app.services import Services, services
 
 BODY_ALLOWANCE = 4096  # field names and framing around a MAX_MESSAGE_BYTES payload
@@ -128,6 +128,7 @@ API_ERRORS = errors(
         401: "missing or wrong API key",
         413: "body or data over the size limit",
         422: "invalid or reserved channel name, or unknown namespace",
+        429: "too many cluster questions (top_channels, user_connections) at once",
         503: "broker unavailable (a publish's outcome is unknown)",
     }
 )

@@ -23,15 +23,15 @@ from starlette.types import Receive, Scope, Send
 from app import metrics
 from app.auth import ANONYMOUS, AuthError, Identity
 from app.broker import BrokerUnavailable, Position
+from app.channel_state import Joined, Subscription
 from app.connection import Connection, origin_allowed
 from app.errors import ORIGIN_REFUSED, CloseCode, ErrorCode, ProtocolError, reason_for
 from app.hooks import UNCHANGED
 from app.hub import Announce
 from app.protocol import Outgoing
+from app.protocols.handshake import ACCEPTED, FULL, TOO_MANY_HANDSHAKES
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, proxied_reply
 from app.proxy_calls import pick_headers
-from app.recovery import Joined, Subscription
-from app.routes.handshake import ACCEPTED, FULL, TOO_MANY_HANDSHAKES
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, proxied_reply
 from app.services import Services, services
 from app.session import Session
 from app.streams.wires import KEEPALIVE, Cursor, NdjsonWire, SseWire, parse_cursor

@@ -65,6 +65,7 @@ def app(server: Backend, workdir: Path) -> Iterator[AppProcess]:
         "SWITCHBOARD_REFRESH_PROXY_URL": f"{server.url}/refresh",
         "SWITCHBOARD_PROXY_TIMEOUT": str(TIMEOUT),
         "SWITCHBOARD_PROXY_MAX_CONCURRENCY": str(CONCURRENCY),
+        "SWITCHBOARD_PROXY_EMULATED_HEADERS": "Cookie,User-Agent",
         "SWITCHBOARD_REFRESH_GRACE": "1",
     }
     with running(AppProcess("proxied", workdir, env)) as (found,):
@@ -326,13 +327,25 @@ async def centrifugo_connect(app: AppProcess, params: dict[str, Any]) -> tuple[A
 async def test_centrifugos_protocol_asks_the_connect_proxy_with_its_emulated_headers(
     app: AppProcess, server: Backend
 ) -> None:
-    headers = {"Cookie": "session=emulated", "X-Internal-Secret": "never-forwarded"}
+    headers = {
+        "Cookie": "session=emulated",
+        "X-Internal-Secret": "never-forwarded",
+        # On SWITCHBOARD_PROXY_HEADERS, but not on SWITCHBOARD_PROXY_EMULATED_HEADERS: a client
+        # cannot make up the address or the origin the backend is told about.
+        "X-Forwarded-For": "203.0.113.66",
+        "Origin": "https://evil.example",
+        # On both lists, but the handshake has a real one: the real one goes.
+        "User-Agent": "made-up-agent",
+    }
     ws, reply = await centrifugo_connect(app, {"data": {"user": "zed"}, "headers": headers})
     assert reply["connect"]["data"] == {"welcome": "zed"}
     sent = stats(server)["last"]["connect"]
     assert sent["body"]["data"] == {"user": "zed"}
-    assert sent["headers"]["cookie"] == "session=emulated"  # the emulated header, on the allowlist
+    assert sent["headers"]["cookie"] == "session=emulated"  # the emulated header, on its allowlist
     assert "x-internal-secret" not in sent["headers"]
+    assert "x-forwarded-for" not in sent["headers"]
+    assert "origin" not in sent["headers"]
+    assert sent["headers"]["user-agent"] != "made-up-agent"
     await ws.send('{"id":2,"subscribe":{"channel":"team:blue"}}')  # the answer's channels are grants
     assert "subscribe" in orjson.loads(await asyncio.wait_for(ws.recv(), 5))
     await ws.close()

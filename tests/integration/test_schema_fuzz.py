@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
+from app.centrifugo_api import METHODS as CENTRIFUGO_METHODS
 from tests.support import API_HEADERS, AppProcess, running
 
 EXAMPLES = 25  # per operation; about 800 requests in all, a few seconds
@@ -21,6 +24,8 @@ CHECKS = [
 
 def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(tmp_path: Path) -> None:
     with running(AppProcess("fuzz", tmp_path, {"SWITCHBOARD_DOCS": "true"})) as (app,):
+        paths = httpx.get(f"{app.http}/openapi.json").json()["paths"]
+        assert {"/api", *(f"/api/{method}" for method in CENTRIFUGO_METHODS)} <= set(paths)  # fuzzed too
         [(name, value)] = API_HEADERS.items()
         result = subprocess.run(
             [
@@ -45,4 +50,4 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(tmp_
     print(summary)
     assert result.returncode == 0, summary
     assert " passed" in summary
-    assert "Tested: 18" in summary  # every operation, the server API's thirteen among them
+    assert "Tested: 30" in summary  # every operation: the server API's thirteen, Centrifugo's shape twelve

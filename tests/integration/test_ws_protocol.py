@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 
 from app.auth import mint_token
 from app.config import Settings
-from app.routes.ws import HEADER_HINT
+from app.protocols.switchboard_codec import HEADER_HINT
 from tests.integration.conftest import Cluster
 from tests.integration.wsproto import Proto, connected, is_pub
 from tests.support import TEST_SECRET, AppProcess, expect_close, recv_until, running, wait_until, ws_connect

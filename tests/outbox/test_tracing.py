@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -25,7 +24,7 @@ from opentelemetry.trace import StatusCode
 
 from app import tracing
 from app.broker.base import BrokerUnavailable
-from app.outbox.claim import claim
+from app.outbox.claim import Row, claim
 from switchboard_client.outbox import publish
 from tests.otlp import Collector, Span
 from tests.outbox.harness import Subscriber, instance, pending
@@ -137,7 +136,7 @@ async def test_a_claim_stopped_by_the_broker_is_a_failed_span_and_an_empty_one_i
     tracing._provider.add_span_processor(started)
     inside: list[str] = []
 
-    async def failing(channel: str, data: Any, key: str) -> object:
+    async def failing(row: Row) -> object:
         current = trace.get_current_span()
         inside.append(getattr(current, "name", ""))
         if len(inside) == 2:

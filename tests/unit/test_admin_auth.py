@@ -7,10 +7,10 @@ from pydantic import ValidationError
 
 from app.admin_auth import FAILURES, WINDOW, AdminKeys, SignInLimiter
 from app.broker import HistoryOptions
+from app.channel_state import RATE_WINDOW, Channel
 from app.cluster_query import merge_channels
 from app.config import Settings
 from app.namespaces import Namespaces
-from app.recovery import RATE_WINDOW, Channel
 
 STRONG = "x" * 40
 PASSWORD = "admin-password-0123456789-abcdefghijklmnop"

@@ -147,3 +147,29 @@ async def test_the_hook_gets_every_claim_and_a_dotted_channels_claim_is_read() -
     assert identity.channels == ("a:*",)
     assert identity.claims["authz"] == {"channels": ["a:*"]}
     assert (await Authenticator([named], JwksOptions()).verify(token)).channels == ("b:1",)
+
+
+async def test_providers_with_a_user_prefix_each_keep_their_users_apart() -> None:
+    """Two tenants' issuers both say ``sub: alice``: two users, and the subscription token one
+    provider mints for its alice does not grant a channel to the other's."""
+    other = "o" * 64
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("A", SECRET)
+        patch.setenv("B", other)
+        providers = [
+            ProviderConfig(secret_env="A", issuer="https://a.example", user_prefix="a:"),
+            ProviderConfig(secret_env="B", issuer="https://b.example", user_prefix="b:"),
+        ]
+    auth = Authenticator(providers, JwksOptions())
+    exp = int(time.time()) + 60
+
+    def token(iss: str, secret: str, **claims: Any) -> str:
+        return jwt.encode({"sub": "alice", "exp": exp, "iss": iss, **claims}, secret, algorithm="HS256")
+
+    assert (await auth.verify(token("https://a.example", SECRET))).user_id == "a:alice"
+    assert (await auth.verify(token("https://b.example", other))).user_id == "b:alice"
+    from_b = token("https://b.example", other, channel="team:red")
+    with pytest.raises(AuthError) as refused:
+        await auth.verify_subscription(from_b, "a:alice", "team:red")
+    assert refused.value.reason == "wrong_user"
+    await auth.verify_subscription(from_b, "b:alice", "team:red")  # its own user's: granted

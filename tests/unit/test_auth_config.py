@@ -86,6 +86,7 @@ def test_pem_keys_are_public_and_fit_their_algorithms(tmp_path: Path) -> None:
             f'[[auth.providers]]\njwks_url = "{JWKS}"\nissuer = "https://i.example"\n',
             "issuer https://i.example is declared by two providers",
         ),
+        (f'[[auth.providers]]\njwks_url = "{JWKS}"\nuser_prefix = "a b:"\n', "user_prefix"),
     ],
 )
 def test_invalid_provider_tables(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from app.budgets import InFlight, JoinLeave, TokenBucket
+from app.channel_state import Subscription
 from app.protocol import Envelope
-from app.recovery import Subscription
 
 
 def test_a_bucket_starts_full_and_refills_at_its_rate_up_to_its_burst() -> None:

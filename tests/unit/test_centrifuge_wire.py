@@ -13,6 +13,7 @@ import pytest
 from app import hub as hub_module
 from app.broker import HistoryOptions, Position
 from app.broker.memory import MemoryBroker
+from app.channel_state import Joined, Subscription
 from app.config import Settings
 from app.connection import Connection
 from app.errors import CENTRIFUGE_CLOSES, CloseCode
@@ -20,7 +21,6 @@ from app.protocol import Wire
 from app.protocols import centrifuge_commands as commands_module
 from app.protocols.centrifuge import CentrifugeClient
 from app.protocols.centrifuge_wire import channel_push as encode
-from app.recovery import Joined, Subscription
 from tests.unit.test_recovery import Member, hub_with, wait_for
 
 

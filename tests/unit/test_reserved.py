@@ -12,11 +12,11 @@ from app.auth import Identity
 from app.broker import redis as redis_broker
 from app.broker.memory import MemoryBroker
 from app.broker.scripts import history_keys, idempotency_key
+from app.channel_state import Channel, Subscription
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.permissions import check_channel
 from app.protocol import header, pack
-from app.recovery import Channel, Subscription
 from app.reserved import internal, reserved
 from app.session import SERVER_PUBLISHER, idempotency_key_of, publisher_of
 from tests.unit.test_hub import Member, conn

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from switchboard_client.realtime.protocol import Client
+from typing import Any, Protocol
 
 
 class CommandError(Exception):
@@ -29,10 +26,17 @@ class Publication:
     info: dict[str, Any] | None
 
 
+class Owner(Protocol):
+    """What a subscription needs of its ``Client``: the client hands itself in, so this module,
+    below the protocol's, never imports it."""
+
+    async def unsubscribe(self, channel: str) -> None: ...
+
+
 class Subscription:
     """One channel: iterate it for publications; ``position`` is where a reconnect resumes."""
 
-    def __init__(self, client: Client, channel: str, buffer: int) -> None:
+    def __init__(self, client: Owner, channel: str, buffer: int) -> None:
         self.client = client
         self.channel = channel
         self.position: tuple[int, str] | None = None

@@ -15,10 +15,10 @@ import orjson
 
 from app import metrics
 from app.broker import Position
+from app.channel_state import Joined, Subscription
 from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
-from app.recovery import Joined, Subscription
 from app.rpc import rpc
 from app.session import Session, idempotency_key_of, valid_position
 

@@ -18,53 +18,28 @@ is in flight.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import metrics, tracing
-from app.auth import AuthError, Identity
+from app.auth import Identity
 from app.broker import BrokerUnavailable
 from app.budgets import InFlight
-from app.connection import ConnectionGone
-from app.errors import AUTH_TIMEOUT, OUTCOME_UNKNOWN, CloseCode, ErrorCode, ProtocolError
+from app.errors import AUTH_TIMEOUT, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
+from app.protocols.handshake import run_session
+from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
+from app.protocols.switchboard_codec import command_error, command_id, connect_hint, error_bytes, identify, parse_frame
+from app.protocols.switchboard_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.proxy import BackendDisconnect
-from app.routes.handshake import run_session
-from app.routes.ws_commands import COMMANDS, Reply, reply_bytes, subscribe
-from app.routes.ws_proxy import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.session import Session
 
-log = logging.getLogger("switchboard.ws")
-
 MAX_IN_FLIGHT = 32
-KNOWN_ERRORS = frozenset(int(code) for code in ErrorCode)
 PING_PUSH = b'{"op":"ping"}'
-# What `connect` reads; anything else is ignored, and the reply's `hint` says so (a token sent as
-# "jwt" would otherwise connect silently as anonymous).
-CONNECT_FIELDS = frozenset({"id", "op", "token"})
-HEADER_HINT = 'the Authorization header is not read on /ws: send the token in connect\'s "token" field'
-# The most ignored field names a hint or a log line repeats, and how much of each.
-HINT_FIELDS = 5
-HINT_FIELD_CHARS = 32
-
-
-def error_bytes(cmd_id: object, code: int, message: str, **extra: str) -> bytes:
-    # A backend's own codes (app/proxy.py) share one label: metric labels come from fixed sets.
-    metrics.COMMAND_ERRORS.labels(str(int(code)) if code in KNOWN_ERRORS else "backend").inc()
-    return orjson.dumps({"id": cmd_id, "ok": False, "error": {"code": int(code), "message": message, **extra}})
-
-
-def command_id(frame: dict[str, Any]) -> int | None:
-    value = frame.get("id")
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**53:
-        return value
-    return None
 
 
 class WsClient:
@@ -99,7 +74,7 @@ class WsClient:
             return False
         if text is None:
             return False
-        frame = _parse(text)
+        frame = parse_frame(text)
         cmd_id = command_id(frame) if frame is not None else None
         if frame is None or frame.get("op") != "connect" or cmd_id is None:
             # Another op first is "not connected" (101); a malformed frame or connect is 107.
@@ -119,7 +94,7 @@ class WsClient:
         token = frame.get("token", self.conn.websocket.query_params.get("token"))
         extra: dict[str, Any] = {}
         headers, self.session.handshake = self.session.handshake, None  # read once, never kept
-        hint = self._hint(frame, proxied=headers is not None)
+        hint = connect_hint(frame, self.session.client, header=self.authorization_header, proxied=headers is not None)
         try:
             if token is None and headers is not None:
                 connected = await connect_by_proxy(self.session, frame.get("data", UNCHANGED), headers)
@@ -154,34 +129,9 @@ class WsClient:
         self._schedule_ping()
         return True
 
-    def _hint(self, frame: dict[str, Any], proxied: bool = False) -> str:
-        """What this connect sent where nothing reads it (never the values: they may be tokens).
-        ``proxied``: the connect proxy is asked, and is sent ``data`` and the allowlisted headers."""
-        hints = []
-        if self.authorization_header and not proxied:
-            log.debug("connect %s: the handshake's Authorization header is ignored on /ws", self.session.client)
-            hints.append(HEADER_HINT)
-        read = CONNECT_FIELDS | {"data"} if proxied else CONNECT_FIELDS
-        ignored = sorted(name[:HINT_FIELD_CHARS] for name in frame if name not in read)[:HINT_FIELDS]
-        if ignored:
-            # repr() escapes control characters: client text is never logged as is.
-            log.debug("connect %s: ignored fields %s", self.session.client, ", ".join(map(repr, ignored)))
-            hints.append('connect reads only "token"; ignored: ' + ", ".join(ignored))
-        return "; ".join(hints)
-
     async def _identity(self, token: object) -> Identity:
-        if token is None and self.settings.allow_anonymous:
-            return self.session.identity
-        if not isinstance(token, str):
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "token required")
-        try:
-            return await self.session.services.auth.verify(token)
-        except AuthError as exc:
-            metrics.AUTH_FAILURES.labels(exc.reason).inc()
-            if exc.reason == "expired":
-                raise ProtocolError(ErrorCode.TOKEN_EXPIRED) from None
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"bad token: {exc.detail}") from None
+        anonymous = self.session.identity if self.settings.allow_anonymous else None
+        return await identify(self.session.services.auth, token, anonymous)
 
     async def refresh(self, token: object) -> int | None:
         """``refresh``: a fresh token for the same user moves the expiry and re-checks every channel."""
@@ -223,7 +173,7 @@ class WsClient:
         if not await self.connect():
             return
         while (text := await self.conn.receive_text()) is not None:
-            frame = _parse(text)
+            frame = parse_frame(text)
             if frame is None:
                 self.send(error_bytes(None, ErrorCode.BAD_REQUEST, "expected a JSON object"))
                 continue
@@ -273,26 +223,17 @@ class WsClient:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])  # in order; never raises for the previous one
             if isinstance(frame, str):
-                parsed = _parse(frame)
+                parsed = parse_frame(frame)
                 assert parsed is not None  # it parsed when it was read
                 frame = parsed
             try:
                 run = self._traced if tracing.ON else self._command
                 result = await run(op, cmd_id, frame, next_turn)
-            except ProtocolError as exc:
-                self.send(error_bytes(cmd_id, exc.wire_code, exc.message))
+            except Exception as exc:
+                if (error := command_error(cmd_id, op, exc)) is not None:
+                    self.send(error)
                 if isinstance(exc, BackendDisconnect):
                     self.conn.close(exc.close_code, exc.reason)
-            except BrokerUnavailable:
-                if op == "publish":  # Redis never confirmed it: it may have happened
-                    self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, OUTCOME_UNKNOWN, outcome="unknown"))
-                else:
-                    self.send(error_bytes(cmd_id, ErrorCode.NOT_AVAILABLE, "broker unavailable: try again"))
-            except ConnectionGone:
-                pass  # closed while a replay waited for it: nobody to answer
-            except Exception:
-                log.exception("/ws command %s failed", op)
-                self.send(error_bytes(cmd_id, ErrorCode.INTERNAL, "internal error"))
             else:
                 if result is not None:
                     self.send(reply_bytes(cmd_id, result) if isinstance(result, dict) else result)
@@ -318,7 +259,7 @@ class WsClient:
             return await self._command(op, cmd_id, frame, next_turn)
 
     def _limited(self, text: str) -> None:
-        frame = _parse(text)
+        frame = parse_frame(text)
         cmd_id = command_id(frame) if frame is not None else None
         if cmd_id is not None:
             self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))
@@ -335,16 +276,8 @@ class WsClient:
             await asyncio.wait(tasks)
 
 
-def _parse(text: str) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 async def endpoint(websocket: WebSocket) -> None:
-    # Read before the handshake drops the request headers (app/routes/handshake.py).
+    # Read before the handshake drops the request headers (app/protocols/handshake.py).
     authorization = any(name == b"authorization" for name, _ in websocket.scope["headers"])
 
     async def handler(session: Session) -> None:

@@ -1,4 +1,5 @@
-"""``/ws`` and the backend's connect and refresh proxies (docs/proxies.md).
+"""The backend's connect and refresh proxies as the protocols use them: ``/ws``, Centrifugo's and the
+streams (docs/proxies.md).
 
 A ``connect`` without a token goes to ``SWITCHBOARD_CONNECT_PROXY_URL`` when it is set; a token,
 when present, is verified as before. An identity the connect proxy gave an ``expire_at`` is
