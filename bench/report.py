@@ -373,6 +373,8 @@ def write(results: list[dict[str, Any]], machine: dict[str, Any], command: str, 
         if scenario in grouped:
             runs = {k: v for k, v in grouped[scenario].items() if not k.startswith("gunicorn")}
             out += [f"### {names[scenario]}", "", *throughput_table(scenario, runs), ""]
+    if "multiplex" in grouped and "rooms" in grouped:
+        out += [multiplex_note(grouped), ""]
     if any(k.startswith("gunicorn") for k in grouped.get("rooms", {})):
         out += [
             "### Two workers on two cores (100 rooms x 10 on one instance under gunicorn)",
@@ -380,8 +382,6 @@ def write(results: list[dict[str, Any]], machine: dict[str, Any], command: str, 
             *workers_table(grouped["rooms"]),
             "",
         ]
-    if "multiplex" in grouped and "rooms" in grouped:
-        out += [multiplex_note(grouped), ""]
     if "fanout" in grouped:
         out += ["### Latency at a steady 20,000 deliveries/s (one channel)", "", *latency_table(grouped["fanout"]), ""]
         out += [
