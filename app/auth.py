@@ -167,13 +167,16 @@ class Authenticator:
             claims=claims if self.keep_claims else {},
         )
 
-    async def verify_subscription(self, token: str, user_id: str, channel: str) -> None:
-        """A subscription token grants ``channel`` to ``user_id``; raises AuthError (wrong_channel...)."""
+    async def verify_subscription(self, token: str, user_id: str, channel: str) -> int | None:
+        """A subscription token grants ``channel`` to ``user_id``; raises AuthError (wrong_channel...).
+        Returns its ``exp`` (None without one), until which the subscription stands on it."""
         claims, provider = await self._claims(token)
         if self._user(claims, provider.config) != user_id:
             self._refuse(AuthError("wrong_user"), provider.config)
         if claims.get("channel") != channel:
             self._refuse(AuthError("wrong_channel"), provider.config)
+        exp = claims.get("exp")
+        return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
     def _user(self, claims: dict[str, Any], c: ProviderConfig) -> str:
         user = claims.get(c.user_claim)

@@ -10,6 +10,8 @@ Three bounds of docs/security.md ("What one client can make the cluster do") use
 * ``JoinLeave``: a bucket per channel for one connection's ``join``/``leave`` pushes
   (``SWITCHBOARD_JOIN_LEAVE_BURST``/``_PER_SECOND``). Only joins spend; a leave is pushed exactly
   when its join was, so watchers never see a leave without a join or a member who never left.
+* ``CallerRates``: a command bucket per caller of ``POST /command`` (app/streams/commands.py),
+  as each socket has one for its frames; at most ``MAX_CALLERS`` kept, the least recent dropped.
 * ``InFlight``: the bytes of the commands a ``/ws`` connection has read but not finished
   (``SWITCHBOARD_MAX_IN_FLIGHT_BYTES``), next to their count.
 
@@ -19,6 +21,7 @@ Times are ``time.monotonic()`` seconds, passed in, so the arithmetic is tested w
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 
 class TokenBucket:
@@ -130,3 +133,22 @@ class InFlight:
     def full(self) -> bool:
         """Stop reading: the reader waits for the oldest command (one is always let in)."""
         return self.count >= self.max_count or (self.count > 0 and self.bytes >= self.max_bytes)
+
+
+MAX_CALLERS = 10_000
+
+
+class CallerRates:
+    """One ``rate``/``burst`` command bucket per caller (a user id, or an anonymous address)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def admit(self, caller: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.pop(caller, None) or TokenBucket(self.rate, self.burst, now)
+        self._buckets[caller] = bucket  # now the most recent
+        if len(self._buckets) > MAX_CALLERS:
+            self._buckets.popitem(last=False)
+        return bucket.take(1, now)

@@ -37,7 +37,8 @@ from app.broker.base import HistoryOptions
 from app.broker.redis_target import check_url
 from app.env_names import Environment, classify
 from app.hooks import load_hooks
-from app.namespaces import ConfigFile, Namespaces, check_proxy_url, read_config
+from app.namespaces import NAMESPACE_NAME, ConfigFile, Namespaces, check_proxy_url, read_config
+from app.reserved import reserved
 from app.tracing import check_environment
 
 
@@ -195,6 +196,10 @@ class Settings(BaseSettings):
     # One-way streams (issue 26, app/streams/; docs/protocol.md): the most channels one /sse or
     # /stream may read, which bounds its resume cursor (an SSE id) to about 52 bytes each.
     stream_max_channels: int = 32
+
+    # Centrifugo's personal channel (issue 25; docs/sdks.md): every signed-in connection is
+    # subscribed server-side to "<namespace>:#<user>", a user-limited channel. Empty: none.
+    personal_channel_namespace: str = ""
 
     # Set by the validator, never from the environment: tells start-up to warn loudly.
     _generated_secret: bool = PrivateAttr(default=False)
@@ -390,6 +395,15 @@ class Settings(BaseSettings):
         self._file = read_config(self.config)
         self._namespaces = Namespaces(self._file, self.history, self.config.name if self.config else "")
         self._hooks = load_hooks(self.hooks) if self.hooks else None
+        return self
+
+    @model_validator(mode="after")
+    def _personal_namespace(self) -> Settings:
+        name = self.personal_channel_namespace
+        if name and (not NAMESPACE_NAME.fullmatch(name) or self.namespaces.known(f"{name}:#x") is None):
+            raise ValueError(f"personal_channel_namespace: {name!r} is not a namespace the namespaces file declares")
+        if name and reserved(f"{name}:"):
+            raise ValueError(f"personal_channel_namespace: {name!r} is reserved for Switchboard's own channels")
         return self
 
     @model_validator(mode="after")

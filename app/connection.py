@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket
 from app import metrics
 from app.budgets import TokenBucket
 from app.config import Settings
-from app.errors import CLOSE_REASONS, CloseCode, error_frame, reason_for
+from app.errors import CLOSE_REASONS, PROTOBUF_TEXT_FRAME, CloseCode, error_frame, reason_for
 from app.errors import RATE_LIMITED as RATE_LIMITED_REASON
 from app.protocol import FAST_WRITE, BadFrame, Outgoing, parse_object
 
@@ -124,6 +124,7 @@ class Connection:
         "_emptied",
         "_fast",
         "_heartbeat",
+        "_held",
         "_history",
         "_last_refill",
         "_max_bytes",
@@ -163,7 +164,7 @@ class Connection:
         self.channels: set[str] = set()
         self.close_code: int | None = None
         # How a frame dropped by the rate limiter is answered; the default is an error frame.
-        self.on_limited: Callable[[str], None] = self._tell_limited
+        self.on_limited: Callable[[str | bytes], None] = self._tell_limited
         # Close codes as this endpoint's protocol names them (Centrifugo's); None: as CloseCode.
         # ``close_code`` (and the disconnect metric) keep Switchboard's own code.
         self.wire_codes: dict[int, int] | None = None
@@ -177,6 +178,9 @@ class Connection:
         self._wakeup: asyncio.Event | None = None
         self._emptied: asyncio.Future[None] | None = None  # drained(): resolved once the queue empties
         self._closing = False
+        # hold(): frames queue but are not written until release() (a connect reply that must
+        # precede the pushes of the channels joined for it).
+        self._held = False
         self._aborted = False
         self._peer_gone = False
         self._task: asyncio.Task[Any] | None = None
@@ -203,7 +207,7 @@ class Connection:
         queue = self._queue
         wire = self._wire
         frame = out.frame if wire is None else wire.encode(out)
-        if not queue and self._fast is not None and self._fast.try_write(frame):
+        if not queue and not self._held and self._fast is not None and self._fast.try_write(frame):
             return True
         depth = len(queue)
         if depth >= self._queue_limit:
@@ -215,6 +219,21 @@ class Connection:
             metrics.HOT_QUEUE_DEPTH.observe(depth + 1)
         self._wake_writer()
         return True
+
+    def hold(self) -> None:
+        """Queue every frame from now on without writing it, until ``release``."""
+        self._held = True
+
+    def release(self, first: Outgoing) -> None:
+        """End ``hold`` (if held): ``first`` is written before every frame queued meanwhile.
+
+        Centrifugo's connect reply names the channels the server joined for it, whose pushes may
+        already be queued: the SDKs drop a push of a channel they do not know yet."""
+        self._held = False
+        if self._closing:
+            return
+        self._queue.insert(0, first if self._wire is None else Chunk(self._wire.encode(first)))
+        self._wake_writer()
 
     def make_room(self, count: int) -> None:
         """Let the next ``count`` frames queue beyond the limit, until the queue next drains.
@@ -238,6 +257,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
+        self._held = False  # the close, and what was queued before it, go out
         self.close_code = int(code)
         text = reason or CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
         # RFC 6455: a close reason fits in 123 bytes of UTF-8 (the server API's may not).
@@ -278,9 +298,10 @@ class Connection:
         assert wakeup is not None
         try:
             while True:
-                if not queue:
-                    self._queue_limit = self._base_limit
-                    self._resolve_emptied()
+                if not queue or self._held:
+                    if not queue:
+                        self._queue_limit = self._base_limit
+                        self._resolve_emptied()
                     wakeup.clear()
                     await wakeup.wait()
                     continue
@@ -335,7 +356,7 @@ class Connection:
         page per client; a socket that does not drain within WRITE_TIMEOUT is aborted as a slow
         consumer. Raises ConnectionGone once the connection is closing.
         """
-        if self._queue and not self._closing:
+        if self._queue and not self._closing and not self._held:  # held: nothing drains until released
             if self._emptied is None:
                 self._emptied = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._emptied)  # the writer itself aborts a stalled socket
@@ -371,6 +392,13 @@ class Connection:
 
     async def receive_text(self) -> str | None:
         """The next text frame within the size and rate limits, or None once the socket is done."""
+        frame = await self.receive_frame(binary=False)
+        assert not isinstance(frame, bytes)
+        return frame
+
+    async def receive_frame(self, *, binary: bool) -> str | bytes | None:
+        """The next frame of the protocol's kind: text, or binary (Centrifugo's Protobuf, which
+        closes a text frame with PROTOBUF_TEXT_FRAME); else as ``receive_text``."""
         while not self._closing:
             if self._queue:
                 # Replies are waiting: let the writer flush them before taking the next frame.
@@ -383,19 +411,19 @@ class Connection:
                 if self.close_code is None:
                     self.close_code = message.get("code", 1005)
                 return None
-            text: str | None = message.get("text")
-            if text is None:
-                self.close(CloseCode.UNSUPPORTED_DATA)
+            frame: str | bytes | None = message.get("bytes" if binary else "text")
+            if frame is None:
+                self.close(CloseCode.UNSUPPORTED_DATA, PROTOBUF_TEXT_FRAME if binary else None)
                 return None
-            if len(text) > self._max_bytes or (
-                4 * len(text) > self._max_bytes and len(text.encode()) > self._max_bytes
+            if len(frame) > self._max_bytes or (
+                isinstance(frame, str) and 4 * len(frame) > self._max_bytes and len(frame.encode()) > self._max_bytes
             ):
                 self.close(CloseCode.MESSAGE_TOO_BIG)
                 return None
             self._received.inc()
             if self._allow():
-                return text
-            self.on_limited(text)
+                return frame
+            self.on_limited(frame)
         return None
 
     async def receive_object(self) -> dict[str, Any] | None:
@@ -419,7 +447,7 @@ class Connection:
             if self.close_code is None:
                 self.close_code = 1005  # as a WebSocket that vanished without a close frame
 
-    def _tell_limited(self, text: str) -> None:
+    def _tell_limited(self, text: str | bytes) -> None:
         """Tell the client this frame was dropped by the rate limiter (``/ws`` answers its own way)."""
         if not self._closing:
             self.send_error(RATE_LIMITED_REASON)

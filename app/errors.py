@@ -55,6 +55,8 @@ AUTH_TIMEOUT = "Authentication timeout"
 RATE_LIMITED = "Rate limit exceeded"
 ORIGIN_REFUSED = "Origin not allowed"
 INVALID_RESUME = "Invalid since/epoch: give both, an offset >= 0 and the epoch it came with"
+# Reason for UNSUPPORTED_DATA (Centrifugo's 3501) on a Protobuf connection (app/protocols/).
+PROTOBUF_TEXT_FRAME = "a text frame on a protobuf connection"
 # Reason for TRY_AGAIN_LATER when the connect proxy failed (error 113), not the broker.
 BACKEND_UNAVAILABLE = "Backend unavailable, try again later"
 # The tutorial endpoints' close (1008) when the connection's token expires: they cannot refresh.
@@ -115,6 +117,9 @@ class UnsubCode(IntEnum):
     SERVER = 2000
     # A ``refresh`` took a token (or a hook now says) that no longer allows this channel.
     REVOKED = 2001
+    # Centrifugo's "subscription expired": its subscription token's ``exp`` passed without a
+    # ``sub_refresh`` (/connection/websocket); the SDKs subscribe again with a new token.
+    EXPIRED = 2501
 
 
 class ProtocolError(Exception):
@@ -205,6 +210,25 @@ CENTRIFUGE_ERRORS: dict[ErrorCode, CentrifugeError] = {
 }
 # Errors an SDK may retry: it does for these (Centrifugo's "temporary").
 CENTRIFUGE_TEMPORARY = frozenset({CentrifugeError.INTERNAL, CentrifugeError.NOT_AVAILABLE})
+
+
+# ``POST /emulation`` (Centrifugo's bidirectional emulation: app/protocols/emulation.py) answers
+# 204 once the commands were handed to their session; else one of these, with its HTTP status, as
+# ``{"error":{"code":C,"message":M}}``. A 404 or 5xx makes the SDK drop its stream and reconnect.
+EMULATION_MALFORMED = "an emulation request is a JSON object {session, node, data} with data a string"
+EMULATION_TOO_BIG = "emulation request over SWITCHBOARD_MAX_MESSAGE_BYTES"
+EMULATION_UNKNOWN_SESSION = "unknown session: it has ended, or no live instance holds it"
+EMULATION_BUSY = "this session has too many commands in flight: retry"
+EMULATION_UNAVAILABLE = "broker unavailable: the session's instance cannot be reached"
+EMULATION_RELAYS_FULL = "too many emulation requests waiting for other instances here: retry"
+EMULATION_ERRORS: dict[str, tuple[int, CentrifugeError]] = {
+    EMULATION_MALFORMED: (400, CentrifugeError.BAD_REQUEST),
+    EMULATION_TOO_BIG: (413, CentrifugeError.LIMIT_EXCEEDED),
+    EMULATION_UNKNOWN_SESSION: (404, CentrifugeError.BAD_REQUEST),
+    EMULATION_BUSY: (429, CentrifugeError.TOO_MANY_REQUESTS),
+    EMULATION_UNAVAILABLE: (503, CentrifugeError.NOT_AVAILABLE),
+    EMULATION_RELAYS_FULL: (503, CentrifugeError.NOT_AVAILABLE),
+}
 
 
 class CentrifugeDisconnect(IntEnum):

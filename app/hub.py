@@ -37,8 +37,12 @@ from app.history_reads import SharedReads
 from app.namespaces import Namespaces
 from app.protocol import (
     AS_PUBLISHED,
+    CENTRIFUGE_ENCODINGS,
+    CENTRIFUGE_PROTOBUF_PUSH,
     CENTRIFUGE_PUSH,
+    CENTRIFUGE_QUIET,
     ENCODINGS,
+    PROTOBUF_ENCODINGS,
     WS_PUB,
     Envelope,
     Outgoing,
@@ -48,7 +52,7 @@ from app.protocol import (
     unpack,
     wrap_pub,
 )
-from app.protocols import centrifuge_delta
+from app.protocols import centrifuge_delta, centrifuge_protobuf
 from app.protocols.centrifuge_wire import channel_publication, channel_push
 from app.recovery import CatchUp
 from app.reserved import internal
@@ -161,7 +165,7 @@ class Hub:
             return sub
         sub = Subscription(conn, 0, resume.epoch, ws, encoding)
         sub.delta = delta
-        if encoding == CENTRIFUGE_PUSH:
+        if encoding in CENTRIFUGE_ENCODINGS:
             sub.collected = []
         sub.pending = []  # live messages wait here while the history is read
         ch.recovering[conn.id] = sub
@@ -434,9 +438,13 @@ class Hub:
         """One message in one wire format; SKIP if that protocol has no push for it."""
         if encoding == WS_PUB:
             return Outgoing(wrap_pub(ch.name_json, env), mark)
-        if encoding == CENTRIFUGE_PUSH:
-            push = channel_push(ch.name_json, env, ch.tutorial)
+        if encoding in (CENTRIFUGE_PUSH, CENTRIFUGE_QUIET):
+            push = channel_push(ch.name_json, env, ch.tutorial, join_leave=encoding == CENTRIFUGE_PUSH)
             return SKIP if push is None else Outgoing(push, mark)
+        if encoding in PROTOBUF_ENCODINGS:
+            joins = encoding == CENTRIFUGE_PROTOBUF_PUSH
+            pb_push = centrifuge_protobuf.channel_push(ch.name, env, ch.tutorial, join_leave=joins)
+            return SKIP if pb_push is None else centrifuge_protobuf.BinaryOutgoing(pb_push, mark)
         return Outgoing(env.frame, mark)
 
     @classmethod
@@ -448,6 +456,8 @@ class Hub:
                 if sub.collected is not None:
                     if sub.delta:
                         pub = centrifuge_delta.full_publication(env, ch.tutorial)
+                    elif sub.encoding in PROTOBUF_ENCODINGS:
+                        pub = centrifuge_protobuf.channel_publication(env, ch.tutorial)
                     else:
                         pub = channel_publication(env, ch.tutorial)
                     if pub is not None:

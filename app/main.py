@@ -21,10 +21,11 @@ from app.api_methods import ApiError
 from app.config import Settings
 from app.fd_limit import raise_open_files_limit
 from app.logs import install_redaction
-from app.protocols import centrifuge, switchboard
+from app.protocols import centrifuge, centrifuge_streams, emulation, switchboard
 from app.routes import admin, api, api_centrifugo, health, seed, server_api
 from app.services import Services
 from app.startup_log import announce_api_key, log_readiness
+from app.streams import commands
 from app.streams import endpoint as streams
 
 log = logging.getLogger("switchboard")
@@ -54,6 +55,11 @@ class Switchboard(FastAPI):
                 if scope["type"] == "http" and path in streams.WIRES:
                     # The one-way streams live as long as a socket does: past the middleware too.
                     await streams.endpoint(scope, receive, send)
+                elif scope["type"] == "http" and path in centrifuge_streams.ROUTES and scope["method"] != "OPTIONS":
+                    # Centrifugo's emulated transports likewise; a CORS preflight goes to the stack.
+                    await centrifuge_streams.endpoint(scope, receive, send)
+                elif scope["type"] == "http" and path == commands.PATH:
+                    await commands.endpoint(scope, receive, send)
                 elif tracing.ON and scope["type"] == "http" and path.startswith("/api/"):
                     method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
                     name = f"{method} {path if path in api_paths else '/api/*'}"
@@ -151,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(ApiError, server_api.api_error_handler)
-    app.router.routes.extend(switchboard.routes + seed.routes + centrifuge.routes)
+    app.router.routes.extend([*switchboard.routes, *seed.routes, *centrifuge.routes, *emulation.routes])
     app.mount("/static", StaticFiles(directory=api.STATIC), name="static")
     # Browser pages on another allowed origin (a second instance, say) may call /api/*.
     app.add_middleware(

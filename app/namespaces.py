@@ -16,6 +16,11 @@ published to, never per delivered message::
     history_ttl = 600
     presence = true             # presence and presence_stats allowed to subscribers
     join_leave = false          # join/leave pushes (not in the tutorial's room and global)
+    force_push_join_leave = false  # ... to Centrifugo SDK subscribers that did not ask too
+    force_recovery = true       # Centrifugo SDK subscriptions recoverable without asking
+    force_positioning = true    # ... and positioned
+    allow_history_for_subscriber = true   # history for subscribers only (unset: who may subscribe)
+    allow_presence_for_subscriber = true  # false: presence kept, read by the server API only
     subscribe_proxy = "http://backend:9000/switchboard/subscribe"  # the backend decides (docs/proxies.md)
     publish_proxy = "http://backend:9000/switchboard/publish"      # ... and may rewrite the data
     allowed_delta_types = ["fossil"]  # Centrifugo subscribers may negotiate Fossil deltas (docs/sdks.md)
@@ -46,6 +51,9 @@ from app.reserved import reserved
 
 SubscribeMode = Literal["public", "authenticated", "granted"]
 PublishMode = Literal["server", "subscribers", "authenticated", "granted"]
+# Who may read a channel's history or presence through a client command: whoever may subscribe to
+# it now (subscribers included), its subscribers only, or no client (the server API still reads).
+ReadMode = Literal["subscribable", "subscribers", "nobody"]
 # The tutorial endpoints' namespaces: their frames are the tutorial's, and their endpoints announce
 # joins and leaves in their own frame shapes, so they never carry join/leave pushes.
 TUTORIAL_NAMESPACES = ("room", "global")
@@ -79,6 +87,34 @@ class Namespace(BaseModel):
     subscribe_proxy: str | None = None
     publish_proxy: str | None = None
     allowed_delta_types: tuple[Literal["fossil"], ...] = ()
+    # Centrifugo's names (docs/sdks.md#moving-from-centrifugo), mapped onto the options above.
+    # Recovery and positioning are forced by default: every Centrifugo SDK subscription in a
+    # namespace with history is recoverable and positioned, as Switchboard always made them.
+    force_recovery: bool = True
+    force_positioning: bool = True
+    force_push_join_leave: bool = False
+    allow_publish_for_subscriber: bool | None = None  # true: publish = "subscribers"; false: "server"
+    allow_history_for_subscriber: bool | None = None  # unset: "subscribable"; true "subscribers"; false "nobody"
+    allow_presence_for_subscriber: bool | None = None  # unset or true: subscribers; false: nobody
+
+    def publish_mode(self) -> PublishMode:
+        if self.allow_publish_for_subscriber is None:
+            return self.publish
+        return "subscribers" if self.allow_publish_for_subscriber else "server"
+
+    def conflict(self) -> str | None:
+        """Why ``allow_publish_for_subscriber`` contradicts ``publish``, if it does (both given)."""
+        if self.allow_publish_for_subscriber is None or "publish" not in self.model_fields_set:
+            return None
+        if self.publish_mode() != self.publish:
+            return f'contradicts publish = {self.publish!r} (true means "subscribers", false "server")'
+        return None
+
+
+def read_mode(allowed: bool | None, unset: ReadMode) -> ReadMode:
+    if allowed is None:
+        return unset
+    return "subscribers" if allowed else "nobody"
 
 
 class Rpc(BaseModel):
@@ -108,11 +144,18 @@ class ChannelOptions:
     publish: PublishMode
     history: HistoryOptions
     presence: bool
-    join_leave: bool
+    join_leave: bool  # join/leave announced (``join_leave`` or ``force_push_join_leave``)
     # Backend URLs that decide subscribe and publish here (app/proxy_calls.py), or None.
     subscribe_proxy: str | None = None
     publish_proxy: str | None = None
     delta: bool = False  # Fossil deltas may be negotiated (``allowed_delta_types``)
+    # Centrifugo's SDK options (app/protocols/centrifuge_commands.py): join/leave pushes to every
+    # subscriber (not only those whose subscribe asked), recovery and positioning without asking.
+    force_join_leave: bool = False
+    force_recovery: bool = True
+    force_positioning: bool = True
+    history_read: ReadMode = "subscribable"
+    presence_read: ReadMode = "subscribers"
 
 
 class Namespaces:
@@ -139,13 +182,18 @@ class Namespaces:
         return ChannelOptions(
             name,
             ns.subscribe,
-            ns.publish,
+            ns.publish_mode(),
             history,
             ns.presence,
-            ns.join_leave,
+            ns.join_leave or ns.force_push_join_leave,
             ns.subscribe_proxy,
             ns.publish_proxy,
             delta="fossil" in ns.allowed_delta_types,
+            force_join_leave=ns.force_push_join_leave,
+            force_recovery=ns.force_recovery,
+            force_positioning=ns.force_positioning,
+            history_read=read_mode(ns.allow_history_for_subscriber, "subscribable"),
+            presence_read=read_mode(ns.allow_presence_for_subscriber, "subscribers"),
         )
 
     def for_channel(self, channel: str) -> ChannelOptions:
@@ -208,12 +256,16 @@ def read_config(path: Path | None) -> ConfigFile | None:
             check_proxy_url(url)
         except ValueError as exc:
             raise ConfigError(f"{path}: {where}: {exc}") from None
+    tables = [("default", config.default), *((f"namespaces.{n}", ns) for n, ns in config.namespaces.items())]
+    for where, ns in tables:
+        if (why := ns.conflict()) is not None:
+            raise ConfigError(f"{path}: {where}.allow_publish_for_subscriber: {why}")
     for name, ns in config.namespaces.items():
         if not NAMESPACE_NAME.fullmatch(name):
             raise ConfigError(f"{path}: namespaces.{name}: a namespace name is 1-64 letters, digits, '_', '.' or '-'")
         if reserved(f"{name}:"):
             raise ConfigError(f"{path}: namespaces.{name}: reserved for Switchboard's own channels and keys")
-        if name in TUTORIAL_NAMESPACES and ns.join_leave:
+        if name in TUTORIAL_NAMESPACES and (ns.join_leave or ns.force_push_join_leave):
             raise ConfigError(
                 f"{path}: namespaces.{name}.join_leave: the {name} endpoints announce joins in their own frames"
             )

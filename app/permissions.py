@@ -13,6 +13,10 @@ The order of the checks, each of which refuses with a protocol error:
 5. the namespace's mode: ``public``/``authenticated``/``granted`` to subscribe, and
    ``server``/``subscribers``/``authenticated``/``granted`` to publish. ``server`` is never
    overridden: only the server API publishes there.
+
+Reading a channel (history, presence) follows its namespace's ``ReadMode`` (``check_read``):
+``subscribable`` (whoever passes the subscribe checks now, subscribers included), ``subscribers``
+(only a connection in the channel), or ``nobody`` (only the server API).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from app.config import Settings
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.grants import Grants
 from app.hooks import HOOK_NAMES, UNCHANGED, Allow, ClientInfo, Deny
-from app.namespaces import ChannelOptions
+from app.namespaces import ChannelOptions, ReadMode
 from app.proxy_calls import Proxies
 from app.reserved import reserved
 
@@ -65,6 +69,15 @@ def allowed_users(channel: str) -> list[str] | None:
     """The users a user-limited channel admits (``ns:#alice,bob``), or None if it is not one."""
     _, hash_sign, users = channel.partition("#")
     return users.split(",") if hash_sign else None
+
+
+def personal_channel(namespace: str, user: str) -> str | None:
+    """The user's personal channel, or None if it has none (anonymous, no namespace set, or a
+    user id that cannot be part of a channel name: too long, or with a ``,`` or a space)."""
+    if not namespace or not user or "," in user:
+        return None
+    channel = f"{namespace}:#{user}"
+    return channel if valid_channel(channel) else None
 
 
 class Hooks:
@@ -158,6 +171,9 @@ class Caller(Protocol):
         """The identity's ``channels`` claim, compiled."""
         ...
 
+    @property
+    def subscriptions(self) -> set[str]: ...
+
 
 class Permissions:
     def __init__(
@@ -177,12 +193,16 @@ class Permissions:
             raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, self.namespaces.unknown(channel))
         return found
 
-    async def check_subscribe(self, caller: Caller, channel: str, opts: ChannelOptions, token: str | None) -> None:
+    async def check_subscribe(
+        self, caller: Caller, channel: str, opts: ChannelOptions, token: str | None
+    ) -> int | None:
+        """Refuses with ProtocolError; returns the subscription token's ``exp`` (None: no token, or
+        one without ``exp``)."""
         user = caller.identity.user_id
         self._check_user_limited(user, channel)
-        granted = False
+        granted, expires = False, None
         if token is not None:
-            await self._check_subscription_token(token, user, channel)
+            expires = await self.check_subscription_token(token, user, channel)
             granted = True
         allowed = await self._ask("on_subscribe", caller, channel)
         granted = granted or allowed is not None or _matches(caller.grants, channel)
@@ -195,6 +215,7 @@ class Permissions:
             granted = True
         if mode == "granted" and not granted:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
+        return expires
 
     async def check_publish(
         self, caller: Caller, channel: str, opts: ChannelOptions, data: Any, subscribed: bool
@@ -219,6 +240,17 @@ class Permissions:
             raise ProtocolError(ErrorCode.PERMISSION_DENIED)
         return data
 
+    async def check_read(self, caller: Caller, channel: str, opts: ChannelOptions, mode: ReadMode, what: str) -> None:
+        """May ``caller`` read ``what`` (history, presence) of ``channel``? Raises ProtocolError:
+        110 (not subscribed) where only subscribers may, 103 where no client may."""
+        if mode == "nobody":
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"{what} is for the server API only here")
+        if channel in caller.subscriptions:
+            return
+        if mode == "subscribers":
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"{what} is for subscribers")
+        await self.check_subscribe(caller, channel, opts, None)
+
     async def check_connect(self, caller: Caller) -> None:
         await self._ask("on_connect", caller)
 
@@ -234,11 +266,12 @@ class Permissions:
         if users is not None and (not user or user not in users):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, "this channel is limited to the users it names")
 
-    async def _check_subscription_token(self, token: object, user: str, channel: str) -> None:
+    async def check_subscription_token(self, token: object, user: str, channel: str) -> int | None:
+        """The token's ``exp``, if it grants ``channel`` to ``user``; raises ProtocolError."""
         if not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "token must be a string")
         try:
-            await self.auth.verify_subscription(token, user, channel)
+            return await self.auth.verify_subscription(token, user, channel)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(f"subscription_{exc.reason}").inc()
             if exc.reason == "expired":

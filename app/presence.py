@@ -44,8 +44,9 @@ class Presence(Protocol):
 
     async def count(self, channel: str) -> int: ...
 
-    async def stats(self, channel: str) -> dict[str, int]:
-        """``clients`` and distinct signed-in ``users``, counted without reading the members."""
+    async def stats(self, channel: str, anonymous: bool = False) -> dict[str, int]:
+        """``clients`` and distinct signed-in ``users``, counted without reading the members;
+        with ``anonymous``, also how many of the clients are ``anonymous``."""
         ...
 
     async def members(self, channel: str) -> list[str]:
@@ -91,10 +92,12 @@ def member_name(member: str) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def stats(members: list[str]) -> dict[str, int]:
-    """``clients`` and distinct signed-in ``users`` (anonymous clients count as clients only)."""
-    users = {m["user"] for m in map(parse_member, members) if m["user"]}
-    return {"clients": len(members), "users": len(users)}
+def stats(members: list[str], anonymous: bool = False) -> dict[str, int]:
+    """``clients`` and distinct signed-in ``users``; with ``anonymous``, the anonymous clients."""
+    found = [m["user"] for m in map(parse_member, members)]
+    users = {user for user in found if user}
+    counts = {"clients": len(members), "users": len(users)}
+    return {**counts, "anonymous": found.count("")} if anonymous else counts
 
 
 CURSOR = re.compile(r"z([0-9]{1,20})(?:\.([0-9]{1,6}))?")
@@ -150,8 +153,8 @@ class MemoryPresence:
     async def count(self, channel: str) -> int:
         return len(self._members.get(channel, ()))
 
-    async def stats(self, channel: str) -> dict[str, int]:
-        return stats(list(self._members.get(channel, ())))
+    async def stats(self, channel: str, anonymous: bool = False) -> dict[str, int]:
+        return stats(list(self._members.get(channel, ())), anonymous)
 
     async def members(self, channel: str) -> list[str]:
         return list(self._members.get(channel, ()))

@@ -17,6 +17,10 @@ counts are shared, but each version's sweeper sees only its own version's channe
 instance's members still stop counting within the TTL, their leave may go unannounced), ``channels``
 lists only what this version indexed, and ``presence_stats.users`` leaves out the old version's
 members. All of it is right again once every instance runs this version.
+
+Rolling upgrade from a version that did not count anonymous members (the users hash's ``""``
+field): an older instance's ``presence_stats.users`` counts that field as one more user, and the
+anonymous members it added count as clients only; right again once every instance runs this one.
 """
 
 from __future__ import annotations
@@ -148,12 +152,13 @@ class RedisPresence:
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
-    async def stats(self, channel: str) -> dict[str, int]:
+    async def stats(self, channel: str, anonymous: bool = False) -> dict[str, int]:
         try:
-            clients, users = await self._stats(keys=_keys(channel))
+            clients, users, anonymous_clients = await self._stats(keys=_keys(channel))
         except _TRANSIENT as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        return {"clients": int(clients), "users": int(users)}
+        found = {"clients": int(clients), "users": int(users)}
+        return {**found, "anonymous": int(anonymous_clients)} if anonymous else found
 
     async def members(self, channel: str) -> list[str]:
         try:

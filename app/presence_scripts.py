@@ -5,8 +5,11 @@ script may touch both:
 
 * ``switchboard:presence:{C}``, a sorted set: member -> expiry (Redis's clock).
 * ``switchboard:presence-users:{C}``, a hash: signed-in user -> how many of the set's members are
-  theirs. ``presence_stats`` counts distinct users with ``HLEN``, and clients with ``ZCOUNT``,
-  without reading a member. Every script that adds or removes members keeps it in step, atomically.
+  theirs, and ``""`` -> how many are anonymous (no user id is empty). ``presence_stats`` counts
+  distinct users with ``HLEN`` (less the ``""`` field), anonymous clients with ``HGET ""``, and
+  clients with ``ZCOUNT``, without reading a member. Every script that adds or removes members
+  keeps it in step, atomically. (Members an older version added count as clients only until they
+  leave: the ``""`` field never goes below zero, it is deleted at zero.)
 
 Cluster-wide, ``switchboard:presence-expiries`` is a sorted set: channel -> a lower bound of its
 earliest member expiry. The sweeper reads only the channels due there (one range read per pass),
@@ -33,7 +36,7 @@ def users_key(channel: str) -> str:
 
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
 # A member is JSON [client, user, info, name] (app/presence.py); "" for anonymous clients and for
-# bare ids from older versions, which count as clients only.
+# bare ids from older versions, counted under the hash's "" field.
 _USERS = """
 local function user_of(m)
   local ok, v = pcall(cjson.decode, m)
@@ -42,7 +45,7 @@ local function user_of(m)
 end
 local function counted(h, m, by)
   local u = user_of(m)
-  if u ~= '' and redis.call('HINCRBY', h, u, by) <= 0 then redis.call('HDEL', h, u) end
+  if redis.call('HINCRBY', h, u, by) <= 0 then redis.call('HDEL', h, u) end
 end
 local function earliest(z)
   local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
@@ -93,25 +96,31 @@ end
 return {found[1], live}
 """
 )
-# KEYS = set, users: {live members, distinct signed-in users among them}. Members that expired
+# KEYS = set, users: {live members, distinct signed-in users among them, anonymous ones}. Members that expired
 # but are not swept yet (a dead instance's, for a sweep round) are the only ones read.
 STATS = (
     _HEAD
     + """
 local clients = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 local users = redis.call('HLEN', KEYS[2])
+local anonymous = tonumber(redis.call('HGET', KEYS[2], '') or '0')
+if anonymous > 0 then users = users - 1 end
 if redis.call('ZCOUNT', KEYS[1], '-inf', now) > 0 then
   local dead = {}
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
     local u = user_of(m)
-    if u ~= '' then dead[u] = (dead[u] or 0) + 1 end
+    dead[u] = (dead[u] or 0) + 1
   end
   for u, n in pairs(dead) do
-    local held = redis.call('HGET', KEYS[2], u)
-    if held and tonumber(held) <= n then users = users - 1 end
+    if u == '' then
+      anonymous = math.max(0, anonymous - n)
+    else
+      local held = redis.call('HGET', KEYS[2], u)
+      if held and tonumber(held) <= n then users = users - 1 end
+    end
   end
 end
-return {clients, users}
+return {clients, users, math.min(anonymous, clients)}
 """
 )
 # KEYS = set, users: {members whose expiry passed (now removed), members left, earliest expiry}.

@@ -37,19 +37,30 @@ class Wire(IntEnum):
     TUTORIAL = 0  # the tutorial endpoints: each channel's frames as published
     WS = 1  # /ws (docs/protocol.md)
     CENTRIFUGE = 2  # /connection/websocket: Centrifugo's client protocol, JSON (docs/sdks.md)
+    CENTRIFUGE_PROTOBUF = 3  # the same, in Protobuf (the centrifuge-protobuf subprotocol)
 
 
 # How a subscription gets a channel's messages (``Subscription.encoding``), one Outgoing each per
 # message per process (``Hub.deliver``): the frame as published (a tutorial endpoint; /ws on a
 # channel whose frames are /ws pushes already), a tutorial frame wrapped in a /ws ``pub`` push, or
-# a Centrifugo push (app/protocols/centrifuge_wire.py).
-AS_PUBLISHED, WS_PUB, CENTRIFUGE_PUSH = 0, 1, 2
-ENCODINGS = 3
+# a Centrifugo push (app/protocols/centrifuge_wire.py), or one in Protobuf (centrifuge_protobuf.py).
+AS_PUBLISHED, WS_PUB, CENTRIFUGE_PUSH, CENTRIFUGE_PROTOBUF_PUSH = 0, 1, 2, 3
+# The same two for a Centrifugo subscription that gets no join/leave pushes: it did not ask
+# (``join_leave``) and the namespace does not force them (``force_push_join_leave``).
+CENTRIFUGE_QUIET, CENTRIFUGE_PROTOBUF_QUIET = 4, 5
+ENCODINGS = 6
+CENTRIFUGE_ENCODINGS = frozenset(
+    (CENTRIFUGE_PUSH, CENTRIFUGE_PROTOBUF_PUSH, CENTRIFUGE_QUIET, CENTRIFUGE_PROTOBUF_QUIET)
+)
+PROTOBUF_ENCODINGS = frozenset((CENTRIFUGE_PROTOBUF_PUSH, CENTRIFUGE_PROTOBUF_QUIET))
+QUIET = {CENTRIFUGE_PUSH: CENTRIFUGE_QUIET, CENTRIFUGE_PROTOBUF_PUSH: CENTRIFUGE_PROTOBUF_QUIET}
 
 
 def encoding_for(wire: Wire, tutorial: bool) -> int:
     if wire is Wire.CENTRIFUGE:
         return CENTRIFUGE_PUSH
+    if wire is Wire.CENTRIFUGE_PROTOBUF:
+        return CENTRIFUGE_PROTOBUF_PUSH
     return WS_PUB if wire is Wire.WS and tutorial else AS_PUBLISHED
 
 

@@ -20,7 +20,7 @@ from app import metrics
 from app.broker import Broker, BrokerUnavailable, Position
 from app.channel_state import Channel, recovered_frame
 from app.errors import CentrifugeDisconnect
-from app.protocol import CENTRIFUGE_PUSH, Envelope, Outgoing
+from app.protocol import CENTRIFUGE_ENCODINGS, Envelope, Outgoing
 
 log = logging.getLogger("switchboard.recovery")
 
@@ -99,7 +99,7 @@ class CatchUp:
                 or (rewound and sub.offset > position.offset)
             ):
                 sub.offset, sub.epoch = position.offset, position.epoch
-                if sub.encoding == CENTRIFUGE_PUSH:
+                if sub.encoding in CENTRIFUGE_ENCODINGS:
                     # Centrifugo's way: reconnect, and the SDK recovers what it can (or is told).
                     sub.conn.close(CentrifugeDisconnect.INSUFFICIENT_STATE, reason)
                 elif sub.ws:

@@ -6,7 +6,8 @@ Switchboard's own channels and keys all begin with one of two prefixes:
 
 * ``switchboard:``: the user control channel ``switchboard:users`` (app/users.py), the listener's
   liveness probe ``switchboard:control`` (app/broker/redis.py), Redis Cluster's per-shard probes
-  ``switchboard:probe:N`` (app/broker/cluster.py); the keys ``switchboard:user:*``,
+  ``switchboard:probe:N`` (app/broker/cluster.py), each process's emulation relay
+  ``switchboard:emulation:<node>`` (app/protocols/emulation.py); the keys ``switchboard:user:*``,
   ``switchboard:user-slots-epoch`` (app/user_slots.py), ``switchboard:presence:*``,
   ``switchboard:presence-users:*``, ``switchboard:presence-expiries`` (app/presence_scripts.py),
   ``switchboard:presence-sweeper`` and ``switchboard:instances``;

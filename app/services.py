@@ -16,6 +16,7 @@ from app import __version__, admission, drain, metrics
 from app.admission import HandshakeRate
 from app.auth import Authenticator
 from app.broker import Broker, create_broker, redis_client
+from app.budgets import CallerRates
 from app.cluster_query import ClusterQuery
 from app.config import Settings
 from app.hub import Hub
@@ -23,6 +24,7 @@ from app.instances import Instances
 from app.permissions import Hooks, Permissions
 from app.presence import MemoryPresence, Presence
 from app.presence_redis import RedisPresence
+from app.protocols.emulation import Emulation
 from app.proxy import Backend
 from app.proxy_calls import Proxies
 from app.sweeper import Sweeper
@@ -43,6 +45,9 @@ class Services:
     auth: Authenticator
     proxies: Proxies
     queries: ClusterQuery
+    emulation: Emulation
+    # POST /command's per-caller buckets (app/streams/commands.py).
+    command_rates: CallerRates | None = None
     draining: bool = field(default=False)
     started: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -75,6 +80,8 @@ class Services:
             auth=auth,
             proxies=proxies,
             queries=ClusterQuery(hub, users, instances, client, settings.instance_id),
+            emulation=Emulation(hub, settings.instance_id, clustered=client is not None),
+            command_rates=CallerRates(settings.rate_limit_per_second, settings.rate_limit_burst),
         )
         instances.stats = built.instance_stats
         return built
@@ -96,6 +103,7 @@ class Services:
         await self.broker.start(self.hub.dispatch, self.hub.channels, self.hub.on_reconnect)
         await self.users.start()
         await self.queries.start()
+        await self.emulation.start()
         await self.presence.start()
         client = redis_client(self.broker)
         sweeper = Sweeper(self.presence, self.hub, client, self.settings.instance_id)
@@ -114,6 +122,7 @@ class Services:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.presence.close()
         await self.queries.close()
+        await self.emulation.close()
         await self.users.close()
         await self.hub.close()
         await self.broker.close()

@@ -38,9 +38,10 @@ from app.grants import Grants, compile_grants
 from app.hub import Announce, tutorial_announce
 from app.namespaces import ChannelOptions
 from app.presence import member_id
-from app.protocol import Wire
-from app.protocols.centrifuge_wire import push as centrifuge_push
+from app.protocol import QUIET, Wire
+from app.protocols.centrifuge_formats import CENTRIFUGE_WIRES, format_for, send
 from app.services import Services
+from app.sub_expiry import SubscriptionExpiry
 from app.tutorial import display_name, frame_for, is_tutorial, membership_notice
 
 log = logging.getLogger("switchboard.session")
@@ -107,6 +108,11 @@ def encode_publication(frame: dict[str, Any], limit: int) -> bytes:
     return encoded
 
 
+# The endpoint of ``POST /command`` (app/streams/commands.py): a Session for one command, which
+# holds no subscription of its own.
+DETACHED = "command"
+
+
 class Session:
     __slots__ = (
         "_expiry",
@@ -116,6 +122,7 @@ class Session:
         "_publisher",
         "_renew",
         "_standing",
+        "_sub_expiry",
         "conn",
         "display_name",
         "handshake",
@@ -157,6 +164,8 @@ class Session:
         # Channels that stand on something other than the connection token: a subscription token
         # or the server API. A refresh does not re-check them. Made on first need.
         self._standing: set[str] | None = None
+        # The expiries of subscriptions on expiring subscription tokens (app/sub_expiry.py).
+        self._sub_expiry: SubscriptionExpiry | None = None
         # The name the tutorial's chat and rooms show for this connection (its leave notice too).
         self.display_name: str | None = None
         # The handshake headers the connect proxy is sent (its allowlist), until connect is done.
@@ -249,6 +258,31 @@ class Session:
             except ProtocolError as exc:
                 await self._end(channel, UnsubCode.REVOKED, exc.message)
 
+    def _expiries(self) -> SubscriptionExpiry:
+        if self._sub_expiry is None:
+            grace = self.services.settings.refresh_grace
+            self._sub_expiry = SubscriptionExpiry(grace, self._subscription_expired)
+        return self._sub_expiry
+
+    async def _subscription_expired(self, channel: str) -> None:
+        metrics.AUTH_FAILURES.labels("subscription_expired").inc()
+        await self._end(channel, UnsubCode.EXPIRED, "subscription expired")
+
+    def subscription_expires(self, channel: str) -> int | None:
+        """When the subscription token ``channel`` stands on expires (None: it does not)."""
+        return None if self._sub_expiry is None else self._sub_expiry.expires(channel)
+
+    async def sub_refresh(self, channel: str, token: object) -> int | None:
+        """A new subscription token for a channel this connection is in: the same checks as at
+        subscribe (user, channel, expiry), then its ``exp`` is the subscription's. Raises
+        ProtocolError (110 for a channel it is not in)."""
+        if channel not in self.subscriptions:
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED)
+        expires = await self.permissions.check_subscription_token(token, self.identity.user_id, channel)
+        self._stands(channel)
+        self._expiries().watch(channel, expires)
+        return expires
+
     def _stands(self, channel: str) -> None:
         if self._standing is None:
             self._standing = set()
@@ -281,10 +315,12 @@ class Session:
             limit, who = settings.max_channels_anonymous, "anonymous connection"
         if len(self.subscriptions) >= limit:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} channels per {who}")
-        await self.permissions.check_subscribe(self, channel, opts, token)
+        expires = await self.permissions.check_subscribe(self, channel, opts, token)
         if token is not None:
             # Before the join: its replay lets the next commands run, a refresh among them.
             self._stands(channel)
+            if self.wire is Wire.CENTRIFUGE:  # only its SDKs can sub_refresh
+                self._expiries().watch(channel, expires)
         try:
             await self.services.hub.join(
                 self.conn, channel, resume, wire=self.wire, announce=announce, registered=registered, delta=delta
@@ -292,6 +328,8 @@ class Session:
         except BaseException as exc:
             if self._standing is not None and channel not in self.subscriptions:
                 self._standing.discard(channel)  # a failed join stands on nothing
+                if self._sub_expiry is not None:
+                    self._sub_expiry.forget(channel)
             if isinstance(exc, Unsubscribed):
                 raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "unsubscribed before the replay finished") from None
             raise
@@ -331,6 +369,8 @@ class Session:
         await self.services.hub.leave(self.conn, channel)
         if self._standing is not None:
             self._standing.discard(channel)
+        if self._sub_expiry is not None:
+            self._sub_expiry.forget(channel)
         try:
             remaining = await self.services.presence.leave(channel, self.member)
             if self.ws:
@@ -375,28 +415,42 @@ class Session:
         finally:
             if self._expiry is not None:
                 self._expiry.cancel()
+            if self._sub_expiry is not None:
+                self._sub_expiry.close()
             if self.identity.user_id:  # the user's slot must free, whatever happened above
                 await self.services.users.remove(self)
 
     # -- server-side subscriptions (the server API, through app/users.py) ----------------------
 
-    async def server_subscribe(self, channel: str) -> None:
-        """Subscribe without the client asking or the permission checks; it is told with ``sub``."""
+    async def server_subscribe(
+        self, channel: str, resume: Position | None = None, *, announce: Announce | None = None
+    ) -> None:
+        """Subscribe without the client asking or the permission checks; it is told with ``sub``
+        (or by ``announce``: the connect reply's ``subs``, app/protocols/centrifuge_subs.py)."""
         if channel in self.subscriptions:
             return
         opts = self.services.hub.namespaces.for_channel(channel)
 
-        def announce(sub: Subscription, joined: Joined) -> None:
+        def pushed(sub: Subscription, joined: Joined) -> None:
             p = joined.position
-            if self.wire is Wire.CENTRIFUGE:
-                body = {"offset": p.offset, "epoch": p.epoch, "recoverable": opts.history.enabled}
-                self.conn.send_text(centrifuge_push(channel, "subscribe", {**body, "positioned": body["recoverable"]}))
+            if self.wire in CENTRIFUGE_WIRES:
+                recoverable = opts.history.enabled and opts.force_recovery
+                positioned = opts.history.enabled and (recoverable or opts.force_positioning)
+                body = {"offset": p.offset, "epoch": p.epoch, "recoverable": recoverable, "positioned": positioned}
+                send(self.conn, self.wire, format_for(self.wire).push(channel, "subscribe", body))
+                if not opts.force_join_leave:  # nobody asked for them: only a forced namespace's
+                    sub.encoding = QUIET.get(sub.encoding, sub.encoding)
                 return
             push = {"op": "sub", "channel": channel, "offset": p.offset, "epoch": p.epoch}
             self.conn.send_text(orjson.dumps(push))
 
-        await self.services.hub.join(self.conn, channel, wire=self.wire, announce=announce)
-        self._stands(channel)
+        self._stands(channel)  # before the join: a refresh during its replay must not re-check it
+        try:
+            await self.services.hub.join(self.conn, channel, resume, wire=self.wire, announce=announce or pushed)
+        except BaseException:
+            if self._standing is not None and channel not in self.subscriptions:
+                self._standing.discard(channel)
+            raise
         await self.announce_join(channel, opts)
 
     async def server_unsubscribe(self, channel: str) -> None:
@@ -406,8 +460,9 @@ class Session:
         """Unsubscribe the client without its asking, and tell it with an ``unsub`` push."""
         if channel in self.subscriptions:
             await self.unsubscribe(channel)
-            if self.wire is Wire.CENTRIFUGE:
-                self.conn.send_text(centrifuge_push(channel, "unsubscribe", {"code": int(code), "reason": reason}))
+            if self.wire in CENTRIFUGE_WIRES:
+                told = format_for(self.wire).push(channel, "unsubscribe", {"code": int(code), "reason": reason})
+                send(self.conn, self.wire, told)
                 return
             push = {"op": "unsub", "channel": channel, "code": int(code), "reason": reason}
             self.conn.send_text(orjson.dumps(push))
@@ -443,6 +498,11 @@ class Session:
         joined = self.services.hub.channel(channel) if isinstance(channel, str) and subscribed else None
         opts = joined.options if joined is not None else self.permissions.options(channel)
         assert isinstance(channel, str)
+        if check and not subscribed and opts.publish == "subscribers" and self.conn.endpoint == DETACHED:
+            # POST /command holds no subscription: one who may subscribe counts as a subscriber,
+            # as it could subscribe over /ws and then publish (it reads over /sse meanwhile).
+            await self.permissions.check_subscribe(self, channel, opts, None)
+            subscribed = True
         if check:
             data = await self.permissions.check_publish(self, channel, opts, data, subscribed)
         frame = build(data) if build is not None else self._frame(channel, data)

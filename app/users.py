@@ -37,7 +37,7 @@ from app.connection import Connection
 from app.errors import ProtocolError
 from app.hub import NO_HISTORY, Hub
 from app.protocol import Outgoing, Wire, header
-from app.protocols.centrifuge_wire import push as centrifuge_push
+from app.protocols.centrifuge_formats import CENTRIFUGE_WIRES, format_for
 from app.user_slots import CHECK_SECONDS, SETTLE_SECONDS, Slots
 
 log = logging.getLogger("switchboard.users")
@@ -45,11 +45,12 @@ log = logging.getLogger("switchboard.users")
 CONTROL = "switchboard:users"
 
 
-def message_push(wire: Wire, data: Any) -> bytes:
+def message_push(wire: Wire, data: Any) -> Outgoing:
     """The server API's ``send``, as the connection's protocol pushes it."""
-    if wire is Wire.CENTRIFUGE:
-        return centrifuge_push("", "message", {"data": data})
-    return orjson.dumps({"op": "message", "data": data})
+    if wire in CENTRIFUGE_WIRES:
+        fmt = format_for(wire)
+        return fmt.outgoing(fmt.push("", "message", {"data": data}))
+    return Outgoing(orjson.dumps({"op": "message", "data": data}))
 
 
 class UserSession(Protocol):
@@ -166,7 +167,7 @@ class Users:
                 if session.ws:
                     push = pushes.get(session.wire)
                     if push is None:
-                        push = pushes[session.wire] = Outgoing(message_push(session.wire, command.get("data")))
+                        push = pushes[session.wire] = message_push(session.wire, command.get("data"))
                     session.conn.offer(push)
         elif op == "disconnect":
             for session in list(sessions):

@@ -54,6 +54,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """``wait_until`` in a coroutine: for state that many clients or another task move, with no
+    one event to wait on."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # noqa: ASYNC110 - see the docstring
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
 class RedisServer:
     def __init__(self, workdir: Path, *, appendonly: bool = False, extra: list[str] | None = None) -> None:
         self.port = free_port()

@@ -1,10 +1,15 @@
-"""``/connection/websocket``: Centrifugo's client protocol (JSON), so that its SDKs connect as they
-are (docs/sdks.md). A thin adapter over Session, like ``/ws``.
+"""``/connection/websocket``: Centrifugo's client protocol, so that its SDKs connect as they are
+(docs/sdks.md). A thin adapter over Session, like ``/ws``. In JSON, or in Protobuf for a client
+that asks for ``centrifuge-protobuf``: only decoding (centrifuge_frames.py) and encoding differ.
 
-A frame holds one or more commands, one JSON object a line: ``{"id":N,"<method>":{...}}``. The
-first must be ``connect``. The server pings with ``{}`` every ``SWITCHBOARD_PING_INTERVAL`` and
-the client answers ``{}``. Disconnects are close frames with Centrifugo's codes
-(``app.errors.CENTRIFUGE_CLOSES``).
+A frame holds one or more commands, one JSON object a line: ``{"id":N,"<method>":{...}}`` (or
+length-delimited Protobuf Commands). The first must be ``connect``. The server pings with ``{}``
+every ``SWITCHBOARD_PING_INTERVAL`` and the client answers ``{}``. Disconnects are close frames
+with Centrifugo's codes (``app.errors.CENTRIFUGE_CLOSES``).
+
+The client logic is the transport's (app/protocols/centrifuge_transport.py): commands come in,
+frames go out and the connection closes through it, so the emulated transports (HTTP-streaming
+and SSE, with commands in ``POST /emulation``: app/protocols/emulation.py) run this same class.
 
 The reader only reads: it notes pongs at once and hands frames to one worker through a queue of
 ``MAX_QUEUED_FRAMES``, which runs their commands in order. A full queue stops the reading, so a
@@ -17,15 +22,15 @@ is charged to the rate limit: 10,000 commands in one frame run no further than t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, cast
 
-import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app import __version__, metrics
-from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable
 from app.connection import ConnectionGone
 from app.errors import (
@@ -37,8 +42,13 @@ from app.errors import (
 )
 from app.hooks import UNCHANGED
 from app.protocol import Wire
-from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply, parse_command
-from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, expiry
+from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply
+from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, async_message, expiry, token_identity
+from app.protocols.centrifuge_formats import format_for
+from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames, take
+from app.protocols.centrifuge_protobuf import SUBPROTOCOL
+from app.protocols.centrifuge_subs import connect_subs
+from app.protocols.centrifuge_transport import Transport, WebSocketTransport
 from app.protocols.handshake import run_session
 from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.proxy import BackendDisconnect
@@ -48,18 +58,21 @@ log = logging.getLogger("switchboard.centrifuge")
 
 ENDPOINT = "centrifuge"  # the endpoint label of this protocol's metrics
 MAX_QUEUED_FRAMES = 4
-PING = b"{}"
+FIRST_NOT_CONNECT = "the first command must be connect, with an id"
 VERSION = f"switchboard {__version__}"
 
 
 class CentrifugeClient:
     """One connection on ``/connection/websocket``: connect, then commands in order, and pings."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, transport: Transport | None = None) -> None:
         self.session = session
         self.conn = session.conn
         self.settings = session.services.settings
-        self._frames: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._frames: asyncio.Queue[Iterator[Parsed]] = asyncio.Queue(MAX_QUEUED_FRAMES)  # decoded lazily
+        self.fmt = format_for(session.wire)
+        self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JsonFrames()
+        self.transport: Transport = transport or WebSocketTransport(session.conn, binary=self.fmt.binary)
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
@@ -67,11 +80,17 @@ class CentrifugeClient:
         self.conn.on_limited = self._limited
 
     def send(self, payload: bytes) -> None:
-        self.conn.send_text(payload)
+        self.transport.send(self.fmt.outgoing(payload))
+
+    def close_with(self, code: int, reason: str | None = None) -> None:
+        self.transport.close(code, reason)
+
+    def error(self, cmd_id: int | None, code: int, message: str) -> None:
+        self.send(error_reply(cmd_id, code, message, self.fmt))
 
     def refuse(self, cmd_id: int | None, code: int, message: str, close: int) -> bool:
-        self.send(error_reply(cmd_id, code, message))
-        self.conn.close(close, message)
+        self.error(cmd_id, code, message)
+        self.close_with(close, message)
         return False
 
     # -- connecting -------------------------------------------------------------------------------
@@ -79,30 +98,36 @@ class CentrifugeClient:
     async def connect(self) -> bool:
         try:
             async with asyncio.timeout(self.settings.auth_timeout):
-                text = await self.conn.receive_text()
+                frame = await self.transport.receive()
         except TimeoutError:
             metrics.AUTH_FAILURES.labels("timeout").inc()
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "connect timeout")
+            self.close_with(CentrifugeDisconnect.BAD_REQUEST, "connect timeout")
             return False
-        if text is None:
+        if frame is None:
             return False
-        lines = text.split("\n")
-        parsed = parse_command(lines[0])
-        if parsed is None or parsed[1] != "connect" or not parsed[0]:
-            self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "the first command must be connect, with an id")
+        parsed = take(commands := self.decoder.commands(frame))
+        if not isinstance(parsed, tuple) or parsed[1] != "connect" or not parsed[0]:
+            broken = isinstance(parsed, MalformedFrame) and self.fmt.binary  # Protobuf says what broke
+            self.close_with(CentrifugeDisconnect.BAD_REQUEST, str(parsed) if broken else FIRST_NOT_CONNECT)
             return False
-        cmd_id, _, params = parsed
+        cmd_id = parsed[0]
+        try:
+            params = self.decoder.params(parsed[2])
+        except CommandError as exc:
+            return self.refuse(cmd_id, exc.code, exc.message, CentrifugeDisconnect.BAD_REQUEST)
         extra = await self._sign_in(cmd_id, params)
         if extra is None:
             return False
         identity = self.session.identity
         reply: dict[str, Any] = {"client": self.session.client, "version": VERSION, **expiry(identity), **extra}
+        reply.update(self.transport.connect_fields())
+        if subs := await connect_subs(self.session, params):  # the personal and the token's channels
+            reply["subs"] = subs
         reply.update(ping=max(1, round(self.settings.ping_interval)), pong=True)
-        self.send(orjson.dumps({"id": cmd_id, "connect": reply}))
+        # Before any push of the channels connect_subs joined (held back till now).
+        self.conn.release(self.fmt.outgoing(self.fmt.reply(cmd_id, "connect", reply)))
         self._schedule_ping()
-        rest = "\n".join(lines[1:]).strip()
-        if rest:  # commands batched behind the connect
-            self._frames.put_nowait(rest)
+        self._frames.put_nowait(commands)  # any commands batched behind the connect
         return True
 
     async def _sign_in(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -122,7 +147,7 @@ class CentrifugeClient:
                 identity = connected.identity
                 self._refresh, extra = proxied_reply(self.session, connected, self._expired)
             else:
-                identity = await self.identity(token)
+                identity = await token_identity(self.session, token)
             self.session.set_identity(identity)
             await self.session.permissions.check_connect(self.session)
             if not await self.session.sign_in(identity):
@@ -139,8 +164,8 @@ class CentrifugeClient:
             if shut == CloseCode.POLICY_VIOLATION:  # a refusal: the proxy's is the token's
                 refused = CentrifugeDisconnect.INVALID_TOKEN if proxied else CentrifugeDisconnect.FORCE_NO_RECONNECT
                 shut = int(refused)
-            self.send(error_reply(cmd_id, code, message))
-            self.conn.close(shut, reason)
+            self.error(cmd_id, code, message)
+            self.close_with(shut, reason)
             return None
         except BrokerUnavailable:
             message = "broker unavailable: try again"
@@ -151,26 +176,11 @@ class CentrifugeClient:
     def _expired(self) -> None:
         """A proxied identity the refresh proxy did not renew: as a token that expired."""
         metrics.AUTH_FAILURES.labels("expired").inc()
-        self.conn.close(CloseCode.TOKEN_EXPIRED)
-
-    async def identity(self, token: object) -> Identity:
-        """The connection token's identity; an empty or absent one is anonymous, if allowed."""
-        if token in (None, "") and self.settings.allow_anonymous:
-            return self.session.identity
-        if not isinstance(token, str) or not token:
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            raise CommandError(CentrifugeError.UNAUTHORIZED, "token required")
-        try:
-            return await self.session.services.auth.verify(token)
-        except AuthError as exc:
-            metrics.AUTH_FAILURES.labels(exc.reason).inc()
-            if exc.reason == "expired":
-                raise CommandError(CentrifugeError.TOKEN_EXPIRED, "token expired") from None
-            raise CommandError(CentrifugeError.UNAUTHORIZED, f"bad token: {exc.detail}") from None
+        self.close_with(CloseCode.TOKEN_EXPIRED)
 
     async def refresh(self, params: dict[str, Any]) -> Reply:
         """A fresh token for the same user: a new expiry, every channel checked again."""
-        identity = await self.identity(params.get("token"))
+        identity = await token_identity(self.session, params.get("token"))
         if not identity.user_id or identity.user_id != self.session.identity.user_id:
             raise CommandError(CentrifugeError.PERMISSION_DENIED, "the token is for another user")
         if self._refresh is not None:  # a token now: it expires as tokens do, not by the backend
@@ -186,12 +196,12 @@ class CentrifugeClient:
 
     def _ping(self) -> None:
         self._awaiting_pong = True
-        self.send(PING)
+        self.send(self.fmt.ping)
         self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
 
     def _check_pong(self) -> None:
         if self._awaiting_pong:
-            self.conn.close(CentrifugeDisconnect.NO_PONG, "no pong")
+            self.close_with(CentrifugeDisconnect.NO_PONG, "no pong")
         else:
             self._schedule_ping()
 
@@ -202,17 +212,18 @@ class CentrifugeClient:
             return
         worker = asyncio.create_task(self._work())
         try:
-            while (text := await self.conn.receive_text()) is not None:
+            while (frame := await self.transport.receive()) is not None:
                 # Any frame shows the client is there, its pong ({}) too (the worker skips that).
                 self._awaiting_pong = False
                 if worker.done():
                     break  # the worker stopped: the connection is closing
+                commands = self.decoder.commands(frame)
                 if not self._frames.full():
-                    self._frames.put_nowait(text)
+                    self._frames.put_nowait(commands)
                     continue
                 # A full queue: wait for room, or for the worker to stop (it returns when the
                 # connection closes, mid-frame), or the reader would wait here for ever.
-                put = asyncio.ensure_future(self._frames.put(text))
+                put = asyncio.ensure_future(self._frames.put(commands))
                 await asyncio.wait((put, worker), return_when=asyncio.FIRST_COMPLETED)
                 if not put.done():
                     put.cancel()
@@ -223,32 +234,35 @@ class CentrifugeClient:
 
     async def _work(self) -> None:
         while True:
-            text = await self._frames.get()
+            commands = await self._frames.get()
             first = True
-            for line in text.split("\n"):
-                if not line.strip():
-                    continue
+            while True:
                 if self.conn.close_code is not None:
                     return
-                parsed = parse_command(line)
-                if parsed is None:
-                    self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "malformed command")
+                if isinstance(parsed := take(commands), MalformedFrame):
+                    self.close_with(CentrifugeDisconnect.BAD_REQUEST, str(parsed))
                     return
+                if parsed is None:
+                    break
                 if not parsed[1]:
-                    continue  # a pong, noted by the reader
+                    continue  # a pong (or a blank line), noted by the reader
                 if not first and not self.conn.allow():
                     if parsed[0]:
-                        self.send(error_reply(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded"))
+                        self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
                     continue
                 first = False
                 await self._run(*parsed)
 
-    async def _run(self, cmd_id: int, method: str, params: dict[str, Any]) -> None:
+    async def _run(self, cmd_id: int, method: str, raw: Any) -> None:
         if not cmd_id:
             if method != "send":  # only send goes without a reply, so without an id
-                self.conn.close(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
-            return  # send: no handler of async messages yet (docs/sdks.md); it has no reply
+                self.close_with(CentrifugeDisconnect.BAD_REQUEST, "a command needs an id")
+                return
+            with contextlib.suppress(CommandError, BrokerUnavailable, ConnectionGone):
+                await async_message(self.session, self.decoder.params(raw))  # to the rpc path; no reply
+            return
         try:
+            params = self.decoder.params(raw)
             if method == "connect":
                 raise CommandError(CentrifugeError.BAD_REQUEST, "already connected")
             if method == "refresh":
@@ -258,30 +272,30 @@ class CentrifugeClient:
             else:
                 raise CommandError(CentrifugeError.METHOD_NOT_FOUND, "method not found")
         except CommandError as exc:
-            self.send(error_reply(cmd_id, exc.code, exc.message))
+            self.error(cmd_id, exc.code, exc.message)
         except ProtocolError as exc:
             code, message = as_centrifuge(exc)
-            self.send(error_reply(cmd_id, code, message))
+            self.error(cmd_id, code, message)
             if isinstance(exc, BackendDisconnect):  # a proxy's disconnect, with its 4000-4999 code
-                self.conn.close(exc.close_code, exc.reason)
+                self.close_with(exc.close_code, exc.reason)
         except BrokerUnavailable:
-            self.send(error_reply(cmd_id, CentrifugeError.NOT_AVAILABLE, "broker unavailable: try again"))
+            self.error(cmd_id, CentrifugeError.NOT_AVAILABLE, "broker unavailable: try again")
         except ConnectionGone:
             pass
         except Exception:
             log.exception("/connection/websocket command %r failed", method)
-            self.send(error_reply(cmd_id, CentrifugeError.INTERNAL, "internal error"))
+            self.error(cmd_id, CentrifugeError.INTERNAL, "internal error")
         else:
             if result is not None:
-                self.send(result if isinstance(result, bytes) else orjson.dumps({"id": cmd_id, method: result}))
+                self.send(result if isinstance(result, bytes) else self.fmt.reply(cmd_id, method, result))
 
-    def _limited(self, text: str) -> None:
+    def _limited(self, frame: str | bytes) -> None:
         """A frame over the rate limit: its first command is told 111. Only the first: a frame of
         10,000 commands dropped must not become 10,000 replies (the SDK fails the rest at their
         timeouts, as for a lost frame)."""
-        parsed = parse_command(text.split("\n", 1)[0])
-        if parsed is not None and parsed[0]:
-            self.send(error_reply(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded"))
+        parsed = take(self.decoder.commands(frame))
+        if isinstance(parsed, tuple) and parsed[0]:
+            self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
 
     def close(self) -> None:
         if self._timer is not None:
@@ -298,7 +312,10 @@ async def endpoint(websocket: WebSocket) -> None:
         finally:
             client.close()
 
-    await run_session(websocket, ENDPOINT, handler, wire=Wire.CENTRIFUGE)
+    # Protobuf where the client asks for it (Centrifugo's SDKs do, in their Protobuf builds).
+    protobuf = SUBPROTOCOL in websocket.scope.get("subprotocols", ())
+    wire = Wire.CENTRIFUGE_PROTOBUF if protobuf else Wire.CENTRIFUGE
+    await run_session(websocket, ENDPOINT, handler, wire=wire, subprotocol=SUBPROTOCOL if protobuf else None)
 
 
 routes = [WebSocketRoute("/connection/websocket", endpoint)]

@@ -13,14 +13,15 @@ import orjson
 from app import metrics
 from app.errors import CENTRIFUGE_ERRORS, CENTRIFUGE_TEMPORARY, CentrifugeError, ProtocolError
 from app.protocols.centrifuge_commands import COMMANDS
+from app.protocols.centrifuge_formats import JSON, Format
 
 
-def error_reply(cmd_id: int | None, code: int, message: str) -> bytes:
+def error_reply(cmd_id: int | None, code: int, message: str, fmt: Format = JSON) -> bytes:
     metrics.COMMAND_ERRORS.labels(str(int(code))).inc()
     error: dict[str, Any] = {"code": int(code), "message": message}
     if code in CENTRIFUGE_TEMPORARY:
         error["temporary"] = True
-    return orjson.dumps({"id": cmd_id, "error": error} if cmd_id else {"error": error})
+    return fmt.error(cmd_id, error)
 
 
 def as_centrifuge(exc: ProtocolError) -> tuple[int, str]:

@@ -62,13 +62,16 @@ def _publication(frame: dict[str, Any], env: Envelope, tutorial: bool) -> bytes 
     return orjson.dumps(publication(frame, env.offset))
 
 
-def channel_push(channel_json: bytes, env: Envelope, tutorial: bool) -> bytes | None:
-    """The push for one channel message, or None if Centrifugo's protocol has none for it."""
+def channel_push(channel_json: bytes, env: Envelope, tutorial: bool, join_leave: bool = True) -> bytes | None:
+    """The push for one channel message, or None if Centrifugo's protocol has none for it (or it
+    is a join or leave, and ``join_leave`` is off)."""
     frame = _parse(env)
     if frame is None:
         return None
     op = frame.get("op")
     if not tutorial and op in ("join", "leave"):
+        if not join_leave:
+            return None
         body = orjson.dumps({"info": client_info(frame.get("info")) or {}})
         return b'{"push":{"channel":%s,"%s":%s}}' % (channel_json, op.encode(), body)
     pub = _publication(frame, env, tutorial)

@@ -18,6 +18,7 @@ is in flight.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -31,12 +32,15 @@ from app.broker import BrokerUnavailable
 from app.budgets import InFlight
 from app.errors import AUTH_TIMEOUT, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
+from app.permissions import personal_channel
 from app.protocols.handshake import run_session
 from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.protocols.switchboard_codec import command_error, command_id, connect_hint, error_bytes, identify, parse_frame
 from app.protocols.switchboard_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.proxy import BackendDisconnect
 from app.session import Session
+
+log = logging.getLogger("switchboard.ws")
 
 MAX_IN_FLIGHT = 32
 PING_PUSH = b'{"op":"ping"}'
@@ -127,6 +131,14 @@ class WsClient:
         }
         self.send(reply_bytes(cmd_id, reply))
         self._schedule_ping()
+        # The personal channel (SWITCHBOARD_PERSONAL_CHANNEL_NAMESPACE): a server-side subscription,
+        # told with a ``sub`` push after the connect reply, as the server API's subscribe is.
+        personal = personal_channel(self.settings.personal_channel_namespace, identity.user_id)
+        if personal is not None:
+            try:
+                await self.session.server_subscribe(personal)
+            except BrokerUnavailable:
+                log.warning("personal channel not subscribed at connect: the broker is unavailable")
         return True
 
     async def _identity(self, token: object) -> Identity:
@@ -258,8 +270,8 @@ class WsClient:
         with tracing.span(f"ws {op}", attributes=attributes):
             return await self._command(op, cmd_id, frame, next_turn)
 
-    def _limited(self, text: str) -> None:
-        frame = parse_frame(text)
+    def _limited(self, text: str | bytes) -> None:
+        frame = parse_frame(text) if isinstance(text, str) else None  # /ws reads text frames only
         cmd_id = command_id(frame) if frame is not None else None
         if cmd_id is not None:
             self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))

@@ -20,7 +20,7 @@ from app.errors import ErrorCode, ProtocolError
 from app.namespaces import ChannelOptions
 from app.presence import PAGE_LIMIT, format_cursor, parse_cursor, parse_member
 from app.rpc import rpc
-from app.session import Session, idempotency_key_of, valid_position
+from app.session import DETACHED, Session, idempotency_key_of, valid_position
 
 Reply = dict[str, Any] | bytes | None
 Command = Callable[[Session, int, dict[str, Any]], Awaitable[Reply]]
@@ -90,11 +90,11 @@ async def publish(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply
 
 
 async def _readable(session: Session, channel: object) -> tuple[str, ChannelOptions]:
-    """A channel this client may read: one it is in, or one it may subscribe to now."""
+    """A channel whose history this client may read: by default one it is in, or one it may
+    subscribe to now; the namespace's ``allow_history_for_subscriber`` narrows that."""
     opts = session.permissions.options(channel)
     assert isinstance(channel, str)
-    if channel not in session.subscriptions:
-        await session.permissions.check_subscribe(session, channel, opts, None)
+    await session.permissions.check_read(session, channel, opts, opts.history_read, "history")
     return channel, opts
 
 
@@ -123,15 +123,19 @@ def history_reply(head: bytes, pubs: list[bytes], position: Position) -> bytes:
     return head + b'"publications":[' + b",".join(pubs) + tail
 
 
-def _present(session: Session, frame: dict[str, Any]) -> str:
-    """The channel, if its presence may be read: a namespace with presence, by a subscriber."""
+async def _present(session: Session, frame: dict[str, Any]) -> str:
+    """The channel, if its presence may be read: a namespace with presence, by whom the namespace
+    says (subscribers by default); a detached command (``POST /command``, which holds no
+    subscription) where subscribers may, by whoever may subscribe."""
     channel = frame.get("channel")
     opts = session.permissions.options(channel)
     assert isinstance(channel, str)
     if not opts.presence:
         raise ProtocolError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
-    if channel not in session.subscriptions:
-        raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "presence is for subscribers")
+    mode = opts.presence_read
+    if mode == "subscribers" and session.conn.endpoint == DETACHED:
+        mode = "subscribable"  # it could subscribe over /ws and then read it
+    await session.permissions.check_read(session, channel, opts, mode, "presence")
     return channel
 
 
@@ -144,13 +148,13 @@ async def presence(session: Session, cmd_id: int, frame: dict[str, Any]) -> Repl
         cursor = parse_cursor(frame.get("cursor"))
     except ValueError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
-    channel = _present(session, frame)
+    channel = await _present(session, frame)
     members, following = await session.services.presence.page(channel, cursor, limit)
     return {"clients": [parse_member(m) for m in members], "cursor": format_cursor(following)}
 
 
 async def presence_stats(session: Session, cmd_id: int, frame: dict[str, Any]) -> Reply:
-    return await session.services.presence.stats(_present(session, frame))
+    return await session.services.presence.stats(await _present(session, frame))
 
 
 COMMANDS: dict[str, Command] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.websockets import WebSocket
 from app import metrics, tutorial
 from app.auth import AuthError, Identity
 from app.broker import BrokerUnavailable, Position
+from app.channel_state import Joined, Subscription
 from app.connection import Connection
 from app.errors import (
     AUTH_FAILED,
@@ -35,8 +37,9 @@ from app.errors import (
     ProtocolError,
     error_frame,
 )
+from app.hub import Announce, tutorial_announce
 from app.permissions import TUTORIAL_CHANNEL_PART
-from app.protocols.handshake import authenticate_first, opening, refuse, run_session
+from app.protocols.handshake import auth_success, authenticate_first, opening, refuse, run_session
 from app.reserved import reserved
 from app.services import services
 from app.session import Build, Session
@@ -57,14 +60,32 @@ async def sign_in(session: Session, identity: Identity) -> bool:
     return False
 
 
-async def join(session: Session, channel: str, resume: Position | None) -> int | None:
+async def join(session: Session, channel: str, resume: Position | None, first: Identity | None = None) -> int | None:
     """Subscribe (first delivering what was missed since ``resume``) and register presence.
 
-    Returns the cluster-wide count, or None after closing the connection: 1008 when the channel's
-    namespace refuses this client, 1013 when Redis is down.
+    ``first``, a first-message identity, gets its ``auth_success`` the moment the connection is
+    in the channel (``Hub.join``: before a replay, else as it joins live): whatever is published
+    once the client has it reaches the client. Returns the cluster-wide count, or None after
+    closing the connection: 1008 when the channel's namespace refuses this client, 1013 when
+    Redis is down.
     """
+    confirm: Callable[[], None] | None = None
+    announce: Announce = tutorial_announce
+    if first is not None:
+        identity = first
+        pending = [True]
+
+        def confirm() -> None:
+            if pending:
+                pending.clear()
+                auth_success(session.conn, identity)
+
+        def announce(sub: Subscription, joined: Joined) -> None:
+            confirm()  # a live join calls only this, at the moment it joins
+            tutorial_announce(sub, joined)
+
     try:
-        await session.subscribe(channel, resume)
+        await session.subscribe(channel, resume, announce=announce, registered=confirm)
         return await session.enter_presence(channel)
     except ProtocolError as exc:
         if exc.code == ErrorCode.BAD_REQUEST:
@@ -166,7 +187,7 @@ async def chat(websocket: WebSocket) -> None:
         if opened.identity and not await sign_in(session, opened.identity):
             return
         name = session.display_name = opened.identity.name if opened.identity else username(websocket)
-        online = await join(session, tutorial.CHAT, opened.resume)
+        online = await join(session, tutorial.CHAT, opened.resume, opened.identity)
         if online is None:
             return
         try:
@@ -207,7 +228,7 @@ async def room(websocket: WebSocket) -> None:
         if identity is not None and not await sign_in(session, identity):
             return
         name = session.display_name = identity.name if identity else None
-        members = await join(session, channel, opened.resume)
+        members = await join(session, channel, opened.resume, opened.identity)
         if members is None:
             return
         try:
@@ -236,7 +257,7 @@ async def global_channel(websocket: WebSocket) -> None:
             return
         if opened.identity and not await sign_in(session, opened.identity):
             return
-        if await join(session, channel, opened.resume) is None:
+        if await join(session, channel, opened.resume, opened.identity) is None:
             return
         while (data := await conn.receive_object()) is not None:
             content = content_of(conn, data)

@@ -20,12 +20,12 @@ from tests.chaos.stream import (
     all_connected,
     catch_up_seconds,
     close_all,
-    eventually,
     report,
     subscribe,
     wait_for_numbers,
 )
 from tests.netns import IN_NAMESPACE, PROXY, PROXY_HTTP, Stack, wait_presence
+from tests.support import eventually
 
 pytestmark = pytest.mark.skipif(not IN_NAMESPACE, reason="runs inside a private namespace via test_behind_nginx.py")
 

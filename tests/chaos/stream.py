@@ -87,16 +87,6 @@ async def wait_for_numbers(subs: list[Subscriber], expected: range, timeout: flo
                 await asyncio.sleep(0.05)
 
 
-async def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll a condition with a deadline (the state lives in many clients, with no one event)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - see the docstring
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
 async def close_all(subs: list[Subscriber]) -> None:
     await asyncio.gather(*(s.client.close() for s in subs))
     for s in subs:

@@ -24,14 +24,23 @@ from tests.chaos.stream import (
     arrivals_after,
     assert_whole_or_told,
     close_all,
-    eventually,
     publish_keyed,
     report,
     subscribe,
     wait_for_numbers,
 )
 from tests.redis_ha import ClusterSet
-from tests.support import API_HEADERS, AppProcess, RedisServer, expect_close, recv_json, running, wait_until, ws_connect
+from tests.support import (
+    API_HEADERS,
+    AppProcess,
+    RedisServer,
+    eventually,
+    expect_close,
+    recv_json,
+    running,
+    wait_until,
+    ws_connect,
+)
 
 MESSAGES = 300
 EXPECTED = range(1, MESSAGES + 1)

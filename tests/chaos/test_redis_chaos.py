@@ -18,13 +18,12 @@ from tests.chaos.stream import (
     all_connected,
     catch_up_seconds,
     close_all,
-    eventually,
     report,
     subscribe,
     wait_for_numbers,
 )
 from tests.integration.conftest import Cluster, start_cluster
-from tests.support import AppProcess, RedisServer, running
+from tests.support import AppProcess, RedisServer, eventually, running
 
 # Stopping an instance drains it; the tests close their clients first, so a short drain is plenty.
 FAST_DRAIN = {"SWITCHBOARD_DRAIN_SECONDS": "0.5"}

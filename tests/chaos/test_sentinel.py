@@ -24,14 +24,13 @@ from tests.chaos.stream import (
     arrivals_after,
     assert_whole_or_told,
     close_all,
-    eventually,
     publish_keyed,
     report,
     subscribe,
     wait_for_numbers,
 )
 from tests.redis_ha import MASTER_NAME, SentinelSet
-from tests.support import API_HEADERS, TEST_SECRET, AppProcess, running, wait_until
+from tests.support import API_HEADERS, TEST_SECRET, AppProcess, eventually, running, wait_until
 
 SUBSCRIBERS = 40
 MESSAGES = 400

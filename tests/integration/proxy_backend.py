@@ -67,7 +67,7 @@ async def connect(request: Request) -> Response:
     result: dict[str, Any] = {
         "user": user,
         "name": user.title(),
-        "channels": ["team:*"],
+        "channels": data.get("channels", ["team:*"]),
         "info": {"plan": "pro"},
         "data": {"welcome": user},
     }

@@ -10,9 +10,10 @@ from app.protocol import header
 from tests.integration.conftest import Cluster
 from tests.support import RedisServer, wait_until, ws_connect
 
-# switchboard:control (the listener's probe), switchboard:users (user commands) and
-# switchboard:queries (the questions every instance answers, app/cluster_query.py)
-FIXED = 3
+# switchboard:control (the listener's probe), switchboard:users (user commands),
+# switchboard:queries (the questions every instance answers, app/cluster_query.py) and the
+# process's own switchboard:emulation:<node> (relayed emulation requests, app/protocols/emulation.py)
+FIXED = 4
 
 
 def pubsub_clients(c: Cluster, instance: str) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ loop), PostgreSQL (restarted), Redis (restarted: rows wait). And a poison row bl
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -14,9 +15,10 @@ import psycopg
 
 from tests.outbox.harness import Subscriber, check_once_in_order, instance, pending, write_rows
 from tests.outbox.postgres import PASSWORD, PostgresServer
-from tests.support import API_HEADERS, RedisServer, running, wait_until
+from tests.support import API_HEADERS, RedisServer, eventually, running, wait_until
 
 CHANNELS = [f"news:k{n}" for n in range(5)]
+KILLS = 4
 
 
 def stream(total: int) -> tuple[list[tuple[str, Any]], dict[str, list[Any]]]:
@@ -44,17 +46,25 @@ def test_sigkill_of_the_relay_in_a_loop_loses_and_repeats_nothing(tmp_path: Path
                 while not done.is_set() or pending(outbox_url):
                     relay.launch()
                     await asyncio.to_thread(relay.wait_ready)
-                    if done.is_set() and kills >= 4:
+                    if done.is_set() and kills >= KILLS:
                         return  # the last life drains the rest
                     await asyncio.sleep(rng.uniform(0.1, 0.6))  # mid-claim, most likely
                     relay.kill()
                     kills += 1
 
+            def killed(n: int) -> bool:
+                return kills >= n
+
             async def scenario() -> dict[str, list[tuple[int, Any]]]:
                 async with Subscriber(edge.ws("/ws"), CHANNELS) as sub:
                     done = asyncio.Event()
                     killing = asyncio.create_task(killer(done))
-                    await write_rows(outbox_url, rows, per_transaction=50, pause=0.05)
+                    # In KILLS parts, each after one more kill: the kills land mid-stream however
+                    # fast this machine writes rows or starts the relay.
+                    part = -(-len(rows) // KILLS)
+                    for n in range(KILLS):
+                        await eventually(functools.partial(killed, n), 60, f"kill {n}")
+                        await write_rows(outbox_url, rows[n * part : (n + 1) * part], per_transaction=50, pause=0.05)
                     done.set()
                     await killing
                     await sub.wait_for(len(rows), 60)
@@ -63,7 +73,7 @@ def test_sigkill_of_the_relay_in_a_loop_loses_and_repeats_nothing(tmp_path: Path
 
             got = asyncio.run(scenario())
             check_once_in_order(got, sent)
-            assert kills >= 4
+            assert kills >= KILLS
     finally:
         relay.stop()
         redis.stop()

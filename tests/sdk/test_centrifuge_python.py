@@ -95,10 +95,10 @@ async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess
     await one.ready(5)
     await two.ready(5)
     first, second = Events(), Events()
-    sub = one.new_subscription("chat:py", events=first)
+    sub = one.new_subscription("chat:py", events=first, join_leave=True)
     await sub.subscribe()
     await sub.ready(5)
-    other = two.new_subscription("chat:py", events=second)
+    other = two.new_subscription("chat:py", events=second, join_leave=True)
     await other.subscribe()
     await other.ready(5)
     await until(lambda: len(first.joins) == 2, "the join pushes (its own, then bob's)")
@@ -110,7 +110,7 @@ async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess
     assert {info.user for info in presence.clients.values()} == {"", "bob"}
     stats = await sub.presence_stats()
     assert stats.num_clients == 2
-    assert stats.num_users == 1  # anonymous connections are not users here
+    assert stats.num_users == 2  # bob, and the anonymous connection as a user of its own
     history = await sub.history(limit=-1)
     assert [p.data for p in history.publications] == [{"text": "hi"}]
     assert history.offset == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from app.budgets import InFlight, JoinLeave, TokenBucket
+from app.budgets import MAX_CALLERS, CallerRates, InFlight, JoinLeave, TokenBucket
 from app.channel_state import Subscription
 from app.protocol import Envelope
 
@@ -112,3 +112,21 @@ def test_live_messages_held_during_a_replay_are_bounded_in_bytes_too() -> None:
         assert sub.pending_bytes <= 1_000_000
     assert sub.overflowed  # dropped, to be read from history again
     assert sub.pending_bytes == sum(len(env.frame) for env in sub.pending)
+
+
+def test_caller_rates_bound_each_caller_to_its_burst_and_refill() -> None:
+    rates = CallerRates(rate=2, burst=3)
+    assert [rates.admit("ann", now=0) for _ in range(5)] == [True, True, True, False, False]
+    assert rates.admit("bob", now=0)  # a bucket of its own
+    assert rates.admit("ann", now=0.5)  # one token back after 1/rate seconds
+    assert not rates.admit("ann", now=0.5)
+
+
+def test_caller_rates_keep_at_most_max_callers_dropping_the_least_recent() -> None:
+    rates = CallerRates(rate=0, burst=1)
+    assert rates.admit("first", now=0)
+    for n in range(MAX_CALLERS):
+        rates.admit(f"caller-{n}", now=0)
+    assert len(rates._buckets) == MAX_CALLERS
+    assert rates.admit("first", now=0)  # forgotten, so a fresh bucket: the bound is on memory
+    assert not rates.admit(f"caller-{MAX_CALLERS - 1}", now=0)  # still known, and spent

@@ -17,7 +17,7 @@ from app.channel_state import Joined, Subscription
 from app.config import Settings
 from app.connection import Connection
 from app.errors import CENTRIFUGE_CLOSES, CloseCode
-from app.protocol import Wire
+from app.protocol import Outgoing, Wire
 from app.protocols import centrifuge_commands as commands_module
 from app.protocols.centrifuge import CentrifugeClient
 from app.protocols.centrifuge_wire import channel_push as encode
@@ -37,9 +37,9 @@ class Recording(Member):
 async def test_centrifuge_members_share_one_push_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def counted(*args: Any) -> bytes | None:
+    def counted(*args: Any, **kwargs: Any) -> bytes | None:
         calls.append(args)
-        return encode(*args)
+        return encode(*args, **kwargs)
 
     monkeypatch.setattr(hub_module, "channel_push", counted)
     hub = await hub_with(MemoryBroker())
@@ -131,7 +131,7 @@ class StubConn:
         self.on_limited: Any = None
         self.sent: list[bytes] = []
 
-    async def receive_text(self) -> str | None:
+    async def receive_frame(self, *, binary: bool) -> str | None:
         if self.frames:
             return self.frames.pop(0)
         await asyncio.Event().wait()  # a client that sends nothing more, and stays
@@ -140,8 +140,9 @@ class StubConn:
     def allow(self) -> bool:
         return True
 
-    def send_text(self, payload: bytes) -> None:
-        self.sent.append(payload)
+    def offer(self, out: Outgoing) -> bool:
+        self.sent.append(out.payload)
+        return True
 
     def close(self, code: int, reason: str = "") -> None:
         self.close_code = code
@@ -159,7 +160,9 @@ async def test_a_reader_behind_a_full_queue_ends_when_the_connection_closes(monk
     monkeypatch.setitem(commands_module.COMMANDS, "history", slow)
     frames = ['{"id":2,"history":{}}\n{"id":3,"history":{}}'] + [f'{{"id":{n},"history":{{}}}}' for n in range(4, 9)]
     conn = StubConn(frames)
-    session = SimpleNamespace(conn=conn, services=SimpleNamespace(settings=Settings(dev_mode=True)))
+    session = SimpleNamespace(
+        conn=conn, wire=Wire.CENTRIFUGE, services=SimpleNamespace(settings=Settings(dev_mode=True))
+    )
     client = CentrifugeClient(cast(Any, session))
 
     async def connected() -> bool:

@@ -321,7 +321,10 @@ export class SwitchboardClient extends Reconnecting {
 // Subscription handlers (all optional): publication(pub), join(info), leave(info),
 // subscribed(reply), recovered({ok, count | reason, offset, epoch}), unsubscribed({code, reason}),
 // error(error).
-// Client events: state, open, close, reconnecting, message ({data} sent to this user), error,
+// Where WebSockets do not get through, it falls back by itself to /sse for reading and
+// POST /command for commands, each channel resumed from its own offset (docs/client.md).
+// Client events: state, open ({transport}), transport ({transport}: "sse" on the switch), close,
+// reconnecting, message ({data} sent to this user), error,
 // sub ({channel, subscription}: the server subscribed this user; set subscription.handlers),
 // unsub ({channel, code, reason}).
 
@@ -378,7 +381,7 @@ export class Subscription {
     if (this.state === "unsubscribed") return Promise.resolve();
     this.state = "unsubscribed";
     this.client.subscriptions.delete(this.channel);
-    return this.client.ready ? this.client.command("unsubscribe", { channel: this.channel }).catch(() => {}) : Promise.resolve();
+    return this.client.leave(this.channel);
   }
 
   /** @param {keyof SubscriptionHandlers} name @param {any} detail */
@@ -409,13 +412,20 @@ export class Subscription {
  * @property {number} [maxRetries=Infinity]
  * @property {number} [queueLimit=100]  commands kept while disconnected; the oldest is rejected beyond
  * @property {number} [replyTimeout=10000]  ms to wait for a command's reply
+ * @property {boolean} [fallback=true]  fall back to SSE (reading) and HTTP (commands) when
+ *   WebSockets do not get through: after `fallbackAfter` WebSocket attempts in a row that never
+ *   got a `connect` reply. The client then stays on SSE until `connect()` is called again.
+ * @property {number} [fallbackAfter=2]
+ * @property {string} [sseUrl]  default: `url` with its last path segment `ws` made `sse`, http(s)
+ * @property {string} [commandUrl]  default: likewise, `command`
  * @property {typeof WebSocket} [WebSocketImpl]
+ * @property {typeof EventSource} [EventSourceImpl]  default: globalThis.EventSource (no fallback without one)
  */
 
 export class Switchboard extends Reconnecting {
   /** @param {SwitchboardOptions} [options] */
   constructor(options = {}) {
-    super({ url: "/ws", replyTimeout: 10000, ...options });
+    super({ url: "/ws", replyTimeout: 10000, fallback: true, fallbackAfter: 2, ...options });
     /** @type {Map<string, Subscription>} */
     this.subscriptions = new Map();
     this.queue = new BoundedQueue(this.options.queueLimit);
@@ -425,10 +435,44 @@ export class Switchboard extends Reconnecting {
     this.nextId = 0;
     this.client = null; // this connection's id, from the connect reply
     this.timers = { refresh: 0, dead: 0 };
+    /** "websocket", or "sse" once fallen back: pushes over /sse, commands over POST /command. */
+    this.transport = "websocket";
+    this.failedUpgrades = 0; // WebSocket attempts in a row that never got a connect reply
+    /** @type {EventSource | null} */
+    this.stream = null;
+    this.streams = 0; // bumped by each stream started or ended: a slower start gives way
+    this.token = null; // the token the stream and the HTTP commands carry
   }
 
   stopTimers() {
     Object.values(this.timers).forEach(clearTimeout);
+  }
+
+  /** Start connecting, over WebSocket first whatever an earlier connect fell back to. */
+  connect() {
+    this.transport = "websocket";
+    this.failedUpgrades = 0;
+    super.connect();
+  }
+
+  close() {
+    this.endStream();
+    super.close();
+  }
+
+  async open() {
+    if (this.transport === "sse") return this.openStream();
+    return super.open();
+  }
+
+  /** Leave a channel on the server: `unsubscribe` over WebSocket, a narrower stream over SSE. */
+  leave(channel) {
+    if (!this.ready) return Promise.resolve();
+    if (this.transport === "sse") {
+      this.reopenStream();
+      return Promise.resolve();
+    }
+    return this.command("unsubscribe", { channel }).catch(() => {});
   }
 
   /**
@@ -442,7 +486,10 @@ export class Switchboard extends Reconnecting {
     if (existing) return existing;
     const sub = new Subscription(this, channel, handlers);
     this.subscriptions.set(channel, sub);
-    if (this.ready) this.sendSubscribe(sub);
+    if (this.ready) {
+      if (this.transport === "sse") this.reopenStream();
+      else this.sendSubscribe(sub);
+    }
     return sub;
   }
 
@@ -503,7 +550,12 @@ export class Switchboard extends Reconnecting {
     });
   }
 
-  send({ op, fields, resolve, reject }) {
+  send(item) {
+    if (this.transport === "sse") {
+      this.sendOverHttp(item);
+      return;
+    }
+    const { op, fields, resolve, reject } = item;
     const id = ++this.nextId;
     const timer = setTimeout(() => {
       if (this.waiting.delete(id)) reject(new Error(`${op}: no reply in time`));
@@ -516,20 +568,27 @@ export class Switchboard extends Reconnecting {
     const fields = { channel: sub.channel };
     if (sub.position) Object.assign(fields, { since: sub.position.offset, epoch: sub.position.epoch });
     new Promise((resolve, reject) => this.send({ op: "subscribe", fields, resolve, reject })).then(
-      (reply) => {
-        if (sub.state === "unsubscribed") return;
-        sub.state = "subscribed";
-        sub.moveTo(reply.offset, reply.epoch);
-        sub.call("subscribed", reply);
-        if ("recovered" in reply) sub.call("recovered", { ok: reply.recovered, count: reply.count, reason: reply.reason, offset: reply.offset, epoch: reply.epoch });
-      },
+      (reply) => this.onSubscribed(sub, reply),
       (error) => {
         if (!(error instanceof CommandError)) return; // the connection dropped: the next one resubscribes
-        this.subscriptions.delete(sub.channel);
-        sub.state = "unsubscribed";
-        sub.call("error", error);
+        this.onRefused(sub, error);
       },
     );
+  }
+
+  /** A subscribe's ok reply (WebSocket) or `subscribed` push (SSE): in, at this position. */
+  onSubscribed(sub, reply) {
+    if (sub.state === "unsubscribed") return;
+    sub.state = "subscribed";
+    sub.moveTo(reply.offset, reply.epoch);
+    sub.call("subscribed", reply);
+    if ("recovered" in reply) sub.call("recovered", { ok: reply.recovered, count: reply.count, reason: reply.reason, offset: reply.offset, epoch: reply.epoch });
+  }
+
+  onRefused(sub, error) {
+    this.subscriptions.delete(sub.channel);
+    sub.state = "unsubscribed";
+    sub.call("error", error);
   }
 
   /** Relative URLs (the default "/ws") resolve against the page, http(s) becoming ws(s). */
@@ -555,6 +614,7 @@ export class Switchboard extends Reconnecting {
 
   onConnected(socket, reply) {
     if (socket !== this.socket) return;
+    this.failedUpgrades = 0;
     this.ready = true;
     this.attempt = 0;
     this.client = reply.client;
@@ -562,7 +622,7 @@ export class Switchboard extends Reconnecting {
     this.watchdog();
     this.scheduleRefresh(reply.expires);
     this.setState("open");
-    this.emit("open", { attempt: this.connections, client: reply.client, user: reply.user });
+    this.emit("open", { attempt: this.connections, client: reply.client, user: reply.user, transport: "websocket" });
     for (const sub of this.subscriptions.values()) this.sendSubscribe(sub);
     for (const item of this.queue.drain()) this.send(item);
   }
@@ -585,11 +645,14 @@ export class Switchboard extends Reconnecting {
       else waiter.reject(new CommandError(frame.error.code, frame.error.message));
       return;
     }
+    if (frame.op === "ping") socket.send('{"op":"pong"}');
+    else this.onPush(frame);
+  }
+
+  /** A push, from the socket or the stream (they carry the same ones, docs/protocol.md). */
+  onPush(frame) {
     const sub = frame.channel !== undefined ? this.subscriptions.get(frame.channel) : undefined;
     switch (frame.op) {
-      case "ping":
-        socket.send('{"op":"pong"}');
-        break;
       case "pub":
         if (!sub) break;
         sub.moveTo(frame.offset, frame.epoch);
@@ -630,6 +693,7 @@ export class Switchboard extends Reconnecting {
     if (socket !== this.socket) return;
     clearTimeout(this.timers.dead);
     clearTimeout(this.timers.refresh);
+    if (!this.ready) this.upgradeFailed();
     this.ready = false;
     for (const [id, waiter] of this.waiting) {
       clearTimeout(waiter.timer);
@@ -666,4 +730,182 @@ export class Switchboard extends Reconnecting {
     }, delay);
   }
 
+  // -- the fallback: pushes over /sse, commands over POST /command (docs/client.md) --------------
+
+  /** A WebSocket that closed before its connect reply; enough in a row switch to SSE. */
+  upgradeFailed() {
+    this.failedUpgrades += 1;
+    const EventSourceImpl = this.options.EventSourceImpl || globalThis.EventSource;
+    if (!this.options.fallback || !EventSourceImpl || this.failedUpgrades < this.options.fallbackAfter) return;
+    this.transport = "sse";
+    this.emit("transport", { transport: "sse", failedUpgrades: this.failedUpgrades });
+  }
+
+  /** `url`'s host, http(s), with its last path segment made `name` (or options[name + "Url"]). */
+  async httpUrl(name) {
+    const given = this.options[`${name}Url`];
+    const url = new URL(given || (await Reconnecting.prototype.socketUrl.call(this)), globalThis.location?.href);
+    if (url.protocol === "ws:" || url.protocol === "wss:") url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    if (!given) {
+      url.pathname = url.pathname.replace(/[^/]*$/, name);
+      url.search = "";
+    }
+    return url;
+  }
+
+  /** The stream of every channel, each resumed from its own position (the cursor, wires.py). */
+  async streamUrl() {
+    const url = await this.httpUrl("sse");
+    const subs = [...this.subscriptions.values()];
+    for (const sub of subs) url.searchParams.append("channel", sub.channel);
+    if (subs.some((sub) => sub.position)) {
+      url.searchParams.set("cursor", subs.map((s) => (s.position ? `${s.position.offset}.${s.position.epoch}` : "-")).join(","));
+    }
+    if (this.token) url.searchParams.set("token", this.token); // EventSource cannot set headers
+    return url.toString();
+  }
+
+  async openStream() {
+    if (this.stopped) return;
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    try {
+      this.token = this.options.getToken ? await this.options.getToken() : null;
+    } catch (error) {
+      this.emit("error", { error });
+      this.token = null;
+    }
+    if (this.stopped) return;
+    this.connections += 1;
+    if (this.subscriptions.size) await this.startStream();
+    else this.onStreamOpen(null); // nothing to read yet: commands work, a subscribe opens a stream
+  }
+
+  async startStream() {
+    const generation = ++this.streams;
+    let url;
+    try {
+      url = await this.streamUrl();
+    } catch (error) {
+      this.emit("error", { error });
+      this.retry();
+      return;
+    }
+    // Stopped, or another start or end came meanwhile (two subscribes in a row): that one stands.
+    if (this.stopped || generation !== this.streams) return;
+    const stream = new (this.options.EventSourceImpl || EventSource)(url);
+    this.stream = stream;
+    let started = false;
+    stream.onopen = () => {
+      started = true;
+      if (stream === this.stream && !this.ready) this.onStreamOpen(stream);
+    };
+    stream.onmessage = (event) => {
+      if (stream === this.stream) this.onStreamEvent(stream, event.data);
+    };
+    // Not EventSource's own retry: a fresh token and each channel's position, with backoff.
+    stream.onerror = async () => {
+      if (stream !== this.stream) return;
+      stream.close();
+      // EventSource hides a refusal's status: ask once more to tell a refusal from a lost stream.
+      const refused = started ? null : await this.refusal(url);
+      if (stream === this.stream) this.onStreamEnd(...(refused || [1006, "stream lost"]));
+    };
+  }
+
+  /**
+   * Why the stream at `url` is refused, as the close code a WebSocket would have got: 1008 for
+   * a bad token or a channel refused (101, 102, 103), 4004 over the user's connection limit
+   * (106), 4002 for an expired token (109: reconnect with a fresh one); null when it is not
+   * refused (it opens now: it is closed at once), or for a refusal worth retrying (503).
+   * @param {string} url
+   * @returns {Promise<[number, string] | null>}
+   */
+  async refusal(url) {
+    const abort = new AbortController();
+    try {
+      const response = await fetch(url, { signal: abort.signal, headers: { Accept: "text/event-stream" } });
+      if (response.ok) return null;
+      const body = await response.json().catch(() => null);
+      const code = body && body.error ? body.error.code : 0;
+      const reason = body && body.error ? `${code}: ${body.error.message}` : `HTTP ${response.status}`;
+      if ([101, 102, 103].includes(code)) return [1008, reason];
+      if (code === 106) return [4004, reason];
+      if (code === 109) return [4002, reason];
+      return null;
+    } catch {
+      return null;
+    } finally {
+      abort.abort();
+    }
+  }
+
+  onStreamOpen(stream) {
+    this.stream = stream;
+    this.ready = true;
+    this.attempt = 0;
+    this.client = null; // a stream has no command connection of its own
+    this.setState("open");
+    this.emit("open", { attempt: this.connections, client: null, user: null, transport: "sse" });
+    for (const item of this.queue.drain()) this.send(item);
+  }
+
+  onStreamEvent(stream, data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const sub = frame.channel !== undefined ? this.subscriptions.get(frame.channel) : undefined;
+    if (frame.op === "subscribed") {
+      if (sub) this.onSubscribed(sub, frame);
+    } else if (frame.op === "error" && frame.channel !== undefined) {
+      if (sub) this.onRefused(sub, new CommandError(frame.code, frame.message));
+    } else if (frame.op === "close") {
+      this.onStreamEnd(frame.code, frame.reason);
+    } else {
+      this.onPush(frame);
+    }
+  }
+
+  /** The stream ended (its `close` push, or an error): like a socket's close. */
+  onStreamEnd(code, reason) {
+    this.endStream();
+    this.ready = false;
+    for (const sub of this.subscriptions.values()) if (sub.state === "subscribed") sub.state = "subscribing";
+    this.closed(code, reason);
+  }
+
+  endStream() {
+    this.streams += 1;
+    if (this.stream) this.stream.close();
+    this.stream = null;
+  }
+
+  /** A new channel set over SSE: the same client, a new stream from every channel's position. */
+  reopenStream() {
+    this.endStream();
+    if (!this.subscriptions.size) return;
+    this.startStream();
+  }
+
+  /** One command as POST /command with the stream's token; its reply or a CommandError. */
+  async sendOverHttp({ op, fields, resolve, reject }) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.options.replyTimeout);
+    try {
+      const headers = { "Content-Type": "application/json" };
+      if (this.token) headers.Authorization = `Bearer ${this.token}`;
+      const url = await this.httpUrl("command");
+      const response = await fetch(url, { method: "POST", headers, body: JSON.stringify({ op, ...fields }), signal: abort.signal });
+      const body = await response.json().catch(() => null);
+      if (response.ok && body && body.ok) resolve(body);
+      else if (body && body.error) reject(new CommandError(body.error.code, body.error.message));
+      else reject(new Error(`${op}: HTTP ${response.status}`));
+    } catch (error) {
+      reject(abort.signal.aborted ? new Error(`${op}: no reply in time`) : error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }

@@ -66,8 +66,9 @@ async function subscribed(c, channel, options = {}) {
 async function basics() {
   const one = await connected(client());
   const two = await connected(client({ token: token('jo-two') }));
-  const [sub, seen] = await subscribed(one, 'chat:js');
-  const [, other] = await subscribed(two, 'chat:js');
+  // joinLeave: the SDK asks for join/leave pushes (the namespace has join_leave = true).
+  const [sub, seen] = await subscribed(one, 'chat:js', { joinLeave: true });
+  const [, other] = await subscribed(two, 'chat:js', { joinLeave: true });
   await until(() => seen.joins.length === 2, 'two joins');
   await sub.publish({ text: 'hi' });
   await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');

@@ -1,0 +1,217 @@
+// The official `centrifuge` SDK's Protobuf build (`centrifuge/build/protobuf`: the
+// centrifuge-protobuf subprotocol, binary frames), unchanged, against a real Switchboard; and,
+// in both builds, what the SDK does after each range of disconnect codes. Run by
+// tests/sdk/test_centrifuge_js_protobuf.py, which reads the JSON this prints.
+// Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
+import { createHmac } from 'node:crypto';
+import WebSocket from 'ws';
+import { Centrifuge as JsonCentrifuge } from 'centrifuge';
+import { Centrifuge } from 'centrifuge/build/protobuf';
+
+const HTTP = process.env.SB_HTTP;
+const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
+const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
+const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+
+function b64(value) {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
+
+function token(sub, ttl = 600, claims = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...claims })}`;
+  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
+}
+
+async function api(method, body) {
+  const response = await fetch(`${HTTP}/api/v1/${method}`, {
+    method: 'POST',
+    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function client(options = {}, Build = Centrifuge) {
+  return new Build(URL, { websocket: WebSocket, ...options });
+}
+
+function until(predicate, what, ms = 8000) {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + ms;
+    const poll = () => {
+      if (predicate()) return resolve();
+      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+async function connected(c) {
+  c.connect();
+  await c.ready(5000);
+  return c;
+}
+
+async function subscribed(c, channel, options = {}) {
+  const seen = { data: [], offsets: [], joins: [], leaves: [], subscribed: [] };
+  const sub = c.newSubscription(channel, options);
+  sub.on('publication', (ctx) => { seen.data.push(decode(ctx.data)); seen.offsets.push(ctx.offset); });
+  sub.on('join', (ctx) => seen.joins.push(ctx.info.client));
+  sub.on('leave', (ctx) => seen.leaves.push(ctx.info.client));
+  sub.on('subscribed', (ctx) => seen.subscribed.push(ctx));
+  sub.subscribe();
+  await sub.ready(5000);
+  return [sub, seen];
+}
+
+async function basics() {
+  const one = await connected(client());
+  const two = await connected(client({ token: token('pj-two') }));
+  const [sub, seen] = await subscribed(one, 'chat:pbjs', { joinLeave: true });
+  const [, other] = await subscribed(two, 'chat:pbjs', { joinLeave: true });
+  await until(() => seen.joins.length === 2, 'two joins');
+  await sub.publish(encode({ text: 'hi' }));
+  await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
+  const presence = await sub.presence();
+  const stats = await sub.presenceStats();
+  const history = await sub.history({ limit: -1 });
+  const rpc = await one.rpc('echo.it', encode({ a: 1 }));
+  two.disconnect();
+  await until(() => seen.leaves.length === 1, 'a leave');
+  one.disconnect();
+  return {
+    data: seen.data, otherData: other.data, offsets: seen.offsets,
+    presenceUsers: Object.values(presence.clients).map((info) => info.user).sort(),
+    numClients: stats.numClients, numUsers: stats.numUsers,
+    history: history.publications.map((p) => [p.offset, decode(p.data)]),
+    rpc: decode(rpc.data), leftIsTheOther: seen.leaves[0] === seen.joins[1],
+  };
+}
+
+async function tokensAndMessages() {
+  let issued = 0;
+  const messages = [];
+  const c = client({ getToken: async () => { issued += 1; return token('pj-team', 2); } });
+  c.on('message', (ctx) => messages.push(decode(ctx.data)));
+  const states = [];
+  c.on('state', (ctx) => states.push(ctx.newState));
+  await connected(c);
+  const [, seen] = await subscribed(c, 'team:pbjs', { token: token('pj-team', 600, { channel: 'team:pbjs' }) });
+  await api('publish', { channel: 'team:pbjs', data: { from: 'api' } });
+  await api('send', { user: 'pj-team', data: { note: 1 } });
+  await until(() => seen.data.length === 1 && messages.length === 1, 'publication and message');
+  await until(() => issued >= 3, 'two refreshes');  // past the first 2 s token and the grace
+  const state = c.state;
+  c.disconnect();
+  return { data: seen.data, messages, issued, state, reconnects: states.filter((s) => s === 'connecting').length };
+}
+
+async function recovery() {
+  const c = await connected(client({ token: token('pj-recover'), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
+  const [, seen] = await subscribed(c, 'chat:pbjsrec', { recoverable: true });
+  await api('publish', { channel: 'chat:pbjsrec', data: 1 });
+  await until(() => seen.data.length === 1, 'the first publication');
+  const codes = [];
+  c.on('connecting', (ctx) => codes.push(ctx.code));
+  await api('disconnect', { user: 'pj-recover', code: 4100, reason: 'moved' });
+  await until(() => codes.length === 1, 'the disconnect');
+  await api('publish', { channel: 'chat:pbjsrec', data: 2 });
+  await api('publish', { channel: 'chat:pbjsrec', data: 3 });
+  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
+  const again = seen.subscribed[1];
+  c.disconnect();
+  return {
+    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
+    wasRecovering: again.wasRecovering, recovered: again.recovered,
+  };
+}
+
+async function serverSide() {
+  const c = await connected(client({ token: token('pj-server') }));
+  const seen = { subscribed: [], data: [], unsubscribed: [] };
+  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
+  c.on('publication', (ctx) => seen.data.push([ctx.channel, decode(ctx.data), ctx.offset]));
+  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
+  await api('subscribe', { user: 'pj-server', channel: 'chat:pbjsserver' });
+  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
+  await api('publish', { channel: 'chat:pbjsserver', data: { from: 'api' } });
+  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
+  await api('unsubscribe', { user: 'pj-server', channel: 'chat:pbjsserver' });
+  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
+  c.disconnect();
+  return seen;
+}
+
+// What the SDK does after the server API's disconnect with `body`: "reconnect" (it goes to
+// connecting with that code, then is connected again) or "stop" (disconnected with that code).
+async function afterDisconnect(Build, user, body) {
+  const c = await connected(client({ token: token(user), minReconnectDelay: 200, maxReconnectDelay: 200 }, Build));
+  let outcome = null;
+  let code = null;
+  c.on('connecting', (ctx) => { if (outcome === null) code = ctx.code; });
+  c.on('connected', () => { if (code !== null && outcome === null) outcome = 'reconnect'; });
+  c.on('disconnected', (ctx) => { if (outcome === null) { code = ctx.code; outcome = 'stop'; } });
+  await api('disconnect', { user, ...body });
+  await until(() => outcome !== null, `the SDK's answer to ${JSON.stringify(body)}`);
+  const found = [code, outcome];
+  c.disconnect();
+  return found;
+}
+
+// 3005, from the 3000-3499 range: the token expired and the SDK could not refresh it (its
+// getToken failed meanwhile); the SDK reconnects, with a token from getToken once it works again.
+async function expiredToken(Build, user) {
+  let calls = 0;
+  let failing = false;
+  const c = client({
+    getToken: async () => {
+      calls += 1;
+      if (failing) throw new Error('the token endpoint is down');
+      return token(user, 2);
+    },
+    minReconnectDelay: 200, maxReconnectDelay: 200,
+  }, Build);
+  await connected(c);
+  failing = true;
+  let outcome = null;
+  let code = null;
+  c.on('connecting', (ctx) => { if (code === null) { code = ctx.code; failing = false; } });
+  c.on('connected', () => { if (code !== null && outcome === null) outcome = 'reconnect'; });
+  c.on('disconnected', (ctx) => { if (outcome === null) { code = ctx.code; outcome = 'stop'; } });
+  await until(() => outcome !== null, 'the expiry and what the SDK does after it');
+  const found = [code, outcome];
+  c.disconnect();
+  return found;
+}
+
+async function disconnectCodes() {
+  const found = {};
+  for (const [name, Build] of [['protobuf', Centrifuge], ['json', JsonCentrifuge]]) {
+    const codes = [[4005, 'a'], [4499, 'b'], [4500, 'c'], [4999, 'd']];
+    const runs = codes.map(([code, tag]) => afterDisconnect(Build, `pj-${name}-${tag}`, { code, reason: 'test' }));
+    runs.push(afterDisconnect(Build, `pj-${name}-default`, {}));
+    runs.push(expiredToken(Build, `pj-${name}-expired`));
+    found[name] = await Promise.all(runs);
+    // A bad token at connect (101, then the 3500 close): the SDK stops, with the reply's code.
+    const bad = client({ token: 'not-a-token' }, Build);
+    const stopped = new Promise((resolve) => bad.on('disconnected', (ctx) => resolve(ctx.code)));
+    bad.connect();
+    found[name].push([await stopped, bad.state === 'disconnected' ? 'stop' : bad.state]);
+  }
+  return found;
+}
+
+const results = {};
+const scenarios = { basics, tokensAndMessages, recovery, serverSide, disconnectCodes };
+await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
+  try {
+    results[name] = await run();
+  } catch (error) {
+    results[name] = { error: String(error && error.stack || error) };
+  }
+}));
+process.stdout.write(JSON.stringify(results));
+process.exit(0);

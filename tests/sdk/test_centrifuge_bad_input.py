@@ -1,0 +1,335 @@
+"""Bad input on ``/connection/websocket``, in Protobuf (and in JSON where test_centrifuge_wire.py
+has no such case): each gets its documented error or close (docs/sdks.md), and another client on
+the same channel receives every message published meanwhile.
+
+Protobuf commands are built, and replies read, with centrifuge-python's own compiled client.proto,
+not with Switchboard's schema."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from centrifuge.protocol import client_pb2
+from google.protobuf.json_format import MessageToDict
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests.sdk.sdk_support import NAMESPACES, token
+from tests.support import API_HEADERS, AppProcess, RedisServer, running, ws_connect
+
+BURST = 20
+MAX_BYTES = 1 << 20  # room for 10,000 commands in one frame
+PUBLISHED_MEANWHILE = 10
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    workdir = tmp_path_factory.mktemp("centrifuge-bad-input")
+    config = workdir / "switchboard.toml"
+    config.write_text(NAMESPACES)
+    redis_server = RedisServer(workdir / "redis").start()
+    env = {
+        "SWITCHBOARD_BROKER_URL": redis_server.url,
+        "SWITCHBOARD_CONFIG": str(config),
+        "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
+        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
+        "SWITCHBOARD_MAX_MESSAGE_BYTES": str(MAX_BYTES),
+    }
+    instance = AppProcess("bad-input", workdir, env)
+    try:
+        with running(instance):
+            yield instance
+    finally:
+        redis_server.stop()
+
+
+def varint(number: int) -> bytes:
+    out = bytearray()
+    while number > 0x7F:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def pb_command(command: dict[str, Any]) -> bytes:
+    """A JSON protocol command as a length-delimited Protobuf Command (``data`` as JSON bytes)."""
+    cmd = client_pb2.Command(id=command.get("id", 0))
+    for method, params in command.items():
+        if method == "id":
+            continue
+        request = getattr(cmd, method)
+        request.SetInParent()
+        for key, value in params.items():
+            setattr(request, key, orjson.dumps(value) if key == "data" else value)
+    body: bytes = cmd.SerializeToString()
+    return varint(len(body)) + body
+
+
+def pb_replies(frame: bytes) -> list[dict[str, Any]]:
+    replies, pos = [], 0
+    while pos < len(frame):
+        length = shift = 0
+        while True:
+            byte = frame[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        reply = client_pb2.Reply.FromString(frame[pos : pos + length])
+        replies.append(MessageToDict(reply, preserving_proto_field_name=True))
+        pos += length
+    return replies
+
+
+class Client:
+    """A raw client in one encoding: commands as JSON protocol dicts, replies as dicts."""
+
+    def __init__(self, ws: ClientConnection, protobuf: bool) -> None:
+        self.ws, self.protobuf = ws, protobuf
+
+    @classmethod
+    async def connect(cls, app: AppProcess, protobuf: bool) -> Client:
+        subprotocols: Any = ["centrifuge-protobuf"] if protobuf else None
+        ws = await ws_connect(app.ws("/connection/websocket"), subprotocols=subprotocols)
+        assert ws.subprotocol == ("centrifuge-protobuf" if protobuf else None)
+        client = cls(ws, protobuf)
+        await client.send({"id": 1, "connect": {}})
+        assert "connect" in (await client.reply(1))
+        return client
+
+    async def send(self, *commands: dict[str, Any]) -> None:
+        if self.protobuf:
+            await self.ws.send(b"".join(pb_command(c) for c in commands))
+        else:
+            await self.ws.send("\n".join(orjson.dumps(c).decode() for c in commands))
+
+    async def frames(self, timeout: float = 10) -> list[dict[str, Any]]:
+        """The next frame's replies and pushes; pings are answered and left out."""
+        while True:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            if self.protobuf:
+                assert isinstance(raw, bytes), "a Protobuf connection gets binary frames only"
+                found = pb_replies(raw)
+            else:
+                found = [orjson.loads(line) for line in str(raw).split("\n")]
+            if any(not reply for reply in found):
+                await self.ws.send(b"\x00" if self.protobuf else "{}")
+            found = [reply for reply in found if reply]
+            if found:
+                return found
+
+    async def reply(self, cmd_id: int) -> dict[str, Any]:
+        async with asyncio.timeout(10):
+            while True:
+                for reply in await self.frames():
+                    if reply.get("id") == cmd_id:
+                        return reply
+
+    async def closed(self) -> tuple[int | None, str]:
+        """Read until the server closes; its close code and reason."""
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(10):
+                while True:
+                    await self.ws.recv()
+        rcvd = self.ws.protocol.close_rcvd
+        return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+
+
+class Observer:
+    """A JSON subscriber of ``channel`` that records every publication's offset."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.offsets: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def watch(cls, app: AppProcess, channel: str) -> Observer:
+        observer = cls(await Client.connect(app, protobuf=False))
+        await observer.client.send({"id": 2, "subscribe": {"channel": channel}})
+        assert "subscribe" in await observer.client.reply(2)
+        observer._task = asyncio.create_task(observer._read())
+        return observer
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                for reply in await self.client.frames(timeout=60):
+                    if "pub" in reply.get("push", {}):
+                        self.offsets.append(reply["push"]["pub"]["offset"])
+
+    async def saw_everything(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.offsets) < count:  # noqa: ASYNC110 - the reader task appends
+                await asyncio.sleep(0.02)
+        assert self.offsets == list(range(1, count + 1))
+        assert self._task is not None
+        self._task.cancel()
+        await self.client.ws.close()
+
+
+async def publish_meanwhile(app: AppProcess, channel: str) -> None:
+    async with httpx.AsyncClient(headers=API_HEADERS, timeout=5) as http:
+        for n in range(PUBLISHED_MEANWHILE):
+            response = await http.post(f"{app.http}/api/v1/publish", json={"channel": channel, "data": {"n": n}})
+            response.raise_for_status()
+
+
+async def while_observed(app: AppProcess, channel: str, bad: Any) -> Any:
+    """Run ``bad`` while the server API publishes to ``channel``; the observer must see it all."""
+    observer = await Observer.watch(app, channel)
+    outcome, _ = await asyncio.gather(bad, publish_meanwhile(app, channel))
+    await observer.saw_everything(PUBLISHED_MEANWHILE)
+    return outcome
+
+
+BAD_FRAMES = {
+    "invalid protobuf": b"\x03\xff\xff\xff",  # one 3-byte message: field 31, wire type 7 (none)
+    "truncated varint": b"\x80",
+    "message length over the limit": varint(MAX_BYTES + 1),
+    "truncated message": b"\x10\x08\x01",  # 16 bytes announced, 2 sent
+}
+
+
+@pytest.mark.parametrize("reason", [*BAD_FRAMES, "a text frame on a protobuf connection"])
+async def test_broken_protobuf_frames_close_3501_with_the_reason(app: AppProcess, reason: str) -> None:
+    channel = f"chat:bad-{reason.replace(' ', '-')}"
+
+    async def bad() -> tuple[int | None, str]:
+        client = await Client.connect(app, protobuf=True)
+        await client.send({"id": 2, "subscribe": {"channel": channel}})
+        assert "subscribe" in await client.reply(2)
+        await client.ws.send(BAD_FRAMES.get(reason, '{"id":3,"publish":{"channel":"x","data":1}}'))
+        return await client.closed()
+
+    assert await while_observed(app, channel, bad()) == (3501, reason)
+
+
+async def test_a_first_frame_that_is_not_protobuf_closes_3501(app: AppProcess) -> None:
+    ws = await ws_connect(app.ws("/connection/websocket"), subprotocols=["centrifuge-protobuf"])
+    await ws.send(b"\x80")
+    assert await Client(ws, protobuf=True).closed() == (3501, "truncated varint")
+
+
+@pytest.mark.parametrize("protobuf", [True, False], ids=["protobuf", "json"])
+async def test_a_frame_over_the_size_limit_closes_the_connection(app: AppProcess, protobuf: bool) -> None:
+    channel = f"chat:bad-size-{protobuf}"
+
+    async def bad() -> int | None:
+        client = await Client.connect(app, protobuf=protobuf)
+        big = {"id": 2, "publish": {"channel": channel, "data": "x" * MAX_BYTES}}
+        await client.send(big)
+        return (await client.closed())[0]
+
+    # The WebSocket layer refuses the frame before Switchboard reads it (docs/sdks.md).
+    assert await while_observed(app, channel, bad()) == 1009
+
+
+async def test_unknown_protobuf_commands_answer_104(app: AppProcess) -> None:
+    channel = "chat:bad-unknown"
+
+    async def bad() -> list[int]:
+        client = await Client.connect(app, protobuf=True)
+        unknown = client_pb2.Command(id=2).SerializeToString() + b"\xfa\x06\x00"  # field 111, empty
+        later = client_pb2.Command(id=3).SerializeToString() + b"\xc2\x07\x00"  # field 120, empty
+        await client.ws.send(varint(len(unknown)) + unknown + varint(len(later)) + later)
+        codes = [(await client.reply(2))["error"]["code"], (await client.reply(3))["error"]["code"]]
+        await client.send({"id": 4, "subscribe": {"channel": channel}})  # the connection goes on
+        assert "subscribe" in await client.reply(4)
+        await client.ws.close()
+        return codes
+
+    assert await while_observed(app, channel, bad()) == [104, 104]
+
+
+@pytest.mark.parametrize("protobuf", [True, False], ids=["protobuf", "json"])
+async def test_a_reused_command_id_is_answered_each_time_in_order(app: AppProcess, protobuf: bool) -> None:
+    """Documented: ids are the client's to match; each command is run and answered, in order."""
+    channel = f"chat:bad-reuse-{protobuf}"
+
+    async def bad() -> list[dict[str, Any]]:
+        client = await Client.connect(app, protobuf=protobuf)
+        await client.send(
+            {"id": 2, "subscribe": {"channel": channel}}, {"id": 2, "presence_stats": {"channel": channel}}
+        )
+        replies: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while len(replies) < 2:
+                replies += [r for r in await client.frames() if r.get("id") == 2]
+        await client.ws.close()
+        return replies
+
+    first, second = await while_observed(app, channel, bad())
+    assert "subscribe" in first
+    assert "presence_stats" in second
+
+
+async def test_subscribing_twice_in_protobuf_is_105_and_keeps_the_connection(app: AppProcess) -> None:
+    channel = "chat:bad-twice"
+
+    async def bad() -> int:
+        client = await Client.connect(app, protobuf=True)
+        await client.send({"id": 2, "subscribe": {"channel": channel}}, {"id": 3, "subscribe": {"channel": channel}})
+        assert "subscribe" in await client.reply(2)
+        code: int = (await client.reply(3))["error"]["code"]
+        await client.send({"id": 4, "presence_stats": {"channel": channel}})
+        assert "presence_stats" in await client.reply(4)
+        await client.ws.close()
+        return code
+
+    assert await while_observed(app, channel, bad()) == 105
+
+
+async def test_ten_thousand_protobuf_commands_in_one_frame_run_no_further_than_the_rate_limit(
+    app: AppProcess,
+) -> None:
+    channel, flood_channel = "chat:bad-flood-watch", "chat:bad-flood"
+
+    async def bad() -> tuple[int, int, int | None]:
+        client = await Client.connect(app, protobuf=True)
+        await client.send({"id": 2, "subscribe": {"channel": flood_channel}})
+        await client.reply(2)
+        await client.send(*({"id": 10 + n, "publish": {"channel": flood_channel, "data": n}} for n in range(10_000)))
+        ok = limited = 0
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                for reply in await client.frames():
+                    if "publish" in reply:
+                        ok += 1
+                    elif reply.get("error", {}).get("code") == 111:
+                        limited += 1
+        rcvd = client.ws.protocol.close_rcvd
+        return ok, limited, rcvd.code if rcvd else None
+
+    ok, limited, code = await while_observed(app, channel, bad())
+    assert code == 3501  # the client kept on past the limit, as in JSON
+    assert 0 < ok <= BURST + 5, (ok, limited)
+    assert limited <= 2 * BURST + 5, (ok, limited)
+    response = httpx.post(f"{app.http}/api/v1/history", json={"channel": flood_channel}, headers=API_HEADERS, timeout=5)
+    assert len(response.json()["publications"]) == ok  # exactly what was answered ok was published
+
+
+async def test_send_arrives_as_a_protobuf_message_push(app: AppProcess) -> None:
+    """(centrifuge-python has no handler for it; the message push in Protobuf, read as bytes.)"""
+    ws = await ws_connect(app.ws("/connection/websocket"), subprotocols=["centrifuge-protobuf"])
+    client = Client(ws, protobuf=True)
+    await client.send({"id": 1, "connect": {"token": token("pb-sent")}})
+    await client.reply(1)
+    response = httpx.post(
+        f"{app.http}/api/v1/send", json={"user": "pb-sent", "data": {"note": 1}}, headers=API_HEADERS, timeout=5
+    )
+    response.raise_for_status()
+    async with asyncio.timeout(10):
+        while not (pushes := [r["push"] for r in await client.frames() if "message" in r.get("push", {})]):
+            pass
+    assert orjson.loads(base64.b64decode(pushes[0]["message"]["data"])) == {"note": 1}
+    await ws.close()
