@@ -78,7 +78,7 @@ loadtest: install deps ## Locust vs `make cluster` (started if not running); SCE
 	$(BIN)/python -m loadtest.summary loadtest/results/$(SCENARIO).json --users $(USERS) || rc=1; \
 	echo "report: loadtest/results/$(SCENARIO).html, summary: loadtest/results/$(SCENARIO).json"; exit $$rc
 
-bench: install deps bench-peers ## Fan-out benchmark vs the ceiling and peers, then bench-auth, bench-tracing and bench-delta -> docs/benchmarks.md and charts (~14 min)
+bench: install deps bench-peers ## Fan-out vs the two ceilings and peers, other transports, gunicorn workers; then bench-auth, bench-tracing, bench-delta -> docs/benchmarks.md, charts (~25 min)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.tracing

@@ -41,7 +41,7 @@ from typing import Any
 import uvloop
 
 from bench import report
-from bench.wsclient import Client, connect
+from bench.wsclient import Client, connect, publisher_flavor
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -59,8 +59,10 @@ class Server:
     instances: int
     redis: bool
 
+    workers: int = 0  # > 0: under gunicorn with WEB_CONCURRENCY=workers (one instance, its workers' CPU counted)
+
     def command(self, port: int, redis_url: str) -> tuple[list[str], dict[str, str]]:
-        if self.name == "switchboard":
+        if self.name.startswith(("switchboard", "gunicorn")):
             env = {
                 "SWITCHBOARD_JWT_SECRET": SECRET,
                 "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "1000000",
@@ -70,10 +72,21 @@ class Server:
                 "SWITCHBOARD_LOG_LEVEL": "warning",
                 "SWITCHBOARD_INSTANCE_ID": f"bench-{port}",
             }
+            if self.workers:
+                env |= {
+                    "SWITCHBOARD_HOST": "127.0.0.1",
+                    "SWITCHBOARD_PORT": str(port),
+                    "SWITCHBOARD_BROKER_URL": redis_url,
+                    "WEB_CONCURRENCY": str(self.workers),
+                    # gunicorn empties this directory at start: one of its own, not the shared default
+                    "PROMETHEUS_MULTIPROC_DIR": str(ROOT / "bench" / "results" / f"metrics-{port}"),
+                }
+                return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], env
             cmd = [str(BIN / "python"), "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
             return [*cmd, "--broker-url", redis_url], env
-        if self.name == "ceiling":
-            return [str(BIN / "python"), "-m", "bench.servers.ceiling", "--port", str(port)], {}
+        if self.name in ("ceiling", "picows"):
+            module = {"ceiling": "bench.servers.ceiling", "picows": "bench.servers.picows_server"}[self.name]
+            return [str(BIN / "python"), "-m", module, "--port", str(port)], {}
         if self.name.startswith("node-"):
             script = PEERS / {"node-ws": "ws_server.js", "node-socketio": "socketio_server.js"}[self.name]
             return ["node", str(script), "--port", str(port)], {"REDIS_URL": redis_url}
@@ -84,13 +97,37 @@ class Server:
 
 SERVERS = {
     "switchboard": Server("switchboard", "Switchboard (2 instances + Redis)", "plain", 2, True),
+    # The same two instances and publishers (/ws/global clients), other subscribers: Centrifugo's
+    # JSON protocol, and SSE streams, each on the channel /ws/global/{name} publishes to.
+    "switchboard-centrifuge": Server(
+        "switchboard-centrifuge", "Switchboard, /connection/websocket (2 instances + Redis)", "centrifuge", 2, True
+    ),
+    "switchboard-sse": Server("switchboard-sse", "Switchboard, GET /sse (2 instances + Redis)", "sse", 2, True),
+    # One instance under gunicorn, one worker or two: what WEB_CONCURRENCY buys on two cores.
+    "gunicorn-1": Server(
+        "gunicorn-1", "Switchboard under gunicorn, 1 worker (1 instance + Redis)", "plain", 1, True, 1
+    ),
+    "gunicorn-2": Server(
+        "gunicorn-2", "Switchboard under gunicorn, 2 workers (1 instance + Redis)", "plain", 1, True, 2
+    ),
     "ceiling": Server("ceiling", "websockets broadcast() (1 process, no Redis)", "plain", 1, False),
+    "picows": Server("picows", "picows room server (1 process, no Redis)", "plain", 1, False),
     "tutorial": Server("tutorial", "tutorial pattern (2 instances + Redis)", "plain", 2, True),
     "socketio": Server("socketio", "python-socketio + AsyncRedisManager (2 instances)", "socketio", 2, True),
     "node-ws": Server("node-ws", "Node ws + Redis, one subscriber per process (2 instances)", "plain", 2, True),
     "node-socketio": Server(
         "node-socketio", "Node socket.io 4 + @socket.io/redis-adapter (2 instances)", "socketio", 2, True
     ),
+}
+
+
+# Servers measured in some scenarios only: the other transports and gunicorn's workers are
+# compared with Switchboard's own figures, not with every peer's.
+ONLY = {
+    "switchboard-centrifuge": ("rooms", "idle"),
+    "switchboard-sse": ("rooms", "idle"),
+    "gunicorn-1": ("rooms",),
+    "gunicorn-2": ("rooms",),
 }
 
 
@@ -117,6 +154,17 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = stat.read().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / CLK_TCK
     return total
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:  # it exited
+        pass
+    return found
 
 
 def rss_bytes(pid: int) -> int:
@@ -180,7 +228,11 @@ class Stack:
 
     @property
     def server_pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """The server processes and their children (gunicorn's workers), read anew each time."""
+        pids = [p.pid for p in self.procs]
+        for pid in pids:  # grows while it is walked: children's children too
+            pids += children(pid)
+        return pids
 
     async def start(self, instances: int, workdir: Path) -> None:
         redis_url = ""
@@ -286,6 +338,24 @@ async def stop_profilers(spies: list[asyncio.subprocess.Process]) -> None:
         await asyncio.wait_for(spy.wait(), 30)
 
 
+async def burst_phase(
+    stack: Stack,
+    publishers: dict[str, Any],
+    channels: list[str],
+    first: int,
+    count: int,
+    per_channel: int,
+    phase: int = 0,
+) -> None:
+    """Publish ``count`` numbered messages round-robin over the channels as fast as the loop allows."""
+    for seq in range(first, first + count):
+        channel = channels[seq % len(channels)]
+        publishers[channel].publish(channel, {"s": seq, "t": time.time(), "p": PAD})
+        if seq % 50 == 49:
+            await asyncio.sleep(0)  # let the publisher's transport flush
+    await wait_phase(stack, phase, count * per_channel)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -301,7 +371,7 @@ def layout(scenario: str, args: argparse.Namespace, instances: int) -> tuple[lis
         channels = [f"mux-{i}" for i in range(100)]
         sockets = 1000
         channel_of: list[Any] = [[(n * 10 + k) % 100 for k in range(10)] for n in range(sockets)]
-        return channels, 100, args.room_messages, channel_of, [(n // 10) % instances for n in range(sockets)]
+        return channels, 100, args.mux_messages, channel_of, [(n // 10) % instances for n in range(sockets)]
     if scenario == "fanout":
         channels, per_channel, burst = ["bench"], args.subscribers, args.messages
     else:
@@ -314,10 +384,15 @@ def layout(scenario: str, args: argparse.Namespace, instances: int) -> tuple[lis
 async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     channels, per_channel, burst, channel_of, target_of = layout(scenario, args, server.instances)
     flavor = "ws" if scenario == "multiplex" else server.flavor
+    by = publisher_flavor(flavor)
     rate_messages = int(args.rate / (per_channel * len(channels)) * args.rate_seconds) if scenario == "fanout" else 0
-    phases = [{"start": 0, "end": burst}]
+    # Phase 0 primes the server with a burst like the measured one (phase 1), unmeasured: a JIT
+    # (Node's V8) compiles its hot paths and every process's buffers and caches reach their steady
+    # size before the CPU counters are read, whatever the server.
+    prime = burst if args.prime else 0
+    phases = [{"start": 0, "end": prime}, {"start": prime, "end": prime + burst}]
     if rate_messages:
-        phases.append({"start": burst, "end": burst + rate_messages, "latency": True})
+        phases.append({"start": prime + burst, "end": prime + burst + rate_messages, "latency": True})
     stack = Stack(server)
     try:
         await stack.start(server.instances, workdir)
@@ -338,8 +413,10 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
         publishers = {}
         for i, channel in enumerate(channels):
             host, port = targets[i % len(targets)]
-            publishers[channel] = await connect(host, port, channel, flavor, lambda s, t: None)
+            publishers[channel] = await connect(host, port, channel, by, lambda s, t: None)
         await warm_up(stack, publishers, channels, sockets)
+        if prime:
+            await burst_phase(stack, publishers, channels, 0, prime, per_channel)
 
         pids = stack.server_pids
         redis_pids = [stack.redis.pid] if stack.redis else []
@@ -351,12 +428,7 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
         profiled = args.profile and not server.name.startswith("node-")  # py-spy samples Python only
         spies = await start_profilers(pids, scenario, server.name, args.profile) if profiled else []
         wall_start = time.perf_counter()
-        for seq in range(burst):
-            channel = channels[seq % len(channels)]
-            publishers[channel].publish(channel, {"s": seq, "t": time.time(), "p": PAD})
-            if seq % 50 == 49:
-                await asyncio.sleep(0)  # let the publisher's transport flush
-        await wait_phase(stack, 0, burst * per_channel)
+        await burst_phase(stack, publishers, channels, prime, burst, per_channel, phase=1)
         wall = time.perf_counter() - wall_start
         await stop_profilers(spies)
         server_cpu = cpu_seconds(pids) - cpu_start
@@ -370,12 +442,12 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
                 delay = start + i * interval - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                seq = burst + i
+                seq = prime + burst + i
                 publishers[channels[0]].publish(channels[0], {"s": seq, "t": time.time(), "p": PAD})
-            await wait_phase(stack, 1, rate_messages * per_channel)
+            await wait_phase(stack, 2, rate_messages * per_channel)
         final = await stack.ask("report")
         latencies = sorted(x for r in final for x in r["latencies"])
-        burst_stats = [r["phases"][0] for r in final]
+        burst_stats = [r["phases"][1] for r in final]
         delivered = sum(p["unique"] for p in burst_stats)
         result = {
             "server": server.name,
@@ -420,7 +492,8 @@ async def run_idle(server: Server, args: argparse.Namespace, workdir: Path) -> d
         }
         ready = await stack.start_clients(spec, args.client_processes)
         sockets = sum(r["connected"] for r in ready)
-        publisher = await connect("127.0.0.1", stack.ports[0], "idle", server.flavor, lambda s, t: None)
+        by = publisher_flavor(server.flavor)
+        publisher = await connect("127.0.0.1", stack.ports[0], "idle", by, lambda s, t: None)
         await warm_up(stack, {"idle": publisher}, ["idle"], sockets)
         after = rss_bytes(stack.procs[0].pid)
         publisher.close()
@@ -500,7 +573,9 @@ async def main(args: argparse.Namespace) -> None:
         for s in servers
         # only Switchboard speaks /ws; the scale scenario runs Switchboard and, to tell the machine's
         # share from ours, the ceiling
-        if (sc != "multiplex" or s.name == "switchboard") and (sc != "scale" or s.name in ("switchboard", "ceiling"))
+        if (sc != "multiplex" or s.name == "switchboard")
+        and (sc != "scale" or s.name in ("switchboard", "ceiling", "picows"))
+        and sc in ONLY.get(s.name, (sc,))
     ]
     started = time.monotonic()
     for i, (server, scenario, rep) in enumerate(plan, start=1):
@@ -541,18 +616,22 @@ async def main(args: argparse.Namespace) -> None:
     if args.profile:  # sampling slows the servers: these results are not for the docs
         print(f"done in {machine['seconds']}s: profiles in {args.profile}; summarise with python -m bench.profile")
         return
+    if args.no_docs:
+        print(f"done in {machine['seconds']}s: bench/results/latest.json (docs untouched)")
+        return
     report.write(results, machine, command, ROOT / "docs")
     print(f"done in {machine['seconds']}s: docs/benchmarks.md, docs/bench-*.png")
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="switchboard,ceiling,node-ws,node-socketio,tutorial,socketio")
+    parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--scenarios", default="fanout,rooms,multiplex,idle,scale")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200, help="burst messages in the fanout scenario")
-    parser.add_argument("--room-messages", type=int, default=6000, help="burst messages in the rooms scenario")
+    parser.add_argument("--room-messages", type=int, default=20000, help="burst messages in the rooms scenario")
+    parser.add_argument("--mux-messages", type=int, default=6000, help="burst messages in the multiplex scenario")
     parser.add_argument("--rate", type=float, default=20000, help="deliveries/s in the latency phase")
     parser.add_argument("--rate-seconds", type=float, default=5)
     parser.add_argument("--idle", type=int, default=5000, help="idle connections for the memory scenario")
@@ -560,6 +639,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="py-spy each server process during each burst into this folder (docs untouched)"
     )
+    parser.add_argument(
+        "--prime",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an unmeasured burst before each measured one",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/ alone (results in latest.json only)")
     parser.add_argument("--scale", type=int, default=18000, help="sockets on one instance in the scale scenario")
     parser.add_argument("--scale-deliveries", type=int, default=900_000, help="deliveries per size in it")
     args = parser.parse_args()

@@ -49,6 +49,8 @@ def start_app(port: int, redis_url: str, workdir: Path) -> subprocess.Popen[byte
         SWITCHBOARD_INSTANCE_ID=f"bench-{port}",
         SWITCHBOARD_RATE_LIMIT_PER_SECOND="100000",
         SWITCHBOARD_RATE_LIMIT_BURST="100000",
+        # Admission control (1000 handshakes/s by default) would refuse most of the 10,000 connects.
+        SWITCHBOARD_MAX_HANDSHAKES_PER_SECOND="1000000",
     )
     log = (workdir / f"api-{port}.log").open("wb")
     cmd = [str(BIN / "python"), "-m", "app", "--host", "127.0.0.1", "--port", str(port)]

@@ -20,7 +20,8 @@ from typing import Any
 
 import uvloop
 
-from bench.wsclient import Client, connect
+from bench.sseclient import SseClient
+from bench.wsclient import Client, subscribe
 
 
 class Tracker:
@@ -59,7 +60,7 @@ async def main(spec: dict[str, Any]) -> None:
     phases: list[dict[str, Any]] = spec["phases"]
     targets: list[list[Any]] = spec["targets"]
     trackers: list[Tracker] = []
-    clients: list[Client] = []
+    clients: list[Client | SseClient] = []
     semaphore = asyncio.Semaphore(spec.get("concurrency", 50))
 
     async def open_one(n: int) -> None:
@@ -69,7 +70,7 @@ async def main(spec: dict[str, Any]) -> None:
         tracker = Tracker(set(cis), len(channels), phases)
         async with semaphore:
             names = [channels[ci] for ci in cis]
-            clients.append(await connect(host, port, names, spec["flavor"], tracker.on_payload))
+            clients.append(await subscribe(host, port, names, spec["flavor"], tracker.on_payload))
         trackers.append(tracker)
 
     started = time.perf_counter()

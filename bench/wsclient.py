@@ -3,7 +3,9 @@
 The same client drives every server (Switchboard, the websockets ceiling, the tutorial pattern,
 python-socketio), so the load generator costs the same whatever it measures. It speaks plain
 WebSocket text frames; for python-socketio, Engine.IO v4 / Socket.IO v5 over a WebSocket; and
-for Switchboard's ``/ws`` protocol (flavor ``ws``), ``connect`` and one ``subscribe`` per channel.
+for Switchboard's ``/ws`` protocol (flavor ``ws``), ``connect`` and one ``subscribe`` per channel;
+for Centrifugo's JSON protocol on ``/connection/websocket`` (flavor ``centrifuge``), ``connect``
+then ``subscribe``; and for ``GET /sse`` (flavor ``sse``, bench/sseclient.py), the event stream.
 
 Payloads look like ``{"s": seq, "t": sent_at, "p": padding}``; the server wraps them in its own
 frame. ``on_payload(seq, sent_at)`` is called for every one received.
@@ -19,6 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from bench.sseclient import SseClient
+
+# The centrifuge and sse flavors subscribe to the channel a /ws/global/{name} client publishes to,
+# so that their publishers are the plain flavor's and only the subscribers' transport differs.
+TUTORIAL = "global:"
 
 # Masking is mandatory for clients; an all-zero key is valid and makes masking free.
 _MASK = b"\x00\x00\x00\x00"
@@ -86,6 +94,11 @@ class Client(asyncio.Protocol):
                 for channel in self.rooms:
                     self.command({"op": "subscribe", "channel": channel})
                 self.pending = len(self.rooms)
+            elif self.flavor == "centrifuge":
+                self.centrifuge({"connect": {}})
+                for channel in self.rooms:
+                    self.centrifuge({"subscribe": {"channel": TUTORIAL + channel}})
+                self.pending = len(self.rooms)
         # Frames from a server are never masked.
         while len(buf) >= 2:
             opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
@@ -116,6 +129,9 @@ class Client(asyncio.Protocol):
                 self.on_plain(payload)
             elif self.flavor == "ws":
                 self.on_ws(payload)
+            elif self.flavor == "centrifuge":
+                for line in payload.split(b"\n"):  # Centrifugo batches replies and pushes, one per line
+                    self.on_centrifuge(line)
             else:
                 self.on_socketio(payload)
         elif opcode == 0x9:  # ping: answer with the same payload
@@ -148,6 +164,29 @@ class Client(asyncio.Protocol):
         elif frame.get("id", 1) > 1:  # a subscribe reply (or, for a publisher, a publish's)
             if not frame.get("ok"):
                 raise RuntimeError(f"/ws command failed: {frame}")
+            self.pending -= 1
+            if self.pending == 0 and not self.ready.done():
+                self.ready.set_result(None)
+
+    def centrifuge(self, fields: dict[str, Any]) -> None:
+        self.commands += 1
+        self.send_text(orjson.dumps({"id": self.commands, **fields}))
+
+    def on_centrifuge(self, line: bytes) -> None:
+        if line == b"{}":  # the server's ping: answer with a pong, also {}
+            self.send_text(b"{}")
+            return
+        frame = orjson.loads(line)
+        push = frame.get("push")
+        if push is not None:
+            data = push.get("pub", {}).get("data")
+            if isinstance(data, dict) and isinstance(data.get("content"), dict):  # a /ws/global message
+                data = data["content"]
+            if isinstance(data, dict) and "s" in data:
+                self.on_payload(data["s"], data["t"])
+        elif frame.get("id", 1) > 1:  # a subscribe reply (or, for a publisher, a publish's)
+            if "error" in frame:
+                raise RuntimeError(f"/connection/websocket command failed: {frame}")
             self.pending -= 1
             if self.pending == 0 and not self.ready.done():
                 self.ready.set_result(None)
@@ -187,7 +226,14 @@ def path_for(flavor: str, channel: str) -> str:
         return "/socket.io/?EIO=4&transport=websocket"
     if flavor == "ws":
         return "/ws"
+    if flavor == "centrifuge":
+        return "/connection/websocket"
     return f"/ws/global/{channel}"
+
+
+def publisher_flavor(flavor: str) -> str:
+    """Who publishes to a flavor's subscribers: /ws/global clients for the centrifuge and sse ones."""
+    return "plain" if flavor in ("centrifuge", "sse") else flavor
 
 
 async def connect(
@@ -201,3 +247,17 @@ async def connect(
     )
     await asyncio.wait_for(client.ready, 30)
     return client
+
+
+async def subscribe(
+    host: str, port: int, channel: str | list[str], flavor: str, on_payload: Callable[[int, float], None]
+) -> Client | SseClient:
+    """A subscriber of any flavor: a WebSocket client as ``connect`` opens it, or an SSE stream."""
+    if flavor != "sse":
+        return await connect(host, port, channel, flavor, on_payload)
+    rooms = [channel] if isinstance(channel, str) else channel
+    loop = asyncio.get_running_loop()
+    names = [TUTORIAL + room for room in rooms]
+    _, sse = await loop.create_connection(lambda: SseClient(f"{host}:{port}", names, on_payload), host, port)
+    await asyncio.wait_for(sse.ready, 30)
+    return sse
