@@ -154,14 +154,21 @@ class AppProcess:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
-    def wait_ready(self, path: str = "/healthz") -> None:
-        def up() -> bool:
+    def wait_ready(self, path: str = "/healthz", timeout: float = 20) -> None:
+        """Until ``path`` answers 200; an instance that exits meanwhile fails at once, with its log
+        (``wait_until`` would take that failure for "not yet")."""
+        deadline = time.monotonic() + timeout
+        while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited early:\n{self.log_text()[-3000:]}")
-            return httpx.get(self.http + path, timeout=1).status_code == 200
-
-        wait_until(up, 20, f"{self.name} {path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http + path, timeout=1).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                late = f"timed out after {timeout}s waiting for {self.name} {path}"
+                raise AssertionError(f"{late}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
 
     def start(self) -> AppProcess:
         self.launch()
