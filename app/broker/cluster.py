@@ -100,6 +100,7 @@ class RedisClusterBroker:
         self._args = ScriptArgs(self.history_options, self._epochs, idempotency_ttl)
         target = parse_cluster_url(url)
         self.credentials: dict[str, str | None] = {"username": target.username, "password": target.password}
+        self._hosts = list(target.hosts)
         self.client = _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
             username=target.username,
@@ -164,6 +165,7 @@ class RedisClusterBroker:
         while True:
             try:
                 self._remap.clear()
+                self._reseed()
                 if not self._mapped.is_set():
                     await self.client.initialize()  # nodes and command table; a no-op once done
                 await self.client.nodes_manager.initialize()  # the slot map as it is now
@@ -181,6 +183,17 @@ class RedisClusterBroker:
                     log.warning("redis cluster unreachable (%s); retrying", brief(exc))
                 attempt += 1
                 await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
+
+    def _reseed(self) -> None:
+        """Put the configured nodes back among redis-py's startup nodes. It replaces those with
+        the nodes each slot map names, so a map read while the cluster was still forming (no
+        slots assigned yet) leaves it no node to ask, for good: an instance started before its
+        cluster would never become ready."""
+        manager = self.client.nodes_manager
+        for host, port in self._hosts:
+            if f"{host}:{port}" not in manager.startup_nodes:
+                node = ClusterNode(host, port, **manager.connection_kwargs)
+                manager.startup_nodes[node.name] = node
 
     async def _place(self) -> None:
         """One shard per primary; every channel on the shard that owns its slot now."""

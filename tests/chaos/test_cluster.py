@@ -187,7 +187,10 @@ def test_an_instance_started_before_its_cluster_is_unready_until_it_appears(tmp_
         app.start()
         assert httpx.get(f"{app.http}/readyz").status_code == 503
         cluster.start()
-        wait_until(lambda: httpx.get(f"{app.http}/readyz").status_code == 200, 30, "ready once the cluster is up")
+        try:
+            wait_until(lambda: httpx.get(f"{app.http}/readyz").status_code == 200, 30, "ready once the cluster is up")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{httpx.get(f'{app.http}/readyz').text}\n{app.log_text()[-4000:]}") from None
     finally:
         app.stop()
         cluster.stop()
