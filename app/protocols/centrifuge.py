@@ -11,10 +11,12 @@ The client logic is the transport's (app/protocols/centrifuge_transport.py): com
 frames go out and the connection closes through it, so the emulated transports (HTTP-streaming
 and SSE, with commands in ``POST /emulation``: app/protocols/emulation.py) run this same class.
 
-The reader only reads: it notes pongs at once and hands frames to one worker through a queue of
-``MAX_QUEUED_FRAMES``, which runs their commands in order. A full queue stops the reading, so a
-client that sends faster than its commands complete is held back by TCP, and what waits is at
-most that many frames of ``SWITCHBOARD_MAX_MESSAGE_BYTES``. Each command after a frame's first
+The reader only reads: it notes pongs at once and hands frames to one worker, which runs their
+commands in order, one at a time. The worker is a task only while frames wait (an idle connection
+holds no task and no queue, as on ``/ws``: its keepalive is a timer, app/protocols/keepalive.py).
+With ``MAX_QUEUED_FRAMES`` waiting the reading stops, so a client that sends faster than its
+commands complete is held back by TCP, and what waits is at most that many frames of
+``SWITCHBOARD_MAX_MESSAGE_BYTES``. Each command after a frame's first
 is charged to the rate limit: 10,000 commands in one frame run no further than the limit allows
 (the rest are answered 111, and a client that keeps on is closed 3501).
 """
@@ -50,6 +52,7 @@ from app.protocols.centrifuge_protobuf import SUBPROTOCOL
 from app.protocols.centrifuge_subs import connect_subs
 from app.protocols.centrifuge_transport import Transport, WebSocketTransport
 from app.protocols.handshake import run_session
+from app.protocols.keepalive import Keepalive
 from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.proxy import BackendDisconnect
 from app.session import Session
@@ -58,22 +61,38 @@ log = logging.getLogger("switchboard.centrifuge")
 
 ENDPOINT = "centrifuge"  # the endpoint label of this protocol's metrics
 MAX_QUEUED_FRAMES = 4
+JSON_FRAMES = JsonFrames()  # no state: one for every JSON connection
 FIRST_NOT_CONNECT = "the first command must be connect, with an id"
 VERSION = f"switchboard {__version__}"
 
 
-class CentrifugeClient:
+class CentrifugeClient(Keepalive):
     """One connection on ``/connection/websocket``: connect, then commands in order, and pings."""
+
+    __slots__ = (
+        "_frames",
+        "_refresh",
+        "_room",
+        "_worker",
+        "conn",
+        "decoder",
+        "fmt",
+        "session",
+        "settings",
+        "transport",
+    )
 
     def __init__(self, session: Session, transport: Transport | None = None) -> None:
         self.session = session
         self.conn = session.conn
         self.settings = session.services.settings
-        self._frames: asyncio.Queue[Iterator[Parsed]] = asyncio.Queue(MAX_QUEUED_FRAMES)  # decoded lazily
+        self._frames: list[Iterator[Parsed]] = []  # decoded lazily; a list, as an empty deque is 760 bytes
+        self._worker: asyncio.Task[None] | None = None  # only while frames wait
+        self._room: asyncio.Future[None] | None = None  # only while the reader waits for room
         self.fmt = format_for(session.wire)
-        self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JsonFrames()
+        self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JSON_FRAMES
         self.transport: Transport = transport or WebSocketTransport(session.conn, binary=self.fmt.binary)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = None
         self._awaiting_pong = False
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.wire_codes = CENTRIFUGE_CLOSES
@@ -127,7 +146,7 @@ class CentrifugeClient:
         # Before any push of the channels connect_subs joined (held back till now).
         self.conn.release(self.fmt.outgoing(self.fmt.reply(cmd_id, "connect", reply)))
         self._schedule_ping()
-        self._frames.put_nowait(commands)  # any commands batched behind the connect
+        self._hand(commands)  # any commands batched behind the connect
         return True
 
     async def _sign_in(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -191,67 +210,69 @@ class CentrifugeClient:
 
     # -- keepalive --------------------------------------------------------------------------------
 
-    def _schedule_ping(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self.settings.ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        self._awaiting_pong = True
+    def _send_ping(self) -> None:
         self.send(self.fmt.ping)
-        self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
 
-    def _check_pong(self) -> None:
-        if self._awaiting_pong:
-            self.close_with(CentrifugeDisconnect.NO_PONG, "no pong")
-        else:
-            self._schedule_ping()
+    def _no_pong(self) -> None:
+        self.close_with(CentrifugeDisconnect.NO_PONG, "no pong")
 
     # -- commands ---------------------------------------------------------------------------------
 
     async def serve(self) -> None:
         if not await self.connect():
             return
-        worker = asyncio.create_task(self._work())
         try:
             while (frame := await self.transport.receive()) is not None:
                 # Any frame shows the client is there, its pong ({}) too (the worker skips that).
                 self._awaiting_pong = False
-                if worker.done():
-                    break  # the worker stopped: the connection is closing
+                if self.conn.close_code is not None and self._worker is None:
+                    break  # closing, and no command running (one running stops at its end)
                 commands = self.decoder.commands(frame)
-                if not self._frames.full():
-                    self._frames.put_nowait(commands)
-                    continue
-                # A full queue: wait for room, or for the worker to stop (it returns when the
-                # connection closes, mid-frame), or the reader would wait here for ever.
-                put = asyncio.ensure_future(self._frames.put(commands))
-                await asyncio.wait((put, worker), return_when=asyncio.FIRST_COMPLETED)
-                if not put.done():
-                    put.cancel()
-                    break
+                while len(self._frames) >= MAX_QUEUED_FRAMES and (worker := self._worker) is not None:
+                    # Full: wait for room, or for the worker to stop (it returns when the
+                    # connection closes, mid-frame), or the reader would wait here for ever.
+                    room = self._room = asyncio.get_running_loop().create_future()
+                    await asyncio.wait((room, worker), return_when=asyncio.FIRST_COMPLETED)
+                    self._room = None
+                    if not room.done():
+                        return
+                self._hand(commands)
         finally:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            if (worker := self._worker) is not None:
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+
+    def _hand(self, commands: Iterator[Parsed]) -> None:
+        self._frames.append(commands)
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work())
 
     async def _work(self) -> None:
-        while True:
-            commands = await self._frames.get()
-            first = True
-            while True:
-                if self.conn.close_code is not None:
-                    return
-                if isinstance(parsed := take(commands), MalformedFrame):
-                    self.close_with(CentrifugeDisconnect.BAD_REQUEST, str(parsed))
-                    return
-                if parsed is None:
-                    break
-                if not parsed[1]:
-                    continue  # a pong (or a blank line), noted by the reader
-                if not first and not self.conn.allow():
-                    if parsed[0]:
-                        self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
-                    continue
-                first = False
-                await self._run(*parsed)
+        """The frames waiting, one at a time, in order; ends once none is left or on a close."""
+        try:
+            while self._frames:
+                commands = self._frames.pop(0)
+                if (room := self._room) is not None and not room.done():
+                    room.set_result(None)
+                first = True
+                while True:
+                    if self.conn.close_code is not None:
+                        return
+                    if isinstance(parsed := take(commands), MalformedFrame):
+                        self.close_with(CentrifugeDisconnect.BAD_REQUEST, str(parsed))
+                        return
+                    if parsed is None:
+                        break
+                    if not parsed[1]:
+                        continue  # a pong (or a blank line), noted by the reader
+                    if not first and not self.conn.allow():
+                        if parsed[0]:
+                            self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
+                        continue
+                    first = False
+                    await self._run(*parsed)
+        finally:
+            self._worker = None
 
     async def _run(self, cmd_id: int, method: str, raw: Any) -> None:
         if not cmd_id:
@@ -298,8 +319,7 @@ class CentrifugeClient:
             self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._stop_pings()
         if self._refresh is not None:
             self._refresh.stop()
 

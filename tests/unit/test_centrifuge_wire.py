@@ -165,10 +165,10 @@ async def test_a_reader_behind_a_full_queue_ends_when_the_connection_closes(monk
     )
     client = CentrifugeClient(cast(Any, session))
 
-    async def connected() -> bool:
+    async def connected(self: CentrifugeClient) -> bool:
         return True
 
-    monkeypatch.setattr(client, "connect", connected)
+    monkeypatch.setattr(CentrifugeClient, "connect", connected)  # a slotted instance: on the class
     serving = asyncio.create_task(client.serve())
     await wait_for(lambda: not conn.frames)  # the reader took every frame it could, and waits
     conn.close(CloseCode.TRY_AGAIN_LATER)  # e.g. the server API disconnects the user meanwhile
