@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -42,18 +42,18 @@ from app.errors import (
     CloseCode,
     ProtocolError,
 )
-from app.hooks import UNCHANGED
 from app.protocol import Wire
-from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply
+from app.protocols.centrifuge_codec import as_centrifuge, error_reply
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, async_message, expiry, token_identity
 from app.protocols.centrifuge_formats import format_for
 from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames, take
 from app.protocols.centrifuge_protobuf import SUBPROTOCOL
+from app.protocols.centrifuge_signin import sign_in
 from app.protocols.centrifuge_subs import connect_subs
 from app.protocols.centrifuge_transport import Transport, WebSocketTransport
 from app.protocols.handshake import run_session
 from app.protocols.keepalive import Keepalive
-from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
+from app.protocols.proxied import ProxyRefresh
 from app.proxy import BackendDisconnect
 from app.session import Session
 
@@ -134,7 +134,7 @@ class CentrifugeClient(Keepalive):
             params = self.decoder.params(parsed[2])
         except CommandError as exc:
             return self.refuse(cmd_id, exc.code, exc.message, CentrifugeDisconnect.BAD_REQUEST)
-        extra = await self._sign_in(cmd_id, params)
+        extra = await sign_in(self, cmd_id, params)
         if extra is None:
             return False
         identity = self.session.identity
@@ -148,49 +148,6 @@ class CentrifugeClient(Keepalive):
         self._schedule_ping()
         self._hand(commands)  # any commands batched behind the connect
         return True
-
-    async def _sign_in(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
-        """Who the client is: its token, or (without one) the connect proxy, as on ``/ws``. The
-        connect reply's extra fields (the proxy's ``data``); None once refused and closing."""
-        token, extra = params.get("token") or None, cast(dict[str, Any], {})
-        headers, self.session.handshake = self.session.handshake, None  # read once, never kept
-        proxied = token is None and headers is not None
-        try:
-            if proxied:
-                assert headers is not None
-                # Centrifugo's emulated headers: only the names SWITCHBOARD_PROXY_EMULATED_HEADERS
-                # lists, and never in place of a real handshake header (a gateway's X-Forwarded-For).
-                emulated = emulated_headers(params.get("headers"), self.session.services.proxies.emulated)
-                headers = {**emulated, **headers}
-                connected = await connect_by_proxy(self.session, params.get("data", UNCHANGED), headers)
-                identity = connected.identity
-                self._refresh, extra = proxied_reply(self.session, connected, self._expired)
-            else:
-                identity = await token_identity(self.session, token)
-            self.session.set_identity(identity)
-            await self.session.permissions.check_connect(self.session)
-            if not await self.session.sign_in(identity):
-                limit = CentrifugeDisconnect.CONNECTION_LIMIT
-                self.refuse(cmd_id, CentrifugeError.LIMIT_EXCEEDED, "this user has too many connections", limit)
-                return None
-        except CommandError as exc:
-            close = CentrifugeDisconnect.EXPIRED if exc.code is CentrifugeError.TOKEN_EXPIRED else None
-            self.refuse(cmd_id, exc.code, exc.message, close or CentrifugeDisconnect.INVALID_TOKEN)
-            return None
-        except ProtocolError as exc:  # the connect hook or proxy said no
-            code, message = as_centrifuge(exc)
-            shut, reason = connect_close(exc)  # a backend's own code, or 1013 (3004) if it failed
-            if shut == CloseCode.POLICY_VIOLATION:  # a refusal: the proxy's is the token's
-                refused = CentrifugeDisconnect.INVALID_TOKEN if proxied else CentrifugeDisconnect.FORCE_NO_RECONNECT
-                shut = int(refused)
-            self.error(cmd_id, code, message)
-            self.close_with(shut, reason)
-            return None
-        except BrokerUnavailable:
-            message = "broker unavailable: try again"
-            self.refuse(cmd_id, CentrifugeError.NOT_AVAILABLE, message, CentrifugeDisconnect.SERVER_ERROR)
-            return None
-        return extra
 
     def _expired(self) -> None:
         """A proxied identity the refresh proxy did not renew: as a token that expired."""
