@@ -30,7 +30,7 @@ from app import metrics, tracing
 from app.broker import Broker, BrokerUnavailable, History, HistoryOptions, Position
 from app.broker.base import EPOCH_CHANGED
 from app.channel_state import Channel, Joined, Subscription, Unsubscribed
-from app.connection import Connection
+from app.connection import Connection, ConnectionGone
 from app.delta import delta_joined, delta_left
 from app.errors import RESERVED_CHANNEL, ErrorCode, ProtocolError
 from app.history_reads import SharedReads
@@ -142,7 +142,7 @@ class Hub:
         when on it may do anything else: a publish sees the subscription, an unsubscribe ends the
         replay. ``delta``: a Centrifugo subscriber that negotiated Fossil deltas (app/delta.py).
         Raises BrokerUnavailable if the channel cannot be subscribed or its history read,
-        ConnectionGone if the connection closed during a replay, or Unsubscribed if the client
+        ConnectionGone if the connection closed during the join, or Unsubscribed if the client
         left the channel during it; nothing is changed then.
         Raises ProtocolError (102) for a name of Switchboard's own: every entry point refuses those
         already (app/permissions.py), and this wall keeps a client channel from ever shadowing a
@@ -154,6 +154,11 @@ class Hub:
         ch = self._channels.get(channel)
         if ch is None or not ch.subscribed:
             ch = await self._subscribe(channel)
+            if conn.close_code is not None:
+                # It ended during the SUBSCRIBE, and its cleanup ran already: a join no client
+                # command awaits (a server-side subscribe) must not leave a member behind.
+                await self._release(channel, ch)
+                raise ConnectionGone
         encoding = encoding_for(wire, ch.tutorial)
         if resume is None or not ch.history:
             start = ch.backlog[-1].offset if ch.backlog else ch.offset

@@ -10,7 +10,7 @@ import pytest
 
 from app.broker import BrokerUnavailable, HistoryOptions
 from app.broker.memory import MemoryBroker
-from app.connection import Connection
+from app.connection import Connection, ConnectionGone
 from app.hub import Hub
 from app.protocol import Outgoing, header, pack
 
@@ -45,6 +45,7 @@ class Member:
 
     def __init__(self, ident: str) -> None:
         self.id = ident
+        self.close_code: int | None = None
         self.channels: set[str] = set()
         self.frames: list[str] = []
         self.offered: list[Outgoing] = []
@@ -174,3 +175,23 @@ async def test_malformed_envelope_is_dropped_not_raised() -> None:
     await hub.join(cast(Connection, a), "x")
     hub.dispatch("x", b"garbage")
     assert a.frames == []
+
+
+async def test_a_join_whose_connection_ended_during_the_subscribe_leaves_nothing_behind() -> None:
+    """A server-side subscribe is no client command: the connection's end does not cancel it.
+    One that ends while the SUBSCRIBE is in flight (its cleanup already done) must not be added."""
+    broker = RecordingBroker()
+    hub = await started_hub(broker)
+    member = Member("gone")
+
+    async def join() -> None:
+        await hub.join(cast(Connection, member), "room:late")
+
+    task = asyncio.create_task(join())
+    await asyncio.sleep(0)  # inside the broker's subscribe
+    member.close_code = 1005  # the socket went, and the session's cleanup found no channels
+    with pytest.raises(ConnectionGone):
+        await task
+    assert hub.members("room:late") == 0
+    assert member.channels == set()
+    assert "room:late" not in broker.subscribed()  # released: nobody here needs it

@@ -21,6 +21,7 @@ class Member:
 
     def __init__(self, ident: str) -> None:
         self.id = ident
+        self.close_code: int | None = None
         self.channels: set[str] = set()
         self.frames: list[dict[str, Any]] = []
         self.drains = 0
