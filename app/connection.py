@@ -232,6 +232,9 @@ class Connection:
         self._held = False
         if self._closing:
             return
+        if not self._queue:  # nothing held back: as any frame, written now if the socket takes it
+            self.offer(first)
+            return
         self._queue.insert(0, first if self._wire is None else Chunk(self._wire.encode(first)))
         self._wake_writer()
 
@@ -305,12 +308,12 @@ class Connection:
                     wakeup.clear()
                     await wakeup.wait()
                     continue
-                head = queue[0]
-                if isinstance(head, Close) or fast is None:
-                    del queue[0]
+                if isinstance(queue[0], Close) or fast is None:
+                    head = queue.pop(0)
                     await self._send(head.message)
                     if isinstance(head, Close):
                         return
+                    del head  # not kept (nor its payload) while the writer waits for more
                     continue
                 try:
                     # A socket that has not drained in WRITE_TIMEOUT is stalled: its peer is gone
@@ -330,6 +333,7 @@ class Connection:
                     # A stream's writer declines once its peer is gone or its response is
                     # complete; uvicorn's send knows which, and drops what it cannot write.
                     await self._send(_body(frames))
+                del frames  # as head: an idle writer holds no frame
         except asyncio.CancelledError:
             raise
         except Exception:

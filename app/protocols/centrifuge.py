@@ -11,10 +11,12 @@ The client logic is the transport's (app/protocols/centrifuge_transport.py): com
 frames go out and the connection closes through it, so the emulated transports (HTTP-streaming
 and SSE, with commands in ``POST /emulation``: app/protocols/emulation.py) run this same class.
 
-The reader only reads: it notes pongs at once and hands frames to one worker through a queue of
-``MAX_QUEUED_FRAMES``, which runs their commands in order. A full queue stops the reading, so a
-client that sends faster than its commands complete is held back by TCP, and what waits is at
-most that many frames of ``SWITCHBOARD_MAX_MESSAGE_BYTES``. Each command after a frame's first
+The reader only reads: it notes pongs at once and hands frames to one worker, which runs their
+commands in order, one at a time. The worker is a task only while frames wait (an idle connection
+holds no task and no queue, as on ``/ws``: its keepalive is a timer, app/protocols/keepalive.py).
+With ``MAX_QUEUED_FRAMES`` waiting the reading stops, so a client that sends faster than its
+commands complete is held back by TCP, and what waits is at most that many frames of
+``SWITCHBOARD_MAX_MESSAGE_BYTES``. Each command after a frame's first
 is charged to the rate limit: 10,000 commands in one frame run no further than the limit allows
 (the rest are answered 111, and a client that keeps on is closed 3501).
 """
@@ -25,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -40,17 +42,18 @@ from app.errors import (
     CloseCode,
     ProtocolError,
 )
-from app.hooks import UNCHANGED
 from app.protocol import Wire
-from app.protocols.centrifuge_codec import as_centrifuge, emulated_headers, error_reply
+from app.protocols.centrifuge_codec import as_centrifuge, error_reply
 from app.protocols.centrifuge_commands import COMMANDS, CommandError, Reply, async_message, expiry, token_identity
 from app.protocols.centrifuge_formats import format_for
 from app.protocols.centrifuge_frames import Frames, JsonFrames, MalformedFrame, Parsed, ProtobufFrames, take
 from app.protocols.centrifuge_protobuf import SUBPROTOCOL
+from app.protocols.centrifuge_signin import sign_in
 from app.protocols.centrifuge_subs import connect_subs
 from app.protocols.centrifuge_transport import Transport, WebSocketTransport
 from app.protocols.handshake import run_session
-from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
+from app.protocols.keepalive import Keepalive
+from app.protocols.proxied import ProxyRefresh
 from app.proxy import BackendDisconnect
 from app.session import Session
 
@@ -58,22 +61,38 @@ log = logging.getLogger("switchboard.centrifuge")
 
 ENDPOINT = "centrifuge"  # the endpoint label of this protocol's metrics
 MAX_QUEUED_FRAMES = 4
+JSON_FRAMES = JsonFrames()  # no state: one for every JSON connection
 FIRST_NOT_CONNECT = "the first command must be connect, with an id"
 VERSION = f"switchboard {__version__}"
 
 
-class CentrifugeClient:
+class CentrifugeClient(Keepalive):
     """One connection on ``/connection/websocket``: connect, then commands in order, and pings."""
+
+    __slots__ = (
+        "_frames",
+        "_refresh",
+        "_room",
+        "_worker",
+        "conn",
+        "decoder",
+        "fmt",
+        "session",
+        "settings",
+        "transport",
+    )
 
     def __init__(self, session: Session, transport: Transport | None = None) -> None:
         self.session = session
         self.conn = session.conn
         self.settings = session.services.settings
-        self._frames: asyncio.Queue[Iterator[Parsed]] = asyncio.Queue(MAX_QUEUED_FRAMES)  # decoded lazily
+        self._frames: list[Iterator[Parsed]] = []  # decoded lazily; a list, as an empty deque is 760 bytes
+        self._worker: asyncio.Task[None] | None = None  # only while frames wait
+        self._room: asyncio.Future[None] | None = None  # only while the reader waits for room
         self.fmt = format_for(session.wire)
-        self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JsonFrames()
+        self.decoder: Frames = ProtobufFrames(self.settings.max_message_bytes) if self.fmt.binary else JSON_FRAMES
         self.transport: Transport = transport or WebSocketTransport(session.conn, binary=self.fmt.binary)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = None
         self._awaiting_pong = False
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.wire_codes = CENTRIFUGE_CLOSES
@@ -115,7 +134,7 @@ class CentrifugeClient:
             params = self.decoder.params(parsed[2])
         except CommandError as exc:
             return self.refuse(cmd_id, exc.code, exc.message, CentrifugeDisconnect.BAD_REQUEST)
-        extra = await self._sign_in(cmd_id, params)
+        extra = await sign_in(self, cmd_id, params)
         if extra is None:
             return False
         identity = self.session.identity
@@ -127,51 +146,8 @@ class CentrifugeClient:
         # Before any push of the channels connect_subs joined (held back till now).
         self.conn.release(self.fmt.outgoing(self.fmt.reply(cmd_id, "connect", reply)))
         self._schedule_ping()
-        self._frames.put_nowait(commands)  # any commands batched behind the connect
+        self._hand(commands)  # any commands batched behind the connect
         return True
-
-    async def _sign_in(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
-        """Who the client is: its token, or (without one) the connect proxy, as on ``/ws``. The
-        connect reply's extra fields (the proxy's ``data``); None once refused and closing."""
-        token, extra = params.get("token") or None, cast(dict[str, Any], {})
-        headers, self.session.handshake = self.session.handshake, None  # read once, never kept
-        proxied = token is None and headers is not None
-        try:
-            if proxied:
-                assert headers is not None
-                # Centrifugo's emulated headers: only the names SWITCHBOARD_PROXY_EMULATED_HEADERS
-                # lists, and never in place of a real handshake header (a gateway's X-Forwarded-For).
-                emulated = emulated_headers(params.get("headers"), self.session.services.proxies.emulated)
-                headers = {**emulated, **headers}
-                connected = await connect_by_proxy(self.session, params.get("data", UNCHANGED), headers)
-                identity = connected.identity
-                self._refresh, extra = proxied_reply(self.session, connected, self._expired)
-            else:
-                identity = await token_identity(self.session, token)
-            self.session.set_identity(identity)
-            await self.session.permissions.check_connect(self.session)
-            if not await self.session.sign_in(identity):
-                limit = CentrifugeDisconnect.CONNECTION_LIMIT
-                self.refuse(cmd_id, CentrifugeError.LIMIT_EXCEEDED, "this user has too many connections", limit)
-                return None
-        except CommandError as exc:
-            close = CentrifugeDisconnect.EXPIRED if exc.code is CentrifugeError.TOKEN_EXPIRED else None
-            self.refuse(cmd_id, exc.code, exc.message, close or CentrifugeDisconnect.INVALID_TOKEN)
-            return None
-        except ProtocolError as exc:  # the connect hook or proxy said no
-            code, message = as_centrifuge(exc)
-            shut, reason = connect_close(exc)  # a backend's own code, or 1013 (3004) if it failed
-            if shut == CloseCode.POLICY_VIOLATION:  # a refusal: the proxy's is the token's
-                refused = CentrifugeDisconnect.INVALID_TOKEN if proxied else CentrifugeDisconnect.FORCE_NO_RECONNECT
-                shut = int(refused)
-            self.error(cmd_id, code, message)
-            self.close_with(shut, reason)
-            return None
-        except BrokerUnavailable:
-            message = "broker unavailable: try again"
-            self.refuse(cmd_id, CentrifugeError.NOT_AVAILABLE, message, CentrifugeDisconnect.SERVER_ERROR)
-            return None
-        return extra
 
     def _expired(self) -> None:
         """A proxied identity the refresh proxy did not renew: as a token that expired."""
@@ -191,67 +167,69 @@ class CentrifugeClient:
 
     # -- keepalive --------------------------------------------------------------------------------
 
-    def _schedule_ping(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self.settings.ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        self._awaiting_pong = True
+    def _send_ping(self) -> None:
         self.send(self.fmt.ping)
-        self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
 
-    def _check_pong(self) -> None:
-        if self._awaiting_pong:
-            self.close_with(CentrifugeDisconnect.NO_PONG, "no pong")
-        else:
-            self._schedule_ping()
+    def _no_pong(self) -> None:
+        self.close_with(CentrifugeDisconnect.NO_PONG, "no pong")
 
     # -- commands ---------------------------------------------------------------------------------
 
     async def serve(self) -> None:
         if not await self.connect():
             return
-        worker = asyncio.create_task(self._work())
         try:
             while (frame := await self.transport.receive()) is not None:
                 # Any frame shows the client is there, its pong ({}) too (the worker skips that).
                 self._awaiting_pong = False
-                if worker.done():
-                    break  # the worker stopped: the connection is closing
+                if self.conn.close_code is not None and self._worker is None:
+                    break  # closing, and no command running (one running stops at its end)
                 commands = self.decoder.commands(frame)
-                if not self._frames.full():
-                    self._frames.put_nowait(commands)
-                    continue
-                # A full queue: wait for room, or for the worker to stop (it returns when the
-                # connection closes, mid-frame), or the reader would wait here for ever.
-                put = asyncio.ensure_future(self._frames.put(commands))
-                await asyncio.wait((put, worker), return_when=asyncio.FIRST_COMPLETED)
-                if not put.done():
-                    put.cancel()
-                    break
+                while len(self._frames) >= MAX_QUEUED_FRAMES and (worker := self._worker) is not None:
+                    # Full: wait for room, or for the worker to stop (it returns when the
+                    # connection closes, mid-frame), or the reader would wait here for ever.
+                    room = self._room = asyncio.get_running_loop().create_future()
+                    await asyncio.wait((room, worker), return_when=asyncio.FIRST_COMPLETED)
+                    self._room = None
+                    if not room.done():
+                        return
+                self._hand(commands)
         finally:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            if (worker := self._worker) is not None:
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+
+    def _hand(self, commands: Iterator[Parsed]) -> None:
+        self._frames.append(commands)
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work())
 
     async def _work(self) -> None:
-        while True:
-            commands = await self._frames.get()
-            first = True
-            while True:
-                if self.conn.close_code is not None:
-                    return
-                if isinstance(parsed := take(commands), MalformedFrame):
-                    self.close_with(CentrifugeDisconnect.BAD_REQUEST, str(parsed))
-                    return
-                if parsed is None:
-                    break
-                if not parsed[1]:
-                    continue  # a pong (or a blank line), noted by the reader
-                if not first and not self.conn.allow():
-                    if parsed[0]:
-                        self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
-                    continue
-                first = False
-                await self._run(*parsed)
+        """The frames waiting, one at a time, in order; ends once none is left or on a close."""
+        try:
+            while self._frames:
+                commands = self._frames.pop(0)
+                if (room := self._room) is not None and not room.done():
+                    room.set_result(None)
+                first = True
+                while True:
+                    if self.conn.close_code is not None:
+                        return
+                    if isinstance(parsed := take(commands), MalformedFrame):
+                        self.close_with(CentrifugeDisconnect.BAD_REQUEST, str(parsed))
+                        return
+                    if parsed is None:
+                        break
+                    if not parsed[1]:
+                        continue  # a pong (or a blank line), noted by the reader
+                    if not first and not self.conn.allow():
+                        if parsed[0]:
+                            self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
+                        continue
+                    first = False
+                    await self._run(*parsed)
+        finally:
+            self._worker = None
 
     async def _run(self, cmd_id: int, method: str, raw: Any) -> None:
         if not cmd_id:
@@ -298,8 +276,7 @@ class CentrifugeClient:
             self.error(parsed[0], CentrifugeError.TOO_MANY_REQUESTS, "rate limit exceeded")
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._stop_pings()
         if self._refresh is not None:
             self._refresh.stop()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from app import metrics
@@ -27,7 +28,7 @@ SESSION_BYTES = 24
 
 
 class Transport(Protocol):
-    async def receive(self) -> str | bytes | None:
+    def receive(self) -> Awaitable[str | bytes | None]:
         """The next batch of commands (JSON lines, or length-delimited Protobuf), or None once
         the client is gone."""
         ...
@@ -48,8 +49,9 @@ class WebSocketTransport:
         self.conn = conn
         self.binary = binary
 
-    async def receive(self) -> str | bytes | None:
-        return await self.conn.receive_frame(binary=self.binary)
+    def receive(self) -> Awaitable[str | bytes | None]:
+        # The Connection's coroutine itself, not one more frame around it for every idle socket.
+        return self.conn.receive_frame(binary=self.binary)
 
     def send(self, out: Outgoing) -> None:
         self.conn.offer(out)

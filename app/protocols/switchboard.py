@@ -34,6 +34,7 @@ from app.errors import AUTH_TIMEOUT, CloseCode, ErrorCode, ProtocolError
 from app.hooks import UNCHANGED
 from app.permissions import personal_channel
 from app.protocols.handshake import run_session
+from app.protocols.keepalive import Keepalive
 from app.protocols.proxied import ProxyRefresh, connect_by_proxy, connect_close, proxied_reply
 from app.protocols.switchboard_codec import command_error, command_id, connect_hint, error_bytes, identify, parse_frame
 from app.protocols.switchboard_commands import COMMANDS, Reply, reply_bytes, subscribe
@@ -46,8 +47,10 @@ MAX_IN_FLIGHT = 32
 PING_PUSH = b'{"op":"ping"}'
 
 
-class WsClient:
+class WsClient(Keepalive):
     """The ``/ws`` side of one connection: command scheduling, keepalive and token expiry."""
+
+    __slots__ = ("_in_flight", "_last", "_load", "_refresh", "authorization_header", "conn", "session", "settings")
 
     def __init__(self, session: Session, authorization_header: bool = False) -> None:
         self.session = session
@@ -164,20 +167,11 @@ class WsClient:
 
     # -- keepalive --------------------------------------------------------------------------------
 
-    def _schedule_ping(self) -> None:
-        # A timer, not a task: an idle socket costs one TimerHandle, not a coroutine frame.
-        self._timer = asyncio.get_running_loop().call_later(self.settings.ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        self._awaiting_pong = True
+    def _send_ping(self) -> None:
         self.send(PING_PUSH)
-        self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
 
-    def _check_pong(self) -> None:
-        if self._awaiting_pong:
-            self.conn.close(CloseCode.HEARTBEAT_TIMEOUT)
-        else:
-            self._schedule_ping()
+    def _no_pong(self) -> None:
+        self.conn.close(CloseCode.HEARTBEAT_TIMEOUT)
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -277,8 +271,7 @@ class WsClient:
             self.send(error_bytes(cmd_id, ErrorCode.TOO_MANY_REQUESTS, "rate limit exceeded"))
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._stop_pings()
         if self._refresh is not None:
             self._refresh.stop()
         tasks = list(self._in_flight.values())

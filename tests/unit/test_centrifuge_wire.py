@@ -165,12 +165,44 @@ async def test_a_reader_behind_a_full_queue_ends_when_the_connection_closes(monk
     )
     client = CentrifugeClient(cast(Any, session))
 
-    async def connected() -> bool:
+    async def connected(self: CentrifugeClient) -> bool:
         return True
 
-    monkeypatch.setattr(client, "connect", connected)
+    monkeypatch.setattr(CentrifugeClient, "connect", connected)  # a slotted instance: on the class
     serving = asyncio.create_task(client.serve())
     await wait_for(lambda: not conn.frames)  # the reader took every frame it could, and waits
     conn.close(CloseCode.TRY_AGAIN_LATER)  # e.g. the server API disconnects the user meanwhile
     release.set()
     await asyncio.wait_for(serving, 5)
+
+
+async def test_commands_run_in_order_and_an_idle_connection_keeps_no_worker_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker is a task only while frames wait: once they have run, in order, the connection
+    holds its reader's task alone, as a ``/ws`` one does (docs/benchmarks.md, idle memory)."""
+    ran: list[int] = []
+
+    async def yielding(session: Any, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)  # each command yields: the order is the worker's, not the loop's
+        ran.append(cmd_id)
+        return {}
+
+    async def connected(self: CentrifugeClient) -> bool:
+        return True
+
+    monkeypatch.setitem(commands_module.COMMANDS, "history", yielding)
+    monkeypatch.setattr(CentrifugeClient, "connect", connected)
+    conn = StubConn(['{"id":1,"history":{}}\n{"id":2,"history":{}}', '{"id":3,"history":{}}'])
+    session = SimpleNamespace(
+        conn=conn, wire=Wire.CENTRIFUGE, services=SimpleNamespace(settings=Settings(dev_mode=True))
+    )
+    client = CentrifugeClient(cast(Any, session))
+    before = asyncio.all_tasks()
+    serving = asyncio.create_task(client.serve())
+    await wait_for(lambda: len(conn.sent) == 3)
+    assert ran == [1, 2, 3]
+    assert [orjson.loads(frame)["id"] for frame in conn.sent] == [1, 2, 3]
+    await wait_for(lambda: asyncio.all_tasks() - before == {serving})
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
