@@ -1,67 +1,11 @@
 // The official `centrifuge` SDK (npm, pinned in package-lock.json), unchanged, against a real
 // Switchboard instance: run by tests/sdk/test_centrifuge_js.py, which reads the JSON this prints.
 // Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
-import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
-import { Centrifuge } from 'centrifuge';
+import { api, client, connected, report, subscribed, token, until } from './common.mjs';
 
 const HTTP = process.env.SB_HTTP;
-const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
 const REFRESH_WAIT_MS = Number(process.env.SB_REFRESH_WAIT_MS || 5000);
-
-function b64(value) {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
-}
-
-function token(sub, ttl = 600, claims = {}) {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...claims })}`;
-  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
-}
-
-async function api(method, body) {
-  const response = await fetch(`${HTTP}/api/v1/${method}`, {
-    method: 'POST',
-    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-function client(options = {}) {
-  return new Centrifuge(URL, { websocket: WebSocket, ...options });
-}
-
-function until(predicate, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + ms;
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 20);
-    };
-    poll();
-  });
-}
-
-async function connected(c) {
-  c.connect();
-  await c.ready(5000);
-  return c;
-}
-
-async function subscribed(c, channel, options = {}) {
-  const seen = { data: [], offsets: [], joins: [], leaves: [], subscribed: [] };
-  const sub = c.newSubscription(channel, options);
-  sub.on('publication', (ctx) => { seen.data.push(ctx.data); seen.offsets.push(ctx.offset); });
-  sub.on('join', (ctx) => seen.joins.push(ctx.info.client));
-  sub.on('leave', (ctx) => seen.leaves.push(ctx.info.client));
-  sub.on('subscribed', (ctx) => seen.subscribed.push(ctx));
-  sub.subscribe();
-  await sub.ready(5000);
-  return [sub, seen];
-}
 
 async function basics() {
   const one = await connected(client());
@@ -186,14 +130,4 @@ async function serverSide() {
   return seen;
 }
 
-const results = {};
-const scenarios = { serverSide, basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop };
-await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
-  try {
-    results[name] = await run();
-  } catch (error) {
-    results[name] = { error: String(error && error.stack || error) };
-  }
-}));
-process.stdout.write(JSON.stringify(results));
-process.exit(0);
+await report({ serverSide, basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop });
