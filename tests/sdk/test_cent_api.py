@@ -31,16 +31,13 @@ from centrifuge import Client
 from app import __version__
 from tests.docs_console import Console
 from tests.docs_examples import example
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.sdk.test_centrifuge_python import Events, until
+from tests.sdk.sdk_support import NAMESPACES, Events, instance, token, until, url
 from tests.support import (
     API_HEADERS,
     TEST_API_KEY,
     AppProcess,
-    RedisServer,
     expect_close,
     recv_until,
-    running,
     ws_connect,
 )
 
@@ -56,16 +53,8 @@ presence = false
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("cent")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES + QUIET)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {"SWITCHBOARD_BROKER_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(config)}
-    try:
-        with running(AppProcess("cent", workdir, env)) as (instance,):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("cent"), NAMESPACES + QUIET, {}, "cent") as found:
+        yield found
 
 
 @pytest.fixture
@@ -76,7 +65,7 @@ async def cent(app: AppProcess) -> AsyncIterator[AsyncClient]:
 
 
 async def sdk_subscriber(app: AppProcess, channel: str, user: str) -> tuple[Client, Events]:
-    client = Client(app.ws("/connection/websocket"), token=token(user))
+    client = Client(url(app), token=token(user))
     await client.connect()
     await client.ready(5)
     seen = Events()

@@ -3,89 +3,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import orjson
 import pytest
-from centrifuge import (
-    Client,
-    JoinContext,
-    LeaveContext,
-    PublicationContext,
-    SubscribedContext,
-    SubscriptionEventHandler,
-)
+from centrifuge import Client
 
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
+from tests.sdk.sdk_support import NAMESPACES, Events, api, instance, token, until, url
+from tests.support import AppProcess, recv_until, ws_connect
 
 REFRESH_GRACE = 1
 
 
-class Events(SubscriptionEventHandler):
-    """What one subscription saw, in order."""
-
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.offsets: list[int] = []
-        self.joins: list[str] = []
-        self.leaves: list[str] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(ctx.pub.data)
-        self.offsets.append(ctx.pub.offset)
-
-    async def on_join(self, ctx: JoinContext) -> None:
-        self.joins.append(ctx.info.client)
-
-    async def on_leave(self, ctx: LeaveContext) -> None:
-        self.leaves.append(ctx.info.client)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("centrifuge-python")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
-        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
-    }
-    instance = AppProcess("sdk-python", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
-
-
-def url(app: AppProcess) -> str:
-    return app.ws("/connection/websocket")
-
-
-def api(app: AppProcess, method: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{app.http}/api/v1/{method}", json=body, headers=API_HEADERS, timeout=5)
-    response.raise_for_status()
-    return response.json()
-
-
-async def until(predicate: Any, what: str, timeout: float = 5) -> None:
-    """Poll what the SDK's handlers recorded (or its state), with a deadline naming ``what``."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    env = {"SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE)}
+    with instance(tmp_path_factory.mktemp("centrifuge-python"), NAMESPACES, env, "sdk-python") as found:
+        yield found
 
 
 async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess) -> None:

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from centrifuge import (
@@ -18,20 +17,16 @@ from centrifuge import (
     ClientEventHandler,
     DeltaType,
     DisconnectedContext,
-    JoinContext,
-    LeaveContext,
-    PublicationContext,
     ServerPublicationContext,
     ServerSubscribedContext,
-    SubscribedContext,
-    SubscriptionEventHandler,
 )
 from centrifuge.exceptions import ReplyError
 
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.sdk.test_centrifuge_bad_input import Client as RawClient
-from tests.sdk.test_centrifuge_bad_input import pb_replies
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
+from tests.sdk import sdk_support
+from tests.sdk.raw_client import Client as RawClient
+from tests.sdk.raw_client import pb_replies
+from tests.sdk.sdk_support import NAMESPACES, api, instance, token, until, url
+from tests.support import AppProcess, recv_until, ws_connect
 
 REFRESH_GRACE = 1
 # A namespace that allows deltas (docs/sdks.md#delta-compression): in Protobuf they are never negotiated.
@@ -47,26 +42,9 @@ def doc(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-class Events(SubscriptionEventHandler):
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.offsets: list[int] = []
-        self.joins: list[str] = []
-        self.leaves: list[str] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(orjson.loads(ctx.pub.data))
-        self.offsets.append(ctx.pub.offset)
-
-    async def on_join(self, ctx: JoinContext) -> None:
-        self.joins.append(ctx.info.client)
-
-    async def on_leave(self, ctx: LeaveContext) -> None:
-        self.leaves.append(ctx.info.client)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
+class Events(sdk_support.Events):
+    def decode(self, data: Any) -> Any:
+        return orjson.loads(data)
 
 
 class ClientEvents(ClientEventHandler):
@@ -89,44 +67,20 @@ class ClientEvents(ClientEventHandler):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("centrifuge-python-protobuf")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES + DELTA_NAMESPACE)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
         # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
         "SWITCHBOARD_PING_INTERVAL": "1",
         "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
         "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
     }
-    instance = AppProcess("sdk-python-pb", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
+    workdir = tmp_path_factory.mktemp("centrifuge-python-protobuf")
+    with instance(workdir, NAMESPACES + DELTA_NAMESPACE, env, "sdk-python-pb") as found:
+        yield found
 
 
 def client(app: AppProcess, **options: Any) -> Client:
-    return Client(app.ws("/connection/websocket"), use_protobuf=True, **options)
-
-
-def api(app: AppProcess, method: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{app.http}/api/v1/{method}", json=body, headers=API_HEADERS, timeout=5)
-    response.raise_for_status()
-    return response.json()
-
-
-async def until(predicate: Any, what: str, timeout: float = 5) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    return Client(url(app), use_protobuf=True, **options)
 
 
 async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> None:

@@ -17,21 +17,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_json, recv_until, running, ws_connect
+from tests.sdk.sdk_support import NAMESPACES, instance, token
+from tests.support import API_HEADERS, AppProcess, recv_json, recv_until, running, ws_connect
 
 BURST = 20
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("centrifuge-wire")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
         "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
         "SWITCHBOARD_PING_INTERVAL": "1",
@@ -40,12 +34,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
         # Room for 10,000 commands in one frame.
         "SWITCHBOARD_MAX_MESSAGE_BYTES": str(1 << 20),
     }
-    instance = AppProcess("wire", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("centrifuge-wire"), NAMESPACES, env, "wire") as found:
+        yield found
 
 
 async def connected(app: AppProcess, params: dict[str, Any] | None = None) -> tuple[ClientConnection, dict[str, Any]]:

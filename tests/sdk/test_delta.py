@@ -6,30 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from centrifuge import Client, DeltaType, PublicationContext, SubscribedContext, SubscriptionEventHandler
+from centrifuge import Client, DeltaType
 from websockets.asyncio.client import ClientConnection
 
 from tests.docs_examples import example
 from tests.fossil_spec import apply
-from tests.sdk.sdk_support import token
-from tests.sdk.test_centrifuge_js import JS, installed
+from tests.sdk import sdk_support
+from tests.sdk.sdk_support import Events, instance, run_node, token
 from tests.support import (
     API_HEADERS,
-    TEST_API_KEY,
-    TEST_SECRET,
     AppProcess,
-    RedisServer,
     recv_json,
-    running,
     ws_connect,
 )
 
@@ -57,17 +51,8 @@ STATE_BYTES = 4096
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("delta")
-    config = workdir / "switchboard.toml"
-    config.write_text(namespaces())
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {"SWITCHBOARD_BROKER_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(config)}
-    instance = AppProcess("delta", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("delta"), namespaces(), {}, "delta") as found:
+        yield found
 
 
 class Dashboard:
@@ -224,32 +209,15 @@ async def test_recovered_publications_are_full_then_the_stream_goes_on(app: AppP
     await ws.close()
 
 
-class Seen(SubscriptionEventHandler):
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(ctx.pub.data)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
-
-
-async def until(predicate: Any, what: str, timeout: float = 10) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+async def until(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+    await sdk_support.until(predicate, what, timeout)
 
 
 async def test_centrifuge_python_rebuilds_every_state_and_recovers(app: AppProcess) -> None:
     sdk = Client(app.ws("/connection/websocket"), token=token("dee"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
     await sdk.connect()
     await sdk.ready(5)
-    seen = Seen()
+    seen = Events()
     sub = sdk.new_subscription("dash:py", events=seen, delta=DeltaType.FOSSIL, recoverable=True)
     await sub.subscribe()
     await sub.ready(5)
@@ -277,17 +245,7 @@ async def test_centrifuge_python_rebuilds_every_state_and_recovers(app: AppProce
 
 
 def test_centrifuge_js_rebuilds_every_state_and_recovers(app: AppProcess) -> None:
-    installed()
-    env = {
-        **os.environ,
-        "SB_HTTP": app.http,
-        "SB_API_KEY": TEST_API_KEY,
-        "SB_SECRET": TEST_SECRET,
-        "SB_STATE_BYTES": str(STATE_BYTES),
-    }
-    done = subprocess.run(["node", "delta.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-4000:]
-    seen = json.loads(done.stdout)
+    seen = run_node("delta.mjs", app, {"SB_STATE_BYTES": str(STATE_BYTES)})
     assert seen["received"] == seen["published"]
     assert len(seen["published"]) == 36
     assert seen["recovered"] is True
