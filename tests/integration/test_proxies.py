@@ -273,8 +273,8 @@ async def test_every_call_is_counted_by_kind_and_result(app: AppProcess) -> None
     assert 'switchboard_command_errors_total{code="backend"}' in text  # backend codes share one label
 
 
-async def test_rpc_with_neither_proxy_nor_hook_is_104(workdir: Path) -> None:
-    with running(AppProcess("plain", workdir)) as (plain,):
+async def test_rpc_with_neither_proxy_nor_hook_is_104(tmp_path: Path) -> None:
+    with running(AppProcess("plain", tmp_path)) as (plain,):
         async with connected(plain.ws("/ws")) as proto:
             found = await proto.call("rpc", method="anything", data=1)
             assert found["error"]["code"] == 104, found
