@@ -1,6 +1,7 @@
 // What the SDK scripts here share (scenarios, protobuf, options, delta, emulation): HS256 test
 // tokens, the server API, polling with a deadline, an SDK client with its subscription recorded,
-// and printing every scenario's result as one JSON line for the Python test that runs the script.
+// printing every scenario's result as one JSON line for the Python test that runs the script, and
+// the two scenarios the JSON and Protobuf scripts share.
 // Environment: SB_SECRET (signs the tokens); SB_HTTP (http://host:port) for `api` and `client`.
 import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
@@ -83,4 +84,47 @@ export async function report(scenarios) {
   }));
   process.stdout.write(JSON.stringify(results));
   process.exit(0);
+}
+
+// The scenarios both builds run the same way (scenarios.mjs in JSON, protobuf.mjs in Protobuf):
+// `open` makes the build's client, `record` subscribes with it, `decode` reads a publication.
+
+// A recoverable subscription; the server API disconnects the user with 4100 (the SDK reconnects),
+// two publications go by meanwhile: what the resubscribe recovered.
+export async function recovery(user, channel, open = client, record = subscribed) {
+  const c = await connected(open({ token: token(user), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
+  const [, seen] = await record(c, channel, { recoverable: true });
+  await api('publish', { channel, data: 1 });
+  await until(() => seen.data.length === 1, 'the first publication');
+  const codes = [];
+  c.on('connecting', (ctx) => codes.push(ctx.code));
+  await api('disconnect', { user, code: 4100, reason: 'moved' });
+  await until(() => codes.length === 1, 'the disconnect');
+  await api('publish', { channel, data: 2 });
+  await api('publish', { channel, data: 3 });
+  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
+  const again = seen.subscribed[1];
+  c.disconnect();
+  return {
+    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
+    wasRecovering: again.wasRecovering, recovered: again.recovered,
+  };
+}
+
+// The server API subscribes the user to `channel`, publishes there, then unsubscribes: the
+// client's own subscribed, publication and unsubscribed events.
+export async function serverSide(user, channel, open = client, decode = (data) => data) {
+  const c = await connected(open({ token: token(user) }));
+  const seen = { subscribed: [], data: [], unsubscribed: [] };
+  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
+  c.on('publication', (ctx) => seen.data.push([ctx.channel, decode(ctx.data), ctx.offset]));
+  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
+  await api('subscribe', { user, channel });
+  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
+  await api('publish', { channel, data: { from: 'api' } });
+  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
+  await api('unsubscribe', { user, channel });
+  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
+  c.disconnect();
+  return seen;
 }

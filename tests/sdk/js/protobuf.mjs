@@ -5,7 +5,9 @@
 // Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
 import { Centrifuge as JsonCentrifuge } from 'centrifuge';
 import { Centrifuge } from 'centrifuge/build/protobuf';
-import { api, client as anyClient, connected, report, subscribed as recorded, token, until } from './common.mjs';
+import {
+  api, client as anyClient, connected, recovery, report, serverSide, subscribed as recorded, token, until,
+} from './common.mjs';
 
 const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
 const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
@@ -54,42 +56,6 @@ async function tokensAndMessages() {
   const state = c.state;
   c.disconnect();
   return { data: seen.data, messages, issued, state, reconnects: states.filter((s) => s === 'connecting').length };
-}
-
-async function recovery() {
-  const c = await connected(client({ token: token('pj-recover'), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
-  const [, seen] = await subscribed(c, 'chat:pbjsrec', { recoverable: true });
-  await api('publish', { channel: 'chat:pbjsrec', data: 1 });
-  await until(() => seen.data.length === 1, 'the first publication');
-  const codes = [];
-  c.on('connecting', (ctx) => codes.push(ctx.code));
-  await api('disconnect', { user: 'pj-recover', code: 4100, reason: 'moved' });
-  await until(() => codes.length === 1, 'the disconnect');
-  await api('publish', { channel: 'chat:pbjsrec', data: 2 });
-  await api('publish', { channel: 'chat:pbjsrec', data: 3 });
-  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
-  const again = seen.subscribed[1];
-  c.disconnect();
-  return {
-    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
-    wasRecovering: again.wasRecovering, recovered: again.recovered,
-  };
-}
-
-async function serverSide() {
-  const c = await connected(client({ token: token('pj-server') }));
-  const seen = { subscribed: [], data: [], unsubscribed: [] };
-  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
-  c.on('publication', (ctx) => seen.data.push([ctx.channel, decode(ctx.data), ctx.offset]));
-  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
-  await api('subscribe', { user: 'pj-server', channel: 'chat:pbjsserver' });
-  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
-  await api('publish', { channel: 'chat:pbjsserver', data: { from: 'api' } });
-  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
-  await api('unsubscribe', { user: 'pj-server', channel: 'chat:pbjsserver' });
-  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
-  c.disconnect();
-  return seen;
 }
 
 // What the SDK does after the server API's disconnect with `body`: "reconnect" (it goes to
@@ -151,4 +117,10 @@ async function disconnectCodes() {
   return found;
 }
 
-await report({ basics, tokensAndMessages, recovery, serverSide, disconnectCodes });
+await report({
+  basics,
+  tokensAndMessages,
+  recovery: () => recovery('pj-recover', 'chat:pbjsrec', client, subscribed),
+  serverSide: () => serverSide('pj-server', 'chat:pbjsserver', client, decode),
+  disconnectCodes,
+});

@@ -2,7 +2,7 @@
 // Switchboard instance: run by tests/sdk/test_centrifuge_js.py, which reads the JSON this prints.
 // Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
 import WebSocket from 'ws';
-import { api, client, connected, report, subscribed, token, until } from './common.mjs';
+import { api, client, connected, recovery, report, serverSide, subscribed, token, until } from './common.mjs';
 
 const HTTP = process.env.SB_HTTP;
 const REFRESH_WAIT_MS = Number(process.env.SB_REFRESH_WAIT_MS || 5000);
@@ -63,26 +63,6 @@ async function subscriptionToken() {
   return { data: seen.data, messages, denied };
 }
 
-async function recovery() {
-  const c = await connected(client({ token: token('jo-recover'), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
-  const [, seen] = await subscribed(c, 'chat:jsrec', { recoverable: true });
-  await api('publish', { channel: 'chat:jsrec', data: 1 });
-  await until(() => seen.data.length === 1, 'the first publication');
-  const codes = [];
-  c.on('connecting', (ctx) => codes.push(ctx.code));
-  await api('disconnect', { user: 'jo-recover', code: 4100, reason: 'moved' });
-  await until(() => codes.length === 1, 'the disconnect');
-  await api('publish', { channel: 'chat:jsrec', data: 2 });
-  await api('publish', { channel: 'chat:jsrec', data: 3 });
-  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
-  const again = seen.subscribed[1];
-  c.disconnect();
-  return {
-    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
-    wasRecovering: again.wasRecovering, recovered: again.recovered,
-  };
-}
-
 async function terminalDisconnects() {
   const found = {};
   for (const [user, body] of [['jo-stop', { code: 4600, reason: 'banned' }], ['jo-default', {}]]) {
@@ -114,20 +94,12 @@ async function interop() {
   return { sdk: seen.data, ws: frames.filter((f) => f.op === 'pub').map((f) => f.data) };
 }
 
-async function serverSide() {
-  const c = await connected(client({ token: token('jo-server') }));
-  const seen = { subscribed: [], data: [], unsubscribed: [] };
-  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
-  c.on('publication', (ctx) => seen.data.push([ctx.channel, ctx.data, ctx.offset]));
-  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
-  await api('subscribe', { user: 'jo-server', channel: 'chat:jsserver' });
-  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
-  await api('publish', { channel: 'chat:jsserver', data: { from: 'api' } });
-  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
-  await api('unsubscribe', { user: 'jo-server', channel: 'chat:jsserver' });
-  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
-  c.disconnect();
-  return seen;
-}
-
-await report({ serverSide, basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop });
+await report({
+  serverSide: () => serverSide('jo-server', 'chat:jsserver'),
+  basics,
+  refresh,
+  subscriptionToken,
+  recovery: () => recovery('jo-recover', 'chat:jsrec'),
+  terminalDisconnects,
+  interop,
+});
