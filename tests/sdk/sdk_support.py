@@ -91,6 +91,21 @@ async def until(predicate: Callable[[], object], what: str, timeout: float = 5) 
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
+async def connected(client: Any) -> Any:
+    """A centrifuge-python client, connected (its connect reply in)."""
+    await client.connect()
+    await client.ready(5)
+    return client
+
+
+async def subscribed(client: Any, channel: str, events: Any, **options: Any) -> Any:
+    """``client``'s subscription to ``channel``, subscribed, its events going to ``events``."""
+    sub = client.new_subscription(channel, events=events, **options)
+    await sub.subscribe()
+    await sub.ready(5)
+    return sub
+
+
 class Events(SubscriptionEventHandler):
     """What one centrifuge-python subscription saw, in order; ``decode`` turns a publication's
     data into what is kept (as is in JSON mode)."""

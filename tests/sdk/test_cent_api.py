@@ -31,7 +31,7 @@ from centrifuge import Client
 from app import __version__
 from tests.docs_console import Console
 from tests.docs_examples import example
-from tests.sdk.sdk_support import NAMESPACES, Events, instance, token, until, url
+from tests.sdk.sdk_support import NAMESPACES, Events, connected, instance, subscribed, token, until, url
 from tests.support import (
     API_HEADERS,
     TEST_API_KEY,
@@ -65,13 +65,9 @@ async def cent(app: AppProcess) -> AsyncIterator[AsyncClient]:
 
 
 async def sdk_subscriber(app: AppProcess, channel: str, user: str) -> tuple[Client, Events]:
-    client = Client(url(app), token=token(user))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token(user)))
     seen = Events()
-    sub = client.new_subscription(channel, events=seen)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, channel, seen)
     return client, seen
 
 
@@ -151,9 +147,7 @@ async def test_presence_channels_and_info_through_cent(app: AppProcess, cent: As
 
 async def test_subscribe_unsubscribe_and_disconnect_through_cent(app: AppProcess, cent: AsyncClient) -> None:
     ws = await ws_subscriber(app, "", "dora")
-    client = Client(app.ws("/connection/websocket"), token=token("dora"))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token("dora")))
     try:
         await cent.subscribe(SubscribeRequest(user="dora", channel="chat:cent-s"))
         sub = await recv_until(ws, lambda f: f.get("op") == "sub")

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from centrifuge import Client
 
-from tests.sdk.sdk_support import NAMESPACES, Events, api, instance, token, until, url
+from tests.sdk.sdk_support import NAMESPACES, Events, api, connected, instance, subscribed, token, until, url
 from tests.support import AppProcess, recv_until, ws_connect
 
 REFRESH_GRACE = 1
@@ -29,12 +29,8 @@ async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess
     await one.ready(5)
     await two.ready(5)
     first, second = Events(), Events()
-    sub = one.new_subscription("chat:py", events=first, join_leave=True)
-    await sub.subscribe()
-    await sub.ready(5)
-    other = two.new_subscription("chat:py", events=second, join_leave=True)
-    await other.subscribe()
-    await other.ready(5)
+    sub = await subscribed(one, "chat:py", first, join_leave=True)
+    await subscribed(two, "chat:py", second, join_leave=True)
     await until(lambda: len(first.joins) == 2, "the join pushes (its own, then bob's)")
     await sub.publish({"text": "hi"})
     await until(lambda: first.data and second.data, "the publication on both")
@@ -56,13 +52,9 @@ async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess
 
 async def test_a_subscription_token_grants_its_channel(app: AppProcess) -> None:
     """(This SDK has no handler for the server API's ``send``: test_centrifuge_js.py covers it.)"""
-    client = Client(url(app), token=token("erin"))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token("erin")))
     seen = Events()
-    sub = client.new_subscription("team:red", events=seen, token=token("erin", channel="team:red"))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "team:red", seen, token=token("erin", channel="team:red"))
     api(app, "publish", {"channel": "team:red", "data": {"from": "api"}})
     await until(lambda: seen.data, "the publication")
     assert seen.data == [{"from": "api"}]
@@ -76,9 +68,7 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
         issued.append(token("frank", ttl=2))
         return issued[-1]
 
-    client = Client(url(app), get_token=get_token)
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), get_token=get_token))
     await until(lambda: len(issued) >= 3, "two refreshes", timeout=10)
     # Past the first token's expiry and the grace: still connected, on the same connection.
     assert client.state.value == "connected"
@@ -86,13 +76,9 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
 
 
 async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: AppProcess) -> None:
-    client = Client(url(app), token=token("gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token("gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0))
     seen = Events()
-    sub = client.new_subscription("chat:recover", events=seen, recoverable=True)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "chat:recover", seen, recoverable=True)
     api(app, "publish", {"channel": "chat:recover", "data": 1})
     await until(lambda: seen.data == [1], "the first publication")
     api(app, "disconnect", {"user": "gina", "code": 4100, "reason": "reconnect"})  # 4000-4499: reconnect
@@ -109,13 +95,9 @@ async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: App
 
 
 async def test_interop_with_ws_and_the_server_api(app: AppProcess) -> None:
-    client = Client(url(app))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app)))
     seen = Events()
-    sub = client.new_subscription("chat:mixed", events=seen)
-    await sub.subscribe()
-    await sub.ready(5)
+    sub = await subscribed(client, "chat:mixed", seen)
     async with ws_connect(app.ws("/ws")) as ws:
         await ws.send('{"id":1,"op":"connect"}')
         await recv_until(ws, lambda f: f.get("id") == 1)

@@ -25,7 +25,7 @@ from centrifuge.exceptions import ReplyError
 from tests.sdk import sdk_support
 from tests.sdk.raw_client import Client as RawClient
 from tests.sdk.raw_client import pb_replies
-from tests.sdk.sdk_support import NAMESPACES, api, instance, token, until, url
+from tests.sdk.sdk_support import NAMESPACES, api, connected, instance, subscribed, token, until, url
 from tests.support import AppProcess, recv_until, ws_connect
 
 REFRESH_GRACE = 1
@@ -90,12 +90,8 @@ async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> N
     await one.ready(5)
     await two.ready(5)
     first, second = Events(), Events()
-    sub = one.new_subscription("chat:pb", events=first, join_leave=True)
-    await sub.subscribe()
-    await sub.ready(5)
-    other = two.new_subscription("chat:pb", events=second, join_leave=True)
-    await other.subscribe()
-    await other.ready(5)
+    sub = await subscribed(one, "chat:pb", first, join_leave=True)
+    await subscribed(two, "chat:pb", second, join_leave=True)
     await until(lambda: len(first.joins) == 2, "the join pushes (its own, then bob's)")
     await sub.publish(doc({"text": "hi"}))
     await until(lambda: first.data and second.data, "the publication on both")
@@ -125,13 +121,9 @@ async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> N
 async def test_a_subscription_token_grants_its_channel(app: AppProcess) -> None:
     """(This SDK has no handler for ``send``'s message push: the Node scenario and
     test_centrifuge_bad_input.py cover it in Protobuf.)"""
-    conn = client(app, token=token("pb-erin"))
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, token=token("pb-erin")))
     seen = Events()
-    sub = conn.new_subscription("team:pb", events=seen, token=token("pb-erin", channel="team:pb"))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(conn, "team:pb", seen, token=token("pb-erin", channel="team:pb"))
     api(app, "publish", {"channel": "team:pb", "data": {"from": "api"}})
     await until(lambda: seen.data, "the publication")
     assert seen.data == [{"from": "api"}]
@@ -146,9 +138,7 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
         return issued[-1]
 
     events = ClientEvents()
-    conn = client(app, get_token=get_token, events=events)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, get_token=get_token, events=events))
     await until(lambda: len(issued) >= 3, "two refreshes", timeout=10)
     assert conn.state.value == "connected"
     assert events.disconnects == []  # past the first token's expiry, on the same connection
@@ -156,13 +146,9 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
 
 
 async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: AppProcess) -> None:
-    conn = client(app, token=token("pb-gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, token=token("pb-gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0))
     seen = Events()
-    sub = conn.new_subscription("chat:pbrecover", events=seen, recoverable=True)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(conn, "chat:pbrecover", seen, recoverable=True)
     api(app, "publish", {"channel": "chat:pbrecover", "data": 1})
     await until(lambda: seen.data == [1], "the first publication")
     api(app, "disconnect", {"user": "pb-gina", "code": 4100, "reason": "reconnect"})
@@ -178,9 +164,7 @@ async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: App
 
 async def test_server_side_subscribe_push_and_interop_with_ws(app: AppProcess) -> None:
     events = ClientEvents()
-    conn = client(app, token=token("pb-hal"), events=events)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, token=token("pb-hal"), events=events))
     api(app, "subscribe", {"user": "pb-hal", "channel": "chat:pbserver"})
     await until(lambda: events.subscribed, "the server-side subscribe push")
     assert events.subscribed == [("chat:pbserver", True)]
@@ -237,13 +221,9 @@ async def test_delta_is_not_negotiated_in_protobuf(app: AppProcess) -> None:
     raw = await RawClient.connect(app, protobuf=True)
     await raw.send({"id": 2, "subscribe": {"channel": "dash:pb", "delta": "fossil"}})
     assert "delta" not in (await raw.reply(2))["subscribe"]
-    conn = client(app)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app))
     seen = Events()
-    sub = conn.new_subscription("dash:pb", events=seen, delta=DeltaType.FOSSIL)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(conn, "dash:pb", seen, delta=DeltaType.FOSSIL)
     states = [{"state": "x" * 200, "n": n} for n in range(3)]
     for state in states:
         api(app, "publish", {"channel": "dash:pb", "data": state})

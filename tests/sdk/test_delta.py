@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.docs_examples import example
 from tests.fossil_spec import apply
 from tests.sdk import sdk_support
-from tests.sdk.sdk_support import Events, instance, run_node, token
+from tests.sdk.sdk_support import Events, connected, instance, run_node, subscribed, token, url
 from tests.support import (
     API_HEADERS,
     AppProcess,
@@ -214,13 +214,9 @@ async def until(predicate: Callable[[], object], what: str, timeout: float = 10)
 
 
 async def test_centrifuge_python_rebuilds_every_state_and_recovers(app: AppProcess) -> None:
-    sdk = Client(app.ws("/connection/websocket"), token=token("dee"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
-    await sdk.connect()
-    await sdk.ready(5)
+    sdk = await connected(Client(url(app), token=token("dee"), min_reconnect_delay=1.0, max_reconnect_delay=1.0))
     seen = Events()
-    sub = sdk.new_subscription("dash:py", events=seen, delta=DeltaType.FOSSIL, recoverable=True)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(sdk, "dash:py", seen, delta=DeltaType.FOSSIL, recoverable=True)
     board, states = Dashboard(4), []
     for _ in range(30):
         states.append(board.step())

@@ -91,18 +91,12 @@ async def until(predicate: Callable[[], object], what: str, timeout: float = 8) 
 
 
 async def connected(app: AppProcess, **options: Any) -> Client:
-    client = Client(url(app), **options)
-    await client.connect()
-    await client.ready(5)
-    return client
+    return await sdk_support.connected(Client(url(app), **options))
 
 
 async def subscribed(client: Client, channel: str, **options: Any) -> tuple[Any, Events]:
     seen = Events()
-    sub = client.new_subscription(channel, events=seen, **options)
-    await sub.subscribe()
-    await sub.ready(5)
-    return sub, seen
+    return await sdk_support.subscribed(client, channel, seen, **options), seen
 
 
 async def refused(call: Any) -> int:
