@@ -89,6 +89,17 @@ export async function report(scenarios) {
 // The scenarios both builds run the same way (scenarios.mjs in JSON, protobuf.mjs in Protobuf):
 // `open` makes the build's client, `record` subscribes with it, `decode` reads a publication.
 
+// An anonymous client and `user`'s, both subscribed to `channel` with join/leave pushes (the
+// namespace has join_leave = true), once the first has seen both joins.
+export async function twoOn(user, channel, open = client, record = subscribed) {
+  const one = await connected(open());
+  const two = await connected(open({ token: token(user) }));
+  const [sub, seen] = await record(one, channel, { joinLeave: true });
+  const [, other] = await record(two, channel, { joinLeave: true });
+  await until(() => seen.joins.length === 2, 'two joins');
+  return { one, two, sub, seen, other };
+}
+
 // A recoverable subscription; the server API disconnects the user with 4100 (the SDK reconnects),
 // two publications go by meanwhile: what the resubscribe recovered.
 export async function recovery(user, channel, open = client, record = subscribed) {

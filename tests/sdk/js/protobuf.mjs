@@ -6,7 +6,7 @@
 import { Centrifuge as JsonCentrifuge } from 'centrifuge';
 import { Centrifuge } from 'centrifuge/build/protobuf';
 import {
-  api, client as anyClient, connected, recovery, report, serverSide, subscribed as recorded, token, until,
+  api, client as anyClient, connected, recovery, report, serverSide, subscribed as recorded, token, twoOn, until,
 } from './common.mjs';
 
 const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
@@ -17,11 +17,7 @@ const client = (options = {}, Build = Centrifuge) => anyClient(options, Build);
 const subscribed = (c, channel, options = {}) => recorded(c, channel, options, decode);
 
 async function basics() {
-  const one = await connected(client());
-  const two = await connected(client({ token: token('pj-two') }));
-  const [sub, seen] = await subscribed(one, 'chat:pbjs', { joinLeave: true });
-  const [, other] = await subscribed(two, 'chat:pbjs', { joinLeave: true });
-  await until(() => seen.joins.length === 2, 'two joins');
+  const { one, two, sub, seen, other } = await twoOn('pj-two', 'chat:pbjs', client, subscribed);
   await sub.publish(encode({ text: 'hi' }));
   await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
   const presence = await sub.presence();

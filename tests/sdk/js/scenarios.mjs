@@ -2,18 +2,15 @@
 // Switchboard instance: run by tests/sdk/test_centrifuge_js.py, which reads the JSON this prints.
 // Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
 import WebSocket from 'ws';
-import { api, client, connected, recovery, report, serverSide, subscribed, token, until } from './common.mjs';
+import {
+  api, client, connected, recovery, report, serverSide, subscribed, token, twoOn, until,
+} from './common.mjs';
 
 const HTTP = process.env.SB_HTTP;
 const REFRESH_WAIT_MS = Number(process.env.SB_REFRESH_WAIT_MS || 5000);
 
 async function basics() {
-  const one = await connected(client());
-  const two = await connected(client({ token: token('jo-two') }));
-  // joinLeave: the SDK asks for join/leave pushes (the namespace has join_leave = true).
-  const [sub, seen] = await subscribed(one, 'chat:js', { joinLeave: true });
-  const [, other] = await subscribed(two, 'chat:js', { joinLeave: true });
-  await until(() => seen.joins.length === 2, 'two joins');
+  const { one, two, sub, seen, other } = await twoOn('jo-two', 'chat:js');
   await sub.publish({ text: 'hi' });
   await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
   const presence = await sub.presence();
