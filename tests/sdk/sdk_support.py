@@ -40,6 +40,29 @@ publish = "granted"
 presence = true
 """
 
+# Seconds a connection (or subscription) outlives its token's expiry: the refresh tests wait past
+# it, and the Node scripts past a 2 s token, its expiry and the grace (REFRESH_WAIT_MS).
+REFRESH_GRACE = 1
+REFRESH_WAIT_MS = 5000
+
+# The instance both Protobuf SDKs meet (test_centrifuge_python_protobuf.py, ..._js_protobuf.py).
+PROTOBUF_ENV = {
+    "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
+    # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
+    "SWITCHBOARD_PING_INTERVAL": "1",
+    "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
+    "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
+}
+
+# The limits the bad-input tests push against (test_centrifuge_wire.py, ..._bad_input.py).
+BURST = 20
+MAX_BYTES = 1 << 20  # room for 10,000 commands in one frame
+LIMITS = {
+    "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
+    "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
+    "SWITCHBOARD_MAX_MESSAGE_BYTES": str(MAX_BYTES),
+}
+
 JS = ROOT / "tests" / "sdk" / "js"
 NPM = ["npm", "--no-audit", "--no-fund", "--loglevel=error"]
 

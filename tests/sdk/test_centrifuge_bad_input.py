@@ -20,22 +20,15 @@ from centrifuge.protocol import client_pb2
 from websockets.exceptions import ConnectionClosed
 
 from tests.sdk.raw_client import Client, varint
-from tests.sdk.sdk_support import NAMESPACES, instance, token
+from tests.sdk.sdk_support import BURST, LIMITS, MAX_BYTES, NAMESPACES, instance, token
 from tests.support import API_HEADERS, AppProcess, ws_connect
 
-BURST = 20
-MAX_BYTES = 1 << 20  # room for 10,000 commands in one frame
 PUBLISHED_MEANWHILE = 10
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    env = {
-        "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
-        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
-        "SWITCHBOARD_MAX_MESSAGE_BYTES": str(MAX_BYTES),
-    }
-    with instance(tmp_path_factory.mktemp("centrifuge-bad-input"), NAMESPACES, env, "bad-input") as found:
+    with instance(tmp_path_factory.mktemp("centrifuge-bad-input"), NAMESPACES, LIMITS, "bad-input") as found:
         yield found
 
 

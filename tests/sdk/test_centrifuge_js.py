@@ -11,10 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.sdk.sdk_support import NAMESPACES, instance, run_node, scenario
-
-REFRESH_GRACE = 1
-REFRESH_WAIT_MS = 5000  # past the first 2 s token's expiry and the grace after it
+from tests.sdk.sdk_support import NAMESPACES, REFRESH_GRACE, REFRESH_WAIT_MS, instance, run_node, scenario
 
 
 @pytest.fixture(scope="module")

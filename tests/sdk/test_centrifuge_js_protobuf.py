@@ -9,20 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.sdk.sdk_support import NAMESPACES, instance, run_node, scenario
-from tests.sdk.test_centrifuge_js import REFRESH_GRACE
+from tests.sdk.sdk_support import NAMESPACES, PROTOBUF_ENV, instance, run_node, scenario
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    env = {
-        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
-        # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
-        "SWITCHBOARD_PING_INTERVAL": "1",
-        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
-        "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
-    }
-    with instance(tmp_path_factory.mktemp("centrifuge-js-protobuf"), NAMESPACES, env, "sdk-js-pb") as app:
+    with instance(tmp_path_factory.mktemp("centrifuge-js-protobuf"), NAMESPACES, PROTOBUF_ENV, "sdk-js-pb") as app:
         yield run_node("protobuf.mjs", app, {})
 
 

@@ -9,10 +9,19 @@ import orjson
 import pytest
 from centrifuge import Client
 
-from tests.sdk.sdk_support import NAMESPACES, Events, api, connected, instance, subscribed, token, until, url
+from tests.sdk.sdk_support import (
+    NAMESPACES,
+    REFRESH_GRACE,
+    Events,
+    api,
+    connected,
+    instance,
+    subscribed,
+    token,
+    until,
+    url,
+)
 from tests.support import AppProcess, recv_until, ws_connect
-
-REFRESH_GRACE = 1
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,9 @@ from centrifuge.exceptions import ReplyError
 from tests.sdk import sdk_support
 from tests.sdk.raw_client import Client as RawClient
 from tests.sdk.raw_client import pb_replies
-from tests.sdk.sdk_support import NAMESPACES, api, connected, instance, subscribed, token, until, url
+from tests.sdk.sdk_support import NAMESPACES, PROTOBUF_ENV, api, connected, instance, subscribed, token, until, url
 from tests.support import AppProcess, recv_until, ws_connect
 
-REFRESH_GRACE = 1
 # A namespace that allows deltas (docs/sdks.md#delta-compression): in Protobuf they are never negotiated.
 DELTA_NAMESPACE = """
 [namespaces.dash]
@@ -67,15 +66,8 @@ class ClientEvents(ClientEventHandler):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    env = {
-        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
-        # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
-        "SWITCHBOARD_PING_INTERVAL": "1",
-        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
-        "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
-    }
     workdir = tmp_path_factory.mktemp("centrifuge-python-protobuf")
-    with instance(workdir, NAMESPACES + DELTA_NAMESPACE, env, "sdk-python-pb") as found:
+    with instance(workdir, NAMESPACES + DELTA_NAMESPACE, PROTOBUF_ENV, "sdk-python-pb") as found:
         yield found
 
 

@@ -17,22 +17,17 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.sdk.sdk_support import NAMESPACES, instance, token
+from tests.sdk.sdk_support import BURST, LIMITS, NAMESPACES, instance, token
 from tests.support import API_HEADERS, AppProcess, recv_json, recv_until, running, ws_connect
-
-BURST = 20
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
     env = {
-        "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
-        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
+        **LIMITS,
         "SWITCHBOARD_PING_INTERVAL": "1",
         "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
         "SWITCHBOARD_USER_CONNECTION_LIMIT": "1",
-        # Room for 10,000 commands in one frame.
-        "SWITCHBOARD_MAX_MESSAGE_BYTES": str(1 << 20),
     }
     with instance(tmp_path_factory.mktemp("centrifuge-wire"), NAMESPACES, env, "wire") as found:
         yield found

@@ -25,10 +25,9 @@ from centrifuge import (
 from centrifuge.exceptions import ReplyError
 
 from tests.sdk import sdk_support
-from tests.sdk.sdk_support import Events, api, instance, token, url
+from tests.sdk.sdk_support import REFRESH_GRACE, Events, api, instance, token, url
 from tests.support import API_HEADERS, AppProcess, recv_until, ws_connect
 
-REFRESH_GRACE = 1
 OPTIONS = """
 [namespaces.chat]
 history_size = 100

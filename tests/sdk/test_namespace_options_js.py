@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.sdk.sdk_support import instance, run_node, scenario
-from tests.sdk.test_centrifuge_js import REFRESH_WAIT_MS
-from tests.sdk.test_namespace_options import OPTIONS, REFRESH_GRACE
+from tests.sdk.sdk_support import REFRESH_GRACE, REFRESH_WAIT_MS, instance, run_node, scenario
+from tests.sdk.test_namespace_options import OPTIONS
 
 
 @pytest.fixture(scope="module")
