@@ -20,7 +20,7 @@ from centrifuge.protocol import client_pb2
 from websockets.exceptions import ConnectionClosed
 
 from tests.sdk.raw_client import Client, varint
-from tests.sdk.sdk_support import BURST, LIMITS, MAX_BYTES, NAMESPACES, instance, token
+from tests.sdk.sdk_support import BURST, LIMITS, MAX_BYTES, NAMESPACES, api, instance, token
 from tests.support import API_HEADERS, AppProcess, ws_connect
 
 PUBLISHED_MEANWHILE = 10
@@ -202,8 +202,8 @@ async def test_ten_thousand_protobuf_commands_in_one_frame_run_no_further_than_t
     assert code == 3501  # the client kept on past the limit, as in JSON
     assert 0 < ok <= BURST + 5, (ok, limited)
     assert limited <= 2 * BURST + 5, (ok, limited)
-    response = httpx.post(f"{app.http}/api/v1/history", json={"channel": flood_channel}, headers=API_HEADERS, timeout=5)
-    assert len(response.json()["publications"]) == ok  # exactly what was answered ok was published
+    history = api(app, "history", {"channel": flood_channel})
+    assert len(history["publications"]) == ok  # exactly what was answered ok was published
 
 
 async def test_send_arrives_as_a_protobuf_message_push(app: AppProcess) -> None:
@@ -212,10 +212,7 @@ async def test_send_arrives_as_a_protobuf_message_push(app: AppProcess) -> None:
     client = Client(ws, protobuf=True)
     await client.send({"id": 1, "connect": {"token": token("pb-sent")}})
     await client.reply(1)
-    response = httpx.post(
-        f"{app.http}/api/v1/send", json={"user": "pb-sent", "data": {"note": 1}}, headers=API_HEADERS, timeout=5
-    )
-    response.raise_for_status()
+    api(app, "send", {"user": "pb-sent", "data": {"note": 1}})
     async with asyncio.timeout(10):
         while not (pushes := [r["push"] for r in await client.frames() if "message" in r.get("push", {})]):
             pass
