@@ -1,31 +1,27 @@
 """A raw client of ``/connection/websocket`` in either encoding, for bad input and frame-level
 checks: commands are JSON protocol dicts, replies and pushes come back as dicts.
 
-Protobuf commands are built, and replies read, with centrifuge-python's own compiled client.proto,
-not with Switchboard's schema, so that the server's encoding is checked against another's."""
+Protobuf commands are built, and replies read, with centrifuge-python's own compiled client.proto
+and framing, not with Switchboard's schema, so that the server's encoding is checked against another's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from centrifuge.codecs import _ProtobufCodec, _varint_encode
 from centrifuge.protocol import client_pb2
-from google.protobuf.json_format import MessageToDict
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.support import AppProcess, ws_connect
 
-
-def varint(number: int) -> bytes:
-    out = bytearray()
-    while number > 0x7F:
-        out.append(number & 0x7F | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
+# The SDK's own framing (its codec module, pinned with it): each message after its varint length.
+varint: Callable[[int], bytes] = _varint_encode
+pb_replies: Callable[[bytes], list[dict[str, Any]]] = _ProtobufCodec.decode_replies
 
 
 def pb_command(command: dict[str, Any]) -> bytes:
@@ -40,23 +36,6 @@ def pb_command(command: dict[str, Any]) -> bytes:
             setattr(request, key, orjson.dumps(value) if key == "data" else value)
     body: bytes = cmd.SerializeToString()
     return varint(len(body)) + body
-
-
-def pb_replies(frame: bytes) -> list[dict[str, Any]]:
-    replies, pos = [], 0
-    while pos < len(frame):
-        length = shift = 0
-        while True:
-            byte = frame[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        reply = client_pb2.Reply.FromString(frame[pos : pos + length])
-        replies.append(MessageToDict(reply, preserving_proto_field_name=True))
-        pos += length
-    return replies
 
 
 class Client:
