@@ -26,8 +26,7 @@ import pytest
 from tests.deploy.test_streams_nginx import render
 from tests.integration.conftest import start_cluster, token
 from tests.netns import start_nginx
-from tests.sdk.sdk_support import NAMESPACES
-from tests.sdk.test_centrifuge_js import JS, installed
+from tests.sdk.sdk_support import JS, NAMESPACES, installed
 from tests.support import ROOT, TEST_API_KEY, TEST_SECRET, free_port, running, wait_until
 
 SHORT = 2  # seconds: location /'s read timeout in this test

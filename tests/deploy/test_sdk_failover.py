@@ -22,9 +22,7 @@ from cent.exceptions import CentError
 from centrifuge import Client
 
 from tests.deploy.test_streams_nginx import stack  # noqa: F401 - the nginx + two instances fixture
-from tests.sdk.sdk_support import token
-from tests.sdk.test_centrifuge_js import JS, installed
-from tests.sdk.test_centrifuge_python import Events, until
+from tests.sdk.sdk_support import JS, Events, installed, token, until
 from tests.support import API_HEADERS, TEST_API_KEY, AppProcess
 
 MESSAGES = 300

@@ -14,7 +14,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.e2e.test_browser import browser, demo_url, instances, new_page, screenshot  # noqa: F401 - fixtures
-from tests.sdk.test_centrifuge_js import JS, installed
+from tests.sdk.sdk_support import JS, installed
 from tests.support import ROOT, AppProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ROOT, free_port, wait_until
+from tests.support import ROOT, AppProcess, free_port, running, wait_until
 
 
 class Backend:
@@ -61,3 +61,16 @@ def backend(app_spec: str, workdir: Path, cwd: Path = ROOT) -> Iterator[Backend]
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def proxied(workdir: Path, name: str, config: str, env: dict[str, str]) -> Iterator[tuple[Backend, AppProcess]]:
+    """tests/integration/proxy_backend.py in its own process, and one app instance (memory broker)
+    whose switchboard.toml is ``config`` and whose ``env`` is on top; ``{url}`` in either is the
+    backend's URL. The app is stopped first, then the backend."""
+    with backend("tests.integration.proxy_backend:app", workdir) as server:
+        path = workdir / "switchboard.toml"
+        path.write_text(config.format(url=server.url))
+        full = {"SWITCHBOARD_CONFIG": str(path), **{key: value.format(url=server.url) for key, value in env.items()}}
+        with running(AppProcess(name, workdir, full)) as (app,):
+            yield server, app

@@ -5,13 +5,12 @@ the server at connect (the reply's ``subs``), as a token's claim is; a pattern o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.integration.backends import Backend, backend
-from tests.support import AppProcess, recv_until, running, ws_connect
+from tests.integration.backends import proxied
+from tests.support import AppProcess, recv_until, ws_connect
 
 CONFIG = """
 [namespaces.team]
@@ -21,22 +20,9 @@ history_size = 10
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("connect-subs")
-
-
-@pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Backend]:
-    with backend("tests.integration.proxy_backend:app", workdir) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def app(server: Backend, workdir: Path) -> Iterator[AppProcess]:
-    config = workdir / "switchboard.toml"
-    config.write_text(CONFIG)
-    env = {"SWITCHBOARD_CONFIG": str(config), "SWITCHBOARD_CONNECT_PROXY_URL": f"{server.url}/connect"}
-    with running(AppProcess("connect-subs", workdir, env)) as (found,):
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    env = {"SWITCHBOARD_CONNECT_PROXY_URL": "{url}/connect"}
+    with proxied(tmp_path_factory.mktemp("connect-subs"), "connect-subs", CONFIG, env) as (_, found):
         yield found
 
 

@@ -21,7 +21,7 @@ from playwright.async_api import async_playwright
 
 from switchboard_client.realtime import Client, CommandError
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.integration.backends import Backend, backend
+from tests.integration.backends import Backend, proxied
 from tests.integration.test_ws_protocol import user_token
 from tests.integration.wsproto import Proto, connected, is_pub
 from tests.sse import events, next_data
@@ -44,32 +44,28 @@ subscribe = "granted"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxies")
-
-
-@pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Backend]:
-    with backend("tests.integration.proxy_backend:app", workdir) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def app(server: Backend, workdir: Path) -> Iterator[AppProcess]:
-    config = workdir / "switchboard.toml"
-    config.write_text(CONFIG.format(url=server.url))
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Backend, AppProcess]]:
     env = {
-        "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",
-        "SWITCHBOARD_CONNECT_PROXY_URL": f"{server.url}/connect",
-        "SWITCHBOARD_REFRESH_PROXY_URL": f"{server.url}/refresh",
+        "SWITCHBOARD_CONNECT_PROXY_URL": "{url}/connect",
+        "SWITCHBOARD_REFRESH_PROXY_URL": "{url}/refresh",
         "SWITCHBOARD_PROXY_TIMEOUT": str(TIMEOUT),
         "SWITCHBOARD_PROXY_MAX_CONCURRENCY": str(CONCURRENCY),
         "SWITCHBOARD_PROXY_EMULATED_HEADERS": "Cookie,User-Agent",
         "SWITCHBOARD_REFRESH_GRACE": "1",
     }
-    with running(AppProcess("proxied", workdir, env)) as (found,):
+    with proxied(tmp_path_factory.mktemp("proxies"), "proxied", CONFIG, env) as found:
         yield found
+
+
+@pytest.fixture(scope="module")
+def server(pair: tuple[Backend, AppProcess]) -> Backend:
+    return pair[0]
+
+
+@pytest.fixture(scope="module")
+def app(pair: tuple[Backend, AppProcess]) -> AppProcess:
+    return pair[1]
 
 
 def stats(server: Backend) -> dict[str, Any]:
@@ -277,8 +273,8 @@ async def test_every_call_is_counted_by_kind_and_result(app: AppProcess) -> None
     assert 'switchboard_command_errors_total{code="backend"}' in text  # backend codes share one label
 
 
-async def test_rpc_with_neither_proxy_nor_hook_is_104(workdir: Path) -> None:
-    with running(AppProcess("plain", workdir)) as (plain,):
+async def test_rpc_with_neither_proxy_nor_hook_is_104(tmp_path: Path) -> None:
+    with running(AppProcess("plain", tmp_path)) as (plain,):
         async with connected(plain.ws("/ws")) as proto:
             found = await proto.call("rpc", method="anything", data=1)
             assert found["error"]["code"] == 104, found

@@ -31,16 +31,13 @@ from centrifuge import Client
 from app import __version__
 from tests.docs_console import Console
 from tests.docs_examples import example
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.sdk.test_centrifuge_python import Events, until
+from tests.sdk.sdk_support import NAMESPACES, Events, connected, instance, subscribed, token, until, url
 from tests.support import (
     API_HEADERS,
     TEST_API_KEY,
     AppProcess,
-    RedisServer,
     expect_close,
     recv_until,
-    running,
     ws_connect,
 )
 
@@ -56,16 +53,8 @@ presence = false
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("cent")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES + QUIET)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {"SWITCHBOARD_BROKER_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(config)}
-    try:
-        with running(AppProcess("cent", workdir, env)) as (instance,):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("cent"), NAMESPACES + QUIET, {}, "cent") as found:
+        yield found
 
 
 @pytest.fixture
@@ -76,13 +65,9 @@ async def cent(app: AppProcess) -> AsyncIterator[AsyncClient]:
 
 
 async def sdk_subscriber(app: AppProcess, channel: str, user: str) -> tuple[Client, Events]:
-    client = Client(app.ws("/connection/websocket"), token=token(user))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token(user)))
     seen = Events()
-    sub = client.new_subscription(channel, events=seen)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, channel, seen)
     return client, seen
 
 
@@ -162,9 +147,7 @@ async def test_presence_channels_and_info_through_cent(app: AppProcess, cent: As
 
 async def test_subscribe_unsubscribe_and_disconnect_through_cent(app: AppProcess, cent: AsyncClient) -> None:
     ws = await ws_subscriber(app, "", "dora")
-    client = Client(app.ws("/connection/websocket"), token=token("dora"))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token("dora")))
     try:
         await cent.subscribe(SubscribeRequest(user="dora", channel="chat:cent-s"))
         sub = await recv_until(ws, lambda f: f.get("op") == "sub")

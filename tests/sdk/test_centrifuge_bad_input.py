@@ -17,131 +17,19 @@ import httpx
 import orjson
 import pytest
 from centrifuge.protocol import client_pb2
-from google.protobuf.json_format import MessageToDict
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.support import API_HEADERS, AppProcess, RedisServer, running, ws_connect
+from tests.sdk.raw_client import Client, varint
+from tests.sdk.sdk_support import BURST, LIMITS, MAX_BYTES, NAMESPACES, api, instance, token
+from tests.support import API_HEADERS, AppProcess, ws_connect
 
-BURST = 20
-MAX_BYTES = 1 << 20  # room for 10,000 commands in one frame
 PUBLISHED_MEANWHILE = 10
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("centrifuge-bad-input")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
-        "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
-        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
-        "SWITCHBOARD_MAX_MESSAGE_BYTES": str(MAX_BYTES),
-    }
-    instance = AppProcess("bad-input", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
-
-
-def varint(number: int) -> bytes:
-    out = bytearray()
-    while number > 0x7F:
-        out.append(number & 0x7F | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
-
-
-def pb_command(command: dict[str, Any]) -> bytes:
-    """A JSON protocol command as a length-delimited Protobuf Command (``data`` as JSON bytes)."""
-    cmd = client_pb2.Command(id=command.get("id", 0))
-    for method, params in command.items():
-        if method == "id":
-            continue
-        request = getattr(cmd, method)
-        request.SetInParent()
-        for key, value in params.items():
-            setattr(request, key, orjson.dumps(value) if key == "data" else value)
-    body: bytes = cmd.SerializeToString()
-    return varint(len(body)) + body
-
-
-def pb_replies(frame: bytes) -> list[dict[str, Any]]:
-    replies, pos = [], 0
-    while pos < len(frame):
-        length = shift = 0
-        while True:
-            byte = frame[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        reply = client_pb2.Reply.FromString(frame[pos : pos + length])
-        replies.append(MessageToDict(reply, preserving_proto_field_name=True))
-        pos += length
-    return replies
-
-
-class Client:
-    """A raw client in one encoding: commands as JSON protocol dicts, replies as dicts."""
-
-    def __init__(self, ws: ClientConnection, protobuf: bool) -> None:
-        self.ws, self.protobuf = ws, protobuf
-
-    @classmethod
-    async def connect(cls, app: AppProcess, protobuf: bool) -> Client:
-        subprotocols: Any = ["centrifuge-protobuf"] if protobuf else None
-        ws = await ws_connect(app.ws("/connection/websocket"), subprotocols=subprotocols)
-        assert ws.subprotocol == ("centrifuge-protobuf" if protobuf else None)
-        client = cls(ws, protobuf)
-        await client.send({"id": 1, "connect": {}})
-        assert "connect" in (await client.reply(1))
-        return client
-
-    async def send(self, *commands: dict[str, Any]) -> None:
-        if self.protobuf:
-            await self.ws.send(b"".join(pb_command(c) for c in commands))
-        else:
-            await self.ws.send("\n".join(orjson.dumps(c).decode() for c in commands))
-
-    async def frames(self, timeout: float = 10) -> list[dict[str, Any]]:
-        """The next frame's replies and pushes; pings are answered and left out."""
-        while True:
-            raw = await asyncio.wait_for(self.ws.recv(), timeout)
-            if self.protobuf:
-                assert isinstance(raw, bytes), "a Protobuf connection gets binary frames only"
-                found = pb_replies(raw)
-            else:
-                found = [orjson.loads(line) for line in str(raw).split("\n")]
-            if any(not reply for reply in found):
-                await self.ws.send(b"\x00" if self.protobuf else "{}")
-            found = [reply for reply in found if reply]
-            if found:
-                return found
-
-    async def reply(self, cmd_id: int) -> dict[str, Any]:
-        async with asyncio.timeout(10):
-            while True:
-                for reply in await self.frames():
-                    if reply.get("id") == cmd_id:
-                        return reply
-
-    async def closed(self) -> tuple[int | None, str]:
-        """Read until the server closes; its close code and reason."""
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
-            async with asyncio.timeout(10):
-                while True:
-                    await self.ws.recv()
-        rcvd = self.ws.protocol.close_rcvd
-        return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+    with instance(tmp_path_factory.mktemp("centrifuge-bad-input"), NAMESPACES, LIMITS, "bad-input") as found:
+        yield found
 
 
 class Observer:
@@ -314,8 +202,8 @@ async def test_ten_thousand_protobuf_commands_in_one_frame_run_no_further_than_t
     assert code == 3501  # the client kept on past the limit, as in JSON
     assert 0 < ok <= BURST + 5, (ok, limited)
     assert limited <= 2 * BURST + 5, (ok, limited)
-    response = httpx.post(f"{app.http}/api/v1/history", json={"channel": flood_channel}, headers=API_HEADERS, timeout=5)
-    assert len(response.json()["publications"]) == ok  # exactly what was answered ok was published
+    history = api(app, "history", {"channel": flood_channel})
+    assert len(history["publications"]) == ok  # exactly what was answered ok was published
 
 
 async def test_send_arrives_as_a_protobuf_message_push(app: AppProcess) -> None:
@@ -324,10 +212,7 @@ async def test_send_arrives_as_a_protobuf_message_push(app: AppProcess) -> None:
     client = Client(ws, protobuf=True)
     await client.send({"id": 1, "connect": {"token": token("pb-sent")}})
     await client.reply(1)
-    response = httpx.post(
-        f"{app.http}/api/v1/send", json={"user": "pb-sent", "data": {"note": 1}}, headers=API_HEADERS, timeout=5
-    )
-    response.raise_for_status()
+    api(app, "send", {"user": "pb-sent", "data": {"note": 1}})
     async with asyncio.timeout(10):
         while not (pushes := [r["push"] for r in await client.frames() if "message" in r.get("push", {})]):
             pass

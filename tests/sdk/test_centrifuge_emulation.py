@@ -8,54 +8,27 @@ through redis.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.sdk.sdk_support import NAMESPACES
-from tests.sdk.test_centrifuge_js import JS, installed
-from tests.support import TEST_API_KEY, TEST_SECRET, AppProcess, RedisServer, running
+from tests.sdk.sdk_support import NAMESPACES, instances, run_node
 
 KINDS = ("http_stream", "sse")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    installed()
-    workdir = tmp_path_factory.mktemp("centrifuge-emulation")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
         # A ping a second, a pong due within two: pongs relayed through B keep A's streams open.
         "SWITCHBOARD_PING_INTERVAL": "1",
         "SWITCHBOARD_HEARTBEAT_TIMEOUT": "2",
     }
-    a, b = AppProcess("emu-a", workdir, env), AppProcess("emu-b", workdir, env)
-    try:
-        with running(a, b):
-            node_env = {
-                **os.environ,
-                "SB_A": a.http,
-                "SB_B": b.http,
-                "SB_API_KEY": TEST_API_KEY,
-                "SB_SECRET": TEST_SECRET,
-            }
-            done = subprocess.run(
-                ["node", "emulation.mjs"], cwd=JS, env=node_env, capture_output=True, text=True, timeout=90
-            )
-            assert done.returncode == 0, done.stderr[-4000:]
-            found: dict[str, Any] = json.loads(done.stdout)
-            found["origins"] = {"a": a.http, "b": b.http}
-            yield found
-    finally:
-        redis_server.stop()
+    with instances(tmp_path_factory.mktemp("centrifuge-emulation"), NAMESPACES, env, "emu-a", "emu-b") as (a, b):
+        found: dict[str, Any] = run_node("emulation.mjs", None, {"SB_A": a.http, "SB_B": b.http}, timeout=90)
+        found["origins"] = {"a": a.http, "b": b.http}
+        yield found
 
 
 def seen(results: dict[str, Any], kind: str) -> dict[str, Any]:

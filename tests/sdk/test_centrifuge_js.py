@@ -6,70 +6,23 @@ clone. ``scenarios.mjs`` runs every scenario at once and prints what each saw, a
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.sdk.sdk_support import NAMESPACES
-from tests.support import ROOT, TEST_API_KEY, TEST_SECRET, AppProcess, RedisServer, running
-
-JS = ROOT / "tests" / "sdk" / "js"
-NPM = ["npm", "--no-audit", "--no-fund", "--loglevel=error"]
-REFRESH_GRACE = 1
-REFRESH_WAIT_MS = 5000  # past the first 2 s token's expiry and the grace after it
-
-
-def installed() -> None:
-    for tool in ("node", "npm"):
-        assert shutil.which(tool), f"{tool} is needed (make deps installs it)"
-    lock, marker = JS / "package-lock.json", JS / "node_modules" / ".package-lock.json"
-    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run([*NPM, "ci", "--prefer-offline"], cwd=JS, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr[-4000:]
+from tests.sdk.sdk_support import NAMESPACES, REFRESH_GRACE, REFRESH_WAIT_MS, instance, run_node, scenario
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    installed()
-    workdir = tmp_path_factory.mktemp("centrifuge-js")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
         # on_rpc answers rpc (test_centrifuge_wire.py has none: rpc is 104 there).
         "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",
     }
-    instance = AppProcess("sdk-js", workdir, env)
-    try:
-        with running(instance):
-            node_env = {
-                **os.environ,
-                "SB_HTTP": instance.http,
-                "SB_API_KEY": TEST_API_KEY,
-                "SB_SECRET": TEST_SECRET,
-                "SB_REFRESH_WAIT_MS": str(REFRESH_WAIT_MS),
-            }
-            done = subprocess.run(
-                ["node", "scenarios.mjs"], cwd=JS, env=node_env, capture_output=True, text=True, timeout=60
-            )
-            assert done.returncode == 0, done.stderr[-4000:]
-            yield json.loads(done.stdout)
-    finally:
-        redis_server.stop()
-
-
-def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
-    found: dict[str, Any] = results[name]
-    assert "error" not in found, found.get("error")
-    return found
+    with instance(tmp_path_factory.mktemp("centrifuge-js"), NAMESPACES, env, "sdk-js") as app:
+        yield run_node("scenarios.mjs", app, {"SB_REFRESH_WAIT_MS": str(REFRESH_WAIT_MS)})
 
 
 def test_publish_presence_history_join_leave_and_rpc(results: dict[str, Any]) -> None:

@@ -4,46 +4,18 @@ disconnect codes. ``js/protobuf.mjs`` runs every scenario at once and prints wha
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.sdk.sdk_support import NAMESPACES
-from tests.sdk.test_centrifuge_js import JS, REFRESH_GRACE, installed, scenario
-from tests.support import TEST_API_KEY, TEST_SECRET, AppProcess, RedisServer, running
+from tests.sdk.sdk_support import NAMESPACES, PROTOBUF_ENV, instance, run_node, scenario
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    installed()
-    workdir = tmp_path_factory.mktemp("centrifuge-js-protobuf")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
-        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
-        # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
-        "SWITCHBOARD_PING_INTERVAL": "1",
-        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
-        "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
-    }
-    instance = AppProcess("sdk-js-pb", workdir, env)
-    try:
-        with running(instance):
-            node_env = {**os.environ, "SB_HTTP": instance.http, "SB_API_KEY": TEST_API_KEY, "SB_SECRET": TEST_SECRET}
-            done = subprocess.run(
-                ["node", "protobuf.mjs"], cwd=JS, env=node_env, capture_output=True, text=True, timeout=60
-            )
-            assert done.returncode == 0, done.stderr[-4000:]
-            yield json.loads(done.stdout)
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("centrifuge-js-protobuf"), NAMESPACES, PROTOBUF_ENV, "sdk-js-pb") as app:
+        yield run_node("protobuf.mjs", app, {})
 
 
 def test_publish_presence_history_join_leave_and_rpc_in_protobuf(results: dict[str, Any]) -> None:

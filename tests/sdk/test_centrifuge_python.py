@@ -3,89 +3,32 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import orjson
 import pytest
-from centrifuge import (
-    Client,
-    JoinContext,
-    LeaveContext,
-    PublicationContext,
-    SubscribedContext,
-    SubscriptionEventHandler,
+from centrifuge import Client
+
+from tests.sdk.sdk_support import (
+    NAMESPACES,
+    REFRESH_GRACE,
+    Events,
+    api,
+    connected,
+    instance,
+    subscribed,
+    token,
+    until,
+    url,
 )
-
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
-
-REFRESH_GRACE = 1
-
-
-class Events(SubscriptionEventHandler):
-    """What one subscription saw, in order."""
-
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.offsets: list[int] = []
-        self.joins: list[str] = []
-        self.leaves: list[str] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(ctx.pub.data)
-        self.offsets.append(ctx.pub.offset)
-
-    async def on_join(self, ctx: JoinContext) -> None:
-        self.joins.append(ctx.info.client)
-
-    async def on_leave(self, ctx: LeaveContext) -> None:
-        self.leaves.append(ctx.info.client)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
+from tests.support import AppProcess, recv_until, ws_connect
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("centrifuge-python")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
-        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
-    }
-    instance = AppProcess("sdk-python", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
-
-
-def url(app: AppProcess) -> str:
-    return app.ws("/connection/websocket")
-
-
-def api(app: AppProcess, method: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{app.http}/api/v1/{method}", json=body, headers=API_HEADERS, timeout=5)
-    response.raise_for_status()
-    return response.json()
-
-
-async def until(predicate: Any, what: str, timeout: float = 5) -> None:
-    """Poll what the SDK's handlers recorded (or its state), with a deadline naming ``what``."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    env = {"SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE)}
+    with instance(tmp_path_factory.mktemp("centrifuge-python"), NAMESPACES, env, "sdk-python") as found:
+        yield found
 
 
 async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess) -> None:
@@ -95,12 +38,8 @@ async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess
     await one.ready(5)
     await two.ready(5)
     first, second = Events(), Events()
-    sub = one.new_subscription("chat:py", events=first, join_leave=True)
-    await sub.subscribe()
-    await sub.ready(5)
-    other = two.new_subscription("chat:py", events=second, join_leave=True)
-    await other.subscribe()
-    await other.ready(5)
+    sub = await subscribed(one, "chat:py", first, join_leave=True)
+    await subscribed(two, "chat:py", second, join_leave=True)
     await until(lambda: len(first.joins) == 2, "the join pushes (its own, then bob's)")
     await sub.publish({"text": "hi"})
     await until(lambda: first.data and second.data, "the publication on both")
@@ -122,13 +61,9 @@ async def test_anonymous_publish_presence_history_and_join_leave(app: AppProcess
 
 async def test_a_subscription_token_grants_its_channel(app: AppProcess) -> None:
     """(This SDK has no handler for the server API's ``send``: test_centrifuge_js.py covers it.)"""
-    client = Client(url(app), token=token("erin"))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token("erin")))
     seen = Events()
-    sub = client.new_subscription("team:red", events=seen, token=token("erin", channel="team:red"))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "team:red", seen, token=token("erin", channel="team:red"))
     api(app, "publish", {"channel": "team:red", "data": {"from": "api"}})
     await until(lambda: seen.data, "the publication")
     assert seen.data == [{"from": "api"}]
@@ -142,9 +77,7 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
         issued.append(token("frank", ttl=2))
         return issued[-1]
 
-    client = Client(url(app), get_token=get_token)
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), get_token=get_token))
     await until(lambda: len(issued) >= 3, "two refreshes", timeout=10)
     # Past the first token's expiry and the grace: still connected, on the same connection.
     assert client.state.value == "connected"
@@ -152,13 +85,9 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
 
 
 async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: AppProcess) -> None:
-    client = Client(url(app), token=token("gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app), token=token("gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0))
     seen = Events()
-    sub = client.new_subscription("chat:recover", events=seen, recoverable=True)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "chat:recover", seen, recoverable=True)
     api(app, "publish", {"channel": "chat:recover", "data": 1})
     await until(lambda: seen.data == [1], "the first publication")
     api(app, "disconnect", {"user": "gina", "code": 4100, "reason": "reconnect"})  # 4000-4499: reconnect
@@ -175,13 +104,9 @@ async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: App
 
 
 async def test_interop_with_ws_and_the_server_api(app: AppProcess) -> None:
-    client = Client(url(app))
-    await client.connect()
-    await client.ready(5)
+    client = await connected(Client(url(app)))
     seen = Events()
-    sub = client.new_subscription("chat:mixed", events=seen)
-    await sub.subscribe()
-    await sub.ready(5)
+    sub = await subscribed(client, "chat:mixed", seen)
     async with ws_connect(app.ws("/ws")) as ws:
         await ws.send('{"id":1,"op":"connect"}')
         await recv_until(ws, lambda f: f.get("id") == 1)

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from centrifuge import (
@@ -18,22 +17,17 @@ from centrifuge import (
     ClientEventHandler,
     DeltaType,
     DisconnectedContext,
-    JoinContext,
-    LeaveContext,
-    PublicationContext,
     ServerPublicationContext,
     ServerSubscribedContext,
-    SubscribedContext,
-    SubscriptionEventHandler,
 )
 from centrifuge.exceptions import ReplyError
 
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.sdk.test_centrifuge_bad_input import Client as RawClient
-from tests.sdk.test_centrifuge_bad_input import pb_replies
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
+from tests.sdk import sdk_support
+from tests.sdk.raw_client import Client as RawClient
+from tests.sdk.raw_client import pb_replies
+from tests.sdk.sdk_support import NAMESPACES, PROTOBUF_ENV, api, connected, instance, subscribed, token, until, url
+from tests.support import AppProcess, recv_until, ws_connect
 
-REFRESH_GRACE = 1
 # A namespace that allows deltas (docs/sdks.md#delta-compression): in Protobuf they are never negotiated.
 DELTA_NAMESPACE = """
 [namespaces.dash]
@@ -47,26 +41,9 @@ def doc(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-class Events(SubscriptionEventHandler):
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.offsets: list[int] = []
-        self.joins: list[str] = []
-        self.leaves: list[str] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(orjson.loads(ctx.pub.data))
-        self.offsets.append(ctx.pub.offset)
-
-    async def on_join(self, ctx: JoinContext) -> None:
-        self.joins.append(ctx.info.client)
-
-    async def on_leave(self, ctx: LeaveContext) -> None:
-        self.leaves.append(ctx.info.client)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
+class Events(sdk_support.Events):
+    def decode(self, data: Any) -> Any:
+        return orjson.loads(data)
 
 
 class ClientEvents(ClientEventHandler):
@@ -90,43 +67,12 @@ class ClientEvents(ClientEventHandler):
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
     workdir = tmp_path_factory.mktemp("centrifuge-python-protobuf")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES + DELTA_NAMESPACE)
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
-        "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
-        # Pings every second, a pong due within one: the SDK answers them in Protobuf, or is closed.
-        "SWITCHBOARD_PING_INTERVAL": "1",
-        "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
-        "SWITCHBOARD_HOOKS": "tests.integration.proxy_hooks:hooks",  # on_rpc answers rpc
-    }
-    instance = AppProcess("sdk-python-pb", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(workdir, NAMESPACES + DELTA_NAMESPACE, PROTOBUF_ENV, "sdk-python-pb") as found:
+        yield found
 
 
 def client(app: AppProcess, **options: Any) -> Client:
-    return Client(app.ws("/connection/websocket"), use_protobuf=True, **options)
-
-
-def api(app: AppProcess, method: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{app.http}/api/v1/{method}", json=body, headers=API_HEADERS, timeout=5)
-    response.raise_for_status()
-    return response.json()
-
-
-async def until(predicate: Any, what: str, timeout: float = 5) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    return Client(url(app), use_protobuf=True, **options)
 
 
 async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> None:
@@ -136,12 +82,8 @@ async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> N
     await one.ready(5)
     await two.ready(5)
     first, second = Events(), Events()
-    sub = one.new_subscription("chat:pb", events=first, join_leave=True)
-    await sub.subscribe()
-    await sub.ready(5)
-    other = two.new_subscription("chat:pb", events=second, join_leave=True)
-    await other.subscribe()
-    await other.ready(5)
+    sub = await subscribed(one, "chat:pb", first, join_leave=True)
+    await subscribed(two, "chat:pb", second, join_leave=True)
     await until(lambda: len(first.joins) == 2, "the join pushes (its own, then bob's)")
     await sub.publish(doc({"text": "hi"}))
     await until(lambda: first.data and second.data, "the publication on both")
@@ -171,13 +113,9 @@ async def test_publish_presence_history_join_leave_and_rpc(app: AppProcess) -> N
 async def test_a_subscription_token_grants_its_channel(app: AppProcess) -> None:
     """(This SDK has no handler for ``send``'s message push: the Node scenario and
     test_centrifuge_bad_input.py cover it in Protobuf.)"""
-    conn = client(app, token=token("pb-erin"))
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, token=token("pb-erin")))
     seen = Events()
-    sub = conn.new_subscription("team:pb", events=seen, token=token("pb-erin", channel="team:pb"))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(conn, "team:pb", seen, token=token("pb-erin", channel="team:pb"))
     api(app, "publish", {"channel": "team:pb", "data": {"from": "api"}})
     await until(lambda: seen.data, "the publication")
     assert seen.data == [{"from": "api"}]
@@ -192,9 +130,7 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
         return issued[-1]
 
     events = ClientEvents()
-    conn = client(app, get_token=get_token, events=events)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, get_token=get_token, events=events))
     await until(lambda: len(issued) >= 3, "two refreshes", timeout=10)
     assert conn.state.value == "connected"
     assert events.disconnects == []  # past the first token's expiry, on the same connection
@@ -202,13 +138,9 @@ async def test_the_sdk_refreshes_its_token_before_the_connection_expires(app: Ap
 
 
 async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: AppProcess) -> None:
-    conn = client(app, token=token("pb-gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, token=token("pb-gina"), min_reconnect_delay=1.0, max_reconnect_delay=1.0))
     seen = Events()
-    sub = conn.new_subscription("chat:pbrecover", events=seen, recoverable=True)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(conn, "chat:pbrecover", seen, recoverable=True)
     api(app, "publish", {"channel": "chat:pbrecover", "data": 1})
     await until(lambda: seen.data == [1], "the first publication")
     api(app, "disconnect", {"user": "pb-gina", "code": 4100, "reason": "reconnect"})
@@ -224,9 +156,7 @@ async def test_recovery_after_a_reconnect_delivers_what_was_missed_once(app: App
 
 async def test_server_side_subscribe_push_and_interop_with_ws(app: AppProcess) -> None:
     events = ClientEvents()
-    conn = client(app, token=token("pb-hal"), events=events)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app, token=token("pb-hal"), events=events))
     api(app, "subscribe", {"user": "pb-hal", "channel": "chat:pbserver"})
     await until(lambda: events.subscribed, "the server-side subscribe push")
     assert events.subscribed == [("chat:pbserver", True)]
@@ -283,13 +213,9 @@ async def test_delta_is_not_negotiated_in_protobuf(app: AppProcess) -> None:
     raw = await RawClient.connect(app, protobuf=True)
     await raw.send({"id": 2, "subscribe": {"channel": "dash:pb", "delta": "fossil"}})
     assert "delta" not in (await raw.reply(2))["subscribe"]
-    conn = client(app)
-    await conn.connect()
-    await conn.ready(5)
+    conn = await connected(client(app))
     seen = Events()
-    sub = conn.new_subscription("dash:pb", events=seen, delta=DeltaType.FOSSIL)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(conn, "dash:pb", seen, delta=DeltaType.FOSSIL)
     states = [{"state": "x" * 200, "n": n} for n in range(3)]
     for state in states:
         api(app, "publish", {"channel": "dash:pb", "data": state})

@@ -17,35 +17,20 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.sdk.sdk_support import NAMESPACES, token
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_json, recv_until, running, ws_connect
-
-BURST = 20
+from tests.sdk.sdk_support import BURST, LIMITS, NAMESPACES, api, instance, token
+from tests.support import API_HEADERS, AppProcess, recv_json, recv_until, running, ws_connect
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("centrifuge-wire")
-    config = workdir / "switchboard.toml"
-    config.write_text(NAMESPACES)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
-        "SWITCHBOARD_RATE_LIMIT_BURST": str(BURST),
-        "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "5",
+        **LIMITS,
         "SWITCHBOARD_PING_INTERVAL": "1",
         "SWITCHBOARD_HEARTBEAT_TIMEOUT": "1",
         "SWITCHBOARD_USER_CONNECTION_LIMIT": "1",
-        # Room for 10,000 commands in one frame.
-        "SWITCHBOARD_MAX_MESSAGE_BYTES": str(1 << 20),
     }
-    instance = AppProcess("wire", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("centrifuge-wire"), NAMESPACES, env, "wire") as found:
+        yield found
 
 
 async def connected(app: AppProcess, params: dict[str, Any] | None = None) -> tuple[ClientConnection, dict[str, Any]]:
@@ -163,8 +148,8 @@ async def test_ten_thousand_commands_in_one_frame_run_no_further_than_the_rate_l
     # The burst (plus what refills meanwhile) ran; then 111s, until the strikes exceed the burst.
     assert 0 < ok <= BURST + 5, (ok, limited)
     assert limited <= 2 * BURST + 5, (ok, limited)
-    history = httpx.post(f"{app.http}/api/v1/history", json={"channel": "chat:flood"}, headers=API_HEADERS, timeout=5)
-    assert len(history.json()["publications"]) == ok  # exactly what was answered ok was published
+    history = api(app, "history", {"channel": "chat:flood"})
+    assert len(history["publications"]) == ok  # exactly what was answered ok was published
 
 
 async def test_tokens_invalid_expired_and_over_the_user_limit_close_with_centrifugo_codes(app: AppProcess) -> None:
@@ -196,7 +181,7 @@ async def test_a_server_api_disconnect_closes_with_the_code_given(app: AppProces
 async def test_history_limits_as_centrifugo_takes_them(app: AppProcess) -> None:
     for n in range(5):
         body = {"channel": "chat:hist", "data": {"n": n}}
-        httpx.post(f"{app.http}/api/v1/publish", json=body, headers=API_HEADERS, timeout=5).raise_for_status()
+        api(app, "publish", body)
     ws, _ = await connected(app)
     everything = (await command(ws, 2, "history", {"channel": "chat:hist", "limit": -1}))["history"]
     assert [p["offset"] for p in everything["publications"]] == [1, 2, 3, 4, 5]
@@ -222,7 +207,7 @@ async def test_recovery_puts_the_missed_publications_in_the_subscribe_reply(app:
     await ws.close()
     for n in range(3):
         body = {"channel": "chat:rec", "data": {"n": n}}
-        httpx.post(f"{app.http}/api/v1/publish", json=body, headers=API_HEADERS, timeout=5).raise_for_status()
+        api(app, "publish", body)
     ws, _ = await connected(app)
     params = {"channel": "chat:rec", "recover": True, "epoch": first["epoch"] or "", "offset": first["offset"]}
     result = (await command(ws, 2, "subscribe", params))["subscribe"]

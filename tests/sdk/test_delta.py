@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from centrifuge import Client, DeltaType, PublicationContext, SubscribedContext, SubscriptionEventHandler
+from centrifuge import Client, DeltaType
 from websockets.asyncio.client import ClientConnection
 
 from tests.docs_examples import example
 from tests.fossil_spec import apply
-from tests.sdk.sdk_support import token
-from tests.sdk.test_centrifuge_js import JS, installed
+from tests.sdk import sdk_support
+from tests.sdk.sdk_support import Events, api, connected, instance, run_node, subscribed, token, url
 from tests.support import (
-    API_HEADERS,
-    TEST_API_KEY,
-    TEST_SECRET,
     AppProcess,
-    RedisServer,
     recv_json,
-    running,
     ws_connect,
 )
 
@@ -57,17 +49,8 @@ STATE_BYTES = 4096
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("delta")
-    config = workdir / "switchboard.toml"
-    config.write_text(namespaces())
-    redis_server = RedisServer(workdir / "redis").start()
-    env = {"SWITCHBOARD_BROKER_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(config)}
-    instance = AppProcess("delta", workdir, env)
-    try:
-        with running(instance):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("delta"), namespaces(), {}, "delta") as found:
+        yield found
 
 
 class Dashboard:
@@ -88,8 +71,16 @@ class Dashboard:
 
 
 def publish(app: AppProcess, channel: str, data: Any) -> None:
-    response = httpx.post(f"{app.http}/api/v1/publish", json={"channel": channel, "data": data}, headers=API_HEADERS)
-    response.raise_for_status()
+    api(app, "publish", {"channel": channel, "data": data})
+
+
+def published(app: AppProcess, channel: str, board: Dashboard, count: int) -> list[dict[str, Any]]:
+    """``count`` more states of ``board``, each published on ``channel`` in turn."""
+    states = []
+    for _ in range(count):
+        states.append(board.step())
+        publish(app, channel, states[-1])
+    return states
 
 
 async def client(app: AppProcess) -> ClientConnection:
@@ -158,10 +149,8 @@ async def test_stream_is_deltas_after_a_full_one_shared_and_smaller(app: AppProc
     delta_ws, plain_ws = await client(app), await client(app)
     assert (await subscribe(delta_ws, "dash:s", delta="fossil"))["delta"] is True
     await subscribe(plain_ws, "dash:s")
-    board, states = Dashboard(1), []
-    for _ in range(20):
-        states.append(board.step())
-        publish(app, "dash:s", states[-1])
+    board = Dashboard(1)
+    states = published(app, "dash:s", board, 20)
     got, plain = await pubs(delta_ws, 20), await pubs(plain_ws, 20)
     decoder = Decoder()
     assert [decoder.take(pub) for _, pub in got] == states == [pub["data"] for _, pub in plain]
@@ -172,9 +161,7 @@ async def test_stream_is_deltas_after_a_full_one_shared_and_smaller(app: AppProc
     # A subscriber joining mid-stream gets a full publication first, then the same delta frames.
     late = await client(app)
     await subscribe(late, "dash:s", delta="fossil")
-    for _ in range(5):
-        states.append(board.step())
-        publish(app, "dash:s", states[-1])
+    states += published(app, "dash:s", board, 5)
     late_got, more = await pubs(late, 5), await pubs(delta_ws, 5)
     late_decoder = Decoder()
     assert [late_decoder.take(pub) for _, pub in late_got] == states[-5:] == [decoder.take(pub) for _, pub in more]
@@ -187,10 +174,8 @@ async def test_stream_is_deltas_after_a_full_one_shared_and_smaller(app: AppProc
 async def test_channel_without_history_streams_deltas_too(app: AppProcess) -> None:
     ws = await client(app)
     assert (await subscribe(ws, "live:x", delta="fossil"))["delta"] is True
-    board, states = Dashboard(2), []
-    for _ in range(5):
-        states.append(board.step())
-        publish(app, "live:x", states[-1])
+    board = Dashboard(2)
+    states = published(app, "live:x", board, 5)
     decoder = Decoder()
     assert [decoder.take(pub) for _, pub in await pubs(ws, 5)] == states
     assert decoder.kinds == ["full"] + ["delta"] * 4
@@ -200,94 +185,49 @@ async def test_channel_without_history_streams_deltas_too(app: AppProcess) -> No
 async def test_recovered_publications_are_full_then_the_stream_goes_on(app: AppProcess) -> None:
     ws = await client(app)
     first = await subscribe(ws, "dash:r", delta="fossil")
-    board, states = Dashboard(3), []
-    for _ in range(3):
-        states.append(board.step())
-        publish(app, "dash:r", states[-1])
+    board = Dashboard(3)
+    states = published(app, "dash:r", board, 3)
     decoder = Decoder()
     assert [decoder.take(pub) for _, pub in await pubs(ws, 3)] == states
     await ws.close()
-    for _ in range(3):  # missed while away
-        states.append(board.step())
-        publish(app, "dash:r", states[-1])
+    states += published(app, "dash:r", board, 3)  # missed while away
     ws = await client(app)
     reply = await subscribe(ws, "dash:r", delta="fossil", recover=True, offset=3, epoch=first["epoch"])
     assert reply["recovered"] is True
     assert reply["delta"] is True
     assert all("delta" not in pub for pub in reply["publications"])
     assert [decoder.take(pub) for pub in reply["publications"]] == states[3:]
-    for _ in range(3):
-        states.append(board.step())
-        publish(app, "dash:r", states[-1])
+    states += published(app, "dash:r", board, 3)
     assert [decoder.take(pub) for _, pub in await pubs(ws, 3)] == states[6:]
     assert decoder.kinds[-3:] == ["full", "delta", "delta"]  # the first live one after a replay is full
     await ws.close()
 
 
-class Seen(SubscriptionEventHandler):
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(ctx.pub.data)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
-
-
-async def until(predicate: Any, what: str, timeout: float = 10) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+async def until(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+    await sdk_support.until(predicate, what, timeout)
 
 
 async def test_centrifuge_python_rebuilds_every_state_and_recovers(app: AppProcess) -> None:
-    sdk = Client(app.ws("/connection/websocket"), token=token("dee"), min_reconnect_delay=1.0, max_reconnect_delay=1.0)
-    await sdk.connect()
-    await sdk.ready(5)
-    seen = Seen()
-    sub = sdk.new_subscription("dash:py", events=seen, delta=DeltaType.FOSSIL, recoverable=True)
-    await sub.subscribe()
-    await sub.ready(5)
-    board, states = Dashboard(4), []
-    for _ in range(30):
-        states.append(board.step())
-        publish(app, "dash:py", states[-1])
+    sdk = await connected(Client(url(app), token=token("dee"), min_reconnect_delay=1.0, max_reconnect_delay=1.0))
+    seen = Events()
+    await subscribed(sdk, "dash:py", seen, delta=DeltaType.FOSSIL, recoverable=True)
+    board = Dashboard(4)
+    states = published(app, "dash:py", board, 30)
     await until(lambda: len(seen.data) == 30, "30 states")
     assert seen.data == states
-    httpx.post(
-        f"{app.http}/api/v1/disconnect", json={"user": "dee", "code": 4100, "reason": "moved"}, headers=API_HEADERS
-    ).raise_for_status()
+    api(app, "disconnect", {"user": "dee", "code": 4100, "reason": "moved"})
     await until(lambda: sdk.state.value != "connected", "the disconnect")
-    for _ in range(3):
-        states.append(board.step())
-        publish(app, "dash:py", states[-1])
+    states += published(app, "dash:py", board, 3)
     await until(lambda: len(seen.subscribed) == 2, "the resubscribe")
     assert seen.subscribed[1].recovered is True
-    for _ in range(3):
-        states.append(board.step())
-        publish(app, "dash:py", states[-1])
+    states += published(app, "dash:py", board, 3)
     await until(lambda: len(seen.data) == 36, "the recovered and the live states")
     assert seen.data == states
     await sdk.disconnect()
 
 
 def test_centrifuge_js_rebuilds_every_state_and_recovers(app: AppProcess) -> None:
-    installed()
-    env = {
-        **os.environ,
-        "SB_HTTP": app.http,
-        "SB_API_KEY": TEST_API_KEY,
-        "SB_SECRET": TEST_SECRET,
-        "SB_STATE_BYTES": str(STATE_BYTES),
-    }
-    done = subprocess.run(["node", "delta.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-4000:]
-    seen = json.loads(done.stdout)
+    seen = run_node("delta.mjs", app, {"SB_STATE_BYTES": str(STATE_BYTES)})
     assert seen["received"] == seen["published"]
     assert len(seen["published"]) == 36
     assert seen["recovered"] is True

@@ -10,7 +10,7 @@ subscription token)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -19,19 +19,15 @@ import pytest
 from centrifuge import (
     Client,
     ClientEventHandler,
-    JoinContext,
-    PublicationContext,
     ServerPublicationContext,
     ServerSubscribedContext,
-    SubscribedContext,
-    SubscriptionEventHandler,
 )
 from centrifuge.exceptions import ReplyError
 
-from tests.sdk.sdk_support import token
-from tests.support import API_HEADERS, AppProcess, RedisServer, recv_until, running, ws_connect
+from tests.sdk import sdk_support
+from tests.sdk.sdk_support import REFRESH_GRACE, Events, api, instance, token, url
+from tests.support import API_HEADERS, AppProcess, recv_until, ws_connect
 
-REFRESH_GRACE = 1
 OPTIONS = """
 [namespaces.chat]
 history_size = 100
@@ -65,22 +61,6 @@ subscribe = "granted"
 """
 
 
-class Seen(SubscriptionEventHandler):
-    def __init__(self) -> None:
-        self.data: list[Any] = []
-        self.joins: list[str] = []
-        self.subscribed: list[SubscribedContext] = []
-
-    async def on_publication(self, ctx: PublicationContext) -> None:
-        self.data.append(ctx.pub.data)
-
-    async def on_join(self, ctx: JoinContext) -> None:
-        self.joins.append(ctx.info.client)
-
-    async def on_subscribed(self, ctx: SubscribedContext) -> None:
-        self.subscribed.append(ctx)
-
-
 class ServerSide(ClientEventHandler):
     """What a client's server-side subscriptions saw."""
 
@@ -97,55 +77,25 @@ class ServerSide(ClientEventHandler):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    workdir = tmp_path_factory.mktemp("namespace-options")
-    config = workdir / "switchboard.toml"
-    config.write_text(OPTIONS)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
         "SWITCHBOARD_PERSONAL_CHANNEL_NAMESPACE": "personal",
     }
-    try:
-        with running(AppProcess("ns-options", workdir, env)) as (instance,):
-            yield instance
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("namespace-options"), OPTIONS, env, "ns-options") as found:
+        yield found
 
 
-def url(app: AppProcess) -> str:
-    return app.ws("/connection/websocket")
-
-
-def api(app: AppProcess, method: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{app.http}/api/v1/{method}", json=body, headers=API_HEADERS, timeout=5)
-    response.raise_for_status()
-    return response.json()
-
-
-async def until(predicate: Any, what: str, timeout: float = 8) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # noqa: ASYNC110 - the SDK's own state has no event to wait on
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+async def until(predicate: Callable[[], object], what: str, timeout: float = 8) -> None:
+    await sdk_support.until(predicate, what, timeout)
 
 
 async def connected(app: AppProcess, **options: Any) -> Client:
-    client = Client(url(app), **options)
-    await client.connect()
-    await client.ready(5)
-    return client
+    return await sdk_support.connected(Client(url(app), **options))
 
 
-async def subscribed(client: Client, channel: str, **options: Any) -> tuple[Any, Seen]:
-    seen = Seen()
-    sub = client.new_subscription(channel, events=seen, **options)
-    await sub.subscribe()
-    await sub.ready(5)
-    return sub, seen
+async def subscribed(client: Client, channel: str, **options: Any) -> tuple[Any, Events]:
+    seen = Events()
+    return await sdk_support.subscribed(client, channel, seen, **options), seen
 
 
 async def refused(call: Any) -> int:

@@ -4,49 +4,24 @@ runs every scenario at once against a real ``python -m app`` and prints what eac
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.sdk.test_centrifuge_js import JS, REFRESH_WAIT_MS, installed, scenario
-from tests.sdk.test_namespace_options import OPTIONS, REFRESH_GRACE
-from tests.support import TEST_API_KEY, TEST_SECRET, AppProcess, RedisServer, running
+from tests.sdk.sdk_support import REFRESH_GRACE, REFRESH_WAIT_MS, instance, run_node, scenario
+from tests.sdk.test_namespace_options import OPTIONS
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    installed()
-    workdir = tmp_path_factory.mktemp("namespace-options-js")
-    config = workdir / "switchboard.toml"
-    config.write_text(OPTIONS)
-    redis_server = RedisServer(workdir / "redis").start()
     env = {
-        "SWITCHBOARD_BROKER_URL": redis_server.url,
-        "SWITCHBOARD_CONFIG": str(config),
         "SWITCHBOARD_REFRESH_GRACE": str(REFRESH_GRACE),
         "SWITCHBOARD_PERSONAL_CHANNEL_NAMESPACE": "personal",
         "SWITCHBOARD_HOOKS": "tests.sdk.send_hooks:hooks",  # keeps what send sends
     }
-    try:
-        with running(AppProcess("ns-options-js", workdir, env)) as (instance,):
-            node_env = {
-                **os.environ,
-                "SB_HTTP": instance.http,
-                "SB_API_KEY": TEST_API_KEY,
-                "SB_SECRET": TEST_SECRET,
-                "SB_REFRESH_WAIT_MS": str(REFRESH_WAIT_MS),
-            }
-            done = subprocess.run(
-                ["node", "options.mjs"], cwd=JS, env=node_env, capture_output=True, text=True, timeout=60
-            )
-            assert done.returncode == 0, done.stderr[-4000:]
-            yield json.loads(done.stdout)
-    finally:
-        redis_server.stop()
+    with instance(tmp_path_factory.mktemp("namespace-options-js"), OPTIONS, env, "ns-options-js") as app:
+        yield run_node("options.mjs", app, {"SB_REFRESH_WAIT_MS": str(REFRESH_WAIT_MS)})
 
 
 def test_the_personal_channel_gets_a_server_api_publish(results: dict[str, Any]) -> None:

@@ -18,23 +18,18 @@ from app.connection import Connection
 from app.protocol import Envelope, Wire
 from app.protocols import centrifuge_protobuf as pb
 from app.protocols.centrifuge_protobuf import BinaryOutgoing, MalformedFrame
-from tests.unit.test_recovery import Member, hub_with
+from tests.unit import test_recovery
+from tests.unit.test_recovery import hub_with
 
 
 def replies(frame: bytes) -> list[Any]:
     return [client_pb2.Reply.FromString(body) for body in pb.split(frame, 1 << 20)]
 
 
-class Recording(Member):
-    """A Connection stand-in that keeps what it is offered, as it was offered (not parsed)."""
+class Recording(test_recovery.Recording):
+    """Keeps what it is offered, as it was offered (Protobuf, not parsed)."""
 
-    def __init__(self, ident: str) -> None:
-        super().__init__(ident)
-        self.offered: list[Any] = []
-
-    def offer(self, out: Any) -> bool:
-        self.offered.append(out)
-        return True
+    parse = False
 
 
 def test_split_reads_each_length_delimited_message_and_names_what_breaks() -> None:

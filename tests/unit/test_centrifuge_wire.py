@@ -21,17 +21,7 @@ from app.protocol import Outgoing, Wire
 from app.protocols import centrifuge_commands as commands_module
 from app.protocols.centrifuge import CentrifugeClient
 from app.protocols.centrifuge_wire import channel_push as encode
-from tests.unit.test_recovery import Member, hub_with, wait_for
-
-
-class Recording(Member):
-    def __init__(self, ident: str) -> None:
-        super().__init__(ident)
-        self.offered: list[Any] = []
-
-    def offer(self, out: Any) -> bool:
-        self.offered.append(out)
-        return super().offer(out)
+from tests.unit.test_recovery import Member, Recording, hub_with, wait_for
 
 
 async def test_centrifuge_members_share_one_push_per_message(monkeypatch: pytest.MonkeyPatch) -> None:

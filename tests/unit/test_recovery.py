@@ -50,6 +50,21 @@ class Member:
         return [f for f in self.frames if f.get("type") == "recovered"]
 
 
+class Recording(Member):
+    """A Member that also keeps what it is offered, as it was offered; ``parse = False`` for
+    frames that are not JSON (Protobuf), which are then kept only."""
+
+    parse = True
+
+    def __init__(self, ident: str) -> None:
+        super().__init__(ident)
+        self.offered: list[Any] = []
+
+    def offer(self, out: Any) -> bool:
+        self.offered.append(out)
+        return super().offer(out) if self.parse else True
+
+
 class SlowHistoryBroker(MemoryBroker):
     """Lets the test publish while a history read is in flight."""
 
@@ -322,16 +337,6 @@ async def test_closing_the_hub_stops_a_catch_up_that_cannot_finish() -> None:
     assert len(catch_ups) == 1
     await asyncio.wait_for(hub.close(), 5)
     assert catch_ups[0].cancelled()
-
-
-class Recording(Member):
-    def __init__(self, ident: str) -> None:
-        super().__init__(ident)
-        self.offered: list[Any] = []
-
-    def offer(self, out: Any) -> bool:
-        self.offered.append(out)
-        return super().offer(out)
 
 
 async def test_ws_members_get_tutorial_frames_wrapped_once_per_message() -> None:

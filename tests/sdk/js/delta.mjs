@@ -2,46 +2,11 @@
 // A stream of ~4 KB JSON states, each changing one field, a server-side disconnect that makes the
 // SDK reconnect and recover, then more states. Prints what was published and what the SDK rebuilt.
 // Environment: SB_HTTP, SB_API_KEY, SB_SECRET (HS256 test tokens), SB_STATE_BYTES.
-import { createHmac } from 'node:crypto';
-import WebSocket from 'ws';
-import { Centrifuge } from 'centrifuge';
+import { api, client, token, until as untilWithin } from './common.mjs';
 
-const HTTP = process.env.SB_HTTP;
-const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
 const STATE_BYTES = Number(process.env.SB_STATE_BYTES || 4096);
 const CHANNEL = 'dash:js';
-
-function b64(value) {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
-}
-
-function token(sub) {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + 600 })}`;
-  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
-}
-
-async function api(method, body) {
-  const response = await fetch(`${HTTP}/api/v1/${method}`, {
-    method: 'POST',
-    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-function until(predicate, what, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + ms;
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 20);
-    };
-    poll();
-  });
-}
+const until = (predicate, what) => untilWithin(predicate, what, 10000);
 
 const state = {};
 for (let i = 0; i < 64; i++) state[`panel_${i}`] = { value: 0, unit: 'req/s', title: `Panel n° ${i}` };
@@ -58,7 +23,7 @@ async function publishSome(count) {
   }
 }
 
-const c = new Centrifuge(URL, { websocket: WebSocket, token: token('jo-delta'), minReconnectDelay: 1000, maxReconnectDelay: 1000 });
+const c = client({ token: token('jo-delta'), minReconnectDelay: 1000, maxReconnectDelay: 1000 });
 c.connect();
 await c.ready(5000);
 const received = [];

@@ -6,34 +6,16 @@
 // Environment: SB_A, SB_B (http://host:port), SB_API_KEY, SB_SECRET; SB_WS, the WebSocket
 // endpoint to try first (tests/deploy: nginx's, through a config that drops the upgrade);
 // SB_PONGS, how many pongs to see first (0 where the server's pings are far apart).
-import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
+import { apiAt, report, token, until as untilWithin } from './common.mjs';
 
 const A = process.env.SB_A;
 const B = process.env.SB_B;
 const WS = process.env.SB_WS || A.replace('http', 'ws') + '/connection/no-such-path';
 const PONGS = Number(process.env.SB_PONGS ?? 3); // pongs to wait for: the server pings each second
-
-function b64(value) {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
-}
-
-function token(sub, ttl = 600) {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl })}`;
-  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
-}
-
-async function api(method, body) {
-  const response = await fetch(`${A}/api/v1/${method}`, {
-    method: 'POST',
-    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
+const api = apiAt(A);
+const until = (predicate, what) => untilWithin(predicate, what, 10000);
 
 // Node 20 has no EventSource: a small one over fetch, reading the stream as the HTML spec's
 // parser does (data lines joined by newlines, dispatched at a blank line, comments skipped).
@@ -74,18 +56,6 @@ class FetchEventSource {
   close() {
     this._closed.abort();
   }
-}
-
-function until(predicate, what, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + ms;
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 20);
-    };
-    poll();
-  });
 }
 
 // A client's streams, cut as a network failure would (no disconnect push, no close): aborting
@@ -191,13 +161,4 @@ async function over(kind) {
   };
 }
 
-const results = {};
-await Promise.all(['http_stream', 'sse'].map(async (kind) => {
-  try {
-    results[kind] = await over(kind);
-  } catch (error) {
-    results[kind] = { error: String(error && error.stack || error) };
-  }
-}));
-process.stdout.write(JSON.stringify(results));
-process.exit(0);
+await report({ http_stream: () => over('http_stream'), sse: () => over('sse') });

@@ -2,56 +2,19 @@
 // namespace options and server-side subscriptions: run by tests/sdk/test_namespace_options_js.py,
 // which reads the JSON this prints. Environment: SB_HTTP, SB_API_KEY, SB_SECRET (HS256),
 // SB_REFRESH_WAIT_MS (past a 2 s subscription token's expiry and the grace after it).
-import { createHmac } from 'node:crypto';
-import WebSocket from 'ws';
-import { Centrifuge } from 'centrifuge';
+import { api, client, connected, report, token, until } from './common.mjs';
 
-const HTTP = process.env.SB_HTTP;
-const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
 const REFRESH_WAIT_MS = Number(process.env.SB_REFRESH_WAIT_MS || 5000);
-
-function b64(value) {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
-}
-
-function token(sub, ttl = 600, claims = {}) {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...claims })}`;
-  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
-}
-
-async function api(method, body) {
-  const response = await fetch(`${HTTP}/api/v1/${method}`, {
-    method: 'POST',
-    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-function until(predicate, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + ms;
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 20);
-    };
-    poll();
-  });
-}
 
 // A client whose server-side subscriptions are recorded from before its connect reply.
 async function serverSide(options) {
-  const c = new Centrifuge(URL, { websocket: WebSocket, ...options });
+  const c = client(options);
   const seen = { subscribed: [], data: [] };
   c.on('subscribed', (ctx) => seen.subscribed.push({
     channel: ctx.channel, wasRecovering: ctx.wasRecovering, recovered: ctx.recovered,
   }));
   c.on('publication', (ctx) => seen.data.push([ctx.channel, ctx.data, ctx.offset]));
-  c.connect();
-  await c.ready(5000);
+  await connected(c);
   return [c, seen];
 }
 
@@ -78,9 +41,7 @@ async function tokenChannels() {
 }
 
 async function subRefresh() {
-  const c = new Centrifuge(URL, { websocket: WebSocket, token: token('jo-sub') });
-  c.connect();
-  await c.ready(5000);
+  const c = await connected(client({ token: token('jo-sub') }));
   let issued = 0;
   const events = { subscribed: 0, unsubscribed: 0, data: [] };
   const sub = c.newSubscription('team:jsrefresh', {
@@ -100,9 +61,7 @@ async function subRefresh() {
 }
 
 async function send() {
-  const c = new Centrifuge(URL, { websocket: WebSocket });
-  c.connect();
-  await c.ready(5000);
+  const c = await connected(client());
   await c.send({ n: 1 });
   await c.send({ n: 2 });
   const found = await c.rpc('sent.list', {}); // commands run in order: both sends are in
@@ -110,14 +69,4 @@ async function send() {
   return { sent: found.data };
 }
 
-const results = {};
-const scenarios = { personal, tokenChannels, subRefresh, send };
-await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
-  try {
-    results[name] = await run();
-  } catch (error) {
-    results[name] = { error: String(error && error.stack || error) };
-  }
-}));
-process.stdout.write(JSON.stringify(results));
-process.exit(0);
+await report({ personal, tokenChannels, subRefresh, send });

@@ -3,76 +3,21 @@
 // in both builds, what the SDK does after each range of disconnect codes. Run by
 // tests/sdk/test_centrifuge_js_protobuf.py, which reads the JSON this prints.
 // Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
-import { createHmac } from 'node:crypto';
-import WebSocket from 'ws';
 import { Centrifuge as JsonCentrifuge } from 'centrifuge';
 import { Centrifuge } from 'centrifuge/build/protobuf';
+import {
+  api, client as anyClient, connected, recovery, report, serverSide, subscribed as recorded, token, twoOn, until,
+} from './common.mjs';
 
-const HTTP = process.env.SB_HTTP;
-const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
 const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
 const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
 
-function b64(value) {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
-}
-
-function token(sub, ttl = 600, claims = {}) {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...claims })}`;
-  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
-}
-
-async function api(method, body) {
-  const response = await fetch(`${HTTP}/api/v1/${method}`, {
-    method: 'POST',
-    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-function client(options = {}, Build = Centrifuge) {
-  return new Build(URL, { websocket: WebSocket, ...options });
-}
-
-function until(predicate, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + ms;
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 20);
-    };
-    poll();
-  });
-}
-
-async function connected(c) {
-  c.connect();
-  await c.ready(5000);
-  return c;
-}
-
-async function subscribed(c, channel, options = {}) {
-  const seen = { data: [], offsets: [], joins: [], leaves: [], subscribed: [] };
-  const sub = c.newSubscription(channel, options);
-  sub.on('publication', (ctx) => { seen.data.push(decode(ctx.data)); seen.offsets.push(ctx.offset); });
-  sub.on('join', (ctx) => seen.joins.push(ctx.info.client));
-  sub.on('leave', (ctx) => seen.leaves.push(ctx.info.client));
-  sub.on('subscribed', (ctx) => seen.subscribed.push(ctx));
-  sub.subscribe();
-  await sub.ready(5000);
-  return [sub, seen];
-}
+// The Protobuf build unless told otherwise; publications' data (bytes) decoded from JSON.
+const client = (options = {}, Build = Centrifuge) => anyClient(options, Build);
+const subscribed = (c, channel, options = {}) => recorded(c, channel, options, decode);
 
 async function basics() {
-  const one = await connected(client());
-  const two = await connected(client({ token: token('pj-two') }));
-  const [sub, seen] = await subscribed(one, 'chat:pbjs', { joinLeave: true });
-  const [, other] = await subscribed(two, 'chat:pbjs', { joinLeave: true });
-  await until(() => seen.joins.length === 2, 'two joins');
+  const { one, two, sub, seen, other } = await twoOn('pj-two', 'chat:pbjs', client, subscribed);
   await sub.publish(encode({ text: 'hi' }));
   await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
   const presence = await sub.presence();
@@ -107,42 +52,6 @@ async function tokensAndMessages() {
   const state = c.state;
   c.disconnect();
   return { data: seen.data, messages, issued, state, reconnects: states.filter((s) => s === 'connecting').length };
-}
-
-async function recovery() {
-  const c = await connected(client({ token: token('pj-recover'), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
-  const [, seen] = await subscribed(c, 'chat:pbjsrec', { recoverable: true });
-  await api('publish', { channel: 'chat:pbjsrec', data: 1 });
-  await until(() => seen.data.length === 1, 'the first publication');
-  const codes = [];
-  c.on('connecting', (ctx) => codes.push(ctx.code));
-  await api('disconnect', { user: 'pj-recover', code: 4100, reason: 'moved' });
-  await until(() => codes.length === 1, 'the disconnect');
-  await api('publish', { channel: 'chat:pbjsrec', data: 2 });
-  await api('publish', { channel: 'chat:pbjsrec', data: 3 });
-  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
-  const again = seen.subscribed[1];
-  c.disconnect();
-  return {
-    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
-    wasRecovering: again.wasRecovering, recovered: again.recovered,
-  };
-}
-
-async function serverSide() {
-  const c = await connected(client({ token: token('pj-server') }));
-  const seen = { subscribed: [], data: [], unsubscribed: [] };
-  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
-  c.on('publication', (ctx) => seen.data.push([ctx.channel, decode(ctx.data), ctx.offset]));
-  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
-  await api('subscribe', { user: 'pj-server', channel: 'chat:pbjsserver' });
-  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
-  await api('publish', { channel: 'chat:pbjsserver', data: { from: 'api' } });
-  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
-  await api('unsubscribe', { user: 'pj-server', channel: 'chat:pbjsserver' });
-  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
-  c.disconnect();
-  return seen;
 }
 
 // What the SDK does after the server API's disconnect with `body`: "reconnect" (it goes to
@@ -204,14 +113,10 @@ async function disconnectCodes() {
   return found;
 }
 
-const results = {};
-const scenarios = { basics, tokensAndMessages, recovery, serverSide, disconnectCodes };
-await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
-  try {
-    results[name] = await run();
-  } catch (error) {
-    results[name] = { error: String(error && error.stack || error) };
-  }
-}));
-process.stdout.write(JSON.stringify(results));
-process.exit(0);
+await report({
+  basics,
+  tokensAndMessages,
+  recovery: () => recovery('pj-recover', 'chat:pbjsrec', client, subscribed),
+  serverSide: () => serverSide('pj-server', 'chat:pbjsserver', client, decode),
+  disconnectCodes,
+});

@@ -1,75 +1,16 @@
 // The official `centrifuge` SDK (npm, pinned in package-lock.json), unchanged, against a real
 // Switchboard instance: run by tests/sdk/test_centrifuge_js.py, which reads the JSON this prints.
 // Environment: SB_HTTP (http://host:port), SB_API_KEY, SB_SECRET (HS256, to sign test tokens).
-import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
-import { Centrifuge } from 'centrifuge';
+import {
+  api, client, connected, recovery, report, serverSide, subscribed, token, twoOn, until,
+} from './common.mjs';
 
 const HTTP = process.env.SB_HTTP;
-const URL = HTTP.replace('http', 'ws') + '/connection/websocket';
 const REFRESH_WAIT_MS = Number(process.env.SB_REFRESH_WAIT_MS || 5000);
 
-function b64(value) {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
-}
-
-function token(sub, ttl = 600, claims = {}) {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttl, ...claims })}`;
-  return `${body}.${createHmac('sha256', process.env.SB_SECRET).update(body).digest('base64url')}`;
-}
-
-async function api(method, body) {
-  const response = await fetch(`${HTTP}/api/v1/${method}`, {
-    method: 'POST',
-    headers: { 'X-API-Key': process.env.SB_API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${method}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-function client(options = {}) {
-  return new Centrifuge(URL, { websocket: WebSocket, ...options });
-}
-
-function until(predicate, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + ms;
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 20);
-    };
-    poll();
-  });
-}
-
-async function connected(c) {
-  c.connect();
-  await c.ready(5000);
-  return c;
-}
-
-async function subscribed(c, channel, options = {}) {
-  const seen = { data: [], offsets: [], joins: [], leaves: [], subscribed: [] };
-  const sub = c.newSubscription(channel, options);
-  sub.on('publication', (ctx) => { seen.data.push(ctx.data); seen.offsets.push(ctx.offset); });
-  sub.on('join', (ctx) => seen.joins.push(ctx.info.client));
-  sub.on('leave', (ctx) => seen.leaves.push(ctx.info.client));
-  sub.on('subscribed', (ctx) => seen.subscribed.push(ctx));
-  sub.subscribe();
-  await sub.ready(5000);
-  return [sub, seen];
-}
-
 async function basics() {
-  const one = await connected(client());
-  const two = await connected(client({ token: token('jo-two') }));
-  // joinLeave: the SDK asks for join/leave pushes (the namespace has join_leave = true).
-  const [sub, seen] = await subscribed(one, 'chat:js', { joinLeave: true });
-  const [, other] = await subscribed(two, 'chat:js', { joinLeave: true });
-  await until(() => seen.joins.length === 2, 'two joins');
+  const { one, two, sub, seen, other } = await twoOn('jo-two', 'chat:js');
   await sub.publish({ text: 'hi' });
   await until(() => seen.data.length === 1 && other.data.length === 1, 'the publication on both');
   const presence = await sub.presence();
@@ -119,26 +60,6 @@ async function subscriptionToken() {
   return { data: seen.data, messages, denied };
 }
 
-async function recovery() {
-  const c = await connected(client({ token: token('jo-recover'), minReconnectDelay: 1000, maxReconnectDelay: 1000 }));
-  const [, seen] = await subscribed(c, 'chat:jsrec', { recoverable: true });
-  await api('publish', { channel: 'chat:jsrec', data: 1 });
-  await until(() => seen.data.length === 1, 'the first publication');
-  const codes = [];
-  c.on('connecting', (ctx) => codes.push(ctx.code));
-  await api('disconnect', { user: 'jo-recover', code: 4100, reason: 'moved' });
-  await until(() => codes.length === 1, 'the disconnect');
-  await api('publish', { channel: 'chat:jsrec', data: 2 });
-  await api('publish', { channel: 'chat:jsrec', data: 3 });
-  await until(() => seen.subscribed.length === 2 && seen.data.length === 3, 'the recovery');
-  const again = seen.subscribed[1];
-  c.disconnect();
-  return {
-    data: seen.data, offsets: seen.offsets, reconnectCode: codes[0],
-    wasRecovering: again.wasRecovering, recovered: again.recovered,
-  };
-}
-
 async function terminalDisconnects() {
   const found = {};
   for (const [user, body] of [['jo-stop', { code: 4600, reason: 'banned' }], ['jo-default', {}]]) {
@@ -170,30 +91,12 @@ async function interop() {
   return { sdk: seen.data, ws: frames.filter((f) => f.op === 'pub').map((f) => f.data) };
 }
 
-async function serverSide() {
-  const c = await connected(client({ token: token('jo-server') }));
-  const seen = { subscribed: [], data: [], unsubscribed: [] };
-  c.on('subscribed', (ctx) => seen.subscribed.push([ctx.channel, ctx.recoverable]));
-  c.on('publication', (ctx) => seen.data.push([ctx.channel, ctx.data, ctx.offset]));
-  c.on('unsubscribed', (ctx) => seen.unsubscribed.push(ctx.channel));
-  await api('subscribe', { user: 'jo-server', channel: 'chat:jsserver' });
-  await until(() => seen.subscribed.length === 1, 'the server-side subscribe push');
-  await api('publish', { channel: 'chat:jsserver', data: { from: 'api' } });
-  await until(() => seen.data.length === 1, 'the publication of a server-side subscription');
-  await api('unsubscribe', { user: 'jo-server', channel: 'chat:jsserver' });
-  await until(() => seen.unsubscribed.length === 1, 'the server-side unsubscribe push');
-  c.disconnect();
-  return seen;
-}
-
-const results = {};
-const scenarios = { serverSide, basics, refresh, subscriptionToken, recovery, terminalDisconnects, interop };
-await Promise.all(Object.entries(scenarios).map(async ([name, run]) => {
-  try {
-    results[name] = await run();
-  } catch (error) {
-    results[name] = { error: String(error && error.stack || error) };
-  }
-}));
-process.stdout.write(JSON.stringify(results));
-process.exit(0);
+await report({
+  serverSide: () => serverSide('jo-server', 'chat:jsserver'),
+  basics,
+  refresh,
+  subscriptionToken,
+  recovery: () => recovery('jo-recover', 'chat:jsrec'),
+  terminalDisconnects,
+  interop,
+});
