@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect
 
 from app.auth import Authenticator
 from app.auth_config import JwksOptions, ProviderConfig
+from bench.sections import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -163,15 +164,7 @@ def write(results: list[dict[str, Any]], command: str, count: int, reps: int) ->
             f"{r['verify_us']:.0f} us | {r['verify_us'] / r['handshake_us']:.0%} |"
         )
     lines.append(END)
-    target = ROOT / "docs" / "benchmarks.md"
-    text = target.read_text()
-    if START in text:
-        before, _, rest = text.partition(START)
-        _, _, after = rest.partition(END)
-        text = before + "\n".join(lines) + after
-    else:
-        text = text.rstrip() + "\n\n## Token verification\n\n" + "\n".join(lines) + "\n"
-    target.write_text(text)
+    replace_section(ROOT / "docs" / "benchmarks.md", START, END, lines, heading="Token verification")
 
 
 async def main(args: argparse.Namespace) -> None:

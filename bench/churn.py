@@ -31,6 +31,7 @@ import httpx
 import matplotlib
 
 from bench.run import BIN, ROOT, cpu_seconds, free_port
+from bench.sections import replace_section
 from loadtest.stats import percentile
 
 matplotlib.use("Agg")
@@ -271,11 +272,7 @@ def write(results: dict[str, dict[str, Any]], args: argparse.Namespace, info: st
         lines += ["", "Targets: every client caught up within 10 s, none refused for good, no slow-consumer cascade,"]
         lines += ["echo p99 on a survivor under 200 ms.", ""]
     lines += ["![Connections per instance and deliveries per second over time](delivery-churn.png)", END]
-    doc = DOCS / "delivery.md"
-    text = doc.read_text()
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    doc.write_text(before + "\n".join(lines) + after)
+    replace_section(DOCS / "delivery.md", START, END, lines)
 
 
 def main(args: argparse.Namespace) -> None:

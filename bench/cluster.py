@@ -34,6 +34,7 @@ from app.broker import create_broker
 from app.broker.base import HistoryOptions
 from app.protocol import header
 from bench.run import BIN, ROOT, SECRET, cpu_seconds, free_port, start_redis, wait_port
+from bench.sections import replace_section
 from bench.wsclient import Client, connect
 
 START, END = "<!-- cluster:start -->", "<!-- cluster:end -->"
@@ -190,13 +191,7 @@ def write(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
         f"{cluster['e2e']['delivered']:,} / {cluster['e2e']['expected']:,} | |",
         END,
     ]
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if START not in text:
-        text += "\n## One Redis or a Redis Cluster\n\n" + START + END + "\n"
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    doc.write_text(before + "\n".join(lines) + after)
+    replace_section(ROOT / "docs" / "benchmarks.md", START, END, lines, heading="One Redis or a Redis Cluster")
 
 
 async def main(args: argparse.Namespace) -> None:

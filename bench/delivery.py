@@ -40,6 +40,7 @@ from app.broker.redis import RedisBroker
 from app.broker.scripts import history_keys
 from app.protocol import header
 from bench.run import BIN, ROOT, SECRET, cpu_seconds, free_port, start_redis, wait_port
+from bench.sections import replace_section
 from switchboard_client.realtime import SwitchboardClient
 
 matplotlib.use("Agg")
@@ -237,11 +238,7 @@ def write(publish: dict[str, dict[str, float]], memory: dict[str, float], crash:
         "![Time from an instance's death to each client's recovered frame](delivery-recovery.png)",
         END,
     ]
-    target = DOCS / "delivery.md"
-    text = target.read_text()
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    target.write_text(before + "\n".join(lines) + after)
+    replace_section(DOCS / "delivery.md", START, END, lines)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -36,6 +36,7 @@ import orjson
 import websockets
 
 from bench.run import BIN, ROOT, SECRET, cpu_seconds, free_port, start_redis, wait_port
+from bench.sections import replace_section
 from tests.fossil_spec import apply
 
 START, END = "<!-- delta:start -->", "<!-- delta:end -->"
@@ -204,13 +205,7 @@ def write(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"| delta / no delta | {bytes_ratio:.3f}x | {cpu_ratio:.2f}x |",
         END,
     ]
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if START not in text:
-        text += "\n## Delta compression\n\n" + START + END + "\n"
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    doc.write_text(before + "\n".join(lines) + after)
+    replace_section(ROOT / "docs" / "benchmarks.md", START, END, lines, heading="Delta compression")
 
 
 def parse() -> argparse.Namespace:

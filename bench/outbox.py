@@ -34,6 +34,7 @@ from websockets.asyncio.client import connect
 
 from bench.delivery import pct
 from bench.run import BIN, ROOT, SECRET, free_port, start_redis, wait_port
+from bench.sections import replace_section
 from scripts import cluster_postgres
 from switchboard_client.outbox import DBAPI_INSERT, encode, publish
 
@@ -165,10 +166,7 @@ def write(info: str, args: argparse.Namespace, rows_per_second: float, lags: lis
         END,
     ]
     target = ROOT / "docs" / "delivery.md"
-    text = target.read_text()
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    target.write_text(before + "\n".join(lines) + after)
+    replace_section(target, START, END, lines)
     print(f"wrote {target}", flush=True)
 
 

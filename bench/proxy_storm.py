@@ -35,6 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from bench.run import BIN, ROOT, SECRET, free_port, wait_port
+from bench.sections import replace_section
 
 START, END = "<!-- proxy-storm:start -->", "<!-- proxy-storm:end -->"
 CONNECT = orjson.dumps({"id": 1, "op": "connect"}).decode()
@@ -108,10 +109,7 @@ def write(rounds: list[dict[str, Any]], args: argparse.Namespace, command: str) 
         f"{statistics.median(r['seconds'] for r in rounds):.2f} s / {max(r['seconds'] for r in rounds):.2f} s |",
         END,
     ]
-    text = target.read_text()
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    target.write_text(before + "\n".join(lines) + after)
+    replace_section(target, START, END, lines)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -16,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.sections import replace_section
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = [
     "switchboard",
@@ -401,8 +403,4 @@ def write(results: list[dict[str, Any]], machine: dict[str, Any], command: str, 
             "",
         ]
     out += [*charts(grouped, docs), END]
-    target = docs / "benchmarks.md"
-    text = target.read_text() if target.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    target.write_text(before + "\n".join(out) + after)
+    replace_section(docs / "benchmarks.md", START, END, out, heading="Results")

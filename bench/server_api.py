@@ -34,6 +34,7 @@ from websockets.asyncio.client import connect
 from app.auth import mint_token
 from app.config import Settings
 from bench.run import BIN, ROOT, SECRET, free_port, spawn_loaders, start_redis, wait_port
+from bench.sections import replace_section
 
 API_KEY = "bench-api-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 START, END = "<!-- server-api:start -->", "<!-- server-api:end -->"
@@ -164,14 +165,7 @@ def write(presence: dict[str, Any], disconnect: dict[str, Any], command: str) ->
         f"p50 / p99 / max | {disconnect['p50_ms']:.1f} / {disconnect['p99_ms']:.1f} / {disconnect['max_ms']:.1f} ms |",
         END,
     ]
-    text = target.read_text()
-    if START in text:
-        before, _, rest = text.partition(START)
-        _, _, after = rest.partition(END)
-        text = before + "\n".join(lines) + after
-    else:
-        text = text.rstrip() + "\n\n## Server API\n\n" + "\n".join(lines) + "\n"
-    target.write_text(text)
+    replace_section(target, START, END, lines, heading="Server API")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import BIN, ROOT, SECRET, cpu_seconds, free_port, start_redis, wait_port
+from bench.sections import replace_section
 from bench.wsclient import Client, connect
 from tests.otlp import Collector
 
@@ -164,13 +165,7 @@ def write(result: dict[str, Any], args: argparse.Namespace) -> None:
         "(each one `publish` span and a `deliver` span per instance).",
         END,
     ]
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if START not in text:
-        text += "\n## Traces\n\n" + START + END + "\n"
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    doc.write_text(before + "\n".join(lines) + after)
+    replace_section(ROOT / "docs" / "benchmarks.md", START, END, lines, heading="Traces")
 
 
 def parse() -> argparse.Namespace:
