@@ -28,11 +28,10 @@ from app.protocol import Outgoing, Wire
 from app.protocols.centrifuge import MAX_QUEUED_FRAMES, CentrifugeClient
 from app.protocols.centrifuge_transport import StreamTransport
 from app.protocols.emulation import read_body
-from app.protocols.handshake import ACCEPTED
 from app.proxy_calls import pick_headers
 from app.services import services
 from app.session import Session
-from app.streams.endpoint import Refused, admit, respond_error
+from app.streams.endpoint import Refused, admit, open_stream, respond_error
 
 CONNECT_PARAM = "cf_connect"
 
@@ -124,24 +123,7 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         session.handshake = pick_headers(scope["headers"], s.proxies.headers)
     transport = StreamTransport(conn, s.emulation.node, MAX_QUEUED_FRAMES)
     transport.hand(first)
-    headers = [
-        (b"content-type", wire.media_type + b"; charset=utf-8"),
-        (b"cache-control", b"private, no-cache, no-store"),
-        (b"x-accel-buffering", b"no"),  # nginx passes the body on as it comes (docs/deploy.md)
-        (b"x-switchboard-instance", s.settings.instance_id.encode()),
-    ]
-    origin = request.headers.get("origin")
-    if origin is not None:  # admitted above: an allowed or same origin may read the stream
-        headers += [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
-        headers.append((b"access-control-allow-credentials", b"true"))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    scope["headers"] = []  # nothing reads them again, and they would stay for the stream's life
-    conn.websocket = Request(scope, receive, send)
-    opening = wire.opening()
-    if opening:
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-    ACCEPTED.inc()
-    s.hub.attach(conn)
+    await open_stream(scope, receive, send, conn, wire, s, credentials=True)
     s.emulation.add(transport)
     client = CentrifugeClient(session, transport)
     try:

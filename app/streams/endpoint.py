@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
@@ -24,7 +24,7 @@ from app import metrics
 from app.auth import ANONYMOUS, AuthError, Identity
 from app.broker import BrokerUnavailable, Position
 from app.channel_state import Joined, Subscription
-from app.connection import Connection, origin_allowed
+from app.connection import Connection, StreamWire, origin_allowed
 from app.errors import ORIGIN_REFUSED, CloseCode, ErrorCode, ProtocolError, reason_for
 from app.hooks import UNCHANGED
 from app.hub import Announce
@@ -61,6 +61,51 @@ class Refused(Exception):
         super().__init__(message)
         self.code, self.message, self.headers = code, message, headers
         self.status = status or STATUS.get(code, 400)
+
+
+class OpeningWire(StreamWire, Protocol):
+    """A stream's wire as its response starts: the media type, and the bytes that come first."""
+
+    media_type: bytes
+
+    def opening(self) -> bytes: ...
+
+
+async def open_stream(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    conn: Connection,
+    wire: OpeningWire,
+    s: Services,
+    *,
+    credentials: bool = False,
+) -> None:
+    """Start an admitted stream's response and hand the Connection its request: the headers (an
+    allowed or same origin may read it; ``credentials``: with its cookies too, private to it),
+    the wire's opening bytes, and the Hub's attach. Every streaming endpoint opens this way."""
+    request = Request(scope, receive, send)
+    headers = [
+        (b"content-type", wire.media_type + b"; charset=utf-8"),
+        (b"cache-control", b"private, no-cache, no-store" if credentials else b"no-cache, no-store"),
+        # nginx passes the body on as it comes, whatever its proxy_buffering (docs/deploy.md).
+        (b"x-accel-buffering", b"no"),
+        (b"x-switchboard-instance", s.settings.instance_id.encode()),
+    ]
+    origin = request.headers.get("origin")
+    if origin is not None:  # admitted already: an allowed or same origin may read the stream
+        headers += [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
+        if credentials:
+            headers.append((b"access-control-allow-credentials", b"true"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    # Nothing reads the request's headers again, and they would stay for the stream's whole life.
+    scope["headers"] = []
+    conn.websocket = request
+    opening = wire.opening()
+    if opening:
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+    ACCEPTED.inc()
+    s.hub.attach(conn)
 
 
 async def respond_error(send: Send, exc: Refused) -> None:
@@ -238,25 +283,7 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             await session.close()  # frees a slot sign_in took
         await respond_error(send, exc)
         return
-    headers = [
-        (b"content-type", wire.media_type + b"; charset=utf-8"),
-        (b"cache-control", b"no-cache, no-store"),
-        # nginx passes the body on as it comes, whatever its proxy_buffering (docs/deploy.md).
-        (b"x-accel-buffering", b"no"),
-        (b"x-switchboard-instance", s.settings.instance_id.encode()),
-    ]
-    origin = request.headers.get("origin")
-    if origin is not None:  # admitted above: an allowed or same origin may read the stream
-        headers += [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    # Nothing reads the request's headers again, and they would stay for the stream's whole life.
-    scope["headers"] = []
-    conn.websocket = Request(scope, receive, send)
-    opening = wire.opening()
-    if opening:
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-    ACCEPTED.inc()
-    s.hub.attach(conn)
+    await open_stream(scope, receive, send, conn, wire, s)
     try:
         await conn.serve(run(session, channels, resume))
     finally:
