@@ -167,6 +167,7 @@ async def test_server_side_subscribe_push_and_interop_with_ws(app: AppProcess) -
         await recv_until(ws, lambda f: f.get("id") == 2)
         publish = {"id": 3, "op": "publish", "channel": "chat:pbserver", "data": {"from": "ws"}}
         await ws.send(orjson.dumps(publish).decode())
+        await recv_until(ws, lambda f: f.get("id") == 3)  # published: the API's comes after it
         api(app, "publish", {"channel": "chat:pbserver", "data": {"from": "api"}})
         await until(lambda: len(events.data) == 2, "both publications")
     assert events.data == [("chat:pbserver", {"from": "ws"}, 1), ("chat:pbserver", {"from": "api"}, 2)]
