@@ -23,6 +23,7 @@ from app.config import Settings
 from app.launch import load_settings
 from app.protocol import FAST_WRITE
 from app.streams.chunks import ChunkWriter
+from app.timers import timers
 
 # A request's head before it is complete: the target, and the header fields (count and bytes).
 MAX_URL = 8192
@@ -236,6 +237,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def abort(self) -> None:
         """Drop the connection now, unsent bytes and all: for a peer that stopped reading."""
         self.transport.abort()
+
+    def schedule_ping(self) -> None:
+        """uvicorn's keepalive ping, on the process's timer heap (app/timers.py) rather than an
+        event-loop timer of its own per socket."""
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = timers().call_later(delay, self.send_keepalive_ping)  # type: ignore[assignment]
+
+    def send_keepalive_ping(self) -> None:
+        super().send_keepalive_ping()
+        if self.pong_timer is not None:  # the pong's deadline, which uvicorn put on the loop: moved
+            self.pong_timer.cancel()
+            assert self.ping_timeout is not None
+            self.pong_timer = timers().call_later(self.ping_timeout, self.keepalive_timeout)  # type: ignore[assignment]
 
     def handle_ping(self) -> None:
         """Pongs count against the write bound too: a peer that pings without reading is a slow

@@ -2,15 +2,15 @@
 (app/protocols/centrifuge.py): a ping every ``SWITCHBOARD_PING_INTERVAL``, then
 ``SWITCHBOARD_HEARTBEAT_TIMEOUT`` for any sign of the client, or the connection is closed.
 
-One ``TimerHandle`` per connection at a time, never a task: an idle socket holds no coroutine
-frame for its keepalive. The protocol says what a ping is and how a missing pong closes.
+One timer per connection at a time, on the process's timer heap (app/timers.py), never a task:
+an idle socket holds no coroutine frame and no event-loop timer for its keepalive. The protocol
+says what a ping is and how a missing pong closes.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from app.config import Settings
+from app.timers import Timer, timers
 
 
 class Keepalive:
@@ -19,7 +19,7 @@ class Keepalive:
     __slots__ = ("_awaiting_pong", "_timer")
 
     settings: Settings
-    _timer: asyncio.TimerHandle | None
+    _timer: Timer | None
     _awaiting_pong: bool
 
     def _send_ping(self) -> None:
@@ -29,12 +29,12 @@ class Keepalive:
         raise NotImplementedError
 
     def _schedule_ping(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self.settings.ping_interval, self._ping)
+        self._timer = timers().call_later(self.settings.ping_interval, self._ping)
 
     def _ping(self) -> None:
         self._awaiting_pong = True
         self._send_ping()
-        self._timer = asyncio.get_running_loop().call_later(self.settings.heartbeat_timeout, self._check_pong)
+        self._timer = timers().call_later(self.settings.heartbeat_timeout, self._check_pong)
 
     def _check_pong(self) -> None:
         if self._awaiting_pong:

@@ -40,6 +40,7 @@ from app.protocols.switchboard_codec import command_error, command_id, connect_h
 from app.protocols.switchboard_commands import COMMANDS, Reply, reply_bytes, subscribe
 from app.proxy import BackendDisconnect
 from app.session import Session
+from app.timers import Timer
 
 log = logging.getLogger("switchboard.ws")
 
@@ -60,7 +61,7 @@ class WsClient(Keepalive):
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._last: asyncio.Future[None] | None = None  # the turn of the last command scheduled
         self._load = InFlight(MAX_IN_FLIGHT, self.settings.max_in_flight_bytes)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._awaiting_pong = False
         self._refresh: ProxyRefresh | None = None  # the refresh proxy renews a proxied identity
         self.conn.on_limited = self._limited
