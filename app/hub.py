@@ -159,6 +159,9 @@ class Hub:
                 # command awaits (a server-side subscribe) must not leave a member behind.
                 await self._release(channel, ch)
                 raise ConnectionGone
+        # The Hub's own copy of the name from here on: what the connection keeps is then one string
+        # per channel in the process, not one per member (about 55 bytes a subscription).
+        channel = ch.name
         encoding = encoding_for(wire, ch.tutorial)
         if resume is None or not ch.history:
             start = ch.backlog[-1].offset if ch.backlog else ch.offset
