@@ -60,6 +60,7 @@ class Server:
     redis: bool
 
     workers: int = 0  # > 0: under gunicorn with WEB_CONCURRENCY=workers (one instance, its workers' CPU counted)
+    idle_channels: int = 1  # channels each idle socket is subscribed to (the idle scenario)
 
     def command(self, port: int, redis_url: str) -> tuple[list[str], dict[str, str]]:
         if self.name.startswith(("switchboard", "gunicorn")):
@@ -103,6 +104,13 @@ SERVERS = {
         "switchboard-centrifuge", "Switchboard, /connection/websocket (2 instances + Redis)", "centrifuge", 2, True
     ),
     "switchboard-sse": Server("switchboard-sse", "Switchboard, GET /sse (2 instances + Redis)", "sse", 2, True),
+    # Switchboard's own multiplexed protocol, /ws, one channel per socket (publishers are /ws
+    # clients too), and idle /ws sockets in 10 channels each: what the other transports and a
+    # multiplexed socket are held to.
+    "switchboard-ws": Server("switchboard-ws", "Switchboard, /ws (2 instances + Redis)", "ws", 2, True),
+    "switchboard-ws10": Server(
+        "switchboard-ws10", "Switchboard, /ws, 10 channels per socket (idle only)", "ws", 2, True, 0, 10
+    ),
     # One instance under gunicorn, one worker or two: what WEB_CONCURRENCY buys on two cores.
     "gunicorn-1": Server(
         "gunicorn-1", "Switchboard under gunicorn, 1 worker (1 instance + Redis)", "plain", 1, True, 1
@@ -126,6 +134,8 @@ SERVERS = {
 ONLY = {
     "switchboard-centrifuge": ("rooms", "idle"),
     "switchboard-sse": ("rooms", "idle"),
+    "switchboard-ws": ("rooms", "idle"),
+    "switchboard-ws10": ("idle",),
     "gunicorn-1": ("rooms",),
     "gunicorn-2": ("rooms",),
 }
@@ -147,13 +157,19 @@ def free_port() -> int:
         return port
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes (every thread; reaped children included)."""
+    user = system = 0.0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+        user += int(fields[11]) / CLK_TCK
+        system += int(fields[12]) / CLK_TCK
+    return user, system
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_split(pids))
 
 
 def children(pid: int) -> list[int]:
@@ -314,7 +330,12 @@ async def wait_phase(stack: Stack, phase: int, expected: int, stall: float = 5.0
 async def start_profilers(
     pids: list[int], scenario: str, server: str, outdir: Path
 ) -> list[asyncio.subprocess.Process]:
-    """py-spy on every server process for the burst alone (``--profile DIR``); see bench/profile.py."""
+    """py-spy on every server process for the burst alone (``--profile DIR``); see bench/profile.py.
+
+    ``--nonblocking``: py-spy reads the stacks without stopping the process. Stopped for each
+    sample (its default), a process is caught at a system call's exit far more often than its share
+    of the time: the rooms profile gave the send calls 56 % of the samples that way, 49 % without
+    stopping, against 43 % of the CPU that /proc counts as system time in the same scenario."""
     outdir.mkdir(parents=True, exist_ok=True)
     spies = []
     for pid in pids:
@@ -322,7 +343,8 @@ async def start_profilers(
         spies.append(
             await asyncio.create_subprocess_exec(
                 str(BIN / "py-spy"),
-                *("record", "--pid", str(pid), "--rate", "400", "--format", "raw", "--output", str(out)),
+                *("record", "--nonblocking", "--pid", str(pid), "--rate", "400", "--format", "raw"),
+                *("--output", str(out)),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
@@ -420,8 +442,8 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
 
         pids = stack.server_pids
         redis_pids = [stack.redis.pid] if stack.redis else []
-        cpu_start, redis_start, client_start = (
-            cpu_seconds(pids),
+        split_start, redis_start, client_start = (
+            cpu_split(pids),
             cpu_seconds(redis_pids),
             cpu_seconds(stack.client_pids),
         )
@@ -431,7 +453,11 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
         await burst_phase(stack, publishers, channels, prime, burst, per_channel, phase=1)
         wall = time.perf_counter() - wall_start
         await stop_profilers(spies)
-        server_cpu = cpu_seconds(pids) - cpu_start
+        split_end = cpu_split(pids)
+        # Where the server's CPU went: its own code (user) or the kernel's (system: mostly the
+        # send system call, one per delivery, for every server here).
+        server_user, server_system = (end - start for end, start in zip(split_end, split_start, strict=True))
+        server_cpu = server_user + server_system
         redis_cpu = cpu_seconds(redis_pids) - redis_start
         client_cpu = cpu_seconds(stack.client_pids) - client_start
 
@@ -456,6 +482,8 @@ async def run_fanout(server: Server, scenario: str, args: argparse.Namespace, wo
             "deliveries": delivered,
             "expected": sum(p["expected"] for p in burst_stats),
             "server_cpu": server_cpu,
+            "server_user_cpu": server_user,
+            "server_system_cpu": server_system,
             "redis_cpu": redis_cpu,
             "client_cpu": client_cpu,
             "wall": wall,
@@ -482,24 +510,28 @@ async def run_idle(server: Server, args: argparse.Namespace, workdir: Path) -> d
         await stack.start(1, workdir)
         await asyncio.sleep(1)  # let imports and start-up allocations settle
         before = rss_bytes(stack.procs[0].pid)
+        many = server.idle_channels > 1
+        channels = [f"idle-{k}" for k in range(server.idle_channels)] if many else ["idle"]
         spec = {
             "targets": [["127.0.0.1", stack.ports[0]]],
-            "channels": ["idle"],
+            "channels": channels,
             "flavor": server.flavor,
             "phases": [],
-            "channel_of": [0] * args.idle,
+            "channel_of": [list(range(len(channels)))] * args.idle if many else [0] * args.idle,
             "target_of": [0] * args.idle,
         }
         ready = await stack.start_clients(spec, args.client_processes)
         sockets = sum(r["connected"] for r in ready)
         by = publisher_flavor(server.flavor)
-        publisher = await connect("127.0.0.1", stack.ports[0], "idle", by, lambda s, t: None)
-        await warm_up(stack, {"idle": publisher}, ["idle"], sockets)
+        publishers = {ch: await connect("127.0.0.1", stack.ports[0], ch, by, lambda s, t: None) for ch in channels}
+        await warm_up(stack, publishers, channels, sockets)
         after = rss_bytes(stack.procs[0].pid)
-        publisher.close()
+        for publisher in publishers.values():
+            publisher.close()
         return {
             "server": server.name,
             "scenario": "idle",
+            "channels_per_socket": len(channels),
             "sockets": sockets,
             "rss_before": before,
             "rss_after": after,
