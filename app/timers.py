@@ -27,6 +27,10 @@ from itertools import count
 log = logging.getLogger(__name__)
 
 SLACK = 0.01  # seconds a timer may fire late so that its neighbours fire with it
+# The loop's clock stands still during one of its iterations (uvloop caches it): a timer made by a
+# callback, due "now", would be due again in the same run, and a callback that renews itself with
+# no delay would never let the run end. So every timer is due at least this far ahead.
+MIN_DELAY = 0.001
 
 
 class Timer:
@@ -62,7 +66,7 @@ class Timers:
         return len(self._heap)
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
-        timer = Timer(self.loop.time() + max(0.0, delay), callback)
+        timer = Timer(self.loop.time() + max(MIN_DELAY, delay), callback)
         heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
         if self._armed is None or timer.when < self._armed_at:
             self._arm(timer.when)

@@ -87,6 +87,22 @@ async def test_a_callback_may_schedule_the_next_timer() -> None:
     assert rounds == [0, 1, 2, 3, 4]
 
 
+async def test_a_callback_renewing_itself_with_no_delay_runs_once_per_wake_up() -> None:
+    # The loop's clock stands still within one run of the heap: "due now" must mean the next run.
+    wheel = Timers(asyncio.get_running_loop())
+    runs: list[float] = []
+
+    def renew() -> None:
+        runs.append(wheel.loop.time())
+        if len(runs) < 5:
+            wheel.call_later(0, renew)
+
+    wheel.call_later(0, renew)
+    await wait_for_empty(wheel)
+    assert len(runs) == 5
+    assert runs == sorted(set(runs))  # each at a later time than the one before
+
+
 async def test_one_timer_heap_per_running_loop() -> None:
     first = timers()
     assert timers() is first
