@@ -1,10 +1,13 @@
 """One shard of a Redis Cluster, as the cluster broker sees it: one primary, one pub/sub
 connection, one reader task, and the channels of this process that live there.
 
-The reader SSUBSCRIBEs its probe channel (one the shard owns) and its channels, one at a time
-(SSUBSCRIBE takes several channels only within one slot), then reads until the connection fails
-or goes silent for PROBE_DEADLINE. On any failure it asks the broker to read the slot map again
-(a failover or a slot move may be why), backs off with jitter and reconnects: it never dies.
+The connection is read as the single-Redis broker reads its own (app/broker/pubsub_reader.py):
+redis-py connects and authenticates, then hiredis parses every chunk the socket delivers and each
+reply is handled in the same callback, with no coroutine resumption or dict per message. The task
+SSUBSCRIBEs its probe channel (one the shard owns) and its channels, one per command (SSUBSCRIBE
+takes several channels only within one slot), then watches until the connection fails or goes
+silent for PROBE_DEADLINE. On any failure it asks the broker to read the slot map again (a
+failover or a slot move may be why), backs off with jitter and reconnects: it never dies.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ import time
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 from app import metrics
 from app.broker.base import BrokerUnavailable
 from app.broker.publisher import Publisher
+from app.broker.pubsub_reader import PubSubReader
 from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, PROBE_DEADLINE, PROBE_INTERVAL, SUBSCRIBE_TIMEOUT, brief
 
 log = logging.getLogger("switchboard.broker")
@@ -57,7 +60,7 @@ class Shard:
         self.publisher = publisher
         self.channels: set[str] = set()
         self.up = asyncio.Event()
-        self._pubsub: PubSub | None = None
+        self._reader: PubSubReader | None = None
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self.task = asyncio.create_task(self._run(), name=f"switchboard-shard:{node.name}")
         self.flusher = asyncio.create_task(publisher.run(), name=f"switchboard-shard-publisher:{node.name}")
@@ -65,27 +68,27 @@ class Shard:
     def adopt(self, channel: str) -> None:
         """Take a channel moved here: subscribed now if connected, or on (re)connect."""
         self.channels.add(channel)
-        if self._pubsub is not None and self.up.is_set():
-            task = asyncio.create_task(self._pubsub.ssubscribe(channel))
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if self._reader is not None and self.up.is_set():
+            with contextlib.suppress(ConnectionError):  # lost meanwhile: (re)connect subscribes it
+                self._reader.send("SSUBSCRIBE", channel)
 
     async def subscribe(self, channel: str) -> None:
         """A join: raises BrokerUnavailable unless the shard confirms the subscription."""
-        if self._pubsub is None or not self.up.is_set():
+        if self._reader is None or not self.up.is_set():
             raise BrokerUnavailable(f"shard {self.node.name} is down")
         self.channels.add(channel)
         confirmed = self._waiting.setdefault(channel, asyncio.get_running_loop().create_future())
         try:
-            await self._pubsub.ssubscribe(channel)
+            self._reader.send("SSUBSCRIBE", channel)
             await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT)
         except _TRANSIENT as exc:
             raise BrokerUnavailable(f"no subscribe confirmation for {channel!r}: {brief(exc)}") from None
 
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
-        if self._pubsub is not None and self.up.is_set():
+        if self._reader is not None and self.up.is_set():
             with contextlib.suppress(*_TRANSIENT):
-                await self._pubsub.sunsubscribe(channel)
+                self._reader.send("SUNSUBSCRIBE", channel)
 
     async def stop(self) -> None:
         for task in (self.task, self.flusher):
@@ -107,13 +110,16 @@ class Shard:
                 password=self.broker.credentials["password"],
             )
             try:
-                self._pubsub = client.pubsub()
-                # SSUBSCRIBE takes several channels only within one slot: one at a time.
+                # redis-py connects (AUTH, CLIENT SETNAME); our reader takes it from there.
+                connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+                await connection.connect()
+                reader = self._reader = PubSubReader.take_over(connection, self._handle)
+                # SSUBSCRIBE takes several channels only within one slot: one per command.
                 for channel in (self.probe, *self.channels):
-                    await self._pubsub.ssubscribe(channel)
+                    reader.send("SSUBSCRIBE", channel)
                 self.up.set()
                 attempt = 0
-                await self._read()
+                await self._watch(reader)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # The reader must never die: log, count, re-map, retry.
@@ -130,36 +136,43 @@ class Shard:
                 await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
             finally:
                 self.up.clear()
-                with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[union-attr]
+                current, self._reader = self._reader, None
+                if current is not None:
+                    current.close()
                 with contextlib.suppress(Exception):
                     await client.aclose()
 
-    async def _read(self) -> None:
-        assert self._pubsub is not None
-        last_seen, next_probe = time.monotonic(), 0.0
+    async def _watch(self, reader: PubSubReader) -> None:
+        """Messages arrive through the reader's callbacks; this loop only probes and watches."""
+        next_probe = 0.0
         self.broker.shard_connected()
         while True:
-            message = await self._pubsub.get_message(timeout=PROBE_INTERVAL / 2)
+            done, _ = await asyncio.wait([reader.lost], timeout=PROBE_INTERVAL / 2)
+            if done:
+                reader.lost.result()  # raises why
             now = time.monotonic()
-            if message is not None:
-                last_seen = now
-                self._handle(message)
             if now >= next_probe:
                 next_probe = now + PROBE_INTERVAL
                 await asyncio.wait_for(self.broker.client.spublish(self.probe, b"probe"), PROBE_INTERVAL)
-            if now - last_seen > PROBE_DEADLINE:
+            if now - reader.last_seen > PROBE_DEADLINE:
                 raise BrokerUnavailable("shard pub/sub connection silent; probe not received")
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"].decode()
-        if kind == "smessage" and channel != self.probe:
-            self.broker.deliver(channel, message["data"])
-        elif kind == "ssubscribe":
+    def _handle(self, reply: Any) -> None:
+        """One reply off the pub/sub connection: ``[kind, channel, data or count]``."""
+        if not isinstance(reply, list) or len(reply) != 3:
+            if isinstance(reply, Exception):  # an error reply (a command we sent was refused)
+                log.warning("shard %s refused a pub/sub command: %s", self.node.name, reply)
+            return
+        kind, raw_channel, data = reply
+        channel = raw_channel.decode()
+        if kind == b"smessage":
+            if channel != self.probe:
+                self.broker.deliver(channel, data)
+        elif kind == b"ssubscribe":
             waiter = self._waiting.pop(channel, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-        elif kind == "sunsubscribe" and channel in self.channels:
+        elif kind == b"sunsubscribe" and channel in self.channels:
             # Pushed by the server: the slot moved (a failover, a migration). Find its new owner.
             self.broker.remap()
 
