@@ -43,7 +43,7 @@ class Timer:
         self.callback = callback
 
     def cancel(self) -> None:
-        # Left in the heap until it falls due (no O(n) removal); it holds nothing meanwhile.
+        # Left in the heap until it falls due (no O(n) removal), holding no callback meanwhile.
         self.callback = None
 
     def cancelled(self) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
@@ -29,6 +29,10 @@ from app import metrics
 log = logging.getLogger("switchboard.broker")
 
 OnReply = Callable[[Any], None]
+
+PROBE_INTERVAL = 2.0
+# No message at all (not even our own probe) for this long means a dead or half-open connection.
+PROBE_DEADLINE = 3 * PROBE_INTERVAL
 
 
 def pack(*args: str | bytes) -> bytes:
@@ -76,6 +80,23 @@ class PubSubReader(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    async def watch(self, probe: Callable[[], Awaitable[object]], *, probe_now: bool) -> None:
+        """Until the connection is lost (raises why): messages arrive through ``on_reply``; this
+        only publishes a probe, which comes back on this connection, every PROBE_INTERVAL (the
+        first at once if ``probe_now``), and raises if nothing at all arrived for PROBE_DEADLINE:
+        a half-open connection that a read alone would wait on for ever."""
+        next_probe = time.monotonic() + (0.0 if probe_now else PROBE_INTERVAL)
+        while True:
+            done, _ = await asyncio.wait([self.lost], timeout=PROBE_INTERVAL / 2)
+            if done:
+                self.lost.result()  # raises why
+            now = time.monotonic()
+            if now >= next_probe:
+                next_probe = now + PROBE_INTERVAL
+                await asyncio.wait_for(probe(), PROBE_INTERVAL)
+            if now - self.last_seen > PROBE_DEADLINE:
+                raise ConnectionError("pub/sub connection silent; probe not received")
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import defaultdict, deque
 from typing import Any
 
@@ -49,9 +48,6 @@ log = logging.getLogger("switchboard.broker")
 
 CONTROL_CHANNEL = "switchboard:control"
 SUBSCRIBE_TIMEOUT = 5.0
-PROBE_INTERVAL = 2.0
-# No message at all (not even our own probe) for this long means a dead or half-open connection.
-PROBE_DEADLINE = 3 * PROBE_INTERVAL
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, BrokerUnavailable)
@@ -234,20 +230,9 @@ class RedisBroker:
         self._ever_connected = True
 
     async def _read_until_error(self) -> None:
-        """Messages arrive through the reader's callbacks; this loop only probes and watches."""
         reader = self._reader
         assert reader is not None
-        next_probe = time.monotonic() + PROBE_INTERVAL
-        while True:
-            done, _ = await asyncio.wait([reader.lost], timeout=PROBE_INTERVAL / 2)
-            if done:
-                reader.lost.result()  # raises why
-            now = time.monotonic()
-            if now >= next_probe:
-                next_probe = now + PROBE_INTERVAL
-                await asyncio.wait_for(self.client.publish(CONTROL_CHANNEL, b"probe"), PROBE_INTERVAL)
-            if now - reader.last_seen > PROBE_DEADLINE:
-                raise BrokerUnavailable("pub/sub connection silent; probe not received")
+        await reader.watch(lambda: self.client.publish(CONTROL_CHANNEL, b"probe"), probe_now=False)
 
     def _handle(self, reply: Any) -> None:
         """One reply off the pub/sub connection: ``[kind, channel, data or count]``."""

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -27,7 +26,7 @@ from app import metrics
 from app.broker.base import BrokerUnavailable
 from app.broker.publisher import Publisher
 from app.broker.pubsub_reader import PubSubReader
-from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, PROBE_DEADLINE, PROBE_INTERVAL, SUBSCRIBE_TIMEOUT, brief
+from app.broker.redis import BACKOFF_BASE, BACKOFF_CAP, SUBSCRIBE_TIMEOUT, brief
 
 log = logging.getLogger("switchboard.broker")
 
@@ -119,7 +118,8 @@ class Shard:
                     reader.send("SSUBSCRIBE", channel)
                 self.up.set()
                 attempt = 0
-                await self._watch(reader)
+                self.broker.shard_connected()
+                await reader.watch(lambda: self.broker.client.spublish(self.probe, b"probe"), probe_now=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # The reader must never die: log, count, re-map, retry.
@@ -141,21 +141,6 @@ class Shard:
                     current.close()
                 with contextlib.suppress(Exception):
                     await client.aclose()
-
-    async def _watch(self, reader: PubSubReader) -> None:
-        """Messages arrive through the reader's callbacks; this loop only probes and watches."""
-        next_probe = 0.0
-        self.broker.shard_connected()
-        while True:
-            done, _ = await asyncio.wait([reader.lost], timeout=PROBE_INTERVAL / 2)
-            if done:
-                reader.lost.result()  # raises why
-            now = time.monotonic()
-            if now >= next_probe:
-                next_probe = now + PROBE_INTERVAL
-                await asyncio.wait_for(self.broker.client.spublish(self.probe, b"probe"), PROBE_INTERVAL)
-            if now - reader.last_seen > PROBE_DEADLINE:
-                raise BrokerUnavailable("shard pub/sub connection silent; probe not received")
 
     def _handle(self, reply: Any) -> None:
         """One reply off the pub/sub connection: ``[kind, channel, data or count]``."""
