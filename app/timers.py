@@ -36,10 +36,9 @@ MIN_DELAY = 0.001
 class Timer:
     """What ``Timers.call_later`` returns: ``cancel()``, as an asyncio TimerHandle offers."""
 
-    __slots__ = ("callback", "when")
+    __slots__ = ("callback",)  # its due time is in the heap's entry, not kept twice
 
-    def __init__(self, when: float, callback: Callable[[], object] | None) -> None:
-        self.when = when
+    def __init__(self, callback: Callable[[], object] | None) -> None:
         self.callback = callback
 
     def cancel(self) -> None:
@@ -66,10 +65,11 @@ class Timers:
         return len(self._heap)
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
-        timer = Timer(self.loop.time() + max(MIN_DELAY, delay), callback)
-        heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
-        if self._armed is None or timer.when < self._armed_at:
-            self._arm(timer.when)
+        when = self.loop.time() + max(MIN_DELAY, delay)
+        timer = Timer(callback)
+        heapq.heappush(self._heap, (when, next(self._seq), timer))
+        if self._armed is None or when < self._armed_at:
+            self._arm(when)
         return timer
 
     def _arm(self, when: float) -> None:

@@ -196,7 +196,7 @@ def targets(grouped: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
         True,
     )
     row(
-        "100 x 10 rooms on /connection/websocket: >= 0.9x /ws's (its publishers on /ws too)",
+        "100 x 10 rooms on /connection/websocket: >= 0.9x /ws's (whose publishers are /ws clients)",
         per_cpu("rooms", "switchboard-centrifuge") / per_cpu("rooms", "switchboard-ws"),
         0.9,
         True,
